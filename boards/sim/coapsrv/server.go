@@ -1,0 +1,458 @@
+// Package coapsrv is a lean CoAP server endpoint (RFC 7252) for the simulated
+// board, over plain UDP and over DTLS 1.2 with a pre-shared key.
+//
+// It uses go-coap's message codec but its own socket loops, because go-coap's
+// UDP server walks its whole reply cache on every datagram and so slows down
+// as a block-wise upload grows. Here the reply cache used for deduplication
+// is a map plus a ring in arrival order: expiry and eviction are O(1)
+// amortised, and the cache is bounded (Options.MaxCached).
+//
+// The endpoint behaves like a microcontroller main loop:
+//
+//   - Handler calls are sequential per Server, across all peers and DTLS
+//     sessions: one request is handled at a time, in arrival order per peer.
+//     This also keeps the blocks of an upload in order.
+//   - A confirmable request gets its response piggybacked in an ACK with the
+//     same message ID and token; a non-confirmable request gets a
+//     non-confirmable response with a fresh message ID. A nil Response sends
+//     nothing at all.
+//   - A confirmable request whose (peer, message ID) was answered within
+//     Options.ExchangeLifetime gets the same reply bytes again and the
+//     handler is not called (RFC 7252 §4.5); a duplicate non-confirmable
+//     request is ignored.
+//   - An empty confirmable message (a CoAP ping) and a confirmable message
+//     that is not a request get a Reset; ACK and RST from peers are ignored.
+//     A datagram that does not decode gets a Reset when its header shows a
+//     confirmable message, and is dropped otherwise.
+//   - A confirmable request with a critical option this endpoint does not
+//     recognise gets 4.02 Bad Option without reaching the handler.
+//   - Close is a power cut: it returns at once, and after it returns no
+//     datagram (not even a DTLS close_notify) is sent and no new handler call
+//     starts. A handler already running is not waited for; its context is
+//     cancelled and its reply is dropped.
+package coapsrv
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+)
+
+// Handler answers one request. It returns nil to send no reply at all (a
+// device that lost power while handling, or a non-confirmable request that
+// needs no answer). ctx is cancelled when the Server is closed. The Request
+// is valid only until Handler returns.
+type Handler func(ctx context.Context, r *Request) *Response
+
+// PSKFunc returns the pre-shared key for a client's PSK identity, or an
+// error to refuse the handshake.
+type PSKFunc func(identity []byte) ([]byte, error)
+
+// Options tunes a Server. The zero value is usable.
+type Options struct {
+	Logger *slog.Logger // nil: discard
+	// ExchangeLifetime is how long a reply is kept for deduplication;
+	// 0 means DefaultExchangeLifetime.
+	ExchangeLifetime time.Duration
+	// MaxCached bounds the number of remembered exchanges; the oldest is
+	// forgotten first. 0 means DefaultMaxCached. Keeping it well below
+	// 32768 also means that a client which reuses message IDs early (go-coap
+	// spends two per block) is not answered with a stale reply.
+	MaxCached int
+}
+
+// Defaults for Options.
+const (
+	DefaultExchangeLifetime = 247 * time.Second // EXCHANGE_LIFETIME, RFC 7252 §4.8.2
+	DefaultMaxCached        = 8192
+)
+
+// maxDatagram is the largest UDP payload; reading into a buffer this size
+// never truncates a datagram.
+const maxDatagram = 65535
+
+// Server is one CoAP endpoint on one UDP socket.
+type Server struct {
+	h      Handler
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  time.Time
+	sock   *net.UDPConn
+
+	// sendMu orders every write against Close, so that once Close has
+	// returned nothing more leaves the socket.
+	sendMu sync.Mutex
+	closed atomic.Bool
+
+	// handleMu makes handler calls sequential and guards cache.
+	handleMu sync.Mutex
+	cache    *replyCache
+	nextMID  atomic.Uint32
+
+	dtls *dtlsEndpoint // nil over plain UDP
+}
+
+func newServer(h Handler, opts Options) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("coapsrv: nil handler")
+	}
+	if opts.ExchangeLifetime < 0 || opts.MaxCached < 0 {
+		return nil, fmt.Errorf("coapsrv: negative option: ExchangeLifetime %v, MaxCached %d", opts.ExchangeLifetime, opts.MaxCached)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ExchangeLifetime == 0 {
+		opts.ExchangeLifetime = DefaultExchangeLifetime
+	}
+	if opts.MaxCached == 0 {
+		opts.MaxCached = DefaultMaxCached
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		h:      h,
+		log:    opts.Logger,
+		ctx:    ctx,
+		cancel: cancel,
+		start:  time.Now(),
+		cache:  newReplyCache(opts.MaxCached, int64(opts.ExchangeLifetime)),
+	}
+	s.nextMID.Store(uint32(message.RandMID()))
+	return s, nil
+}
+
+func (s *Server) bind(addr string) error {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("coapsrv: resolve %q: %w", addr, err)
+	}
+	sock, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("coapsrv: listen %q: %w", addr, err)
+	}
+	s.sock = sock
+	return nil
+}
+
+// ListenUDP serves CoAP over plain UDP on addr ("127.0.0.1:0",
+// "[::1]:5683").
+func ListenUDP(addr string, h Handler, opts Options) (*Server, error) {
+	s, err := newServer(h, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.bind(addr); err != nil {
+		return nil, err
+	}
+	w := newWorker(s, 0)
+	w.write = func(b []byte) { s.writeUDP(b, w.peer) }
+	go s.serveUDP(w)
+	s.log.Debug("coap listening", "addr", s.sock.LocalAddr().String(), "transport", "udp")
+	return s, nil
+}
+
+// Addr is the local address of the socket.
+func (s *Server) Addr() net.Addr { return s.sock.LocalAddr() }
+
+// Close cuts the endpoint off at once; see the package documentation. It is
+// safe to call more than once.
+func (s *Server) Close() error {
+	s.sendMu.Lock()
+	was := s.closed.Swap(true)
+	s.sendMu.Unlock()
+	if was {
+		return nil
+	}
+	s.cancel()
+	err := s.sock.Close()
+	if s.dtls != nil {
+		s.dtls.closeAll()
+	}
+	if err != nil {
+		return fmt.Errorf("coapsrv: close %v: %w", s.sock.LocalAddr(), err)
+	}
+	return nil
+}
+
+// now is the server's monotonic clock in nanoseconds.
+func (s *Server) now() int64 { return int64(time.Since(s.start)) }
+
+// writeUDP sends one datagram unless the server is closed.
+func (s *Server) writeUDP(b []byte, to netip.AddrPort) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	if _, err := s.sock.WriteToUDPAddrPort(b, to); err != nil {
+		s.log.Debug("coap send failed", "peer", to.String(), "err", err)
+	}
+}
+
+func (s *Server) serveUDP(w *worker) {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, from, err := s.sock.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("coap read failed", "err", err)
+			continue
+		}
+		w.setPeer(from)
+		w.handle(buf[:n])
+	}
+}
+
+// worker holds the per-reader state and buffers: one for the UDP socket, one
+// per DTLS session. Everything here is reused from datagram to datagram.
+type worker struct {
+	s        *Server
+	conn     uint64 // DTLS session number; 0 over plain UDP
+	peer     netip.AddrPort
+	peerAddr net.Addr // peer as a net.Addr, converted once per new peer
+	identity []byte
+	write    func(b []byte)
+
+	msg      message.Message
+	req      Request
+	out      []byte
+	respOpts message.Options
+	optBuf   [12]byte
+	pathBuf  []byte
+	path     string
+	query    []string
+}
+
+func newWorker(s *Server, conn uint64) *worker {
+	return &worker{
+		s:        s,
+		conn:     conn,
+		msg:      message.Message{Options: make(message.Options, 0, 16)},
+		out:      make([]byte, 1280),
+		respOpts: make(message.Options, 0, 8),
+		path:     "/",
+	}
+}
+
+func (w *worker) setPeer(p netip.AddrPort) {
+	if p != w.peer || w.peerAddr == nil {
+		w.peer = p
+		w.peerAddr = net.UDPAddrFromAddrPort(p)
+	}
+}
+
+// decode decodes data into w.msg, growing the options slice when a message
+// carries more options than it has room for.
+func (w *worker) decode(data []byte) error {
+	for {
+		_, err := coder.DefaultCoder.Decode(data, &w.msg)
+		if !errors.Is(err, message.ErrOptionsTooSmall) {
+			return err
+		}
+		// Every option takes at least one byte, so this ends.
+		w.msg.Options = make(message.Options, 0, 2*cap(w.msg.Options)+len(data))
+	}
+}
+
+// handle decodes and answers one datagram from w.peer.
+func (w *worker) handle(data []byte) {
+	s := w.s
+	if err := w.decode(data); err != nil {
+		if len(data) >= 4 && data[0]>>6 == 1 && message.Type(data[0]>>4&3) == message.Confirmable {
+			w.reset(binary.BigEndian.Uint16(data[2:4]))
+		}
+		if s.log.Enabled(s.ctx, slog.LevelDebug) {
+			s.log.Debug("coap datagram not decodable", "peer", w.peer.String(), "len", len(data), "err", err)
+		}
+		return
+	}
+	m := &w.msg
+	mid := uint16(m.MessageID)
+	if m.Type == message.Acknowledgement || m.Type == message.Reset {
+		// This endpoint never sends a confirmable message, so nothing waits
+		// for these.
+		return
+	}
+	if m.Code == codes.Empty || m.Code > 31 {
+		// A ping, or a response or reserved code sent to a server.
+		if m.Type == message.Confirmable {
+			w.reset(mid)
+		}
+		return
+	}
+
+	s.handleMu.Lock()
+	defer s.handleMu.Unlock()
+	now := s.now()
+	key := exchangeKey{peer: w.peer, conn: w.conn, mid: mid}
+	if reply, dup := s.cache.get(key, now); dup {
+		if m.Type == message.Confirmable && len(reply) > 0 {
+			w.write(reply)
+		}
+		return
+	}
+	var resp *Response
+	if unknownCritical(m.Options) {
+		if m.Type != message.Confirmable {
+			return // rejected silently, RFC 7252 §5.4.1
+		}
+		resp = &badOption
+	} else {
+		if s.closed.Load() {
+			return
+		}
+		w.fillRequest()
+		resp = s.h(s.ctx, &w.req)
+		if s.closed.Load() {
+			return
+		}
+	}
+	var out []byte
+	if resp != nil {
+		out = w.encode(resp)
+		if out == nil {
+			return
+		}
+		w.write(out)
+		if resp.AfterSend != nil {
+			resp.AfterSend()
+		}
+	}
+	switch {
+	case m.Type == message.NonConfirmable:
+		s.cache.put(key, now, nil)
+	case out != nil:
+		s.cache.put(key, now, out)
+	}
+	// A confirmable request left unanswered is not remembered: its
+	// retransmission reaches the handler again, as on a device that
+	// rebooted before answering.
+}
+
+var badOption = Response{Code: codes.BadOption, ContentFormat: NoContentFormat}
+
+// unknownCritical reports whether opts hold a critical (odd-numbered) option
+// this endpoint does not act on, or a known critical option of illegal
+// length (RFC 7252 §5.4.1, §5.4.3). Q-Block and proxying are not offered.
+func unknownCritical(opts message.Options) bool {
+	for _, o := range opts {
+		if o.ID&1 == 0 {
+			continue
+		}
+		switch o.ID {
+		case message.QBlock1, message.QBlock2, message.ProxyURI, message.ProxyScheme:
+			return true
+		}
+		def, ok := message.CoapOptionDefs[o.ID]
+		if !ok || len(o.Value) < int(def.MinLen) || len(o.Value) > int(def.MaxLen) {
+			return true
+		}
+	}
+	return false
+}
+
+// fillRequest points w.req at the decoded message.
+func (w *worker) fillRequest() {
+	m := &w.msg
+	r := &w.req
+	r.Peer = w.peerAddr
+	r.PSKIdentity = w.identity
+	r.Code = m.Code
+	r.Type = m.Type
+	r.MessageID = uint16(m.MessageID)
+	r.Token = m.Token
+	r.Options = m.Options
+	r.Payload = m.Payload
+
+	w.pathBuf = w.pathBuf[:0]
+	w.query = w.query[:0]
+	for _, o := range m.Options {
+		switch o.ID {
+		case message.URIPath:
+			w.pathBuf = append(w.pathBuf, '/')
+			w.pathBuf = append(w.pathBuf, o.Value...)
+		case message.URIQuery:
+			w.query = append(w.query, string(o.Value))
+		}
+	}
+	if len(w.pathBuf) == 0 {
+		w.pathBuf = append(w.pathBuf, '/')
+	}
+	// Requests of one upload share a path: keep the string instead of
+	// allocating a new one per block.
+	if string(w.pathBuf) != w.path {
+		w.path = string(w.pathBuf)
+	}
+	r.Path = w.path
+	r.Query = nil
+	if len(w.query) > 0 {
+		r.Query = w.query
+	}
+}
+
+// encode renders resp as the reply to w.msg into w.out. It returns nil when
+// resp cannot be encoded (a handler bug, logged).
+func (w *worker) encode(resp *Response) []byte {
+	m := &w.msg
+	typ, mid := message.Acknowledgement, m.MessageID
+	if m.Type == message.NonConfirmable {
+		typ, mid = message.NonConfirmable, int32(uint16(w.s.nextMID.Add(1)))
+	}
+	opts := w.respOpts[:0]
+	if resp.ContentFormat >= 0 && len(resp.Payload) > 0 {
+		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: encodeUint(w.optBuf[0:4], uint32(resp.ContentFormat))})
+	}
+	if b := resp.Block1; b != nil {
+		v := b.Num<<4 | uint32(b.SZX&7)
+		if b.More {
+			v |= 8
+		}
+		opts = opts.Add(message.Option{ID: message.Block1, Value: encodeUint(w.optBuf[4:8], v)})
+	}
+	if resp.Size1 != 0 {
+		opts = opts.Add(message.Option{ID: message.Size1, Value: encodeUint(w.optBuf[8:12], resp.Size1)})
+	}
+	for _, o := range resp.Options {
+		opts = opts.Add(o)
+	}
+	w.respOpts = opts
+	code := resp.Code
+	if code > 255 {
+		w.s.log.Error("coap handler returned an invalid code", "code", uint16(code), "path", w.path)
+		code = codes.InternalServerError
+	}
+	out := message.Message{Token: m.Token, Options: opts, Code: code, Payload: resp.Payload, MessageID: mid, Type: typ}
+	n, err := coder.DefaultCoder.Encode(out, w.out)
+	if errors.Is(err, message.ErrTooSmall) {
+		w.out = make([]byte, n)
+		n, err = coder.DefaultCoder.Encode(out, w.out)
+	}
+	if err != nil {
+		w.s.log.Error("coap response not encodable", "code", code.String(), "path", w.path, "err", err)
+		return nil
+	}
+	return w.out[:n]
+}
+
+// reset sends an RST for mid.
+func (w *worker) reset(mid uint16) {
+	b := w.optBuf[:4]
+	b[0] = 1<<6 | byte(message.Reset)<<4
+	b[1] = 0
+	binary.BigEndian.PutUint16(b[2:], mid)
+	w.write(b)
+}

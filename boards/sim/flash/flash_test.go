@@ -1,0 +1,291 @@
+package flash
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func newTest(t *testing.T, cfg Config) *Flash {
+	t.Helper()
+	if cfg.Sectors == nil {
+		cfg.Sectors = Uniform(64<<10, 4<<10)
+	}
+	if cfg.WriteAlign == 0 {
+		cfg.WriteAlign = 4
+	}
+	f, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestLayouts(t *testing.T) {
+	st := STM32F4Like(1 << 20)
+	total := 0
+	for _, s := range st {
+		total += s
+	}
+	if total != 1<<20 || st[0] != 16<<10 || st[4] != 64<<10 || st[5] != 128<<10 || len(st) != 12 {
+		t.Fatalf("STM32F4 layout %v total %d", st, total)
+	}
+	f := newTest(t, Config{Sectors: st, Erased: 0xFF})
+	for _, tc := range []struct{ off, idx, start, size int }{
+		{0, 0, 0, 16 << 10},
+		{0x4000, 1, 0x4000, 16 << 10},
+		{0x10000, 4, 0x10000, 64 << 10},
+		{0x1FFFF, 4, 0x10000, 64 << 10},
+		{0x20000, 5, 0x20000, 128 << 10},
+		{1<<20 - 1, 11, 0xE0000, 128 << 10},
+	} {
+		idx, start, size, err := f.Sector(tc.off)
+		if err != nil || idx != tc.idx || start != tc.start || size != tc.size {
+			t.Errorf("Sector(%#x) = %d %#x %d %v, want %d %#x %d", tc.off, idx, start, size, err, tc.idx, tc.start, tc.size)
+		}
+	}
+	if _, _, _, err := f.Sector(1 << 20); !errors.Is(err, ErrRange) {
+		t.Errorf("Sector past end: %v", err)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{Sectors: Uniform(8192, 4096), WriteAlign: 3, Erased: 0xFF},
+		{Sectors: Uniform(8192, 4096), WriteAlign: 4, Erased: 0x7F},
+		{WriteAlign: 4, Erased: 0xFF},
+		{Sectors: Uniform(8192, 4096), WriteAlign: 4, Erased: 0xFF, Protected: 100},
+	} {
+		if _, err := New(cfg); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("New(%+v) = %v, want ErrBadConfig", cfg, err)
+		}
+	}
+}
+
+func TestNORRules(t *testing.T) {
+	for _, erased := range []byte{0xFF, 0x00} {
+		for _, align := range []int{1, 4, 8} {
+			cfg := Config{WriteAlign: align, Erased: erased, Protected: 4096}
+			f := newTest(t, cfg)
+			w := bytes.Repeat([]byte{0xA5}, align)
+			if err := f.Program(8192, w); err != nil {
+				t.Fatalf("erased %#x align %d: %v", erased, align, err)
+			}
+			got := make([]byte, align)
+			f.Read(8192, got)
+			if !bytes.Equal(got, w) {
+				t.Fatalf("erased %#x: read %x want %x", erased, got, w)
+			}
+			// Moving a bit back toward the erased value is refused and changes nothing.
+			back := bytes.Repeat([]byte{erased}, align)
+			if err := f.Program(8192, back); !errors.Is(err, ErrNotErased) {
+				t.Fatalf("erased %#x: reprogram toward erased = %v", erased, err)
+			}
+			// Programming the same value again is allowed (no bit moves back).
+			if err := f.Program(8192, w); err != nil {
+				t.Fatalf("idempotent program: %v", err)
+			}
+			if align > 1 {
+				if err := f.Program(8193, w); !errors.Is(err, ErrAlign) {
+					t.Errorf("misaligned: %v", err)
+				}
+			}
+			if err := f.Program(f.Size()-align+align, w); !errors.Is(err, ErrRange) {
+				t.Errorf("out of range: %v", err)
+			}
+			if err := f.Program(0, w); !errors.Is(err, ErrProtected) {
+				t.Errorf("bootloader write: %v", err)
+			}
+			if err := f.EraseSector(0); !errors.Is(err, ErrProtected) {
+				t.Errorf("bootloader erase: %v", err)
+			}
+			if err := f.EraseSector(2); err != nil {
+				t.Fatal(err)
+			}
+			f.Read(8192, got)
+			if !bytes.Equal(got, back) {
+				t.Errorf("after erase %x", got)
+			}
+			if f.Wear()[2] != 1 {
+				t.Errorf("wear %v", f.Wear())
+			}
+		}
+	}
+}
+
+func TestCutAtOpTearsProgram(t *testing.T) {
+	f := newTest(t, Config{WriteAlign: 4, Erased: 0xFF, Seed: 1})
+	data := bytes.Repeat([]byte{0x00}, 64) // 16 words, every bit changes
+	var got Cut
+	f.CutAtOp(5, func(c Cut) { got = c })
+	err := f.Program(4096, data)
+	if !errors.Is(err, ErrPowerLost) {
+		t.Fatalf("err = %v", err)
+	}
+	if got.Op != 5 || got.Kind != OpProgram || got.Addr != 4096+16 || !got.Torn {
+		t.Fatalf("cut = %+v", got)
+	}
+	buf := make([]byte, 64)
+	f.Read(4096, buf)
+	if !bytes.Equal(buf[:16], data[:16]) {
+		t.Errorf("words before the cut not programmed: %x", buf[:16])
+	}
+	if !bytes.Equal(buf[20:], bytes.Repeat([]byte{0xFF}, 44)) {
+		t.Errorf("words after the cut touched: %x", buf[20:])
+	}
+	if f.Powered() {
+		t.Error("still powered after cut")
+	}
+	if err := f.Program(8192, data[:4]); !errors.Is(err, ErrPowerLost) {
+		t.Errorf("program while unpowered: %v", err)
+	}
+	f.PowerOn()
+	// Reprogramming the torn word with the same data completes it.
+	if err := f.Program(4096, data); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.Cuts()); n != 2 {
+		t.Errorf("cuts recorded %d, want 2 (torn + refused while off)", n)
+	}
+}
+
+func TestTornWordIsSubset(t *testing.T) {
+	// Over many seeds the torn word must hold only bits of the target, and
+	// not always none or all of them.
+	partial := 0
+	for seed := uint64(0); seed < 200; seed++ {
+		f, err := New(Config{Sectors: Uniform(8192, 4096), WriteAlign: 4, Erased: 0xFF, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		target := []byte{0x12, 0x34, 0x56, 0x78}
+		f.CutAtOp(1, nil)
+		f.Program(0, target)
+		got := make([]byte, 4)
+		f.Read(0, got)
+		for i := range got {
+			// Every programmed (0) bit of got must be 0 in target.
+			if ^got[i]&^(^target[i]) != 0 {
+				t.Fatalf("seed %d: torn %x has bits outside target %x", seed, got, target)
+			}
+		}
+		if !bytes.Equal(got, target) && !bytes.Equal(got, []byte{0xFF, 0xFF, 0xFF, 0xFF}) {
+			partial++
+		}
+	}
+	if partial < 150 {
+		t.Errorf("only %d of 200 torn words were partial", partial)
+	}
+}
+
+func TestCutTearsErase(t *testing.T) {
+	f := newTest(t, Config{WriteAlign: 4, Erased: 0xFF, Seed: 3})
+	zeros := make([]byte, 4096)
+	if err := f.Program(4096, zeros); err != nil {
+		t.Fatal(err)
+	}
+	f.CutAtOp(f.Ops()+1, nil)
+	if err := f.EraseSector(1); !errors.Is(err, ErrPowerLost) {
+		t.Fatalf("err %v", err)
+	}
+	buf := make([]byte, 4096)
+	f.Read(4096, buf)
+	ff, zero := 0, 0
+	for _, b := range buf {
+		switch b {
+		case 0xFF:
+			ff++
+		case 0:
+			zero++
+		}
+	}
+	if ff == 4096 || zero == 4096 {
+		t.Fatalf("erase not partial: %d erased bytes, %d programmed", ff, zero)
+	}
+	if c := f.Cuts(); len(c) != 1 || c[0].Kind != OpErase || c[0].Addr != 4096 {
+		t.Errorf("cuts %+v", c)
+	}
+}
+
+func TestAsyncCutDuringTimedProgram(t *testing.T) {
+	f := newTest(t, Config{WriteAlign: 4, Erased: 0xFF, Seed: 9, ProgramTime: time.Millisecond, TimeScale: 1})
+	data := make([]byte, 4*200) // 200 ms of programming
+	done := make(chan error)
+	go func() { done <- f.Program(4096, data) }()
+	time.Sleep(50 * time.Millisecond)
+	f.PowerOff()
+	if err := <-done; !errors.Is(err, ErrPowerLost) {
+		t.Fatalf("err %v", err)
+	}
+	c := f.Cuts()
+	if len(c) != 1 || c[0].Kind != OpProgram || !c[0].Torn {
+		t.Fatalf("cuts %+v", c)
+	}
+	word := (c[0].Addr - 4096) / 4
+	if word < 20 || word > 150 {
+		t.Errorf("cut at word %d, expected near 50", word)
+	}
+	buf := make([]byte, len(data))
+	f.Read(4096, buf)
+	for i := (word + 1) * 4; i < len(buf); i++ {
+		if buf[i] != 0xFF {
+			t.Fatalf("byte %d after the cut was programmed", i)
+		}
+	}
+}
+
+func TestBusyEdges(t *testing.T) {
+	f := newTest(t, Config{WriteAlign: 4, Erased: 0xFF})
+	var edges []bool
+	f.OnBusy(func(b bool) { edges = append(edges, b) })
+	f.EraseSector(3)
+	f.Program(3*4096, make([]byte, 8))
+	if len(edges) != 4 || !edges[0] || edges[1] || !edges[2] || edges[3] {
+		t.Errorf("edges %v", edges)
+	}
+}
+
+func TestPersistence(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flash.bin")
+	cfg := Config{Sectors: Uniform(32<<10, 4<<10), WriteAlign: 8, Erased: 0xFF, Path: path}
+	f, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.EraseSector(2)
+	f.EraseSector(2)
+	f.Program(8192, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	f.Close()
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	buf := make([]byte, 8)
+	g.Read(8192, buf)
+	if !bytes.Equal(buf, []byte{1, 2, 3, 4, 5, 6, 7, 8}) || g.Wear()[2] != 2 {
+		t.Fatalf("reloaded %x wear %v", buf, g.Wear())
+	}
+	cfg.Sectors = Uniform(64<<10, 4<<10)
+	if _, err := New(cfg); !errors.Is(err, ErrFileLayout) {
+		t.Errorf("mismatched layout: %v", err)
+	}
+}
+
+func BenchmarkProgram1KiB(b *testing.B) {
+	f, _ := New(Config{Sectors: Uniform(512<<10, 4<<10), WriteAlign: 4, Erased: 0xFF})
+	data := make([]byte, 1024)
+	b.SetBytes(1024)
+	for i := 0; b.Loop(); i++ {
+		off := (i % 512) * 1024
+		if off%4096 == 0 {
+			f.EraseSector(off / 4096)
+		}
+		if err := f.Program(off, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

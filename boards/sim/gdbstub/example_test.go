@@ -1,0 +1,34 @@
+package gdbstub_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+
+	"github.com/fudbench/fudbench/boards/sim/gdbstub"
+)
+
+// A vFlashWrite request framed and read back the way the stub reads it.
+func ExampleReadPacket() {
+	payload := gdbstub.AppendBinary([]byte("vFlashWrite:10000:"), []byte{'#', 0x01, '*'})
+	frame := gdbstub.AppendPacket(nil, payload)
+	fmt.Printf("%q\n", frame)
+
+	pkt, err := gdbstub.ReadPacket(bufio.NewReader(bytes.NewReader(frame)))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	data, _ := bytes.CutPrefix(pkt, []byte("vFlashWrite:10000:"))
+	raw, err := gdbstub.DecodeBinary(data)
+	fmt.Printf("% x %v\n", raw, err)
+	// Output:
+	// "$vFlashWrite:10000:}\x03\x01}\n#dc"
+	// 23 01 2a <nil>
+}
+
+// The value GDB's compare-sections expects in a qCRC reply.
+func ExampleCRC32() {
+	fmt.Printf("C%08x\n", gdbstub.CRC32(0xffffffff, []byte("123456789")))
+	// Output: C0376e6e7
+}

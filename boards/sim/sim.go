@@ -1,0 +1,242 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fudbench/fudbench/boards/sim/image"
+)
+
+// DefaultBench is the built-in simulated bench: sim-safe runs the
+// resumable in-place scheme, sim-naive the unsafe one. sim-naive's console
+// re-enumerates on every power-on (a new pty behind a stable link), so a
+// bench's reopen logic is exercised for real.
+func DefaultBench() []Config {
+	return []Config{
+		{Name: "sim-safe", Strategy: InplaceRecovery},
+		{Name: "sim-naive", Strategy: NaiveInplace, Reenumerate: true},
+	}
+}
+
+// BaselineSpec is the image a new simulated board is factory-programmed
+// with when it has none.
+var BaselineSpec = image.Spec{Version: "1.0.0", Seq: 1, Size: 64 << 10, Seed: 1}
+
+// Sim is a set of running boards.
+type Sim struct {
+	Boards []*Board
+	log    *slog.Logger
+	http   *http.Server
+	ln     net.Listener
+}
+
+// Start makes the boards, factory-programs the baseline image on any
+// board whose app slot holds no valid image, and powers them on when
+// powerOn is set.
+func Start(cfgs []Config, powerOn bool, log *slog.Logger) (*Sim, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Sim{log: log}
+	seen := map[string]bool{}
+	for _, c := range cfgs {
+		if seen[c.Name] {
+			s.Close()
+			return nil, fmt.Errorf("sim: duplicate board name %q", c.Name)
+		}
+		seen[c.Name] = true
+		if c.Logger == nil {
+			c.Logger = log
+		}
+		b, err := New(c)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.Boards = append(s.Boards, b)
+		if _, _, err := b.verifyApp(); err != nil {
+			img, err := image.Build(BaselineSpec, image.DevKey())
+			if err != nil {
+				s.Close()
+				return nil, err
+			}
+			if err := b.FactoryProgram(img); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+	}
+	if powerOn {
+		for _, b := range s.Boards {
+			b.SetPower(true)
+		}
+	}
+	return s, nil
+}
+
+// Board returns the board called name.
+func (s *Sim) Board(name string) *Board {
+	for _, b := range s.Boards {
+		if b.Name() == name {
+			return b
+		}
+	}
+	return nil
+}
+
+// WaitReady waits until every powered board has finished booting.
+func (s *Sim) WaitReady(ctx context.Context) error {
+	for _, b := range s.Boards {
+		if !b.Powered() {
+			continue
+		}
+		if _, err := b.WaitMode(ctx, ModeApp, ModeRecovery, ModeHalted); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close powers every board off and releases everything.
+func (s *Sim) Close() error {
+	var errs []error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		errs = append(errs, s.http.Shutdown(ctx))
+		cancel()
+	}
+	for _, b := range s.Boards {
+		errs = append(errs, b.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Info is what the control endpoint and `fudbench sim` report per board.
+type Info struct {
+	Name        string   `json:"name"`
+	Strategy    Strategy `json:"strategy"`
+	Mode        string   `json:"mode"`
+	Powered     bool     `json:"powered"`
+	CoAP        []string `json:"coap"`
+	CoAPS       string   `json:"coaps,omitempty"`
+	PSKIdentity string   `json:"psk_identity,omitempty"`
+	GDB         string   `json:"gdb,omitempty"`
+	Console     string   `json:"console"`
+	ConsoleLink string   `json:"console_link"`
+	PowerPin    string   `json:"power_pin,omitempty"`
+	BusyPin     string   `json:"busy_pin,omitempty"`
+	Boots       uint32   `json:"boots"`
+}
+
+// Info describes the board's wiring and state.
+func (b *Board) Info() Info {
+	udp, dtls := b.Endpoints()
+	in := Info{
+		Name: b.Name(), Strategy: b.Strategy(), Mode: b.Mode(), Powered: b.Powered(),
+		CoAP: udp, CoAPS: dtls, GDB: b.GDBAddr(), Console: b.ConsolePath(), ConsoleLink: b.ConsoleLink(),
+		Boots: b.Boots(),
+	}
+	if dtls != "" {
+		in.PSKIdentity = b.cfg.PSKIdentity
+	}
+	if b.powerPin != nil {
+		in.PowerPin, in.BusyPin = PinNames(b.Name())
+	}
+	return in
+}
+
+// ServeControl starts the control endpoint on addr (loopback unless
+// configured otherwise): an HTTP API through which a bench process
+// reaches the boards' power inputs when the boards run in another process.
+//
+//	GET  /boards                  all boards' Info as JSON
+//	GET  /boards/{name}           one board's Info
+//	GET  /boards/{name}/power     "on" or "off"
+//	PUT  /boards/{name}/power     body "on" or "off": drive the power input
+//	POST /boards/{name}/reset     software reset
+//	GET  /boards/{name}/cuts      the board's record of every power cut
+func (s *Sim) ServeControl(addr string) (net.Addr, error) {
+	mux := http.NewServeMux()
+	get := func(w http.ResponseWriter, r *http.Request) *Board {
+		b := s.Board(r.PathValue("name"))
+		if b == nil {
+			http.Error(w, fmt.Sprintf("no board %q", r.PathValue("name")), http.StatusNotFound)
+		}
+		return b
+	}
+	writeJSON := func(w http.ResponseWriter, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("GET /boards", func(w http.ResponseWriter, r *http.Request) {
+		var out []Info
+		for _, b := range s.Boards {
+			out = append(out, b.Info())
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		writeJSON(w, out)
+	})
+	mux.HandleFunc("GET /boards/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if b := get(w, r); b != nil {
+			writeJSON(w, b.Info())
+		}
+	})
+	mux.HandleFunc("GET /boards/{name}/power", func(w http.ResponseWriter, r *http.Request) {
+		if b := get(w, r); b != nil {
+			if b.Powered() {
+				fmt.Fprintln(w, "on")
+			} else {
+				fmt.Fprintln(w, "off")
+			}
+		}
+	})
+	mux.HandleFunc("PUT /boards/{name}/power", func(w http.ResponseWriter, r *http.Request) {
+		b := get(w, r)
+		if b == nil {
+			return
+		}
+		buf := make([]byte, 8)
+		n, _ := r.Body.Read(buf)
+		switch strings.TrimSpace(string(buf[:n])) {
+		case "on":
+			b.SetPower(true)
+		case "off":
+			b.SetPower(false)
+		default:
+			http.Error(w, `body must be "on" or "off"`, http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /boards/{name}/reset", func(w http.ResponseWriter, r *http.Request) {
+		if b := get(w, r); b != nil {
+			if !b.Powered() {
+				http.Error(w, "board is not powered", http.StatusConflict)
+				return
+			}
+			b.Reset()
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	mux.HandleFunc("GET /boards/{name}/cuts", func(w http.ResponseWriter, r *http.Request) {
+		if b := get(w, r); b != nil {
+			writeJSON(w, b.Cuts())
+		}
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("sim: control endpoint %s: %w", addr, err)
+	}
+	s.ln = ln
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.http.Serve(ln)
+	return ln.Addr(), nil
+}

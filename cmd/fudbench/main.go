@@ -1,0 +1,131 @@
+// Command fudbench is the bench controller: it serves simulated boards,
+// builds and inspects test images, and (as the project grows) flashes
+// boards, pushes updates over CoAP and cuts power at chosen points.
+//
+// Exit codes, for every command: 0 ok, 1 a device test failed, 2 usage or
+// configuration error, 3 bench/infrastructure error, 130 interrupted.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	ExitOK          = 0
+	ExitDeviceFail  = 1
+	ExitUsage       = 2
+	ExitInfra       = 3
+	ExitInterrupted = 130
+)
+
+// exitError carries an exit code with its cause.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(err error) error { return &exitError{ExitUsage, err} }
+func infraErr(err error) error { return &exitError{ExitInfra, err} }
+
+var errInterrupted = errors.New("interrupted")
+
+// exitCode maps an error to the process exit code.
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, errInterrupted), errors.Is(err, context.Canceled):
+		return ExitInterrupted
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		return ExitInfra
+	}
+}
+
+type globals struct {
+	verbose bool
+	log     *slog.Logger
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "fudbench",
+		Short:         "Power-cut firmware update bench",
+		Long:          "fudbench tests that firmware updates survive a power cut at any moment, and measures how long a device takes to come back.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			level := slog.LevelInfo
+			if g.verbose {
+				level = slog.LevelDebug
+			}
+			g.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+		},
+	}
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
+	root.AddCommand(newSimCmd(g), newImageCmd(g))
+	return root
+}
+
+// run executes the CLI with args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
+	g := &globals{log: slog.New(slog.NewTextHandler(stderr, nil))}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil && ctx.Err() != nil {
+		err = errors.Join(errInterrupted, err)
+	}
+	if err != nil {
+		// Cobra's own argument errors are usage errors.
+		var ee *exitError
+		if !errors.As(err, &ee) && !errors.Is(err, errInterrupted) && isCobraUsage(err) {
+			err = usageErr(err)
+		}
+		fmt.Fprintln(stderr, "fudbench:", err)
+	}
+	return exitCode(err)
+}
+
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "accepts ", "requires at least", "invalid argument", "unknown shorthand", "flag needs an argument", "required flag"} {
+		if len(msg) >= len(p) && contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
