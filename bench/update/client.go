@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -60,6 +61,9 @@ func Dial(ctx context.Context, addr string, psk *PSK, tx Transmission) (*Client,
 	opts := []udp.Option{
 		options.WithBlockwise(false, blockwise.SZX1024, time.Minute),
 		options.WithTransmission(1, tx.AckTimeout, tx.MaxRetransmit),
+		// Socket errors (ICMP port unreachable while a device is off) come
+		// back from Do; go-coap's own logging of them is noise.
+		options.WithErrors(func(err error) { slog.Debug("coap", "addr", addr, "err", err) }),
 	}
 	var (
 		conn *udpclient.Conn
@@ -68,11 +72,11 @@ func Dial(ctx context.Context, addr string, psk *PSK, tx Transmission) (*Client,
 	if psk == nil {
 		conn, err = udp.Dial(addr, opts...)
 	} else {
-		cfg := &piondtls.Config{
-			PSK:             func([]byte) ([]byte, error) { return psk.Key, nil },
-			PSKIdentityHint: []byte(psk.Identity),
-			CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8, piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256},
-		}
+		cfg := dtls.NewDTLSClientOptions(
+			piondtls.WithPSK(func([]byte) ([]byte, error) { return psk.Key, nil }),
+			piondtls.WithPSKIdentityHint([]byte(psk.Identity)),
+			piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8, piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
+		)
 		conn, err = dtls.Dial(addr, cfg, opts...)
 	}
 	if err != nil {

@@ -579,7 +579,7 @@ func (b *Board) resetLocked() {
 	}()
 }
 
-// resetAfter reboots the board from a handler once its reply is out.
+// resetFrom reboots the board from a handler once its reply is out.
 func (b *Board) resetFrom(ep uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

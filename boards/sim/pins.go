@@ -107,8 +107,8 @@ func (p *BusyPin) Read() gpio.Level {
 // WaitForEdge waits for an armed edge; a negative timeout waits forever.
 func (p *BusyPin) WaitForEdge(timeout time.Duration) bool {
 	if timeout < 0 {
-		<-p.edges
-		return true
+		// Wake up now and then so a waiter never outlives the board by long.
+		timeout = time.Second
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -203,9 +204,12 @@ func (s *Sim) ServeControl(addr string) (net.Addr, error) {
 		if b == nil {
 			return
 		}
-		buf := make([]byte, 8)
-		n, _ := r.Body.Read(buf)
-		switch strings.TrimSpace(string(buf[:n])) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 16))
+		if err != nil {
+			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		switch strings.TrimSpace(string(body)) {
 		case "on":
 			b.SetPower(true)
 		case "off":

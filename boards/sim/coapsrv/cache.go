@@ -24,6 +24,7 @@ type exchangeEntry struct {
 // reused, so a warm cache does not allocate.
 type replyCache struct {
 	lifetime int64
+	size     int // the ring grows up to size entries
 	ring     []exchangeEntry
 	head     int
 	n        int
@@ -31,10 +32,12 @@ type replyCache struct {
 }
 
 func newReplyCache(size int, lifetime int64) *replyCache {
+	// Start small and grow on demand: an idle board must stay small.
 	return &replyCache{
 		lifetime: lifetime,
-		ring:     make([]exchangeEntry, size),
-		index:    make(map[exchangeKey]int, size),
+		size:     size,
+		ring:     make([]exchangeEntry, min(size, 16)),
+		index:    make(map[exchangeKey]int),
 	}
 }
 
@@ -69,6 +72,9 @@ func (c *replyCache) get(k exchangeKey, now int64) ([]byte, bool) {
 // put records k with a copy of reply.
 func (c *replyCache) put(k exchangeKey, now int64, reply []byte) {
 	c.expire(now)
+	if c.n == len(c.ring) && len(c.ring) < c.size {
+		c.grow()
+	}
 	if c.n == len(c.ring) {
 		c.evictHead()
 	}
@@ -82,3 +88,13 @@ func (c *replyCache) put(k exchangeKey, now int64, reply []byte) {
 }
 
 func (c *replyCache) count() int { return c.n }
+
+// grow doubles the ring (up to size), keeping arrival order.
+func (c *replyCache) grow() {
+	ring := make([]exchangeEntry, min(2*len(c.ring), c.size))
+	for i := 0; i < c.n; i++ {
+		ring[i] = c.ring[(c.head+i)%len(c.ring)]
+		c.index[ring[i].key] = i
+	}
+	c.ring, c.head = ring, 0
+}

@@ -460,6 +460,16 @@ func (f *Flash) Program(off int, data []byte) error {
 			}
 		}
 		f.mu.Lock()
+		if !f.powered && per > 0 {
+			// Timed words follow each other with no idle gap: a cut seen
+			// between two of them tears the one that was starting.
+			f.ops++
+			cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
+			f.cuts = append(f.cuts, cut)
+			err := f.persist(off, (w+1)*a)
+			f.mu.Unlock()
+			return errors.Join(fmt.Errorf("%w: programming %#x", ErrPowerLost, off+w*a), err)
+		}
 		if !f.powered {
 			f.cuts = append(f.cuts, Cut{Op: f.ops + 1, Kind: OpNone, Addr: off + w*a})
 			err := f.persist(off, done*a)

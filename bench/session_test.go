@@ -1,0 +1,202 @@
+package bench_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/boards/sim"
+	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/power"
+	_ "github.com/fudbench/fudbench/power/gpio"
+	"github.com/fudbench/fudbench/results"
+)
+
+var boardSeq atomic.Int64
+
+// simBoard starts a simulated board wired through its gpioreg power pin
+// and returns it bound to a bench run: the production gpio driver drives
+// the sim's pin.
+func simBoard(t testing.TB, cfg sim.Config, baseline []byte) (*sim.Board, *bench.Board, *results.Memory) {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = fmt.Sprintf("sess%d", boardSeq.Add(1))
+	}
+	cfg.Pins = true
+	cfg.DTLSAddr, cfg.GDBAddr = "-", "-"
+	if cfg.UDPAddrs == nil {
+		cfg.UDPAddrs = []string{"127.0.0.1:0"}
+	}
+	sb, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	if err := sb.FactoryProgram(baseline); err != nil {
+		t.Fatal(err)
+	}
+	pwr, _ := sim.PinNames(cfg.Name)
+	sw, err := power.Open("gpio", power.MapSettings{"pin": pwr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := &results.Memory{}
+	hub := bench.NewHub(results.NewClock(), mem)
+	// The endpoint is known once the board has booted.
+	if err := sw.On(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := sb.WaitMode(ctx, sim.ModeApp); err != nil {
+		t.Fatal(err)
+	}
+	udp, _ := sb.Endpoints()
+	b := bench.NewBoard(cfg.Name, sw, bench.Endpoint{Addr: udp[0], Tx: update.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}}, bench.SimPatterns, hub)
+	return sb, b, mem
+}
+
+func img(t testing.TB, version string, seq uint32, size int, seed int64) []byte {
+	t.Helper()
+	b, err := image.Build(image.Spec{Version: version, Seq: seq, Size: size, Seed: seed}, image.DevKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestResumableCutAfterBlock(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
+	sb, b, mem := simBoard(t, sim.Config{}, base)
+	res := b.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 6, Trigger: &bench.AfterBlock{N: 5}, OffTime: 10 * time.Millisecond, RecoveryTimeout: 5 * time.Second})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Cut == nil || res.Cut.LastAcked != 5 || res.Cut.InFlight != -1 {
+		t.Fatalf("cut %+v", res.Cut)
+	}
+	if !slices.Equal(res.Resumes, []uint32{6}) || res.BlocksResent != 0 {
+		t.Errorf("resumes %v, re-sent %d: want [6] and 0", res.Resumes, res.BlocksResent)
+	}
+	d := sha256.Sum256(up)
+	if res.Final == nil || string(res.Final.Digest) != string(d[:]) {
+		t.Errorf("final %+v", res.Final)
+	}
+	// The board's own record agrees with the plan: idle, after block 5.
+	cuts := sb.Cuts()
+	if len(cuts) != 1 || cuts[0].LastAcked != 5 || cuts[0].Block != -1 {
+		t.Errorf("board's cut record %+v", cuts)
+	}
+	for _, m := range []string{bench.MilestoneCoAP, bench.MilestoneResumed, bench.MilestoneVersion} {
+		if _, ok := res.Milestones[m]; !ok {
+			t.Errorf("milestone %s missing: %v", m, res.Milestones)
+		}
+	}
+	if n := len(mem.OfKind(results.CutTrigger)); n != 1 {
+		t.Errorf("%d cut events", n)
+	}
+	if on := mem.OfKind(results.PowerOn); len(on) != 1 {
+		t.Errorf("%d power-on events", len(on))
+	}
+	if acks := mem.OfKind(results.BlockAcked); len(acks) != 16 {
+		t.Errorf("%d block acks, want 16", len(acks))
+	}
+}
+
+func TestResumableCutDuringBlock(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 12<<10, 2)
+	// Real flash timing: a 1 KiB block takes about 10 ms to program, so a
+	// cut 3 ms after sending block 4 lands while it is being written.
+	sb, b, _ := simBoard(t, sim.Config{TimeScale: 1}, base)
+	res := b.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 6, Trigger: &bench.DuringBlock{N: 4, Delay: 3 * time.Millisecond}, RecoveryTimeout: 10 * time.Second})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Cut == nil || res.Cut.InFlight != 4 {
+		t.Fatalf("cut %+v", res.Cut)
+	}
+	cuts := sb.Cuts()
+	if len(cuts) != 1 || cuts[0].Block != 4 {
+		t.Fatalf("board's cut record %+v, want block 4 being written", cuts)
+	}
+	if !slices.Equal(res.Resumes, []uint32{4}) || res.BlocksResent != 0 {
+		t.Errorf("resumes %v, re-sent %d: want [4] and 0", res.Resumes, res.BlocksResent)
+	}
+}
+
+func TestBlock1NaiveNoCut(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 9<<10+7, 3)
+	_, b, _ := simBoard(t, sim.Config{Strategy: sim.NaiveInplace}, base)
+	res := b.Run(context.Background(), bench.Update{Profile: bench.Block1, Image: up, SZX: 4, RecoveryTimeout: 5 * time.Second})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.BlocksSent != int(res.Blocks) || res.Blocks != 37 {
+		t.Errorf("sent %d of %d", res.BlocksSent, res.Blocks)
+	}
+}
+
+func TestBlock1NaiveCutBricks(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 9<<10, 3)
+	_, b, _ := simBoard(t, sim.Config{Strategy: sim.NaiveInplace}, base)
+	res := b.Run(context.Background(), bench.Update{Profile: bench.Block1, Image: up, SZX: 6, Trigger: &bench.AfterBlock{N: 2}, RecoveryTimeout: 500 * time.Millisecond})
+	if res.Err == nil || res.Answering || res.Infra {
+		t.Fatalf("a cut naive update: err %v answering %v infra %v", res.Err, res.Answering, res.Infra)
+	}
+}
+
+// BenchmarkTriggerLatency cuts power right after a block is acknowledged
+// (after_block) on in-process sim boards through the gpio driver and
+// reports the latency from the acknowledgement received to the switch
+// call returned.
+func BenchmarkTriggerLatency(b *testing.B) {
+	base := img(b, "1.0.0", 1, 1024, 1)
+	_, bb, _ := simBoard(b, sim.Config{}, base)
+	var lat []time.Duration
+	for i := 0; b.Loop(); i++ {
+		bb.SetCycle(i)
+		// Each cycle updates to a newer image (anti-rollback).
+		up := img(b, fmt.Sprintf("2.0.%d", i), uint32(i+2), 2048, int64(i))
+		res := bb.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 4, Trigger: &bench.AfterBlock{N: uint32(i % 7)}, RecoveryTimeout: 5 * time.Second})
+		if res.Err != nil {
+			b.Fatal(res.Err)
+		}
+		lat = append(lat, res.Cut.Latency)
+	}
+	slices.Sort(lat)
+	p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(p(0.5), "p50-µs")
+	b.ReportMetric(p(0.99), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
+}
+
+// BenchmarkBlock1Upload measures block1 upload throughput to a sim board
+// (time scale 0) by block size.
+func BenchmarkBlock1Upload(b *testing.B) {
+	for _, szx := range []uint8{2, 4, 6} {
+		b.Run(fmt.Sprintf("block%d", 16<<szx), func(b *testing.B) {
+			base := img(b, "1.0.0", 1, 1024, 1)
+			_, bb, _ := simBoard(b, sim.Config{Strategy: sim.NaiveInplace}, base)
+			var bytes int
+			var transfer time.Duration
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				up := img(b, fmt.Sprintf("2.0.%d", i), uint32(i+2), 256<<10, int64(i))
+				b.StartTimer()
+				res := bb.Run(context.Background(), bench.Update{Profile: bench.Block1, Image: up, SZX: szx, RecoveryTimeout: 5 * time.Second})
+				if res.Err != nil {
+					b.Fatal(res.Err)
+				}
+				bytes += len(up)
+				transfer += res.Transfer
+			}
+			b.ReportMetric(float64(bytes)/transfer.Seconds()/1e6, "MB/s")
+		})
+	}
+}

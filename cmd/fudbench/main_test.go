@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fudbench/fudbench/boards/sim"
+)
+
+var binary string
+
+// TestMain builds the real binary once: the CLI is tested as users run it.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fudbench-cli-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "fudbench")
+	out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cli runs the binary and returns stdout, stderr and the exit code.
+func cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func TestImageBuildInspect(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "app.img")
+	out, errOut, code := cli(t, "image", "build", "--version", "2.1.0", "--seq", "7", "--size", "32KiB", "-o", img)
+	if code != 0 {
+		t.Fatalf("build exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "version 2.1.0 seq 7, 32768 bytes") || !strings.Contains(errOut, "development key") {
+		t.Errorf("build output %q / %q", out, errOut)
+	}
+	out, _, code = cli(t, "image", "inspect", img)
+	if code != 0 || !strings.Contains(out, "signature:     ok") || !strings.Contains(out, "seq:           7") {
+		t.Fatalf("inspect exit %d: %s", code, out)
+	}
+	// A flipped byte: inspect says INVALID and exits 1 (the image fails).
+	b, _ := os.ReadFile(img)
+	b[len(b)-1] ^= 0x40
+	bad := filepath.Join(dir, "bad.img")
+	os.WriteFile(bad, b, 0o644)
+	out, _, code = cli(t, "image", "inspect", bad)
+	if code != 1 || !strings.Contains(out, "INVALID") {
+		t.Errorf("tampered image: exit %d %s", code, out)
+	}
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"no-such-command"},
+		{"image", "build", "--size", "12parsecs", "--version", "1", "-o", filepath.Join(dir, "x")},
+		{"image", "build", "--version", "1"},
+		{"image", "inspect", filepath.Join(dir, "missing.img")},
+		{"image", "inspect", "--bogus-flag", "x"},
+		{"sim", "--bench", filepath.Join(dir, "missing.yaml")},
+	} {
+		_, errOut, code := cli(t, args...)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut)
+		}
+	}
+}
+
+func TestSimBrokenBenchFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bench.yaml")
+	os.WriteFile(path, []byte("boards:\n  - name: a\n    sim:\n      strategy: inplace-recovery\n      flsh: {}\n"), 0o644)
+	_, errOut, code := cli(t, "sim", "--bench", path)
+	if code != 2 || !strings.Contains(errOut, path+":5:7:") || !strings.Contains(errOut, `unknown field "flsh"`) {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+// TestSimServesAndStops runs `fudbench sim`, drives a board's power input
+// through the control endpoint, and stops it with Ctrl-C.
+func TestSimServesAndStops(t *testing.T) {
+	cmd := exec.Command(binary, "sim", "--state-dir", t.TempDir(), "--time-scale", "0")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	var control string
+	re := regexp.MustCompile(`^control endpoint: (http://\S+)/boards$`)
+	deadline := time.Now().Add(30 * time.Second)
+	for sc.Scan() && time.Now().Before(deadline) {
+		l := sc.Text()
+		lines = append(lines, l)
+		if m := re.FindStringSubmatch(l); m != nil {
+			control = m[1]
+		}
+		if strings.HasPrefix(l, "  power") && strings.Contains(l, "sim-naive") {
+			break
+		}
+	}
+	text := strings.Join(lines, "\n")
+	for _, want := range []string{"sim-safe (inplace-recovery): app", "sim-naive (naive-inplace): app", "coap://127.0.0.1:", "coap://[::1]:", "coaps://127.0.0.1:", "gdb       127.0.0.1:", "console   "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("sim output lacks %q:\n%s", want, text)
+		}
+	}
+	if control == "" {
+		t.Fatalf("no control endpoint in:\n%s", text)
+	}
+	req, _ := http.NewRequest(http.MethodPut, control+"/boards/sim-safe/power", strings.NewReader("off"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("power off: %v %v", err, resp)
+	}
+	resp, err = http.Get(control + "/boards/sim-safe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info sim.Info
+	json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	if info.Powered || info.Mode != "off" {
+		t.Errorf("after power off: %+v", info)
+	}
+	go io.Copy(io.Discard, stdout)
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("sim exit after Ctrl-C: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("sim did not stop within 10 s of Ctrl-C")
+	}
+}

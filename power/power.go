@@ -1,0 +1,98 @@
+// Package power is the bench's power-switch layer: the small interfaces a
+// test depends on when it needs "something that can switch a board's
+// supply", the sentinel errors callers test with errors.Is, and a registry
+// of drivers chosen by name in the bench inventory.
+//
+// Drivers live in subpackages (power/gpio, power/exec, power/simctl) and
+// register themselves in init(), as database/sql drivers do: the main
+// package's import list is the driver set. Each driver also keeps a direct
+// constructor for tests. power/powertest holds a fake Switch.
+//
+// The base interface is Switch; StateReader, Meter and Halter are optional
+// abilities found by type assertion, and callers fall back when they are
+// missing (Safe uses Off when a Switch is no Halter).
+//
+// After any error from On or Off the supply's state is unknown: the command
+// may already have reached the hardware. Callers read it back (StateReader)
+// or drive the supply again rather than assume it is unchanged.
+package power
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Switch turns a board's supply on and off. Calls take ctx and must honour
+// its deadline.
+type Switch interface {
+	On(ctx context.Context) error
+	Off(ctx context.Context) error
+	// String names the switch for logs, e.g. "gpio:SIM-SAFE-PWR".
+	String() string
+}
+
+// StateReader is a Switch that can read back whether the supply is on.
+type StateReader interface {
+	State(ctx context.Context) (on bool, err error)
+}
+
+// Reading is one measurement of a supply's output.
+type Reading struct {
+	Volts float64
+	Amps  float64
+}
+
+// Meter is a Switch that can measure its output.
+type Meter interface {
+	Measure(ctx context.Context) (Reading, error)
+}
+
+// Halter is a Switch with a configured safe (exit) state: Halt drives the
+// supply to it and releases the hardware. Without it, callers use Off.
+type Halter interface {
+	Halt(ctx context.Context) error
+}
+
+// Sentinel errors. Drivers wrap them together with their name and the
+// cause, so errors.Is finds both the sentinel and the cause.
+var (
+	// ErrTimeout: a call did not finish before its deadline. The command
+	// may have reached the hardware.
+	ErrTimeout = errors.New("power: timeout")
+	// ErrDriver: the driver or the hardware behind it failed.
+	ErrDriver = errors.New("power: driver failed")
+	// ErrUnknownDriver: Open was asked for a driver nobody registered.
+	ErrUnknownDriver = errors.New("power: unknown driver")
+)
+
+// Cycle switches s off, keeps it off for offTime and switches it on again.
+// The wait honours ctx; if ctx ends during it the supply is left off and
+// the error says so.
+func Cycle(ctx context.Context, s Switch, offTime time.Duration) error {
+	if err := s.Off(ctx); err != nil {
+		return fmt.Errorf("power: cycle %s: %w", s, err)
+	}
+	if offTime > 0 {
+		t := time.NewTimer(offTime)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("power: cycle %s: left off while waiting %v: %w", s, offTime, ctx.Err())
+		}
+	}
+	if err := s.On(ctx); err != nil {
+		return fmt.Errorf("power: cycle %s: %w", s, err)
+	}
+	return nil
+}
+
+// Safe puts s in its safe state: Halt if s is a Halter, else Off.
+func Safe(ctx context.Context, s Switch) error {
+	if h, ok := s.(Halter); ok {
+		return h.Halt(ctx)
+	}
+	return s.Off(ctx)
+}

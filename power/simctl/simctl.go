@@ -1,0 +1,179 @@
+// Package simctl is the power driver "sim": it drives a simulated board's
+// power input through the control endpoint of `fudbench sim`, for a bench
+// whose boards run in another process. Importing it registers the driver.
+//
+// Settings:
+//
+//	url: http://127.0.0.1:7890   # the control endpoint
+//	board: sim-safe              # the board's name
+//
+// On and Off are PUT /boards/{board}/power with body "on" or "off"; State
+// is GET on the same path.
+package simctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/fudbench/fudbench/power"
+)
+
+// Driver is the name the driver registers under.
+const Driver = "sim"
+
+// DefaultTimeout bounds a request when the caller's ctx has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// maxBody bounds how much of a response is read.
+const maxBody = 4 << 10
+
+func init() {
+	power.Register(Driver, open)
+}
+
+var (
+	_ power.Switch      = (*Switch)(nil)
+	_ power.StateReader = (*Switch)(nil)
+)
+
+// Switch drives one simulated board's power input.
+type Switch struct {
+	board  string
+	power  string // the power resource's URL
+	client *http.Client
+}
+
+// New returns a Switch for board behind the control endpoint at baseURL.
+// A nil client is one with DefaultTimeout.
+func New(baseURL, board string, client *http.Client) (*Switch, error) {
+	if board == "" {
+		return nil, errors.New("board: required")
+	}
+	if strings.Contains(board, "/") || board == "." || board == ".." {
+		return nil, fmt.Errorf("board: %q is no board name", board)
+	}
+	if baseURL == "" {
+		return nil, errors.New("url: required")
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("url: %q: scheme must be http or https", baseURL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("url: %q: no host", baseURL)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("url: %q: a query or fragment has no place here", baseURL)
+	}
+	if client == nil {
+		client = &http.Client{Timeout: DefaultTimeout}
+	}
+	u = u.JoinPath("boards", board, "power")
+	return &Switch{board: board, power: u.String(), client: client}, nil
+}
+
+// String names the switch after its board, e.g. "sim:sim-safe".
+func (s *Switch) String() string { return Driver + ":" + s.board }
+
+// On powers the board.
+func (s *Switch) On(ctx context.Context) error { return s.put(ctx, "on") }
+
+// Off cuts the board's power.
+func (s *Switch) Off(ctx context.Context) error { return s.put(ctx, "off") }
+
+// State asks whether the board's power input is on.
+func (s *Switch) State(ctx context.Context) (bool, error) {
+	body, err := s.do(ctx, "state", http.MethodGet, "")
+	if err != nil {
+		return false, err
+	}
+	on, err := ParseState(body)
+	if err != nil {
+		return false, fmt.Errorf("%s: state: %w: %w", s, power.ErrDriver, err)
+	}
+	return on, nil
+}
+
+// ParseState parses the control endpoint's answer to GET .../power.
+func ParseState(body []byte) (bool, error) {
+	switch strings.TrimSpace(string(body)) {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	if len(body) > 64 {
+		body = body[:64]
+	}
+	return false, fmt.Errorf("answer %q is neither on nor off", body)
+}
+
+func (s *Switch) put(ctx context.Context, op string) error {
+	_, err := s.do(ctx, op, http.MethodPut, op)
+	return err
+}
+
+func (s *Switch) do(ctx context.Context, op, method, body string) ([]byte, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.power, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w: %w", s, op, power.ErrDriver, err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "text/plain")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, fmt.Errorf("%s: %s: %w: %s %s: %s: %q", s, op, power.ErrDriver, method, s.power, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+// wrap classes a transport error: a deadline is ErrTimeout, a cancel is
+// the caller's own, anything else ErrDriver.
+func (s *Switch) wrap(op string, err error) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("%s: %s: %w", s, op, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%s: %s: %w: %w", s, op, power.ErrTimeout, err)
+	default:
+		return fmt.Errorf("%s: %s: %w: %w", s, op, power.ErrDriver, err)
+	}
+}
+
+// settings is the driver's part of the inventory.
+type settings struct {
+	URL   string `json:"url" yaml:"url"`
+	Board string `json:"board" yaml:"board"`
+}
+
+func open(st power.Settings) (power.Switch, error) {
+	var c settings
+	if err := st.Decode(&c); err != nil {
+		return nil, err
+	}
+	return New(c.URL, c.Board, nil)
+}

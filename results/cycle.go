@@ -1,0 +1,83 @@
+package results
+
+import "time"
+
+// Outcome is how one cycle ended.
+type Outcome string
+
+// Outcomes.
+const (
+	// Updated: the new image runs, with or without a resume.
+	Updated Outcome = "updated"
+	// RolledBack: the old image runs.
+	RolledBack Outcome = "rolled-back"
+	// StuckRecovery: the device answers but never finishes.
+	StuckRecovery Outcome = "stuck-recovery"
+	// Bricked: no answer on console or CoAP within the recovery timeout.
+	Bricked Outcome = "bricked"
+	// InfraError: the bench failed (a port vanished, a driver or probe
+	// failed); never blamed on the device.
+	InfraError Outcome = "infra-error"
+)
+
+// Outcomes lists every outcome in report order.
+var Outcomes = []Outcome{Updated, RolledBack, StuckRecovery, Bricked, InfraError}
+
+// CutInfo is the cut a cycle's trigger fired.
+type CutInfo struct {
+	Trigger string        `json:"trigger"`
+	T       time.Duration `json:"t"`       // run clock, switch call returned
+	Latency time.Duration `json:"latency"` // triggering event to switch call returned
+	// LastAcked is the last block acknowledged before the cut (-1: none);
+	// InFlight the block sent and not acknowledged (-1: none).
+	LastAcked int64 `json:"last_acked"`
+	InFlight  int64 `json:"in_flight"`
+}
+
+// Cycle is the record of one board's cycle: everything a summary, a
+// JUnit file or a report needs, derived from the timeline.
+type Cycle struct {
+	Run   string `json:"run"`
+	Board string `json:"board"`
+	Cycle int    `json:"cycle"`
+	// Plan is the planned cut ("after_block 17", "random during_block 3
+	// +2ms", "none"); PlannedBlock its block (-1 when not block-based).
+	Plan         string   `json:"plan"`
+	PlannedBlock int64    `json:"planned_block"`
+	Cut          *CutInfo `json:"cut,omitempty"`
+	Outcome      Outcome  `json:"outcome"`
+	Reflashed    bool     `json:"reflashed,omitempty"`
+	// Accepted is whether the job accepts this outcome for this board.
+	Accepted bool   `json:"accepted"`
+	Reason   string `json:"reason,omitempty"`
+
+	Blocks       int           `json:"blocks"`
+	BlockSize    int           `json:"block_size"`
+	ImageSize    int           `json:"image_size"`
+	BlocksSent   int           `json:"blocks_sent"`
+	BlocksResent int           `json:"blocks_resent"`
+	Resumes      []uint32      `json:"resumes,omitempty"`
+	Transfer     time.Duration `json:"transfer"`
+	// RecoveryAnswer is power-on to the device answering; RecoveryVersion
+	// power-on to the new version running. Zero when not reached.
+	RecoveryAnswer  time.Duration `json:"recovery_answer,omitempty"`
+	RecoveryVersion time.Duration `json:"recovery_version,omitempty"`
+
+	Start       time.Duration `json:"start"` // run clock
+	End         time.Duration `json:"end"`
+	LastConsole []string      `json:"last_console,omitempty"`
+}
+
+// RunInfo identifies a run.
+type RunInfo struct {
+	ID      string    `json:"id"`
+	Job     string    `json:"job"`      // job name
+	JobFile string    `json:"job_file"` // path, or "(built-in demo)"
+	JobHash string    `json:"job_hash"` // SHA-256 of the job file and images: --resume matches on it
+	Started time.Time `json:"started"`
+	Boards  []string  `json:"boards"`
+	Host    string    `json:"host"`
+	Version string    `json:"version"` // fudbench version
+	// Planned is the number of cycles the job plans, per board.
+	Planned map[string]int `json:"planned"`
+}

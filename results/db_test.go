@@ -1,0 +1,369 @@
+package results
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTestDB(t testing.TB) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sub", "results.db")
+	d, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, path
+}
+
+func TestDBRoundTrip(t *testing.T) {
+	d, path := openTestDB(t)
+	run := testRun("r1")
+	if err := d.BeginRun(run); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.BeginRun(run); err == nil {
+		t.Fatal("BeginRun with a used ID succeeded")
+	}
+	want := testCycles(run.ID)
+	for _, c := range want {
+		if err := d.RecordCycle(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := Summarize(run, want)
+	if err := d.FinishRun(run.ID, string(sum.Verdict), sum); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.FinishRun("nope", "pass", sum); !errors.Is(err, ErrNoRun) {
+		t.Fatalf("FinishRun of an unknown run: %v, want ErrNoRun", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Everything must read back from a fresh open.
+	d2, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if v, err := d2.SchemaVersion(); err != nil || v != schemaVersion {
+		t.Fatalf("schema version %d, %v; want %d", v, err, schemaVersion)
+	}
+	if err := d2.IntegrityCheck(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d2.Cycles(run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey := map[string]Cycle{}
+	for _, c := range want {
+		byKey[fmt.Sprint(c.Board, c.Cycle)] = c
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d cycles read back, want %d", len(got), len(want))
+	}
+	for i, c := range got {
+		if i > 0 && (got[i-1].Board > c.Board || got[i-1].Board == c.Board && got[i-1].Cycle >= c.Cycle) {
+			t.Errorf("cycles not ordered by board, cycle at %d", i)
+		}
+		if w := byKey[fmt.Sprint(c.Board, c.Cycle)]; !reflect.DeepEqual(c, w) {
+			t.Errorf("cycle %s/%d:\n got %+v\nwant %+v", c.Board, c.Cycle, c, w)
+		}
+	}
+	runs, err := d2.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 1 || runs[0].Status != string(VerdictFail) || runs[0].Finished.IsZero() {
+		t.Fatalf("runs = %+v", runs)
+	}
+	if !runs[0].Started.Equal(run.Started) {
+		t.Errorf("started %v, want %v", runs[0].Started, run.Started)
+	}
+	runs[0].Started = run.Started
+	if !reflect.DeepEqual(runs[0].RunInfo, run) {
+		t.Errorf("run info:\n got %+v\nwant %+v", runs[0].RunInfo, run)
+	}
+	s, ok, err := d2.Summary(run.ID)
+	if err != nil || !ok {
+		t.Fatalf("summary: %v, %v", ok, err)
+	}
+	if s.Verdict != sum.Verdict || s.Cycles != sum.Cycles || s.Outcomes[Bricked] != 1 {
+		t.Errorf("stored summary %+v", s)
+	}
+	if _, err := d2.Run("nope"); !errors.Is(err, ErrNoRun) {
+		t.Errorf("Run(nope): %v, want ErrNoRun", err)
+	}
+}
+
+func TestRecordCycleRules(t *testing.T) {
+	d, _ := openTestDB(t)
+	run := testRun("r1")
+	if err := d.BeginRun(run); err != nil {
+		t.Fatal(err)
+	}
+	c := testCycles(run.ID)[0]
+	if err := d.RecordCycle(c); err != nil {
+		t.Fatal(err)
+	}
+	// The same cycle again replaces it.
+	c.Outcome, c.Reason, c.Cut = Bricked, "again", nil
+	if err := d.RecordCycle(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Cycles(run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Outcome != Bricked || got[0].Reason != "again" || got[0].Cut != nil {
+		t.Fatalf("after re-record: %+v", got)
+	}
+	// A cycle of an unknown run is refused by the foreign key.
+	c.Run = "ghost"
+	err = d.RecordCycle(c)
+	if err == nil || !strings.Contains(err.Error(), d.Path()) {
+		t.Fatalf("cycle of an unknown run: %v, want an error naming %s", err, d.Path())
+	}
+}
+
+func TestLatestUnfinished(t *testing.T) {
+	d, _ := openTestDB(t)
+	t0 := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	runs := []struct {
+		id, hash string
+		at       time.Duration
+		status   string // "" leaves it unfinished
+	}{
+		{"a-old-unfinished", "A", 0, ""},
+		{"a-newer-unfinished", "A", time.Hour, ""},
+		{"a-newest-finished", "A", 2 * time.Hour, "pass"},
+		{"b-interrupted", "B", time.Hour, RunInterrupted},
+		{"b-finished", "B", 2 * time.Hour, "fail"},
+		{"c-finished", "C", 0, "pass"},
+	}
+	for _, r := range runs {
+		ri := testRun(r.id)
+		ri.JobHash, ri.Started = r.hash, t0.Add(r.at)
+		if err := d.BeginRun(ri); err != nil {
+			t.Fatal(err)
+		}
+		c := testCycles(r.id)[0]
+		if err := d.RecordCycle(c); err != nil {
+			t.Fatal(err)
+		}
+		if r.status != "" {
+			if err := d.FinishRun(r.id, r.status, Summary{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		hash, want string
+	}{
+		{"A", "a-newer-unfinished"},
+		{"B", "b-interrupted"},
+		{"C", ""},
+		{"unknown", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.hash, func(t *testing.T) {
+			ri, cs, err := d.LatestUnfinished(tt.hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want == "" {
+				if ri != nil || cs != nil {
+					t.Fatalf("got %+v, %d cycles; want none", ri, len(cs))
+				}
+				return
+			}
+			if ri == nil || ri.ID != tt.want {
+				t.Fatalf("got %+v, want run %s", ri, tt.want)
+			}
+			if len(cs) != 1 || cs[0].Run != tt.want {
+				t.Fatalf("cycles %+v", cs)
+			}
+		})
+	}
+}
+
+func TestDBConcurrentEventsAndCycles(t *testing.T) {
+	d, path := openTestDB(t)
+	run := testRun("r1")
+	if err := d.BeginRun(run); err != nil {
+		t.Fatal(err)
+	}
+	sink := d.Events(run.ID)
+	const emitters, each, recorders, cycles = 4, 1000, 2, 40
+	clock := NewClock()
+	var wg sync.WaitGroup
+	for w := range emitters {
+		wg.Go(func() {
+			for i := range each {
+				e := clock.Stamp(fmt.Sprint("board", w), i/100, BlockSent)
+				e.Block = int64(i)
+				if i%10 == 0 {
+					e.Attrs = map[string]string{"i": fmt.Sprint(i)}
+				}
+				sink.Emit(e)
+			}
+		})
+	}
+	errs := make(chan error, recorders*cycles)
+	for r := range recorders {
+		wg.Go(func() {
+			for i := range cycles {
+				c := testCycles(run.ID)[0]
+				c.Board, c.Cycle = fmt.Sprint("rec", r), i
+				errs <- d.RecordCycle(c)
+			}
+		})
+	}
+	// A second handle on the same file, as a second process would be,
+	// reads while the writers write.
+	other, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	wg.Go(func() {
+		for range 20 {
+			if _, err := other.Cycles(run.ID); err != nil {
+				errs <- err
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := sink.Dropped(); n != 0 {
+		t.Errorf("%d events dropped", n)
+	}
+	n, err := other.CountEvents(run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != emitters*each {
+		t.Errorf("%d events stored, want %d", n, emitters*each)
+	}
+	cs, err := other.Cycles(run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != recorders*cycles {
+		t.Errorf("%d cycles stored, want %d", len(cs), recorders*cycles)
+	}
+	if err := other.IntegrityCheck(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEventSinkFlushesOnItsOwn(t *testing.T) {
+	d, _ := openTestDB(t)
+	if err := d.BeginRun(testRun("r1")); err != nil {
+		t.Fatal(err)
+	}
+	sink := d.Events("r1")
+	defer sink.Close()
+	want := []Event{
+		{T: time.Millisecond, Wall: time.Date(2026, 11, 25, 10, 0, 0, 5, time.UTC), Board: "b", Cycle: 2,
+			Kind: ConsoleLine, Block: -1, Text: "app 1.0.0 up", Attrs: map[string]string{"port": "/dev/pts/1"}},
+		{T: 2 * time.Millisecond, Board: "b", Cycle: 2, Kind: BlockAcked, Block: 7, Dur: 300 * time.Microsecond},
+	}
+	for _, e := range want {
+		sink.Emit(e)
+	}
+	// No Flush: the interval alone must store them.
+	deadline := time.Now().Add(10 * EventFlushInterval)
+	for {
+		n, err := d.CountEvents("r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events stored after %v, want %d", n, 10*EventFlushInterval, len(want))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got, err := d.ReadEvents("r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if !got[i].Wall.Equal(want[i].Wall) {
+			t.Errorf("event %d wall %v, want %v", i, got[i].Wall, want[i].Wall)
+		}
+		got[i].Wall = want[i].Wall
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("events:\n got %+v\nwant %+v", got, want)
+	}
+	// Flush after Close returns the sink's error state, not a hang.
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEventSinkUnknownRun(t *testing.T) {
+	d, _ := openTestDB(t)
+	sink := d.Events("ghost")
+	sink.Emit(Event{Kind: Note, Block: -1})
+	err := sink.Flush()
+	if err == nil || !strings.Contains(err.Error(), d.Path()) {
+		t.Fatalf("Flush: %v, want a foreign key error naming the db", err)
+	}
+	if sink.Dropped() != 1 {
+		t.Errorf("Dropped() = %d, want 1", sink.Dropped())
+	}
+	if err := sink.Close(); err == nil {
+		t.Error("Close forgot the write error")
+	}
+}
+
+func TestOpenDBRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec("PRAGMA user_version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if _, err := OpenDB(path); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("OpenDB of a newer schema: %v", err)
+	}
+}
+
+func TestOpenDBBadPaths(t *testing.T) {
+	for _, p := range []string{"", "a?b.db", filepath.Join(t.TempDir(), "x#.db")} {
+		if d, err := OpenDB(p); err == nil {
+			d.Close()
+			t.Errorf("OpenDB(%q) succeeded", p)
+		}
+	}
+}

@@ -1,0 +1,215 @@
+package results
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Event batching of EventSink: a batch is written when this many events
+// are waiting, or every EventFlushInterval, whichever comes first.
+const (
+	EventBatch         = 500
+	EventFlushInterval = 100 * time.Millisecond
+	// MaxPendingEvents bounds the memory held while the database is slow
+	// (another process holding the write lock, a slow disk). Events
+	// beyond it are dropped and counted; events.jsonl still has them.
+	MaxPendingEvents = 200_000
+)
+
+// EventSink stores a run's events in the database. Emit only appends to
+// an in-memory batch; a goroutine writes batches in one transaction each.
+// On a crash the events not yet written (at most about
+// EventFlushInterval's worth) are lost from the database; events.jsonl is
+// the record that loses nothing.
+//
+// EventSink is safe for concurrent use. Close it before closing the DB.
+type EventSink struct {
+	d   *DB
+	run string
+
+	mu      sync.Mutex
+	pending []Event
+	spare   []Event
+	dropped int
+	err     error
+	closed  bool
+
+	kick    chan struct{}
+	flushes chan chan error
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+var _ Sink = (*EventSink)(nil)
+
+// Events returns a sink storing events under runID (which BeginRun must
+// have recorded) and starts its writer.
+func (d *DB) Events(runID string) *EventSink {
+	s := &EventSink{
+		d:       d,
+		run:     runID,
+		pending: make([]Event, 0, EventBatch),
+		kick:    make(chan struct{}, 1),
+		flushes: make(chan chan error),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go s.loop()
+	return s
+}
+
+// Emit queues e. It never waits for the database.
+func (s *EventSink) Emit(e Event) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.pending) >= MaxPendingEvents {
+		s.dropped++
+		s.mu.Unlock()
+		return
+	}
+	s.pending = append(s.pending, e)
+	full := len(s.pending) >= EventBatch
+	s.mu.Unlock()
+	if full {
+		select {
+		case s.kick <- struct{}{}:
+		default: // a kick is already waiting
+		}
+	}
+}
+
+// Flush writes every event emitted so far and returns the error of that
+// write.
+func (s *EventSink) Flush() error {
+	ch := make(chan error, 1)
+	select {
+	case s.flushes <- ch:
+		return <-ch
+	case <-s.done:
+		return s.Err()
+	}
+}
+
+// Close writes the remaining events, stops the writer and returns the
+// first error any write met. Emit after Close does nothing.
+func (s *EventSink) Close() error {
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	s.mu.Unlock()
+	if !already {
+		close(s.stop)
+	}
+	<-s.done
+	return s.Err()
+}
+
+// Err returns the first write error, or nil.
+func (s *EventSink) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Dropped returns how many events were not stored: emitted while
+// MaxPendingEvents were waiting, or in a batch whose write failed.
+func (s *EventSink) Dropped() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+func (s *EventSink) loop() {
+	defer close(s.done)
+	tick := time.NewTicker(EventFlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.kick:
+			s.write()
+		case <-tick.C:
+			s.write()
+		case ch := <-s.flushes:
+			ch <- s.write()
+		case <-s.stop:
+			s.write()
+			return
+		}
+	}
+}
+
+// write stores every pending event. A batch whose write fails is dropped
+// (and counted) rather than retried, so a full disk cannot grow memory.
+func (s *EventSink) write() error {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending, s.spare = s.spare[:0], nil
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		s.mu.Lock()
+		s.spare = batch
+		s.mu.Unlock()
+		return nil
+	}
+	err := s.insert(batch)
+	clear(batch) // release attrs maps and strings
+	s.mu.Lock()
+	s.spare = batch[:0]
+	if err != nil {
+		s.dropped += len(batch)
+		if s.err == nil {
+			s.err = err
+			slog.Error("storing events failed; further errors are not logged", "run", s.run, "err", err)
+		}
+	}
+	s.mu.Unlock()
+	return err
+}
+
+func (s *EventSink) insert(batch []Event) (err error) {
+	op := fmt.Sprintf("store %d events of %s", len(batch), s.run)
+	tx, err := s.d.db.Begin()
+	if err != nil {
+		return s.d.wrap(op, err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, ignoreDone(tx.Rollback()))
+		}
+	}()
+	st, err := tx.Prepare(`INSERT INTO events (run, t, wall, board, cycle, kind, block, dur, text, attrs)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return s.d.wrap(op, err)
+	}
+	defer st.Close()
+	for i := range batch {
+		e := &batch[i]
+		var attrs sql.NullString
+		if len(e.Attrs) > 0 {
+			attrs = sql.NullString{String: mustJSON(e.Attrs), Valid: true}
+		}
+		if _, err := st.Exec(s.run, int64(e.T), unixNano(e.Wall), e.Board, e.Cycle, string(e.Kind),
+			e.Block, int64(e.Dur), e.Text, attrs); err != nil {
+			return s.d.wrap(op, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return s.d.wrap(op, err)
+	}
+	return nil
+}
+
+func ignoreDone(err error) error {
+	if errors.Is(err, sql.ErrTxDone) {
+		return nil
+	}
+	return err
+}

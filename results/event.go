@@ -1,0 +1,120 @@
+// Package results holds the event model of the timeline and, as the bench
+// grows, the stores and exporters built on it. It imports nothing else of
+// fudbench: every other package emits events into it.
+//
+// Every event carries the time since its run started on one monotonic
+// clock, the wall time, the board, the cycle and a kind. Recovery and
+// timing figures are derived from events, never measured twice.
+package results
+
+import (
+	"sync"
+	"time"
+)
+
+// Kind names what happened.
+type Kind string
+
+// Event kinds.
+const (
+	PowerOn       Kind = "power.on"  // switch call returned, board powered
+	PowerOff      Kind = "power.off" // switch call returned, board unpowered
+	PowerError    Kind = "power.error"
+	ConsoleLine   Kind = "console.line"
+	ConsoleGap    Kind = "console.gap"    // port vanished; Dur is how long it was gone once back
+	ConsoleReopen Kind = "console.reopen" // port found again (possibly under a new name)
+	BlockSent     Kind = "block.sent"
+	BlockAcked    Kind = "block.acked" // Dur: round-trip time
+	BlockRetry    Kind = "block.retry"
+	Resync        Kind = "update.resync" // device asked to continue at Block
+	UpdateStart   Kind = "update.start"
+	UpdateDone    Kind = "update.done"
+	UpdateError   Kind = "update.error"
+	CutTrigger    Kind = "cut.trigger" // a cut trigger fired; Dur: trigger event to switch call returned
+	Recovery      Kind = "recovery"    // a recovery milestone; Text names it
+	FlashProgress Kind = "flash.progress"
+	CycleOutcome  Kind = "cycle.outcome"
+	Note          Kind = "note"
+)
+
+// Event is one point on the timeline.
+type Event struct {
+	T     time.Duration `json:"t"` // since the run started (monotonic)
+	Wall  time.Time     `json:"wall"`
+	Board string        `json:"board,omitempty"`
+	Cycle int           `json:"cycle"`
+	Kind  Kind          `json:"kind"`
+	// Block is the block number an event is about; -1 when none.
+	Block int64 `json:"block"`
+	// Dur is a duration the event measured (round trip, latency, gap).
+	Dur  time.Duration `json:"dur,omitempty"`
+	Text string        `json:"text,omitempty"`
+	// Attrs are further details, kind-specific.
+	Attrs map[string]string `json:"attrs,omitempty"`
+}
+
+// Sink receives events. Emit must not block for long: it is called from
+// the bench's hot paths (between blocks, after a cut).
+type Sink interface {
+	Emit(Event)
+}
+
+// SinkFunc adapts a function to a Sink.
+type SinkFunc func(Event)
+
+// Emit calls f.
+func (f SinkFunc) Emit(e Event) { f(e) }
+
+// Discard drops every event.
+var Discard Sink = SinkFunc(func(Event) {})
+
+// Memory keeps events in memory; for tests and small runs.
+type Memory struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+// Emit appends e.
+func (m *Memory) Emit(e Event) {
+	m.mu.Lock()
+	m.events = append(m.events, e)
+	m.mu.Unlock()
+}
+
+// Events returns a copy of what was emitted.
+func (m *Memory) Events() []Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Event(nil), m.events...)
+}
+
+// OfKind returns the events of kind k.
+func (m *Memory) OfKind(k Kind) []Event {
+	var out []Event
+	for _, e := range m.Events() {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Clock is a run's monotonic clock.
+type Clock struct {
+	start time.Time
+}
+
+// NewClock starts a clock now.
+func NewClock() *Clock { return &Clock{start: time.Now()} }
+
+// Since returns the time since the clock started.
+func (c *Clock) Since() time.Duration { return time.Since(c.start) }
+
+// Start is the wall time the clock started.
+func (c *Clock) Start() time.Time { return c.start }
+
+// Stamp returns an event at the current instant for board and cycle.
+func (c *Clock) Stamp(board string, cycle int, k Kind) Event {
+	now := time.Now()
+	return Event{T: now.Sub(c.start), Wall: now, Board: board, Cycle: cycle, Kind: k, Block: -1}
+}

@@ -1,0 +1,183 @@
+package results
+
+import (
+	"cmp"
+	"encoding/xml"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// JUnit XML, in the shape Jenkins, GitLab and GitHub test reporters read:
+// one <testsuite> per board, one <testcase> per cycle.
+
+// JUnitSuites is the root element of a JUnit file.
+type JUnitSuites struct {
+	XMLName  xml.Name     `xml:"testsuites"`
+	Name     string       `xml:"name,attr"`
+	Tests    int          `xml:"tests,attr"`
+	Failures int          `xml:"failures,attr"`
+	Errors   int          `xml:"errors,attr"`
+	Time     string       `xml:"time,attr"`
+	Suites   []JUnitSuite `xml:"testsuite"`
+}
+
+// JUnitSuite is one board's cycles.
+type JUnitSuite struct {
+	Name       string          `xml:"name,attr"`
+	Tests      int             `xml:"tests,attr"`
+	Failures   int             `xml:"failures,attr"`
+	Errors     int             `xml:"errors,attr"`
+	Skipped    int             `xml:"skipped,attr"`
+	Time       string          `xml:"time,attr"`
+	Timestamp  string          `xml:"timestamp,attr,omitempty"`
+	Hostname   string          `xml:"hostname,attr,omitempty"`
+	Properties []JUnitProperty `xml:"properties>property,omitempty"`
+	Cases      []JUnitCase     `xml:"testcase"`
+}
+
+// JUnitProperty is a name/value pair of a suite.
+type JUnitProperty struct {
+	Name  string `xml:"name,attr"`
+	Value string `xml:"value,attr"`
+}
+
+// JUnitCase is one cycle.
+type JUnitCase struct {
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr"`
+	Failure   *JUnitProblem `xml:"failure,omitempty"`
+	Error     *JUnitProblem `xml:"error,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+// JUnitProblem is a <failure> or an <error>.
+type JUnitProblem struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// BuildJUnit makes the JUnit document of a run: s gives the boards and
+// their order, cycles the test cases. An outcome the job does not accept
+// is a <failure>, an infra error an <error>; both hold the reason and the
+// cycle's last console lines.
+func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
+	boards := boardOrder(s.Boards, cycles)
+	doc := JUnitSuites{Name: "fudbench " + s.Job}
+	var total time.Duration
+	for _, b := range boards {
+		var bc []Cycle
+		for _, c := range cycles {
+			if c.Board == b {
+				bc = append(bc, c)
+			}
+		}
+		slices.SortStableFunc(bc, func(x, y Cycle) int { return cmp.Compare(x.Cycle, y.Cycle) })
+		suite := JUnitSuite{Name: b, Tests: len(bc), Hostname: s.Host,
+			Properties: []JUnitProperty{{"run", s.RunID}, {"job", s.Job}, {"job_hash", s.JobHash}}}
+		if !s.Started.IsZero() {
+			suite.Timestamp = s.Started.UTC().Format("2006-01-02T15:04:05")
+		}
+		var st time.Duration
+		for _, c := range bc {
+			d := max(c.End-c.Start, 0)
+			st += d
+			tc := JUnitCase{
+				Name:      fmt.Sprintf("cycle %d: %s", c.Cycle, c.Plan),
+				Classname: "fudbench." + b,
+				Time:      seconds(d),
+				SystemOut: caseOutput(c),
+			}
+			if failed(c) {
+				p := &JUnitProblem{Message: problemMessage(c), Type: string(c.Outcome), Text: problemText(c)}
+				if c.Outcome == InfraError {
+					tc.Error = p
+					suite.Errors++
+				} else {
+					tc.Failure = p
+					suite.Failures++
+				}
+			}
+			suite.Cases = append(suite.Cases, tc)
+		}
+		suite.Time = seconds(st)
+		total += st
+		doc.Tests += suite.Tests
+		doc.Failures += suite.Failures
+		doc.Errors += suite.Errors
+		doc.Suites = append(doc.Suites, suite)
+	}
+	doc.Time = seconds(total)
+	return doc
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
+
+func problemMessage(c Cycle) string {
+	if c.Reason == "" {
+		return string(c.Outcome)
+	}
+	return string(c.Outcome) + ": " + c.Reason
+}
+
+func problemText(c Cycle) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "outcome: %s", c.Outcome)
+	if c.Reflashed {
+		b.WriteString(" (reflashed)")
+	}
+	b.WriteString("\n")
+	if c.Reason != "" {
+		fmt.Fprintf(&b, "reason: %s\n", c.Reason)
+	}
+	if c.Cut != nil {
+		fmt.Fprintf(&b, "cut: %s, last acked block %d, in flight %d\n", c.Cut.Trigger, c.Cut.LastAcked, c.Cut.InFlight)
+	}
+	if len(c.LastConsole) > 0 {
+		b.WriteString("last console lines:\n")
+		for _, l := range c.LastConsole {
+			b.WriteString("  ")
+			b.WriteString(l)
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+// caseOutput notes an accepted outcome other than updated (a bricked and
+// reflashed board the job allows), so it is visible in a green report.
+func caseOutput(c Cycle) string {
+	if failed(c) || c.Outcome == Updated {
+		return ""
+	}
+	s := "outcome: " + string(c.Outcome)
+	if c.Reflashed {
+		s += " (reflashed)"
+	}
+	if c.Reason != "" {
+		s += "\nreason: " + c.Reason
+	}
+	return s + "\n"
+}
+
+// MarshalJUnit encodes doc as an indented XML document with its header.
+// Characters XML cannot hold (console control codes) become U+FFFD.
+func MarshalJUnit(doc JUnitSuites) ([]byte, error) {
+	b, err := xml.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("results: junit: %w", err)
+	}
+	return append(append([]byte(xml.Header), b...), '\n'), nil
+}
+
+// WriteJUnit writes the JUnit file of a run to path atomically.
+func WriteJUnit(path string, s Summary, cycles []Cycle) error {
+	b, err := MarshalJUnit(BuildJUnit(s, cycles))
+	if err != nil {
+		return fmt.Errorf("results: junit %s: %w", path, err)
+	}
+	return writeFileAtomic(path, b)
+}

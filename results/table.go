@@ -1,0 +1,161 @@
+package results
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// outcomeHeads are the short column heads of the outcomes in a table.
+var outcomeHeads = map[Outcome]string{
+	Updated:       "UPDATED",
+	RolledBack:    "ROLLBACK",
+	StuckRecovery: "STUCK",
+	Bricked:       "BRICKED",
+	InfraError:    "INFRA",
+}
+
+// WriteTable writes the end-of-run table: one row per board with its
+// cycles, the count of each outcome, recovery (power-on to new version)
+// p50/p95, trigger latency p99 and verdict; a total row; then the
+// failures, at most ten.
+func WriteTable(w io.Writer, s Summary) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := []string{"BOARD", "CYCLES"}
+	for _, o := range Outcomes {
+		head = append(head, outcomeHeads[o])
+	}
+	head = append(head, "RECOV p50", "RECOV p95", "TRIG p99", "VERDICT")
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	row := func(name string, cycles int, outcomes map[Outcome]int, rec, trig DurationStats, v Verdict) {
+		cells := []string{name, fmt.Sprint(cycles)}
+		for _, o := range Outcomes {
+			cells = append(cells, fmt.Sprint(outcomes[o]))
+		}
+		cells = append(cells, fmtStat(rec.N, rec.P50Ms), fmtStat(rec.N, rec.P95Ms), fmtStat(trig.N, trig.P99Ms), string(v))
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	for _, b := range s.PerBoard {
+		row(b.Board, b.Cycles, b.Outcomes, b.RecoveryVersion, b.TriggerLatency, b.Verdict)
+	}
+	if len(s.PerBoard) != 1 {
+		row("total", s.Cycles, s.Outcomes, s.RecoveryVersion, s.TriggerLatency, s.Verdict)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("results: table: %w", err)
+	}
+	const shown = 10
+	for i, f := range s.Failures {
+		if i == shown {
+			fmt.Fprintf(w, "  … and %d more failures\n", len(s.Failures)-shown)
+			break
+		}
+		line := fmt.Sprintf("  FAIL %s cycle %d (%s): %s", f.Board, f.Cycle, f.Plan, f.Outcome)
+		if f.Reason != "" {
+			line += ": " + f.Reason
+		}
+		fmt.Fprintln(w, line)
+	}
+	_, err := fmt.Fprintf(w, "verdict: %s (%d cycles, %d failed, %d infra errors)\n",
+		s.Verdict, s.Cycles, len(s.Failures), s.InfraErrors)
+	if err != nil {
+		return fmt.Errorf("results: table: %w", err)
+	}
+	return nil
+}
+
+// fmtStat renders milliseconds as a short duration, or "-" without data.
+func fmtStat(n int, msec float64) string {
+	if n == 0 {
+		return "-"
+	}
+	return FormatDuration(time.Duration(msec * float64(time.Millisecond)))
+}
+
+// FormatDuration renders d with three significant digits or so: 42µs,
+// 1.25ms, 850ms, 3.20s, 2m05s.
+func FormatDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "-" + FormatDuration(-d)
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d.Nanoseconds())
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	case d < time.Second:
+		return fmt.Sprintf("%.0fms", float64(d)/float64(time.Millisecond))
+	case d < time.Minute:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+	d = d.Round(time.Second)
+	return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+}
+
+// Progress reports cycles as they finish: on a terminal one line redrawn
+// in place with \r (a bar, the count, the last cycle); otherwise one plain
+// line per cycle, for CI logs. It is safe for concurrent use by the
+// boards' goroutines.
+type Progress struct {
+	mu     sync.Mutex
+	w      io.Writer
+	tty    bool
+	total  int
+	done   int
+	failed int
+	width  int // of the last line drawn, to blank its leftovers
+}
+
+// progressBar is the bar's width in cells.
+const progressBar = 24
+
+// NewProgress returns a reporter for total cycles (0 if unknown).
+func NewProgress(w io.Writer, tty bool, total int) *Progress {
+	return &Progress{w: w, tty: tty, total: total}
+}
+
+// Cycle reports that board finished cycle n with outcome. A failed cycle
+// is counted in the bar only; the caller knows whether it was accepted.
+func (p *Progress) Cycle(board string, n int, outcome Outcome) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done++
+	if outcome != Updated {
+		p.failed++
+	}
+	count := fmt.Sprintf("[%d/%d]", p.done, p.total)
+	if p.total <= 0 {
+		count = fmt.Sprintf("[%d]", p.done)
+	}
+	if !p.tty {
+		fmt.Fprintf(p.w, "%s %s cycle %d: %s\n", count, board, n, outcome)
+		return
+	}
+	bar := ""
+	if p.total > 0 {
+		filled := min(p.done*progressBar/p.total, progressBar)
+		bar = "[" + strings.Repeat("#", filled) + strings.Repeat("-", progressBar-filled) + "] "
+		count = fmt.Sprintf("%d/%d", p.done, p.total)
+	}
+	line := fmt.Sprintf("%s%s  %s cycle %d: %s", bar, count, board, n, outcome)
+	if p.failed > 0 {
+		line += fmt.Sprintf("  (%d not updated)", p.failed)
+	}
+	pad := max(p.width-len([]rune(line)), 0)
+	p.width = len([]rune(line))
+	fmt.Fprint(p.w, "\r"+line+strings.Repeat(" ", pad))
+}
+
+// Done ends the progress display: on a terminal it moves past the bar.
+func (p *Progress) Done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.width > 0 {
+		fmt.Fprintln(p.w)
+		p.width = 0
+	}
+}
