@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fudbench/fudbench/bench/console"
 	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
@@ -96,6 +97,7 @@ var SimPatterns = Patterns{
 type Board struct {
 	Name     string
 	Power    power.Switch
+	Console  *console.Console // nil when not wired or not opened
 	Endpoint Endpoint
 	Patterns Patterns
 	hub      *Hub

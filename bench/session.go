@@ -55,6 +55,10 @@ type Update struct {
 	// RecoveryTimeout bounds each wait for the device after power comes
 	// back, and the wait for the new version.
 	RecoveryTimeout time.Duration
+	// NoVerify ends the update when the last block is taken, without
+	// waiting for the device to run the new image: for any CoAP server
+	// that is not a device (block1 to a URL).
+	NoVerify bool
 	// MaxRestarts bounds how often a block1 transfer restarts from block 0
 	// and how often a resumable transfer resynchronises (a device that
 	// answers 4.08 forever cannot hang the bench).
@@ -242,6 +246,9 @@ func (s *session) run(ctx context.Context) error {
 		}
 		s.resetCut()
 	}
+	if s.u.NoVerify {
+		return nil
+	}
 	return s.waitNewVersion(ctx, &c)
 }
 
@@ -331,12 +338,10 @@ func (s *session) mark(name string) {
 	if _, ok := s.res.Milestones[name]; ok {
 		return
 	}
-	var since time.Duration
 	if s.powerOn.Wall.IsZero() {
-		since = 0
-	} else {
-		since = time.Since(s.powerOn.Wall)
+		return // milestones count from power coming back after a cut
 	}
+	since := time.Since(s.powerOn.Wall)
 	s.res.Milestones[name] = since
 	s.emit(results.Recovery, -1, name, since)
 }

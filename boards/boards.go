@@ -11,8 +11,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +23,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/fudbench/fudbench/power"
 )
 
 // ErrConfig marks every configuration error (exit code 2 in the CLI).
@@ -47,11 +52,119 @@ type Bench struct {
 	Boards []Board `yaml:"boards"`
 }
 
-// Board is one board of the bench.
+// Board is one board of the bench: passive data on what is wired where.
+// Drivers act on it; their own settings are decoded strictly by the
+// driver through a DriverConfig.
 type Board struct {
-	Name string   `yaml:"name"`
-	Tags []string `yaml:"tags"`
-	Sim  *Sim     `yaml:"sim"`
+	Name    string        `yaml:"name"`
+	Tags    []string      `yaml:"tags"`
+	Power   *DriverConfig `yaml:"power"`
+	Probe   *DriverConfig `yaml:"probe"`
+	Console *Console      `yaml:"console"`
+	CoAP    *CoAP         `yaml:"coap"`
+	Flash   *Flash        `yaml:"flash"`
+	Sim     *Sim          `yaml:"sim"`
+}
+
+// Console is how a board's serial console is reached.
+type Console struct {
+	Port     string    `yaml:"port"` // path or stable symlink
+	USB      *USBMatch `yaml:"usb"`  // or a USB adapter's identity
+	Baud     int       `yaml:"baud"`
+	Patterns Patterns  `yaml:"patterns"`
+}
+
+// USBMatch finds a USB serial adapter again after it re-enumerates.
+type USBMatch struct {
+	VID    string `yaml:"vid"`
+	PID    string `yaml:"pid"`
+	Serial string `yaml:"serial"`
+}
+
+// Patterns are regular expressions for console lines.
+type Patterns struct {
+	Boot     string `yaml:"boot"`
+	App      string `yaml:"app"`
+	Recovery string `yaml:"recovery"`
+}
+
+// CoAP is a board's update endpoint.
+type CoAP struct {
+	Address string `yaml:"address"` // host:port; IPv6 as [addr]:port
+	Profile string `yaml:"profile"` // resumable (default) | block1
+	Path    string `yaml:"path"`    // block1 resource, default /fw
+	DTLS    *DTLS  `yaml:"dtls"`
+}
+
+// DTLS is a pre-shared key identity and where its key is kept. The key
+// itself never appears in a bench file, a log or a result.
+type DTLS struct {
+	Identity string `yaml:"identity"`
+	KeyFile  string `yaml:"key_file"` // or
+	KeyEnv   string `yaml:"key_env"`  // the name of an environment variable
+}
+
+// Flash describes a board's flash as the bench needs it.
+type Flash struct {
+	Size     Size  `yaml:"size"`
+	SlotSize Size  `yaml:"slot_size"` // room for an update image
+	Base     Hex32 `yaml:"base"`
+	AppAddr  Hex32 `yaml:"app_address"` // where a probe writes the app image
+}
+
+// DriverConfig is a driver name and the driver's own settings, kept as a
+// YAML node so the driver decodes them strictly with positions.
+type DriverConfig struct {
+	Driver string
+	file   string
+	node   *ast.MappingNode
+	pos    [2]int
+}
+
+// UnmarshalYAML keeps the node.
+func (d *DriverConfig) UnmarshalYAML(n ast.Node) error {
+	m, ok := n.(*ast.MappingNode)
+	if !ok {
+		return fmt.Errorf("want a mapping with a driver: key")
+	}
+	d.node = m
+	d.pos = nodePos(n)
+	for _, v := range m.Values {
+		if v.Key.String() == "driver" {
+			d.Driver = strings.Trim(v.Value.String(), `"'`)
+		}
+	}
+	return nil
+}
+
+// Decode implements power.Settings and the probe drivers' settings: the
+// mapping without its driver key, decoded strictly into v.
+func (d *DriverConfig) Decode(v any) error {
+	if d.node == nil {
+		return nil
+	}
+	rest := *d.node
+	rest.Values = nil
+	for _, mv := range d.node.Values {
+		if mv.Key.String() != "driver" {
+			rest.Values = append(rest.Values, mv)
+		}
+	}
+	if len(rest.Values) == 0 {
+		return nil
+	}
+	if err := yaml.NodeToValue(&rest, v, yaml.DisallowUnknownField()); err != nil {
+		return yamlError(d.file, err)
+	}
+	return nil
+}
+
+// Pos is the driver entry's line and column.
+func (d *DriverConfig) Pos() (line, col int) { return d.pos[0], d.pos[1] }
+
+// Errorf makes a ConfigError at the driver entry.
+func (d *DriverConfig) Errorf(format string, a ...any) error {
+	return &ConfigError{File: d.file, Line: d.pos[0], Column: d.pos[1], Msg: fmt.Sprintf(format, a...)}
 }
 
 // Sim configures a simulated board (boards/sim).
@@ -220,6 +333,9 @@ func (b *Bench) validate(file string, data []byte) error {
 			return at(p+".name", "duplicate board name %q (first at boards[%d])", bd.Name, j)
 		}
 		seen[bd.Name] = i
+		if err := b.validateWiring(at, p, &b.Boards[i], file); err != nil {
+			return err
+		}
 		if s := bd.Sim; s != nil {
 			sp := p + ".sim"
 			switch s.Strategy {
@@ -250,6 +366,7 @@ func (b *Bench) validate(file string, data []byte) error {
 				return at(sp+".time_scale", "time_scale %v: want 0 (instant) to 1000", *s.TimeScale)
 			}
 			if s.PSKFile != "" {
+				// Made relative to the bench file by validateWiring.
 				if _, err := os.Stat(s.PSKFile); err != nil {
 					return at(sp+".psk_file", "psk_file: %v", err)
 				}
@@ -257,6 +374,104 @@ func (b *Bench) validate(file string, data []byte) error {
 		}
 	}
 	return nil
+}
+
+// ProbeDrivers are the probe drivers the schema accepts.
+var ProbeDrivers = []string{"gdbrsp", "openocd", "stm32uart", "probe-rs", "pyocd"}
+
+func (b *Bench) validateWiring(at func(path, format string, a ...any) error, p string, bd *Board, file string) error {
+	dir := filepath.Dir(file)
+	rel := func(path string) string {
+		if path == "" || filepath.IsAbs(path) {
+			return path
+		}
+		return filepath.Join(dir, path)
+	}
+	if d := bd.Power; d != nil {
+		d.file = file
+		if d.Driver == "" {
+			return at(p+".power", "power needs a driver: one of %s", strings.Join(power.Drivers(), ", "))
+		}
+		if !slices.Contains(power.Drivers(), d.Driver) {
+			return at(p+".power.driver", "unknown power driver %q (known: %s)", d.Driver, strings.Join(power.Drivers(), ", "))
+		}
+	}
+	if d := bd.Probe; d != nil {
+		d.file = file
+		if !slices.Contains(ProbeDrivers, d.Driver) {
+			return at(p+".probe.driver", "unknown probe driver %q (known: %s)", d.Driver, strings.Join(ProbeDrivers, ", "))
+		}
+	}
+	if c := bd.Console; c != nil {
+		if (c.Port == "") == (c.USB == nil) {
+			return at(p+".console", "console needs exactly one of port: or usb:")
+		}
+		if c.USB != nil && (c.USB.VID == "" || c.USB.PID == "") {
+			return at(p+".console.usb", "usb match needs vid and pid")
+		}
+		if c.Baud < 0 || c.Baud > 12_000_000 {
+			return at(p+".console.baud", "baud %d out of range", c.Baud)
+		}
+		for k, re := range map[string]string{"boot": c.Patterns.Boot, "app": c.Patterns.App, "recovery": c.Patterns.Recovery} {
+			if _, err := regexp.Compile(re); err != nil {
+				return at(p+".console.patterns."+k, "bad pattern: %v", err)
+			}
+		}
+	}
+	if c := bd.CoAP; c != nil {
+		if _, _, err := net.SplitHostPort(c.Address); err != nil {
+			return at(p+".coap.address", "coap address %q: want host:port ([addr]:port for IPv6): %v", c.Address, err)
+		}
+		switch c.Profile {
+		case "", "resumable", "block1":
+		default:
+			return at(p+".coap.profile", "unknown profile %q: want resumable or block1", c.Profile)
+		}
+		if d := c.DTLS; d != nil {
+			if d.Identity == "" {
+				return at(p+".coap.dtls", "dtls needs an identity")
+			}
+			if (d.KeyFile == "") == (d.KeyEnv == "") {
+				return at(p+".coap.dtls", "dtls needs exactly one of key_file or key_env")
+			}
+			if d.KeyFile != "" {
+				d.KeyFile = rel(d.KeyFile)
+				if _, err := os.Stat(d.KeyFile); err != nil {
+					return at(p+".coap.dtls.key_file", "key file: %v", err)
+				}
+			}
+		}
+	}
+	if s := bd.Sim; s != nil && s.PSKFile != "" {
+		s.PSKFile = rel(s.PSKFile)
+	}
+	return nil
+}
+
+// Key reads the DTLS pre-shared key from its file or environment variable.
+func (d *DTLS) Key() ([]byte, error) {
+	if d.KeyEnv != "" {
+		v := os.Getenv(d.KeyEnv)
+		if v == "" {
+			return nil, fmt.Errorf("dtls key: environment variable %s is empty", d.KeyEnv)
+		}
+		return []byte(v), nil
+	}
+	return ReadPSK(d.KeyFile)
+}
+
+// Board returns the board called name.
+func (b *Bench) Board(name string) (*Board, error) {
+	for i := range b.Boards {
+		if b.Boards[i].Name == name {
+			return &b.Boards[i], nil
+		}
+	}
+	var names []string
+	for _, bd := range b.Boards {
+		names = append(names, bd.Name)
+	}
+	return nil, &ConfigError{File: b.File, Msg: fmt.Sprintf("no board %q (boards: %s)", name, strings.Join(names, ", "))}
 }
 
 // positions returns a function mapping a YAML path to [line, column],

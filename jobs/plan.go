@@ -1458,6 +1458,13 @@ func (j *Job) SZX() uint8 {
 	return szx
 }
 
+// Blocks is the number of blocks of an update image of size bytes: the
+// argument Cycles needs.
+func (j *Job) Blocks(size int) uint32 {
+	bs := max(j.BlockSize, 16)
+	return uint32((size + bs - 1) / bs)
+}
+
 // ProfileFor is the update profile of a board.
 func (j *Job) ProfileFor(board string) bench.Profile {
 	if p, ok := j.Profiles[board]; ok {

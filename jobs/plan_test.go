@@ -449,7 +449,7 @@ func TestExamplesLoad(t *testing.T) {
 			if img == nil {
 				t.Fatalf("example without a built image")
 			}
-			blocks := uint32((img.Size + j.BlockSize - 1) / j.BlockSize)
+			blocks := j.Blocks(img.Size)
 			cs, err := j.Cycles(blocks)
 			if err != nil || len(cs) == 0 {
 				t.Fatalf("Cycles(%d) = %d cycles, %v", blocks, len(cs), err)

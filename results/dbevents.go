@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -184,27 +185,61 @@ func (s *EventSink) insert(batch []Event) (err error) {
 			err = errors.Join(err, ignoreDone(tx.Rollback()))
 		}
 	}()
-	st, err := tx.Prepare(`INSERT INTO events (run, t, wall, board, cycle, kind, block, dur, text, attrs)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return s.d.wrap(op, err)
-	}
-	defer st.Close()
-	for i := range batch {
-		e := &batch[i]
-		var attrs sql.NullString
-		if len(e.Attrs) > 0 {
-			attrs = sql.NullString{String: mustJSON(e.Attrs), Valid: true}
-		}
-		if _, err := st.Exec(s.run, int64(e.T), unixNano(e.Wall), e.Board, e.Cycle, string(e.Kind),
-			e.Block, int64(e.Dur), e.Text, attrs); err != nil {
+	// Multi-row INSERTs: per-statement overhead dominates single rows.
+	var full *sql.Stmt
+	if len(batch) >= insertRows {
+		// Parsing a 100-row INSERT costs about as much as running it.
+		if full, err = tx.Prepare(fullInsert); err != nil {
 			return s.d.wrap(op, err)
 		}
+		defer full.Close()
+	}
+	args := make([]any, 0, insertRows*eventColumns)
+	for len(batch) > 0 {
+		n := min(len(batch), insertRows)
+		args = args[:0]
+		for i := range batch[:n] {
+			e := &batch[i]
+			var attrs sql.NullString
+			if len(e.Attrs) > 0 {
+				attrs = sql.NullString{String: mustJSON(e.Attrs), Valid: true}
+			}
+			args = append(args, s.run, int64(e.T), unixNano(e.Wall), e.Board, e.Cycle, string(e.Kind),
+				e.Block, int64(e.Dur), e.Text, attrs)
+		}
+		if n == insertRows {
+			_, err = full.Exec(args...)
+		} else {
+			_, err = tx.Exec(buildInsertEvents(n), args...)
+		}
+		if err != nil {
+			return s.d.wrap(op, err)
+		}
+		batch = batch[n:]
 	}
 	if err := tx.Commit(); err != nil {
 		return s.d.wrap(op, err)
 	}
 	return nil
+}
+
+const (
+	insertRows   = 100 // rows per INSERT; 1000 parameters, far below SQLite's limit
+	eventColumns = 10
+)
+
+var fullInsert = buildInsertEvents(insertRows)
+
+func buildInsertEvents(n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO events (run, t, wall, board, cycle, kind, block, dur, text, attrs) VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
 }
 
 func ignoreDone(err error) error {

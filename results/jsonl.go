@@ -73,7 +73,7 @@ func (j *JSONL) Emit(e Event) {
 	// regular file unless the kernel writes short (disk full), which it
 	// reports as an error.
 	if _, err := j.f.Write(j.buf.Bytes()); err != nil {
-		j.fail(fmt.Errorf("results: jsonl %s: %w", j.path, err))
+		j.fail(fmt.Errorf("results: jsonl: %w", err)) // err names the file
 	}
 	// Do not let one huge console line pin a large buffer forever.
 	if j.buf.Cap() > 64<<10 {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/xml"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -50,14 +51,19 @@ type JUnitCase struct {
 	Time      string        `xml:"time,attr"`
 	Failure   *JUnitProblem `xml:"failure,omitempty"`
 	Error     *JUnitProblem `xml:"error,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
+	SystemOut *JUnitOutput  `xml:"system-out,omitempty"`
+}
+
+// JUnitOutput is a <system-out>.
+type JUnitOutput struct {
+	Text string `xml:",cdata"`
 }
 
 // JUnitProblem is a <failure> or an <error>.
 type JUnitProblem struct {
 	Message string `xml:"message,attr"`
 	Type    string `xml:"type,attr"`
-	Text    string `xml:",chardata"`
+	Text    string `xml:",cdata"` // CDATA keeps newlines readable in the raw file
 }
 
 // BuildJUnit makes the JUnit document of a run: s gives the boards and
@@ -76,7 +82,7 @@ func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
 			}
 		}
 		slices.SortStableFunc(bc, func(x, y Cycle) int { return cmp.Compare(x.Cycle, y.Cycle) })
-		suite := JUnitSuite{Name: b, Tests: len(bc), Hostname: s.Host,
+		suite := JUnitSuite{Name: xmlSafe(b), Tests: len(bc), Hostname: s.Host,
 			Properties: []JUnitProperty{{"run", s.RunID}, {"job", s.Job}, {"job_hash", s.JobHash}}}
 		if !s.Started.IsZero() {
 			suite.Timestamp = s.Started.UTC().Format("2006-01-02T15:04:05")
@@ -86,13 +92,15 @@ func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
 			d := max(c.End-c.Start, 0)
 			st += d
 			tc := JUnitCase{
-				Name:      fmt.Sprintf("cycle %d: %s", c.Cycle, c.Plan),
-				Classname: "fudbench." + b,
+				Name:      xmlSafe(fmt.Sprintf("cycle %d: %s", c.Cycle, c.Plan)),
+				Classname: xmlSafe("fudbench." + b),
 				Time:      seconds(d),
-				SystemOut: caseOutput(c),
+			}
+			if out := caseOutput(c); out != "" {
+				tc.SystemOut = &JUnitOutput{xmlSafe(out)}
 			}
 			if failed(c) {
-				p := &JUnitProblem{Message: problemMessage(c), Type: string(c.Outcome), Text: problemText(c)}
+				p := &JUnitProblem{Message: xmlSafe(problemMessage(c)), Type: string(c.Outcome), Text: xmlSafe(problemText(c))}
 				if c.Outcome == InfraError {
 					tc.Error = p
 					suite.Errors++
@@ -163,8 +171,27 @@ func caseOutput(c Cycle) string {
 	return s + "\n"
 }
 
+// ansiCSI matches terminal control sequences (colours, cursor moves) that
+// firmware consoles print.
+var ansiCSI = regexp.MustCompile("\x1b\\[[0-9;?]*[ -/]*[@-~]")
+
+// xmlSafe drops terminal control sequences and replaces characters XML
+// 1.0 cannot hold (other control codes, invalid UTF-8) with U+FFFD: a
+// console line is outside bytes, and CDATA sections are written verbatim.
+func xmlSafe(s string) string {
+	s = ansiCSI.ReplaceAllString(s, "")
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+			return r
+		case r < 0x20, r == 0xFFFE, r == 0xFFFF, r >= 0xD800 && r <= 0xDFFF:
+			return '\uFFFD'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+}
+
 // MarshalJUnit encodes doc as an indented XML document with its header.
-// Characters XML cannot hold (console control codes) become U+FFFD.
 func MarshalJUnit(doc JUnitSuites) ([]byte, error) {
 	b, err := xml.MarshalIndent(doc, "", "  ")
 	if err != nil {

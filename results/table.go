@@ -29,14 +29,14 @@ func WriteTable(w io.Writer, s Summary) error {
 		head = append(head, outcomeHeads[o])
 	}
 	head = append(head, "RECOV p50", "RECOV p95", "TRIG p99", "VERDICT")
-	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	row := func(name string, cycles int, outcomes map[Outcome]int, rec, trig DurationStats, v Verdict) {
 		cells := []string{name, fmt.Sprint(cycles)}
 		for _, o := range Outcomes {
 			cells = append(cells, fmt.Sprint(outcomes[o]))
 		}
 		cells = append(cells, fmtStat(rec.N, rec.P50Ms), fmtStat(rec.N, rec.P95Ms), fmtStat(trig.N, trig.P99Ms), string(v))
-		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	for _, b := range s.PerBoard {
 		row(b.Board, b.Cycles, b.Outcomes, b.RecoveryVersion, b.TriggerLatency, b.Verdict)
@@ -59,7 +59,7 @@ func WriteTable(w io.Writer, s Summary) error {
 		}
 		fmt.Fprintln(w, line)
 	}
-	_, err := fmt.Fprintf(w, "verdict: %s (%d cycles, %d failed, %d infra errors)\n",
+	_, err := fmt.Fprintf(w, "verdict: %s (%d cycles, %d failed, infra errors: %d)\n",
 		s.Verdict, s.Cycles, len(s.Failures), s.InfraErrors)
 	if err != nil {
 		return fmt.Errorf("results: table: %w", err)

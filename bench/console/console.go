@@ -441,10 +441,16 @@ func (c *Console) event(k results.Kind) results.Event {
 	return c.clock.Stamp(c.board, c.cycle(), k)
 }
 
-// addLine stores a line, hands it to waiters and subscribers, and records
-// it. It runs on the reader goroutine only, so lines keep their order.
+// addLine records a line, then stores it and hands it to waiters and
+// subscribers: a caller that got a line from Expect finds it on the
+// timeline. It runs on the reader goroutine only, so lines keep their
+// order.
 func (c *Console) addLine(raw []byte, first time.Time) {
 	l := Line{T: first.Sub(c.clock.Start()), Wall: first, Text: lineText(raw)}
+	c.sink.Emit(results.Event{
+		T: l.T, Wall: l.Wall, Board: c.board, Cycle: c.cycle(),
+		Kind: results.ConsoleLine, Block: -1, Text: l.Text,
+	})
 	c.mu.Lock()
 	l.Seq = c.next
 	c.next++
@@ -463,10 +469,6 @@ func (c *Console) addLine(raw []byte, first time.Time) {
 		}
 	}
 	c.mu.Unlock()
-	c.sink.Emit(results.Event{
-		T: l.T, Wall: l.Wall, Board: c.board, Cycle: c.cycle(),
-		Kind: results.ConsoleLine, Block: -1, Text: l.Text,
-	})
 }
 
 // Mark returns the cursor of the next line to arrive.

@@ -16,6 +16,11 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	// The driver set: like database/sql drivers, each registers itself.
+	_ "github.com/fudbench/fudbench/power/exec"
+	_ "github.com/fudbench/fudbench/power/gpio"
+	_ "github.com/fudbench/fudbench/power/simctl"
 )
 
 // Exit codes.
@@ -78,7 +83,7 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newSimCmd(g), newImageCmd(g))
+	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g))
 	return root
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,12 +15,12 @@ import (
 // simConfigs turns a bench file's sim sections into board configs; with
 // no file, the built-in simulated bench.
 func simConfigs(benchFile string) ([]sim.Config, error) {
-	if benchFile == "" {
-		return sim.DefaultBench(), nil
-	}
-	b, err := boards.Load(benchFile)
+	b, err := loadBench(benchFile)
 	if err != nil {
-		return nil, usageErr(err)
+		return nil, err
+	}
+	if benchFile == "" {
+		benchFile = builtinName
 	}
 	var out []sim.Config
 	for _, bd := range b.Boards {
@@ -83,7 +81,7 @@ Ctrl-C powers every board off and exits 0.`,
 				return err
 			}
 			if stateDir == "" {
-				stateDir = filepath.Join(os.TempDir(), "fudbench-sim")
+				stateDir = defaultStateDir()
 			}
 			for i := range cfgs {
 				if cfgs[i].StateDir == "" {
@@ -134,7 +132,7 @@ Ctrl-C powers every board off and exits 0.`,
 	}
 	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file whose sim: boards to serve (default: the built-in simulated bench)")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "where boards keep flash and console links (default $TMPDIR/fudbench-sim)")
-	cmd.Flags().StringVar(&control, "control", "127.0.0.1:0", "control endpoint address")
+	cmd.Flags().StringVar(&control, "control", defaultControl, "control endpoint address (the built-in bench's power driver expects the default)")
 	cmd.Flags().Float64Var(&timeScale, "time-scale", 1, "scale of flash and boot timings (0 = instant)")
 	cmd.Flags().BoolVar(&off, "off", false, "leave boards unpowered")
 	return cmd

@@ -1,0 +1,406 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/bench/fwproto"
+	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/power"
+	"github.com/fudbench/fudbench/results"
+)
+
+func newBoardsCmd(g *globals) *cobra.Command {
+	var benchFile string
+	cmd := &cobra.Command{
+		Use:   "boards [--bench FILE]",
+		Short: "List the bench's boards and their wiring",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			inv, err := loadBench(benchFile)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "BOARD\tTAGS\tPOWER\tPROBE\tCONSOLE\tCOAP")
+			for _, b := range inv.Boards {
+				pw, pr, con, coap := "-", "-", "-", "-"
+				if b.Power != nil {
+					pw = b.Power.Driver
+				}
+				if b.Probe != nil {
+					pr = b.Probe.Driver
+				}
+				if b.Console != nil {
+					con = b.Console.Port
+					if b.Console.USB != nil {
+						con = fmt.Sprintf("usb %s:%s %s", b.Console.USB.VID, b.Console.USB.PID, b.Console.USB.Serial)
+					}
+				}
+				if b.CoAP != nil {
+					scheme := "coap"
+					if b.CoAP.DTLS != nil {
+						scheme = "coaps"
+					}
+					prof := b.CoAP.Profile
+					if prof == "" {
+						prof = "resumable"
+					}
+					coap = fmt.Sprintf("%s://%s (%s)", scheme, b.CoAP.Address, prof)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, strings.Join(b.Tags, ","), pw, pr, con, coap)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file (default: the built-in simulated bench)")
+	return cmd
+}
+
+// safeOnExit switches a board to its safe state when the command was
+// interrupted.
+func safeOnExit(ctx context.Context, b *bench.Board, g *globals) {
+	if ctx.Err() == nil || b.Power == nil {
+		return
+	}
+	if err := b.Safe(); err != nil {
+		g.log.Error("safe state", "board", b.Name, "err", err)
+	}
+}
+
+func newPowerCmd(g *globals) *cobra.Command {
+	var (
+		benchFile string
+		offTime   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:       "power on|off|cycle|state BOARD",
+		Short:     "Switch a board's power",
+		Args:      cobra.ExactArgs(2),
+		ValidArgs: []string{"on", "off", "cycle", "state"},
+		RunE: func(c *cobra.Command, args []string) error {
+			op, name := args[0], args[1]
+			hub := bench.NewHub(results.NewClock(), nil)
+			b, _, err := bindBoard(c.Context(), benchFile, name, hub, bench.BindOptions{})
+			if err != nil {
+				return err
+			}
+			if err := b.NeedPower(); err != nil {
+				return usageErr(err)
+			}
+			ctx := c.Context()
+			defer safeOnExit(ctx, b, g)
+			switch op {
+			case "on":
+				err = b.PowerOn(ctx)
+			case "off":
+				_, err = b.PowerOff(ctx)
+			case "cycle":
+				if _, err = b.PowerOff(ctx); err == nil {
+					select {
+					case <-time.After(offTime):
+						err = b.PowerOn(ctx)
+					case <-ctx.Done():
+						err = ctx.Err()
+					}
+				}
+			case "state":
+				sr, ok := b.Power.(power.StateReader)
+				if !ok {
+					return usageErr(fmt.Errorf("power driver %s cannot read its state back", b.Power))
+				}
+				on, err := sr.State(ctx)
+				if err != nil {
+					return infraErr(err)
+				}
+				fmt.Fprintln(c.OutOrStdout(), map[bool]string{true: "on", false: "off"}[on])
+				return nil
+			default:
+				return usageErr(fmt.Errorf("unknown power operation %q: want on, off, cycle or state", op))
+			}
+			if err != nil {
+				return infraErr(err)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s: power %s (%s)\n", name, op, b.Power)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file (default: the built-in simulated bench)")
+	cmd.Flags().DurationVar(&offTime, "off-time", time.Second, "how long cycle leaves the board off")
+	return cmd
+}
+
+func newConsoleCmd(g *globals) *cobra.Command {
+	var benchFile string
+	cmd := &cobra.Command{
+		Use:   "console BOARD",
+		Short: "Show a board's console live, timestamped (Ctrl-C ends it)",
+		Long: "Show a board's console live, with each line's time since the command started. " +
+			"When the port vanishes (board unpowered, adapter re-enumerated) the gap is shown and the port is reopened when it returns. Ctrl-C ends it with exit 0.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			mem := results.SinkFunc(func(e results.Event) {
+				switch e.Kind {
+				case results.ConsoleGap:
+					fmt.Fprintf(c.OutOrStdout(), "%10.3fs ~~ port gone: %s\n", e.T.Seconds(), e.Text)
+				case results.ConsoleReopen:
+					fmt.Fprintf(c.OutOrStdout(), "%10.3fs ~~ port back after %v: %s\n", e.T.Seconds(), e.Dur.Round(time.Millisecond), e.Attrs["port"])
+				}
+			})
+			hub := bench.NewHub(results.NewClock(), mem)
+			b, _, err := bindBoard(c.Context(), benchFile, args[0], hub, bench.BindOptions{Console: true})
+			if err != nil {
+				return err
+			}
+			if b.Console == nil {
+				return usageErr(fmt.Errorf("board %s has no console", args[0]))
+			}
+			defer b.Close()
+			lines, stop := b.Console.Subscribe()
+			defer stop()
+			for {
+				select {
+				case l := <-lines:
+					fmt.Fprintf(c.OutOrStdout(), "%10.3fs %s\n", l.T.Seconds(), l.Text)
+				case <-c.Context().Done():
+					return nil
+				}
+			}
+		},
+	}
+	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file (default: the built-in simulated bench)")
+	return cmd
+}
+
+func newUpdateCmd(g *globals) *cobra.Command {
+	var (
+		benchFile, profile, rawURL, pskID, pskFile string
+		blockSize                                  int
+		cutAfter                                   int
+		offTime, timeout                           time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "update BOARD IMAGE | update --url coap://HOST[:PORT]/PATH FILE",
+		Short: "Push an image to a board over CoAP, optionally cutting power after a block",
+		Long: `Push an image over CoAP block-wise transfer, one confirmable request per block.
+
+With BOARD, the board's endpoint and profile come from the bench file;
+--cut-after-block N cuts its power once block N is acknowledged, powers it
+back after --off-time, follows recovery and finishes the update.
+
+With --url, the file goes to any CoAP server with the block1 profile
+(RFC 7959 PUT from block 0); coaps:// needs --psk-identity and --psk-file.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(c *cobra.Command, args []string) error {
+			szx, err := szxOf(blockSize)
+			if err != nil {
+				return usageErr(err)
+			}
+			ctx := c.Context()
+			var total uint32 // blocks, once the image is read
+			cmdPath := ""
+			hub := bench.NewHub(results.NewClock(), progressSink(c, &total))
+			var b *bench.Board
+			var file string
+			if rawURL != "" {
+				if len(args) != 1 {
+					return usageErr(errors.New("with --url give only the FILE"))
+				}
+				file = args[0]
+				ep, path, err := endpointFromURL(rawURL, pskID, pskFile)
+				if err != nil {
+					return usageErr(err)
+				}
+				b = bench.NewBoard(ep.Addr, nil, ep, bench.Patterns{}, hub)
+				profile = string(bench.Block1)
+				cmdPath = path
+			} else {
+				if len(args) != 2 {
+					return usageErr(errors.New("want BOARD IMAGE (or --url URL FILE)"))
+				}
+				var bd *boards.Board
+				b, bd, err = bindBoard(ctx, benchFile, args[0], hub, bench.BindOptions{})
+				if err != nil {
+					return err
+				}
+				if err := b.NeedCoAP(); err != nil {
+					return usageErr(err)
+				}
+				file = args[1]
+				if profile == "" {
+					profile = bd.CoAP.Profile
+				}
+				if bd.CoAP.Path != "" {
+					cmdPath = bd.CoAP.Path
+				}
+				defer safeOnExit(ctx, b, g)
+			}
+			if profile == "" {
+				profile = string(bench.Resumable)
+			}
+			if profile != string(bench.Resumable) && profile != string(bench.Block1) {
+				return usageErr(fmt.Errorf("unknown profile %q: want resumable or block1", profile))
+			}
+			img, err := os.ReadFile(file)
+			if err != nil {
+				return usageErr(fmt.Errorf("read image: %w", err))
+			}
+			total = fwproto.Blocks(uint32(len(img)), szx)
+			u := bench.Update{Profile: bench.Profile(profile), Image: img, SZX: szx, Path: cmdPath, OffTime: offTime, RecoveryTimeout: timeout, NoVerify: rawURL != ""}
+			if cutAfter >= 0 {
+				if b.Power == nil {
+					return usageErr(errors.New("--cut-after-block needs a board with a power switch"))
+				}
+				if uint32(cutAfter) >= fwproto.Blocks(uint32(len(img)), szx) {
+					return usageErr(fmt.Errorf("--cut-after-block %d: the image has only %d blocks of %d bytes", cutAfter, fwproto.Blocks(uint32(len(img)), szx), blockSize))
+				}
+				u.Trigger = &bench.AfterBlock{N: uint32(cutAfter)}
+			}
+			res := b.Run(ctx, u)
+			w := c.OutOrStdout()
+			fmt.Fprintf(w, "%s: %d blocks of %d bytes, %d sent (%d re-sent) in %v", b.Name, res.Blocks, blockSize, res.BlocksSent, res.BlocksResent, res.Transfer.Round(time.Millisecond))
+			if res.Transfer > 0 {
+				fmt.Fprintf(w, ", %.1f kB/s", float64(len(img))/res.Transfer.Seconds()/1000)
+			}
+			fmt.Fprintln(w)
+			if res.Cut != nil {
+				fmt.Fprintf(w, "cut: %s (latency %v), resumed at %v\n", res.Cut.Trigger, res.Cut.Latency, res.Resumes)
+				for k, v := range res.Milestones {
+					fmt.Fprintf(w, "  %-20s %v after power-on\n", k, v.Round(time.Microsecond))
+				}
+			}
+			if res.Err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if res.Infra {
+					return infraErr(res.Err)
+				}
+				return &exitError{ExitDeviceFail, res.Err}
+			}
+			if res.Final != nil {
+				fmt.Fprintf(w, "running %s (seq %d)\n", res.Final.Version, res.Final.Seq)
+			} else {
+				fmt.Fprintln(w, "transfer complete")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file (default: the built-in simulated bench)")
+	cmd.Flags().StringVar(&profile, "profile", "", "resumable or block1 (default: the board's)")
+	cmd.Flags().IntVar(&blockSize, "block-size", 1024, "block size: 16, 32, 64, 128, 256, 512 or 1024")
+	cmd.Flags().IntVar(&cutAfter, "cut-after-block", -1, "cut power once this block is acknowledged")
+	cmd.Flags().DurationVar(&offTime, "off-time", 200*time.Millisecond, "how long the board stays off after a cut")
+	cmd.Flags().DurationVar(&timeout, "recovery-timeout", 30*time.Second, "how long to wait for the device after power-on")
+	cmd.Flags().StringVar(&rawURL, "url", "", "push FILE to any CoAP server (block1 profile)")
+	cmd.Flags().StringVar(&pskID, "psk-identity", "", "DTLS PSK identity for coaps:// URLs")
+	cmd.Flags().StringVar(&pskFile, "psk-file", "", "file holding the DTLS PSK for coaps:// URLs")
+	return cmd
+}
+
+func szxOf(blockSize int) (uint8, error) {
+	for szx := uint8(0); szx <= fwproto.MaxSZX; szx++ {
+		if fwproto.BlockSize(szx) == blockSize {
+			return szx, nil
+		}
+	}
+	return 0, fmt.Errorf("block size %d: want a power of two from 16 to 1024", blockSize)
+}
+
+// endpointFromURL turns coap://host:port/path into an endpoint and path.
+func endpointFromURL(raw, pskID, pskFile string) (bench.Endpoint, string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return bench.Endpoint{}, "", fmt.Errorf("--url: %w", err)
+	}
+	port := u.Port()
+	var ep bench.Endpoint
+	switch u.Scheme {
+	case "coap":
+		if port == "" {
+			port = "5683"
+		}
+	case "coaps":
+		if port == "" {
+			port = "5684"
+		}
+		if pskID == "" || pskFile == "" {
+			return ep, "", errors.New("coaps:// needs --psk-identity and --psk-file")
+		}
+		key, err := boards.ReadPSK(pskFile)
+		if err != nil {
+			return ep, "", err
+		}
+		ep.PSK = &update.PSK{Identity: pskID, Key: key}
+	default:
+		return ep, "", fmt.Errorf("--url %q: want coap:// or coaps://", raw)
+	}
+	if u.Hostname() == "" {
+		return ep, "", fmt.Errorf("--url %q has no host", raw)
+	}
+	ep.Addr = joinHostPort(u.Hostname(), port)
+	path := u.Path
+	if path == "" {
+		path = "/"
+	}
+	return ep, path, nil
+}
+
+func joinHostPort(h, p string) string {
+	if strings.Contains(h, ":") {
+		return "[" + h + "]:" + p
+	}
+	return h + ":" + p
+}
+
+// progressSink prints block progress: a bar on a terminal, a plain line
+// every 10% otherwise (CI logs).
+func progressSink(c *cobra.Command, total *uint32) results.Sink {
+	tty := isTerminal(os.Stderr)
+	last := -1
+	w := c.ErrOrStderr()
+	return results.SinkFunc(func(e results.Event) {
+		switch e.Kind {
+		case results.BlockAcked:
+			n := *total
+			if n == 0 {
+				return
+			}
+			done := int(e.Block) + 1
+			pct := done * 100 / int(n)
+			if tty {
+				bar := strings.Repeat("#", pct/4) + strings.Repeat(".", 25-pct/4)
+				fmt.Fprintf(w, "\r[%s] %3d%% block %d/%d", bar, pct, done, n)
+			} else if pct/10 != last {
+				last = pct / 10
+				fmt.Fprintf(w, "%3d%% block %d/%d\n", pct, done, n)
+			}
+		case results.CutTrigger:
+			fmt.Fprintf(w, "\ncut power: %s (latency %v)\n", e.Text, e.Dur)
+			last = -1
+		case results.PowerOn:
+			fmt.Fprintln(w, "power back on")
+		case results.Recovery:
+			fmt.Fprintf(w, "  %s +%v\n", e.Text, e.Dur.Round(time.Microsecond))
+		case results.UpdateDone:
+			if tty {
+				fmt.Fprintln(w)
+			}
+		}
+	})
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0 && os.Getenv("CI") == ""
+}
