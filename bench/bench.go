@@ -111,6 +111,17 @@ type Endpoint struct {
 	Addr string      // host:port
 	PSK  *update.PSK // nil: plain UDP
 	Tx   update.Transmission
+	// Poll bounds each attempt while waiting for a device to answer after
+	// power-on; it sets the resolution of the recovery times (default
+	// 20 ms; raise it for slow links such as 6LoWPAN).
+	Poll time.Duration
+}
+
+func (e Endpoint) poll() time.Duration {
+	if e.Poll > 0 {
+		return e.Poll
+	}
+	return 20 * time.Millisecond
 }
 
 // NewBoard binds a board to the run's hub.
@@ -134,6 +145,9 @@ func (b *Board) Event(k results.Kind) results.Event {
 
 // Emit sends e to the run's hub.
 func (b *Board) Emit(e results.Event) { b.hub.Emit(e) }
+
+// PoweredOn reports whether the bench last switched the board on.
+func (b *Board) PoweredOn() bool { return b.powered.Load() }
 
 // PowerOn switches the board on; the event is stamped when the driver
 // call returned.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 
 	"github.com/fudbench/fudbench/bench/console"
@@ -20,6 +21,7 @@ var ErrNotWired = errors.New("not wired")
 type BindOptions struct {
 	Console bool // open the serial console (it follows the port if it vanishes)
 	Tx      update.Transmission
+	Log     *slog.Logger
 }
 
 // Bind opens a board's drivers as its inventory entry describes them. It
@@ -62,7 +64,7 @@ func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (*Bo
 			if c.USB != nil {
 				cfg.USB = &console.USBMatch{VID: c.USB.VID, PID: c.USB.PID, Serial: c.USB.Serial}
 			}
-			con, err := console.Open(ctx, cfg, console.Options{Board: bd.Name, Clock: hub.Clock(), Sink: hub, Cycle: b.Cycle})
+			con, err := console.Open(ctx, cfg, console.Options{Board: bd.Name, Clock: hub.Clock(), Sink: hub, Cycle: b.Cycle, Logger: opt.Log})
 			if err != nil {
 				return nil, fmt.Errorf("board %s: console: %w", bd.Name, err)
 			}

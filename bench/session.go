@@ -102,7 +102,9 @@ type session struct {
 	res     *Result
 	mu      sync.Mutex
 	cutOnce sync.Once
-	pending bool               // a cut fired and recovery has not run yet
+	pending bool // a cut fired and recovery has not run yet
+	firing  bool // fire has started (it may still be switching power)
+	firedCh chan struct{}
 	cancel  context.CancelFunc // cancels the in-flight transfer
 	acked   int64
 	sent    int64 // block in flight, -1 none
@@ -131,7 +133,7 @@ func (b *Board) Run(ctx context.Context, u Update) *Result {
 		u.Tag = []byte(strconv.Itoa(b.Cycle() & 0xffffff))
 	}
 	s := &session{b: b, u: u, digest: sha256.Sum256(u.Image), res: &Result{Milestones: map[string]time.Duration{}},
-		acked: -1, sent: -1, maxAck: -1}
+		firedCh: make(chan struct{}), acked: -1, sent: -1, maxAck: -1}
 	s.res.Blocks = fwproto.Blocks(uint32(len(u.Image)), u.SZX)
 	if err := s.run(ctx); err != nil {
 		s.res.Err = err
@@ -157,6 +159,10 @@ func (s *session) infra(err error) error {
 // goroutine, then stop the transfer.
 func (s *session) fire(at time.Time, why string) {
 	s.cutOnce.Do(func() {
+		defer close(s.firedCh)
+		s.mu.Lock()
+		s.firing = true
+		s.mu.Unlock()
 		ev, err := s.b.PowerOff(context.Background())
 		ret := time.Now()
 		s.mu.Lock()
@@ -176,7 +182,17 @@ func (s *session) fire(at time.Time, why string) {
 	})
 }
 
+// cutFired reports whether a cut is pending. A transfer error seen while
+// the trigger is still switching power (the device vanishing is what
+// caused the error) waits for the switch, so it is not taken for a
+// failure of the update.
 func (s *session) cutFired() bool {
+	s.mu.Lock()
+	firing := s.firing
+	s.mu.Unlock()
+	if firing {
+		<-s.firedCh
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pending
@@ -210,7 +226,25 @@ func (s *session) run(ctx context.Context) error {
 		done, n, newSZX, err := s.transfer(ctx, c, next, szx)
 		szx = newSZX
 		if done {
-			break
+			if s.u.Trigger != nil {
+				s.u.Trigger.Disarm()
+			}
+			if !s.cutFired() {
+				break
+			}
+			// The cut landed after the last block (a timed trigger that
+			// outlived a fast transfer): recover like any other cut.
+			if s.cutErr != nil {
+				return s.infra(s.cutErr)
+			}
+			if next, err = s.recover(ctx, &c); err != nil {
+				return err
+			}
+			s.resetCut()
+			if next >= s.res.Blocks {
+				break
+			}
+			continue
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -317,7 +351,7 @@ func (s *session) waitRecovery(ctx context.Context, c **update.Client, afterCut 
 // poll runs one request with a short timeout, redialling on transport
 // errors: after a power cycle the old socket may be dead.
 func (s *session) poll(ctx context.Context, c **update.Client, f func(*update.Client, context.Context) (any, error)) (any, error) {
-	pctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	pctx, cancel := context.WithTimeout(ctx, s.b.Endpoint.poll())
 	defer cancel()
 	v, err := f(*c, pctx)
 	if err == nil {
@@ -518,7 +552,11 @@ func (s *session) recover(ctx context.Context, c **update.Client) (uint32, error
 			s.mark(MilestoneResumed)
 			return st.Next, nil
 		default:
-			// block1 has no resume: start again from block 0.
+			// block1 has no resume: start again from block 0, unless the
+			// new image already runs.
+			if ver, err := (*c).Version(ctx); err == nil && bytes.Equal(ver.Digest, s.digest[:]) {
+				return s.res.Blocks, nil
+			}
 			s.mark(MilestoneAppUp)
 			s.mark(MilestoneResumed)
 			return 0, nil

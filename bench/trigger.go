@@ -96,6 +96,7 @@ func (t *AtTime) Disarm() {
 type OnConsole struct {
 	Pattern *regexp.Regexp
 	Board   *Board
+	Delay   time.Duration // after the matching line
 	stop    func()
 }
 
@@ -110,7 +111,18 @@ func (t *OnConsole) Arm(ctx context.Context, fire func(time.Time, string)) {
 	go func() {
 		select {
 		case e := <-ch:
-			fire(e.Wall, fmt.Sprintf("%s: %q", t, e.Text))
+			at := e.Wall
+			if t.Delay > 0 {
+				at = at.Add(t.Delay)
+				select {
+				case <-time.After(time.Until(at)):
+				case <-done:
+					return
+				case <-ctx.Done():
+					return
+				}
+			}
+			fire(at, fmt.Sprintf("%s: %q", t, e.Text))
 		case <-done:
 		case <-ctx.Done():
 		}

@@ -110,6 +110,10 @@ type Flash struct {
 	SlotSize Size  `yaml:"slot_size"` // room for an update image
 	Base     Hex32 `yaml:"base"`
 	AppAddr  Hex32 `yaml:"app_address"` // where a probe writes the app image
+	// EraseFrom starts the range a baseline flash over the probe erases
+	// first, up to the end of flash: records, journals and counters as
+	// well as the app slot (a mass erase that keeps the bootloader).
+	EraseFrom Hex32 `yaml:"erase_from"`
 }
 
 // DriverConfig is a driver name and the driver's own settings, kept as a

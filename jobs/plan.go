@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -170,8 +171,6 @@ type DurRange struct {
 	pos            pos
 }
 
-func (r IntRange) single() bool { return r.From == r.To && r.FromLast == r.ToLast && r.Step == 1 }
-
 // CycleSpec is one planned cycle: the cut to make, fully resolved.
 type CycleSpec struct {
 	Index  int    // position in the list, from 0
@@ -259,10 +258,8 @@ func Parse(name string, data []byte) (*Job, error) {
 	if len(f.Docs) == 1 {
 		body = f.Docs[0].Body
 	}
-	if body != nil {
-		if _, ok := body.(*ast.CommentGroupNode); ok {
-			body = nil
-		}
+	if _, ok := body.(*ast.CommentGroupNode); ok {
+		body = nil
 	}
 	if body == nil {
 		return nil, &boards.ConfigError{File: name, Line: 1, Column: 1, Msg: "empty job file: want at least baseline:, image: and cuts:"}
@@ -296,6 +293,9 @@ func (d *decoder) yamlError(err error) error {
 
 func nodePos(n ast.Node) pos {
 	if n == nil {
+		return pos{}
+	}
+	if v := reflect.ValueOf(n); v.Kind() == reflect.Pointer && v.IsNil() {
 		return pos{}
 	}
 	if mv, ok := n.(*ast.MappingValueNode); ok && mv.Key != nil {
@@ -387,6 +387,10 @@ func (d *decoder) resolve(n ast.Node) (ast.Node, error) {
 		case *ast.NullNode:
 			return nil, nil
 		default:
+			// A typed nil from the parser counts as null.
+			if v := reflect.ValueOf(n); v.Kind() == reflect.Pointer && v.IsNil() {
+				return nil, nil
+			}
 			return n, nil
 		}
 	}
@@ -428,7 +432,7 @@ func (d *decoder) fields(n ast.Node, what string, known ...string) (map[string]f
 		return nil, err
 	}
 	mn, ok := n.(ast.MapNode)
-	if !ok || n == nil {
+	if !ok {
 		at := n
 		if at == nil {
 			at = orig
@@ -897,7 +901,7 @@ func (d *decoder) fieldsAny(n ast.Node, what string) ([]namedField, error) {
 		return nil, err
 	}
 	mn, ok := r.(ast.MapNode)
-	if !ok || r == nil {
+	if !ok {
 		return nil, d.errf(n, "%s: want a mapping, got %s", what, kindName(r))
 	}
 	var out []namedField
@@ -1097,7 +1101,7 @@ func (d *decoder) cut(n ast.Node, what string) (CutPlan, error) {
 			if err != nil {
 				return c, err
 			}
-			if mn, ok := r.(*ast.MappingNode); r != nil && (!ok || len(mn.Values) != 0) {
+			if mn, ok := r.(*ast.MappingNode); r != nil && (!ok || len(mn.Values) != 0) { // null or {}
 				return c, d.errf(f.val, "%s: takes no parameters (write none: {})", w)
 			}
 		case KindAfterBlock:
@@ -1278,7 +1282,7 @@ func (d *decoder) intRange(n ast.Node, w string, allowLast bool, lo int64) (IntR
 	if err != nil {
 		return IntRange{}, err
 	}
-	if _, isMap := rn.(ast.MapNode); !isMap || rn == nil {
+	if _, isMap := rn.(ast.MapNode); !isMap {
 		v, last, err := d.point(n, w, allowLast, lo)
 		p := nodePos(n)
 		return IntRange{From: v, To: v, Step: 1, FromLast: last, ToLast: last, fromPos: p, toPos: p}, err
@@ -1354,7 +1358,7 @@ func (d *decoder) durRange(n ast.Node, w string, limit time.Duration, window boo
 	if err != nil {
 		return DurRange{}, err
 	}
-	if _, isMap := rn.(ast.MapNode); !isMap || rn == nil {
+	if _, isMap := rn.(ast.MapNode); !isMap {
 		v, err := d.duration(n, w, limit)
 		return DurRange{From: v, To: v, pos: nodePos(n)}, err
 	}
@@ -1762,8 +1766,8 @@ func Demo() *Job {
 				Window: IntRange{From: 0, ToLast: true, Step: 1},
 				Delay:  DurRange{From: time.Millisecond, To: time.Millisecond}}},
 		},
-		OffTime:         DefaultOffTime,
-		RecoveryTimeout: DefaultRecoveryTimeout,
+		OffTime:         20 * time.Millisecond,
+		RecoveryTimeout: time.Second, // sim boards boot in milliseconds
 		Accept: map[string][]results.Outcome{
 			"sim-safe":  {results.Updated},
 			"sim-naive": {results.Updated, results.Bricked},

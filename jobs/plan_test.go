@@ -537,3 +537,60 @@ func TestBadJobs(t *testing.T) {
 		})
 	}
 }
+
+// TestDocExamples parses every YAML example of docs/jobs.md (completed
+// with the required keys when it shows only a part) and checks the
+// expansion table the document shows.
+func TestDocExamples(t *testing.T) {
+	doc, err := os.ReadFile("../docs/jobs.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1)
+	if len(blocks) < 10 {
+		t.Fatalf("found %d yaml blocks", len(blocks))
+	}
+	for i, b := range blocks {
+		src := string(b[1])
+		if !strings.Contains(src, "baseline:") {
+			src += "baseline: {build: {version: 1.0.0, seq: 1}}\n"
+		}
+		if !strings.Contains(src, "image:") {
+			src += "image: {build: {version: 2.0.0, seq: 2}}\n"
+		}
+		if !strings.Contains(src, "cuts:") {
+			src += "cuts: [none]\n"
+		}
+		j, err := Parse("doc.yaml", []byte(src))
+		if err != nil {
+			t.Errorf("block %d: %v\n%s", i, err, src)
+			continue
+		}
+		if _, err := j.Cycles(64); err != nil {
+			t.Errorf("block %d: Cycles: %v", i, err)
+		}
+	}
+	j := mustParse(t, head+`cuts:
+  - none
+  - after_block: {from: 0, to: last, step: 8}
+  - random: {count: 2, kind: during_block, delay: 1ms}
+repeat: 2
+`)
+	cs, err := j.Cycles(32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"none", "after_block 0", "after_block 8", "after_block 16", "after_block 24",
+		"random during_block 18 +1ms", "random during_block 5 +1ms",
+		"none", "after_block 0", "after_block 8", "after_block 16", "after_block 24",
+		"random during_block 8 +1ms", "random during_block 26 +1ms"}
+	if got := descs(cs); !reflect.DeepEqual(got, want) {
+		t.Errorf("expansion changed (update docs/jobs.md):\n got %q\nwant %q", got, want)
+	}
+	for i, w := range want {
+		row := regexp.MustCompile(`(?m)\b` + strconv.Itoa(i) + `  ` + regexp.QuoteMeta(w) + `(\s|$)`)
+		if !row.Match(doc) {
+			t.Errorf("docs/jobs.md does not show cycle %d as %q", i, w)
+		}
+	}
+}

@@ -282,6 +282,20 @@ func (d *DB) FinishRun(id string, status string, s Summary) error {
 	return nil
 }
 
+// ResumeRun marks a run found by LatestUnfinished as running again, so
+// that a crash of the resumed run leaves it unfinished too. New cycles
+// and events are then recorded under the same ID.
+func (d *DB) ResumeRun(id string) error {
+	res, err := d.db.Exec(`UPDATE runs SET finished_at = NULL, status = ? WHERE id = ?`, RunRunning, id)
+	if err != nil {
+		return d.wrap("resume run "+id, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return d.wrap("resume run "+id, ErrNoRun)
+	}
+	return nil
+}
+
 // ErrNoRun is returned for a run ID the database does not hold.
 var ErrNoRun = errors.New("no such run")
 

@@ -61,6 +61,12 @@ func TestDBRoundTrip(t *testing.T) {
 	if err := d2.IntegrityCheck(); err != nil {
 		t.Fatal(err)
 	}
+	for pragma, want := range map[string]string{"journal_mode": "wal", "foreign_keys": "1", "synchronous": "2", "busy_timeout": "10000"} {
+		var got string
+		if err := d2.db.QueryRow("PRAGMA " + pragma).Scan(&got); err != nil || got != want {
+			t.Errorf("PRAGMA %s = %q (%v), want %q", pragma, got, err, want)
+		}
+	}
 	got, err := d2.Cycles(run.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +172,17 @@ func TestLatestUnfinished(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+	// A resumed interrupted run is running again; a second interruption
+	// keeps it findable.
+	if err := d.ResumeRun("b-interrupted"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := d.Run("b-interrupted"); err != nil || r.Status != RunRunning || !r.Finished.IsZero() {
+		t.Fatalf("resumed run: %+v, %v", r, err)
+	}
+	if err := d.ResumeRun("nope"); !errors.Is(err, ErrNoRun) {
+		t.Fatalf("ResumeRun(nope): %v", err)
 	}
 	tests := []struct {
 		hash, want string
@@ -341,6 +358,34 @@ func TestEventSinkUnknownRun(t *testing.T) {
 	}
 	if err := sink.Close(); err == nil {
 		t.Error("Close forgot the write error")
+	}
+}
+
+func TestEventSinkOverflowDrops(t *testing.T) {
+	d, _ := openTestDB(t)
+	if err := d.BeginRun(testRun("r1")); err != nil {
+		t.Fatal(err)
+	}
+	sink := d.Events("r1")
+	defer sink.Close()
+	sink.mu.Lock()
+	sink.maxPending = 10
+	sink.mu.Unlock()
+	// Far faster than the writer's 100 ms tick: most of these overflow.
+	const emitted = 50
+	for range emitted {
+		sink.Emit(Event{Kind: Note, Block: -1})
+	}
+	err := sink.Flush()
+	if err == nil || !strings.Contains(err.Error(), "dropping") {
+		t.Fatalf("Flush after an overflow: %v", err)
+	}
+	n, err := d.CountEvents("r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sink.Dropped() == 0 || n+sink.Dropped() != emitted {
+		t.Errorf("stored %d + dropped %d, want a sum of %d with some dropped", n, sink.Dropped(), emitted)
 	}
 }
 

@@ -29,8 +29,9 @@ const (
 //
 // EventSink is safe for concurrent use. Close it before closing the DB.
 type EventSink struct {
-	d   *DB
-	run string
+	d          *DB
+	run        string
+	maxPending int // MaxPendingEvents; lowered by tests
 
 	mu      sync.Mutex
 	pending []Event
@@ -51,13 +52,14 @@ var _ Sink = (*EventSink)(nil)
 // have recorded) and starts its writer.
 func (d *DB) Events(runID string) *EventSink {
 	s := &EventSink{
-		d:       d,
-		run:     runID,
-		pending: make([]Event, 0, EventBatch),
-		kick:    make(chan struct{}, 1),
-		flushes: make(chan chan error),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		d:          d,
+		run:        runID,
+		maxPending: MaxPendingEvents,
+		pending:    make([]Event, 0, EventBatch),
+		kick:       make(chan struct{}, 1),
+		flushes:    make(chan chan error),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	go s.loop()
 	return s
@@ -70,8 +72,12 @@ func (s *EventSink) Emit(e Event) {
 		s.mu.Unlock()
 		return
 	}
-	if len(s.pending) >= MaxPendingEvents {
+	if len(s.pending) >= s.maxPending {
 		s.dropped++
+		if s.err == nil {
+			s.err = fmt.Errorf("results: events of %s: %d events waiting for %s, dropping more", s.run, s.maxPending, s.d.path)
+			slog.Error("event store too slow; dropping events", "run", s.run, "err", s.err)
+		}
 		s.mu.Unlock()
 		return
 	}
@@ -86,16 +92,19 @@ func (s *EventSink) Emit(e Event) {
 	}
 }
 
-// Flush writes every event emitted so far and returns the error of that
-// write.
+// Flush writes every event emitted so far. It returns nil only if every
+// event emitted so far is stored: otherwise the error of this write, or
+// the first error that lost events earlier (see Err).
 func (s *EventSink) Flush() error {
 	ch := make(chan error, 1)
 	select {
 	case s.flushes <- ch:
-		return <-ch
+		if err := <-ch; err != nil {
+			return err
+		}
 	case <-s.done:
-		return s.Err()
 	}
+	return s.Err()
 }
 
 // Close writes the remaining events, stops the writer and returns the
@@ -112,7 +121,7 @@ func (s *EventSink) Close() error {
 	return s.Err()
 }
 
-// Err returns the first write error, or nil.
+// Err returns the first error that lost events, or nil.
 func (s *EventSink) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -162,7 +171,9 @@ func (s *EventSink) write() error {
 	err := s.insert(batch)
 	clear(batch) // release attrs maps and strings
 	s.mu.Lock()
-	s.spare = batch[:0]
+	if cap(batch) <= 4*EventBatch { // after a burst, let the big buffer go
+		s.spare = batch[:0]
+	}
 	if err != nil {
 		s.dropped += len(batch)
 		if s.err == nil {

@@ -15,13 +15,20 @@
 // has been pending for Options.PartialFlush (100 ms) since its first byte is
 // emitted as a line, so a prompt without a newline can be matched; lines are
 // cut at MaxLine bytes; each run of invalid UTF-8 becomes U+FFFD. A line's
-// time is when its first byte was read.
+// time is when its first byte was read; a line is emitted as a
+// results.ConsoleLine event before waiters and subscribers get it.
+//
+// Ports: a configured path is resolved through its symlinks at every
+// (re)open and the device itself is opened, so events name the real
+// device (/dev/ttyACM1, /dev/pts/4). Any read error (EOF, EIO, the port
+// closed) ends a connection; the console then looks for the port every
+// Options.Reopen, never giving up until Close.
 //
 // Events (results.Event, Block -1): ConsoleLine for each line (Text);
 // ConsoleGap when the port is lost, or is not there at Open (Text: why;
-// Attrs "port": the path lost, if any); ConsoleReopen when it is open again
-// (Dur: how long it was gone; Attrs "port": the path opened, "previous": the
-// path lost, if any).
+// Attrs "port": the device lost, if any); ConsoleReopen when it is open
+// again (Dur: how long it was gone; Attrs "port": the device opened,
+// "previous": the device lost, if any).
 //
 // Waiting: Mark returns a cursor, and ExpectFrom waits for the first line
 // at or after a cursor that matches a pattern, so a line arriving between
@@ -251,10 +258,10 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Console, error) {
 	var gapStart time.Time
 	if err != nil {
 		gapStart = time.Now()
-		c.log.Warn("console port not available yet; looking for it", "err", err)
+		c.log.Debug("console port not available yet; looking for it", "err", err)
 		c.lost("", fmt.Errorf("not available at open: %w", err))
 	} else {
-		c.found(p, path, "", time.Time{})
+		c.found(path, "", time.Time{})
 	}
 	c.wg.Add(1)
 	go c.run(p, path, gapStart)
@@ -320,7 +327,7 @@ func (c *Console) run(p serial.Port, path string, gapStart time.Time) {
 			if p == nil {
 				return // closed
 			}
-			c.found(p, path, prev, gapStart)
+			c.found(path, prev, gapStart)
 		}
 		err := c.read(p, split, buf)
 		c.connected.Store(false)
@@ -335,7 +342,7 @@ func (c *Console) run(p serial.Port, path string, gapStart time.Time) {
 			return // closed
 		}
 		gapStart = time.Now()
-		c.log.Warn("console port lost; looking for it again", "port", path, "err", err)
+		c.log.Debug("console port lost; looking for it again", "port", path, "err", err)
 		c.lost(path, err)
 	}
 }
@@ -385,7 +392,7 @@ func (c *Console) search(since time.Time) (serial.Port, string) {
 		}
 		if msg := err.Error(); msg != last {
 			last = msg
-			c.log.Info("console port still unavailable", "err", err, "gone", time.Since(since).Round(time.Millisecond))
+			c.log.Debug("console port still unavailable", "err", err, "gone", time.Since(since).Round(time.Millisecond))
 			c.mu.Lock()
 			c.lastErr = msg
 			c.mu.Unlock()
@@ -395,46 +402,48 @@ func (c *Console) search(since time.Time) (serial.Port, string) {
 }
 
 // lost records that the port at path (empty if it never opened) is gone.
+// Events are emitted before the state changes, here and in found, so a
+// caller that sees the change finds the event on the timeline.
 func (c *Console) lost(path string, err error) {
-	c.mu.Lock()
-	c.path = ""
-	c.lastErr = err.Error()
-	c.gaps++
-	c.mu.Unlock()
 	e := c.event(results.ConsoleGap)
 	e.Text = err.Error()
 	if path != "" {
 		e.Attrs = map[string]string{"port": path}
 	}
 	c.sink.Emit(e)
+	c.mu.Lock()
+	c.path = ""
+	c.lastErr = err.Error()
+	c.gaps++
+	c.mu.Unlock()
 }
 
-// found records that p at path is open. prev is the path lost before, and
-// gapStart when it was lost; zero at the first open.
-func (c *Console) found(p serial.Port, path, prev string, gapStart time.Time) {
+// found records that the port at path is open. prev is the path lost
+// before, and gapStart when it was lost; zero at the first open.
+func (c *Console) found(path, prev string, gapStart time.Time) {
+	if gapStart.IsZero() {
+		c.log.Debug("console port open", "port", path, "where", c.where())
+	} else {
+		gap := time.Since(gapStart)
+		c.log.Debug("console port open again", "port", path, "previous", prev, "gap", gap.Round(time.Millisecond))
+		e := c.event(results.ConsoleReopen)
+		e.Dur = gap
+		e.Attrs = map[string]string{"port": path}
+		if prev != "" {
+			e.Attrs["previous"] = prev
+		}
+		c.sink.Emit(e)
+	}
 	c.mu.Lock()
 	c.path = path
 	c.lastErr = ""
-	close(c.connCh)
-	c.connCh = make(chan struct{})
 	if !gapStart.IsZero() {
 		c.reopens++
 	}
 	c.connected.Store(true)
+	close(c.connCh)
+	c.connCh = make(chan struct{})
 	c.mu.Unlock()
-	if gapStart.IsZero() {
-		c.log.Info("console port open", "port", path, "where", c.where())
-		return
-	}
-	gap := time.Since(gapStart)
-	c.log.Info("console port open again", "port", path, "previous", prev, "gap", gap.Round(time.Millisecond))
-	e := c.event(results.ConsoleReopen)
-	e.Dur = gap
-	e.Attrs = map[string]string{"port": path}
-	if prev != "" {
-		e.Attrs["previous"] = prev
-	}
-	c.sink.Emit(e)
 }
 
 func (c *Console) event(k results.Kind) results.Event {

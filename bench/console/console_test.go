@@ -343,7 +343,9 @@ func TestRawBytes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m, path := rawPty(t)
-			c := open(t, Config{Path: path, Baud: 9600}, Options{Board: "b4"})
+			// A long PartialFlush: the pieces must make one line even on
+			// a loaded machine.
+			c := open(t, Config{Path: path, Baud: 9600}, Options{Board: "b4", PartialFlush: 2 * time.Second})
 			ch, cancel := c.Subscribe()
 			defer cancel()
 			for _, w := range tt.write {
@@ -385,11 +387,15 @@ func TestPartialLineFlush(t *testing.T) {
 		t.Errorf("prompt flushed after %v, want about %v", took, DefaultPartialFlush)
 	}
 	t.Logf("prompt without newline seen after %v", took)
-	// The rest of the line, typed later, is a line of its own.
-	if _, err := m.WriteString("root\r\n"); err != nil {
+	// The rest of the line, typed later, is a line of its own, and its
+	// late newline makes no empty line.
+	if _, err := m.WriteString("root\r\nok\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	expect(t, c, l.Next(), "^root$")
+	expect(t, c, l.Next(), "^ok$")
+	if last := c.Last(3); len(last) != 3 || last[0].Text != "login: " || last[1].Text != "root" || last[2].Text != "ok" {
+		t.Fatalf("lines = %+v", last)
+	}
 
 	// A pending partial line is kept when the console closes.
 	if _, err := m.WriteString("bye"); err != nil {

@@ -20,15 +20,20 @@ const MaxLine = 4096
 //     arrives. The cut moves back to the start of an incomplete trailing
 //     UTF-8 sequence, so valid text stays valid in every piece.
 //   - flush emits the pending bytes, if any, as a line (a prompt without a
-//     newline, a line cut by a vanished port).
+//     newline, a line cut by a vanished port). A '\n' that follows a flushed
+//     line with nothing but '\r' in between ends that line instead of
+//     making an empty one, so a line whose CRLF comes late is still one
+//     line.
 //
 // So the concatenation of the emitted lines is the input without its '\r'
-// and '\n' bytes, and the number of lines is at least the number of '\n'.
+// and '\n' bytes, and without flushes in between, the number of lines is at
+// least the number of '\n'.
 // The splitter works on bytes; invalid UTF-8 is dealt with in lineText.
 type splitter struct {
 	max     int
 	buf     []byte
 	started bool      // some byte of the pending line, even a '\r', arrived
+	flushed bool      // the last line was flushed, and no text followed yet
 	first   time.Time // when it arrived
 }
 
@@ -51,6 +56,9 @@ func (s *splitter) feed(p []byte, now time.Time, emit func(raw []byte, first tim
 		if i >= 0 {
 			chunk = p[:i]
 		}
+		if len(chunk) > 0 {
+			s.flushed = false
+		}
 		for len(chunk) > 0 {
 			// Cut only when more text follows, so a line of exactly max
 			// bytes is one line, not a line and an empty one.
@@ -65,8 +73,10 @@ func (s *splitter) feed(p []byte, now time.Time, emit func(raw []byte, first tim
 			return
 		}
 		if p[i] == '\n' {
-			emit(s.buf, s.first)
-			s.buf, s.started = s.buf[:0], false
+			if !s.flushed || len(s.buf) > 0 {
+				emit(s.buf, s.first)
+			}
+			s.buf, s.started, s.flushed = s.buf[:0], false, false
 		}
 		p = p[i+1:]
 	}
@@ -94,6 +104,7 @@ func (s *splitter) cut(now time.Time, emit func([]byte, time.Time)) {
 func (s *splitter) flush(emit func([]byte, time.Time)) {
 	if len(s.buf) > 0 {
 		emit(s.buf, s.first)
+		s.flushed = true
 	}
 	s.buf, s.started = s.buf[:0], false
 }

@@ -53,6 +53,36 @@ func TestSplitter(t *testing.T) {
 	}
 }
 
+func TestSplitterFlushThenNewline(t *testing.T) {
+	tests := []struct {
+		name   string
+		chunks []string // a flush comes after each chunk but the last
+		want   []string
+	}{
+		{"late crlf ends the flushed line", []string{"abc", "\r", "\n"}, []string{"abc"}},
+		{"late lf", []string{"abc", "\nnext\n"}, []string{"abc", "next"}},
+		{"prompt then answer", []string{"login: ", "root\r\n"}, []string{"login: ", "root"}},
+		{"second newline is a blank line", []string{"abc", "\r\n\r\n"}, []string{"abc", ""}},
+		{"flush of nothing", []string{"\r", "\n"}, []string{""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSplitter(64)
+			var got []string
+			emit := func(raw []byte, _ time.Time) { got = append(got, string(raw)) }
+			for i, c := range tt.chunks {
+				s.feed([]byte(c), time.Now(), emit)
+				if i < len(tt.chunks)-1 {
+					s.flush(emit)
+				}
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") || len(got) != len(tt.want) {
+				t.Fatalf("lines = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestSplitterTimes(t *testing.T) {
 	s := newSplitter(64)
 	t0 := time.Now()

@@ -34,6 +34,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,6 +132,11 @@ type Board struct {
 	tmpDir string
 
 	cpu sync.Mutex // firmware execution is single-threaded
+
+	detached chan struct{} // closed when the last power-off's console detach is done
+
+	netMu  sync.Mutex // serialises starting, stopping and parking the network
+	parked []net.PacketConn
 
 	mu       sync.Mutex // guards the fields below
 	powered  bool
@@ -355,6 +361,15 @@ func (b *Board) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	b.SetPower(false)
+	b.mu.Lock()
+	detached := b.detached
+	b.mu.Unlock()
+	if detached != nil {
+		<-detached
+	}
+	b.netMu.Lock()
+	b.unpark()
+	b.netMu.Unlock()
 	if b.gdbStop != nil {
 		b.gdbStop()
 		b.gdbLn.Close()
@@ -501,9 +516,13 @@ func (b *Board) SetPower(on bool) {
 	ep := b.epoch
 	b.cause = fwproto.ResetPower
 	b.setMode(ModeBooting)
+	detached := b.detached
 	b.mu.Unlock()
 	b.fl.PowerOn()
 	if b.cfg.Reenumerate {
+		if detached != nil {
+			<-detached // the previous power-off's detach comes first
+		}
 		if err := b.console.Attach(); err != nil {
 			b.log.Error("console attach", "err", err)
 		}
@@ -541,13 +560,72 @@ func (b *Board) cutPower(cause string, fc *flash.Cut) {
 	b.servers = nil
 	b.setMode(ModeOff)
 	b.mu.Unlock()
+	b.netDown(servers)
+	if b.cfg.Reenumerate {
+		// The adapter going away takes the pty down in the background:
+		// the cut itself is the instant above, and a trigger's measured
+		// latency must not include the console's teardown.
+		done := make(chan struct{})
+		b.mu.Lock()
+		b.detached = done
+		b.mu.Unlock()
+		go func() { defer close(done); b.console.Detach() }()
+	}
+	b.log.Debug("power cut", "cause", cause, "flash", rec.Flash.Kind, "block", rec.Block, "last_acked", rec.LastAcked)
+}
+
+// netDown stops the CoAP servers and parks their ports.
+func (b *Board) netDown(servers []*coapsrv.Server) {
+	b.netMu.Lock()
+	defer b.netMu.Unlock()
 	for _, s := range servers {
 		s.Close()
 	}
-	if b.cfg.Reenumerate {
-		b.console.Detach()
+	b.park()
+}
+
+// park holds the board's UDP ports while its network is down, dropping
+// datagrams silently as an unpowered device does: no ICMP "port
+// unreachable", and no other socket on this host can take the port (a
+// client whose ephemeral port landed on it would talk to itself). b.netMu
+// held.
+func (b *Board) park() {
+	if len(b.parked) > 0 {
+		return
 	}
-	b.log.Debug("power cut", "cause", cause, "flash", rec.Flash.Kind, "block", rec.Block, "last_acked", rec.LastAcked)
+	b.mu.Lock()
+	addrs := append([]string(nil), b.udpAddrs...)
+	if b.dtlsAddr != "" && b.dtlsAddr != "-" {
+		addrs = append(addrs, b.dtlsAddr)
+	}
+	b.mu.Unlock()
+	for _, a := range addrs {
+		if strings.HasSuffix(a, ":0") {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			b.log.Debug("park", "addr", a, "err", err)
+			continue
+		}
+		b.parked = append(b.parked, pc)
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// unpark releases the parked ports for the servers; b.netMu held.
+func (b *Board) unpark() {
+	for _, pc := range b.parked {
+		pc.Close()
+	}
+	b.parked = nil
 }
 
 // Reset is a software (or probe) reset: RAM is lost, the bootloader runs
@@ -572,9 +650,7 @@ func (b *Board) resetLocked() {
 	b.cause = fwproto.ResetSoftware
 	b.setMode(ModeBooting)
 	go func() {
-		for _, s := range servers {
-			s.Close()
-		}
+		b.netDown(servers)
 		b.boot(ep)
 	}()
 }
@@ -662,7 +738,10 @@ func (b *Board) boot(ep uint64) {
 		b.console.Printf("BL no bootable image (%s); halted", r.failure)
 	}
 	var servers []*coapsrv.Server
-	if r.mode != ModeHalted {
+	b.netMu.Lock()
+	defer b.netMu.Unlock()
+	if r.mode != ModeHalted && b.alive(ep) {
+		b.unpark()
 		var err error
 		servers, err = b.startCoAP(ep, r)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	_ "github.com/fudbench/fudbench/power/exec"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/power/simctl"
+	_ "github.com/fudbench/fudbench/probes/gdbrsp"
 )
 
 // Exit codes.
@@ -83,7 +84,7 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g))
+	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g), newRunCmd(g))
 	return root
 }
 

@@ -147,7 +147,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			}
 			return fmt.Errorf("gdbstub %s: accept: %w", s.name, err)
 		}
-		s.log.Info("gdb client connected", "remote", c.RemoteAddr().String())
+		s.log.Debug("gdb client connected", "remote", c.RemoteAddr().String())
 		err = s.ServeConn(ctx, c)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -155,7 +155,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		if err != nil {
 			s.log.Info("gdb client dropped", "err", err)
 		} else {
-			s.log.Info("gdb client gone")
+			s.log.Debug("gdb client gone")
 		}
 	}
 }

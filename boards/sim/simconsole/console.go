@@ -274,7 +274,7 @@ func (c *Console) Detach() {
 			c.log.Warn("console link not removed", "link", c.opts.Link, "err", err)
 		}
 	}
-	c.log.Info("console pty removed", "path", path, "link", c.opts.Link)
+	c.log.Debug("console pty removed", "path", path, "link", c.opts.Link)
 }
 
 // Attach is the board regaining power; with Reenumerate a new pty is created
@@ -360,7 +360,7 @@ func (c *Console) newPort() (*port, error) {
 		p.wg.Add(2)
 		go c.writeLoop(p)
 		go c.watchLoop(p)
-		c.log.Info("console pty created", "path", p.path, "link", c.opts.Link)
+		c.log.Debug("console pty created", "path", p.path, "link", c.opts.Link)
 		return p, nil
 	}
 	return nil, fmt.Errorf("simconsole: kernel keeps handing out %s", c.lastPath)

@@ -1,0 +1,559 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/bench/fwproto"
+	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/probes"
+	"github.com/fudbench/fudbench/results"
+	"periph.io/x/conn/v3/gpio/gpioreg"
+)
+
+// RunOptions configure one execution of a job.
+type RunOptions struct {
+	Job       *Job
+	Inventory *boards.Bench
+	// Baseline and Update are the image bytes (files read or images built
+	// by the caller).
+	Baseline, Update []byte
+	// Run names the run; JobHash identifies the job and its images for
+	// --resume.
+	Run     results.RunInfo
+	OutDir  string
+	DB      *results.DB
+	Resume  bool
+	Locker  Locker
+	Log     *slog.Logger
+	Out     io.Writer // progress and the final table
+	TTY     bool
+	Tx      update.Transmission
+	Console bool // open the boards' consoles
+}
+
+// Report is what a run ended with.
+type Report struct {
+	Run     results.RunInfo
+	Summary results.Summary
+	Cycles  []results.Cycle
+	// Interrupted is set when ctx ended the run early.
+	Interrupted bool
+}
+
+// ErrPrepare marks a failure before any board was powered: bad wiring,
+// a board that cannot be locked, an image too large for its slot.
+var ErrPrepare = errors.New("run not started")
+
+// worker is one board of a run.
+type worker struct {
+	b        *bench.Board
+	bd       *boards.Board
+	probe    probes.Flasher
+	profile  bench.Profile
+	accepted []results.Outcome
+	lease    Lease
+	done     map[int]bool // cycles recorded by a run being resumed
+}
+
+// fanout emits every event to several sinks.
+type fanout []results.Sink
+
+func (f fanout) Emit(e results.Event) {
+	for _, s := range f {
+		s.Emit(e)
+	}
+}
+
+// Execute runs the job: every selected board, every planned cycle. It
+// records as it goes, so an interruption or a crash loses nothing already
+// finished, and leaves every board it touched in its safe state.
+func Execute(ctx context.Context, o RunOptions) (*Report, error) {
+	j := o.Job
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	names, err := j.SelectBoards(o.Inventory.Boards)
+	if err != nil {
+		return nil, err
+	}
+	blocksFor := func(board string) uint32 { return j.Blocks(len(o.Update)) }
+	plan, err := j.Cycles(blocksFor(""))
+	if err != nil {
+		return nil, err
+	}
+	// Validate wiring and sizes before anything is powered.
+	for _, n := range names {
+		bd, err := o.Inventory.Board(n)
+		if err != nil {
+			return nil, err
+		}
+		if bd.Power == nil {
+			return nil, &boards.ConfigError{File: o.Inventory.File, Msg: fmt.Sprintf("board %s has no power switch: a power-cut job needs one", n)}
+		}
+		if bd.CoAP == nil {
+			return nil, &boards.ConfigError{File: o.Inventory.File, Msg: fmt.Sprintf("board %s has no coap endpoint", n)}
+		}
+		if f := bd.Flash; f != nil && f.SlotSize > 0 {
+			for _, im := range []struct {
+				what string
+				b    []byte
+			}{{"baseline", o.Baseline}, {"update", o.Update}} {
+				if len(im.b) > int(f.SlotSize) {
+					return nil, &boards.ConfigError{File: j.File, Msg: fmt.Sprintf("%s image of %d bytes does not fit board %s's %d-byte slot", im.what, len(im.b), n, int(f.SlotSize))}
+				}
+			}
+		}
+	}
+
+	run := o.Run
+	var prior []results.Cycle
+	if o.Resume && o.DB != nil {
+		if ri, cs, err := o.DB.LatestUnfinished(run.JobHash); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		} else if ri != nil {
+			run, prior = *ri, cs
+			if err := o.DB.ResumeRun(run.ID); err != nil {
+				return nil, fmt.Errorf("resume: %w", err)
+			}
+			o.Log.Info("resuming run", "run", run.ID, "cycles recorded", len(cs))
+		}
+	}
+	run.Boards = names
+	run.Planned = map[string]int{}
+	for _, n := range names {
+		run.Planned[n] = len(plan)
+	}
+
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	jsonlPath := filepath.Join(o.OutDir, "events.jsonl")
+	if len(prior) == 0 {
+		os.Remove(jsonlPath) // a new run starts a new timeline file
+	}
+	jl, err := results.OpenJSONL(jsonlPath)
+	if err != nil {
+		return nil, err
+	}
+	defer jl.Close()
+	sinks := fanout{jl}
+	var dbEvents *results.EventSink
+	if o.DB != nil {
+		if len(prior) == 0 && !(o.Resume && run.ID != o.Run.ID) {
+			if err := o.DB.BeginRun(run); err != nil {
+				return nil, err
+			}
+		}
+		dbEvents = o.DB.Events(run.ID)
+		defer dbEvents.Close()
+		sinks = append(sinks, dbEvents)
+	}
+	clock := results.NewClock()
+	hub := bench.NewHub(clock, sinks)
+
+	// Bind and lock every board, still without powering anything.
+	var workers []*worker
+	release := func() {
+		for _, w := range workers {
+			if w.lease != nil {
+				w.lease.Release()
+			}
+			if w.probe != nil {
+				w.probe.Close()
+			}
+			w.b.Close()
+		}
+	}
+	holder := Holder{Run: run.ID, Job: j.Name, Host: run.Host, PID: os.Getpid()}
+	for _, n := range names {
+		bd, _ := o.Inventory.Board(n)
+		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: o.Console && bd.Console != nil, Tx: o.Tx, Log: o.Log})
+		if err != nil {
+			release()
+			return nil, err
+		}
+		w := &worker{b: b, bd: bd, profile: j.ProfileFor(n), accepted: j.AcceptedFor(n), done: map[int]bool{}}
+		workers = append(workers, w)
+		if bd.CoAP.Profile != "" && j.Profiles[n] == "" && j.Profile == "" {
+			w.profile = bench.Profile(bd.CoAP.Profile)
+		}
+		if bd.Probe != nil && bd.Probe.Driver != "" && slices.Contains(probes.Drivers(), bd.Probe.Driver) {
+			if w.probe, err = probes.Open(bd.Probe.Driver, bd.Probe); err != nil {
+				release()
+				return nil, fmt.Errorf("%w: board %s: probe: %w", boards.ErrConfig, n, err)
+			}
+		}
+		if o.Locker != nil {
+			if w.lease, err = o.Locker.Acquire(ctx, n, holder); err != nil {
+				release()
+				return nil, fmt.Errorf("%w: %w", ErrPrepare, err)
+			}
+		}
+		for _, c := range prior {
+			if c.Board == n {
+				w.done[c.Cycle] = true
+			}
+		}
+	}
+	defer release()
+
+	rep := &Report{Run: run}
+	cycles := append([]results.Cycle(nil), prior...)
+	var mu sync.Mutex
+	total := len(plan) * len(workers)
+	prog := results.NewProgress(o.Out, o.TTY, total)
+	record := func(c results.Cycle) error {
+		mu.Lock()
+		defer mu.Unlock()
+		cycles = append(cycles, c)
+		prog.Cycle(c.Board, c.Cycle, c.Outcome)
+		if o.DB != nil {
+			if err := o.DB.RecordCycle(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	r := &runner{o: o, run: run, plan: plan, hub: hub, record: record,
+		baseDigest: sha256.Sum256(o.Baseline), updDigest: sha256.Sum256(o.Update)}
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(workers))
+	for i, w := range workers {
+		if j.Parallel {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = r.board(ctx, w) }()
+		} else {
+			errs[i] = r.board(ctx, w)
+		}
+	}
+	wg.Wait()
+	prog.Done()
+	// Safe state for every board the run touched, whatever happened.
+	for _, w := range workers {
+		if err := w.b.Safe(); err != nil {
+			o.Log.Error("safe state", "board", w.b.Name, "err", err)
+		}
+	}
+	rep.Interrupted = ctx.Err() != nil
+	jl.Close()
+	if dbEvents != nil {
+		dbEvents.Close()
+	}
+	rep.Cycles = cycles
+	rep.Summary = results.Summarize(run, cycles)
+	status := string(rep.Summary.Verdict)
+	var outErr error
+	if o.DB != nil && !rep.Interrupted {
+		outErr = o.DB.FinishRun(run.ID, status, rep.Summary)
+	}
+	outErr = errors.Join(outErr,
+		results.WriteSummaryJSON(filepath.Join(o.OutDir, "summary.json"), rep.Summary),
+		results.WriteJUnit(filepath.Join(o.OutDir, "junit.xml"), rep.Summary, cycles))
+	if !rep.Interrupted {
+		results.WriteTable(o.Out, rep.Summary)
+	}
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, context.Canceled) {
+			outErr = errors.Join(outErr, e)
+		}
+	}
+	return rep, outErr
+}
+
+type runner struct {
+	o          RunOptions
+	run        results.RunInfo
+	plan       []CycleSpec
+	hub        *bench.Hub
+	record     func(results.Cycle) error
+	baseDigest [32]byte
+	updDigest  [32]byte
+}
+
+// board runs every planned cycle on one board.
+func (r *runner) board(ctx context.Context, w *worker) error {
+	for i, spec := range r.plan {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n := i + 1
+		if w.done[n] {
+			continue
+		}
+		w.b.SetCycle(n)
+		c := r.cycle(ctx, w, spec, n)
+		if ctx.Err() != nil {
+			// Interrupted mid-cycle: the cycle is not recorded; --resume
+			// runs it again.
+			return ctx.Err()
+		}
+		if err := r.record(c); err != nil {
+			return fmt.Errorf("board %s cycle %d: record: %w", w.b.Name, n, err)
+		}
+	}
+	return nil
+}
+
+func (r *runner) event(w *worker, k results.Kind, text string, d time.Duration) {
+	e := w.b.Event(k)
+	e.Text, e.Dur = text, d
+	r.hub.Emit(e)
+}
+
+// cycle makes sure the baseline runs, runs the update with the planned
+// cut, and classifies how it ended.
+func (r *runner) cycle(ctx context.Context, w *worker, spec CycleSpec, n int) results.Cycle {
+	j := r.o.Job
+	start := r.hub.Clock().Since()
+	szx := j.SZX()
+	c := results.Cycle{
+		Run: r.run.ID, Board: w.b.Name, Cycle: n, Plan: spec.Desc, PlannedBlock: spec.Block,
+		Blocks: int(j.Blocks(len(r.o.Update))), BlockSize: fwproto.BlockSize(szx), ImageSize: len(r.o.Update),
+		Start: start,
+	}
+	finish := func(o results.Outcome, reason string) results.Cycle {
+		c.Outcome, c.Reason = o, reason
+		c.Accepted = slices.Contains(w.accepted, o)
+		c.End = r.hub.Clock().Since()
+		if w.b.Console != nil {
+			for _, l := range w.b.Console.Last(20) {
+				c.LastConsole = append(c.LastConsole, l.Text)
+			}
+		}
+		e := w.b.Event(results.CycleOutcome)
+		e.Text = string(o)
+		if reason != "" {
+			e.Attrs = map[string]string{"reason": reason}
+		}
+		r.hub.Emit(e)
+		return c
+	}
+	if err := r.ensureBaseline(ctx, w); err != nil {
+		if ctx.Err() != nil {
+			return c
+		}
+		return finish(results.InfraError, "baseline: "+err.Error())
+	}
+	trig, err := r.trigger(w, spec)
+	if err != nil {
+		return finish(results.InfraError, err.Error())
+	}
+	res := w.b.Run(ctx, bench.Update{
+		Profile: w.profile, Image: r.o.Update, SZX: szx, Path: j.Path, Trigger: trig,
+		OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
+	})
+	if ctx.Err() != nil {
+		return c
+	}
+	c.BlocksSent, c.BlocksResent, c.Resumes, c.Transfer = res.BlocksSent, res.BlocksResent, res.Resumes, res.Transfer
+	if res.Cut != nil {
+		c.Cut = &results.CutInfo{Trigger: res.Cut.Trigger, T: res.Cut.T, Latency: res.Cut.Latency, LastAcked: res.Cut.LastAcked, InFlight: res.Cut.InFlight}
+	}
+	c.RecoveryAnswer = res.Milestones[bench.MilestoneCoAP]
+	c.RecoveryVersion = res.Milestones[bench.MilestoneVersion]
+	if res.Err == nil {
+		return finish(results.Updated, "")
+	}
+	if res.Infra {
+		return finish(results.InfraError, res.Err.Error())
+	}
+	outcome, reason := r.classify(ctx, w, res)
+	if outcome == results.Bricked && j.Reflash {
+		if err := r.reflash(ctx, w, "reflash"); err != nil {
+			reason += "; reflash failed: " + err.Error()
+		} else {
+			c.Reflashed = true
+		}
+	}
+	return finish(outcome, reason)
+}
+
+// classify looks at a device whose update did not finish.
+func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (results.Outcome, string) {
+	why := res.Err.Error()
+	cl, err := w.b.Dial(ctx)
+	if err != nil {
+		return results.InfraError, err.Error()
+	}
+	defer cl.Close()
+	// The session already waited the recovery timeout for an answer; a
+	// device that never answered gets one more short look.
+	wait := min(r.o.Job.RecoveryTimeout, 2*time.Second)
+	if !res.Answering {
+		wait = 300 * time.Millisecond
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		v, verr := cl.Version(qctx)
+		if verr == nil {
+			cancel()
+			switch {
+			case bytes.Equal(v.Digest, r.updDigest[:]):
+				return results.Updated, ""
+			case bytes.Equal(v.Digest, r.baseDigest[:]):
+				return results.RolledBack, "the old image runs: " + why
+			default:
+				return results.RolledBack, fmt.Sprintf("another image runs (%s): %s", v.Version, why)
+			}
+		}
+		st, serr := cl.State(qctx)
+		cancel()
+		if serr == nil {
+			return results.StuckRecovery, fmt.Sprintf("recovery state %s next %d/%d: %s", st.State, st.Next, fwproto.Blocks(st.Size, st.SZX), why)
+		}
+		var se *update.StatusError
+		if errors.As(verr, &se) || errors.As(serr, &se) {
+			return results.StuckRecovery, fmt.Sprintf("device answers %v: %s", se.Code, why)
+		}
+		if nc, derr := w.b.Dial(ctx); derr == nil {
+			cl.Close()
+			cl = nc
+		}
+	}
+	if res.Answering {
+		return results.StuckRecovery, "device stopped answering: " + why
+	}
+	return results.Bricked, "no answer on CoAP within the recovery timeout: " + why
+}
+
+// trigger builds the cycle's cut trigger.
+func (r *runner) trigger(w *worker, s CycleSpec) (bench.Trigger, error) {
+	switch s.Kind {
+	case KindNone:
+		return nil, nil
+	case KindAfterBlock:
+		return &bench.AfterBlock{N: uint32(s.Block)}, nil
+	case KindDuringBlock:
+		return &bench.DuringBlock{N: uint32(s.Block), Delay: s.Delay}, nil
+	case KindAtTime:
+		return &bench.AtTime{T: s.At}, nil
+	case KindOnConsole:
+		re, err := regexp.Compile(s.Pattern)
+		if err != nil {
+			return nil, err
+		}
+		return &bench.OnConsole{Pattern: re, Board: w.b, Delay: s.Delay}, nil
+	case KindOnGPIO:
+		pin := gpioreg.ByName(s.Pin)
+		if pin == nil {
+			return nil, fmt.Errorf("on_gpio: no pin %q in gpioreg", s.Pin)
+		}
+		return &bench.OnGPIO{Pin: pin, Edge: s.GPIOEdge(), Nth: s.Nth, Delay: s.Delay}, nil
+	}
+	return nil, fmt.Errorf("unknown cut kind %q", s.Kind)
+}
+
+// ensureBaseline powers the board and makes sure the baseline image runs:
+// flashed over the probe when it has one, otherwise pushed over CoAP.
+func (r *runner) ensureBaseline(ctx context.Context, w *worker) error {
+	if err := w.b.PowerOn(ctx); err != nil {
+		return err
+	}
+	ver, err := r.waitApp(ctx, w)
+	if err == nil && bytes.Equal(ver.Digest, r.baseDigest[:]) {
+		return nil
+	}
+	if w.probe != nil {
+		return r.reflash(ctx, w, "baseline")
+	}
+	if err != nil {
+		return fmt.Errorf("board %s does not run an application and has no probe: %w", w.b.Name, err)
+	}
+	res := w.b.Run(ctx, bench.Update{Profile: w.profile, Image: r.o.Baseline, SZX: r.o.Job.SZX(), Path: r.o.Job.Path, RecoveryTimeout: r.o.Job.RecoveryTimeout})
+	if res.Err != nil {
+		return fmt.Errorf("restoring the baseline over CoAP (the board has no probe): %w", res.Err)
+	}
+	return nil
+}
+
+// waitApp waits until the application answers /fw/version.
+func (r *runner) waitApp(ctx context.Context, w *worker) (fwproto.Version, error) {
+	cl, err := w.b.Dial(ctx)
+	if err != nil {
+		return fwproto.Version{}, err
+	}
+	defer func() { cl.Close() }()
+	deadline := time.Now().Add(r.o.Job.RecoveryTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if ctx.Err() != nil {
+			return fwproto.Version{}, ctx.Err()
+		}
+		qctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		v, err := cl.Version(qctx)
+		cancel()
+		if err == nil {
+			return v, nil
+		}
+		last = err
+		var se *update.StatusError
+		if errors.As(err, &se) {
+			return fwproto.Version{}, err // answering, but not an app
+		}
+		if nc, derr := w.b.Dial(ctx); derr == nil {
+			cl.Close()
+			cl = nc
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fwproto.Version{}, fmt.Errorf("no application answer within %v: %w", r.o.Job.RecoveryTimeout, last)
+}
+
+// reflash writes the baseline over the probe: erase what the board's
+// flash entry names (records, journal, counters and the app slot), write
+// the image at the app address, reset, and wait for the app.
+func (r *runner) reflash(ctx context.Context, w *worker, why string) error {
+	if w.probe == nil {
+		return fmt.Errorf("board %s has no probe", w.b.Name)
+	}
+	f := w.bd.Flash
+	if f == nil {
+		return fmt.Errorf("board %s: flash: app_address is needed to flash over the probe", w.b.Name)
+	}
+	start := time.Now()
+	if !w.b.PoweredOn() {
+		if err := w.b.PowerOn(ctx); err != nil {
+			return err
+		}
+	}
+	if er, ok := w.probe.(probes.Eraser); ok && f.EraseFrom != 0 {
+		end := uint32(f.Base) + uint32(f.Size)
+		if err := er.Erase(ctx, uint32(f.EraseFrom), end-uint32(f.EraseFrom)); err != nil {
+			return fmt.Errorf("%s over %s: %w", why, w.probe, err)
+		}
+	}
+	if err := w.probe.Flash(ctx, uint32(f.AppAddr), r.o.Baseline, nil); err != nil {
+		return fmt.Errorf("%s over %s: %w", why, w.probe, err)
+	}
+	if err := w.probe.Reset(ctx); err != nil {
+		return fmt.Errorf("%s over %s: reset: %w", why, w.probe, err)
+	}
+	r.event(w, results.FlashProgress, why, time.Since(start))
+	v, err := r.waitApp(ctx, w)
+	if err != nil {
+		return fmt.Errorf("after %s: %w", why, err)
+	}
+	if !bytes.Equal(v.Digest, r.baseDigest[:]) {
+		return fmt.Errorf("after %s the board runs %s, not the baseline", why, v.Version)
+	}
+	return nil
+}
