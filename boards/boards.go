@@ -271,6 +271,37 @@ func (h *Hex32) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// posError is a value error at a node; yamlError adds the file name.
+type posError struct {
+	line, col int
+	err       error
+}
+
+func (e *posError) Error() string { return e.err.Error() }
+
+// scalar feeds a scalar node's text to parse, keeping its position for
+// errors (goccy reports none for a custom type's own errors).
+func scalar(n ast.Node, parse func([]byte) error) error {
+	text := strings.Trim(n.String(), `"'`)
+	if err := parse([]byte(text)); err != nil {
+		p := nodePos(n)
+		return &posError{line: p[0], col: p[1], err: err}
+	}
+	return nil
+}
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (s *Size) UnmarshalYAML(n ast.Node) error { return scalar(n, s.UnmarshalText) }
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (d *Duration) UnmarshalYAML(n ast.Node) error { return scalar(n, d.UnmarshalText) }
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (h *Hex8) UnmarshalYAML(n ast.Node) error { return scalar(n, h.UnmarshalText) }
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (h *Hex32) UnmarshalYAML(n ast.Node) error { return scalar(n, h.UnmarshalText) }
+
 // Load reads and validates a bench file.
 func Load(path string) (*Bench, error) {
 	data, err := os.ReadFile(path)
@@ -296,6 +327,10 @@ func Parse(name string, data []byte) (*Bench, error) {
 
 // yamlError turns a decoder error into a ConfigError with a position.
 func yamlError(file string, err error) error {
+	var pe *posError
+	if errors.As(err, &pe) {
+		return &ConfigError{File: file, Line: pe.line, Column: pe.col, Msg: pe.err.Error()}
+	}
 	var ye yaml.Error
 	if errors.As(err, &ye) {
 		msg := ye.GetMessage()

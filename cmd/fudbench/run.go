@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,29 +25,6 @@ import (
 // version is fudbench's own version, recorded with every run.
 const version = "0.1.0-dev"
 
-// inProcessTmpl wires simulated boards started by this process: power
-// through their gpioreg pins with the production gpio driver, flashing
-// through their GDB ports, consoles on their ptys.
-var inProcessTmpl = template.Must(template.New("inproc").Parse(`boards:
-{{- range .}}
-  - name: {{.Name}}
-    tags: [sim, {{.Strategy}}]
-    power: {driver: gpio, pin: "{{.PowerPin}}"}
-    probe: {driver: gdbrsp, address: "{{.GDB}}", reset: reset}
-    console:
-      port: "{{.ConsoleLink}}"
-      patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
-    coap: {address: "{{index .CoAP 0}}", profile: {{if eq .Strategy "naive-inplace"}}block1{{else}}resumable{{end}}}
-    flash: {size: {{.FlashSize}}, base: {{.Base}}, app_address: {{.AppAddr}}, erase_from: {{.EraseFrom}}, slot_size: {{.SlotSize}}}
-{{- end}}
-`))
-
-type inProcBoard struct {
-	sim.Info
-	FlashSize, SlotSize      int
-	Base, AppAddr, EraseFrom string
-}
-
 // startBuiltinSims starts the built-in simulated boards in this process
 // and returns their inventory, parsed like any bench file.
 func startBuiltinSims(ctx context.Context, g *globals, timeScale float64, dir string) (*sim.Sim, *boards.Bench, error) {
@@ -64,7 +39,6 @@ func startBuiltinSims(ctx context.Context, g *globals, timeScale float64, dir st
 	if err != nil {
 		return nil, nil, infraErr(err)
 	}
-	var bs []inProcBoard
 	for _, b := range s.Boards {
 		// Endpoints are bound at first boot: boot once, then power off.
 		b.SetPower(true)
@@ -77,18 +51,13 @@ func startBuiltinSims(ctx context.Context, g *globals, timeScale float64, dir st
 	}
 	for _, b := range s.Boards {
 		b.SetPower(false)
-		lay, cfg := b.Layout(), b.Config()
-		bs = append(bs, inProcBoard{Info: b.Info(), FlashSize: b.Flash().Size(), SlotSize: lay.AppSize(),
-			Base:      fmt.Sprintf("%#x", cfg.FlashBase),
-			AppAddr:   fmt.Sprintf("%#x", cfg.FlashBase+uint32(lay.AppStart)),
-			EraseFrom: fmt.Sprintf("%#x", cfg.FlashBase+uint32(lay.BootEnd))})
 	}
-	var buf bytes.Buffer
-	if err := inProcessTmpl.Execute(&buf, bs); err != nil {
+	text, err := sim.Inventory(s.Boards)
+	if err != nil {
 		s.Close()
 		return nil, nil, err
 	}
-	inv, err := boards.Parse(builtinName, buf.Bytes())
+	inv, err := boards.Parse(builtinName, text)
 	if err != nil {
 		s.Close()
 		return nil, nil, fmt.Errorf("built-in bench: %w", err)

@@ -1,0 +1,141 @@
+package boards_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/power"
+	_ "github.com/fudbench/fudbench/power/exec"
+	_ "github.com/fudbench/fudbench/power/gpio"
+	_ "github.com/fudbench/fudbench/power/simctl"
+)
+
+const good = `boards:
+  - name: nrf52-a
+    tags: [nrf52]
+    power: {driver: exec, on: [uhubctl, -a, on, -p, "2"], off: [uhubctl, -a, off, -p, "2"], timeout: 5s}
+    probe: {driver: gdbrsp, address: 127.0.0.1:2331}
+    console:
+      usb: {vid: "0403", pid: "6001", serial: A50285BI}
+      baud: 115200
+      patterns: {boot: "^BL", app: "ready$"}
+    coap:
+      address: "[fd00::2]:5683"
+      profile: resumable
+      dtls: {identity: bench-1, key_file: k.psk}
+    flash: {size: 1MiB, base: 0x0, app_address: 0x10000, erase_from: 0xC000, slot_size: 448KiB}
+  - name: sim-x
+    sim: {strategy: naive-inplace, flash: {size: 512KiB, layout: stm32f4, erased: 0x00, write_align: 8}, time_scale: 0.5}
+`
+
+func write(t *testing.T, name, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadGood(t *testing.T) {
+	p := write(t, "bench.yaml", good)
+	os.WriteFile(filepath.Join(filepath.Dir(p), "k.psk"), []byte("hex:00112233\n"), 0o600)
+	b, err := boards.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := b.Board("nrf52-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Power.Driver != "exec" || a.CoAP.DTLS.KeyFile != filepath.Join(filepath.Dir(p), "k.psk") || a.Flash.SlotSize != 448<<10 || a.Flash.AppAddr != 0x10000 {
+		t.Errorf("decoded %+v %+v %+v", a.Power, a.CoAP.DTLS, a.Flash)
+	}
+	key, err := a.CoAP.DTLS.Key()
+	if err != nil || string(key) != "\x00\x11\x22\x33" {
+		t.Errorf("key %x %v", key, err)
+	}
+	// The driver decodes its own settings strictly from the same node.
+	sw, err := power.Open(a.Power.Driver, a.Power)
+	if err != nil || sw.String() != "exec:uhubctl" {
+		t.Errorf("open exec: %v %v", sw, err)
+	}
+	if _, err := b.Board("nope"); err == nil || !strings.Contains(err.Error(), "nrf52-a, sim-x") {
+		t.Errorf("unknown board: %v", err)
+	}
+	s, _ := b.Board("sim-x")
+	if s.Sim.Flash.Layout != "stm32f4" || *s.Sim.Flash.Erased != 0 || *s.Sim.TimeScale != 0.5 {
+		t.Errorf("sim %+v", s.Sim)
+	}
+}
+
+// TestBadBenchFiles: every broken file is one error with file:line:col.
+func TestBadBenchFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"unknown key", "boards:\n  - name: a\n    powr: {}\n", `:3:5: unknown field "powr"`},
+		{"wrong type", "boards:\n  - name: a\n    tags: 7\n", ":3:11:"},
+		{"unknown power driver", "boards:\n  - name: a\n    power: {driver: relayz}\n", `:3:21: unknown power driver "relayz" (known: exec, gpio, sim)`},
+		{"no power driver", "boards:\n  - name: a\n    power: {pin: X}\n", ":3:12: power needs a driver"},
+		{"unknown probe driver", "boards:\n  - name: a\n    probe: {driver: jtagomatic}\n", `:3:21: unknown probe driver "jtagomatic"`},
+		{"missing key file", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", dtls: {identity: x, key_file: nope.psk}}\n", ":3:69: key file:"},
+		{"duplicate name", "boards:\n  - name: a\n  - name: a\n", `:3:11: duplicate board name "a"`},
+		{"bad address", "boards:\n  - name: a\n    coap: {address: fd00::1}\n", ":3:21: coap address"},
+		{"bad pattern", "boards:\n  - name: a\n    console: {port: /dev/ttyUSB0, patterns: {boot: \"(\"}}\n", ":3:52: bad pattern"},
+		{"port and usb", "boards:\n  - name: a\n    console: {port: /dev/x, usb: {vid: \"1\", pid: \"2\"}}\n", ":3:14: console needs exactly one of port: or usb:"},
+		{"bad strategy", "boards:\n  - name: a\n    sim: {strategy: yolo}\n", `:3:21: unknown strategy "yolo"`},
+		{"bad size", "boards:\n  - name: a\n    sim: {flash: {size: 12 parsecs}}\n", ":3:25: size \"12 parsecs\""},
+		{"empty", "", "empty file"},
+		{"no boards", "boards: []\n", "no boards"},
+		{"syntax", "boards:\n  - name: a\n   tags: [\n", ":"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := write(t, "bench.yaml", tc.text)
+			_, err := boards.Load(p)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, boards.ErrConfig) {
+				t.Errorf("not a config error: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), p) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want %q after the file name", err, tc.want)
+			}
+			if strings.Count(err.Error(), "\n") > 0 {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
+	}
+}
+
+func TestDriverSettingsStrict(t *testing.T) {
+	p := write(t, "bench.yaml", "boards:\n  - name: a\n    power: {driver: exec, on: [x], off: [y], tiemout: 3s}\n")
+	b, err := boards.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = power.Open("exec", b.Boards[0].Power)
+	if err == nil || !strings.Contains(err.Error(), p+":3:") || !strings.Contains(err.Error(), "tiemout") {
+		t.Errorf("misspelt driver setting: %v", err)
+	}
+}
+
+// FuzzParse: a bench file from anywhere never panics, and an error is
+// always a configuration error.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("boards:\n  - name: a\n    power: {driver: gpio, pin: P1}\n"))
+	f.Add([]byte("boards: [{name: &a x, tags: *a}]"))
+	f.Add([]byte("{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := boards.Parse("fuzz.yaml", data)
+		if err != nil && !errors.Is(err, boards.ErrConfig) {
+			t.Fatalf("non-config error: %v", err)
+		}
+	})
+}
