@@ -77,7 +77,7 @@ func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *
 		Job: job, Inventory: inv, Baseline: base, Update: upd,
 		Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
-		Tx:     update.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
+		Tx: update.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
 	})
 	if err != nil {
 		t.Fatal(err)
