@@ -4,12 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"regexp"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"periph.io/x/conn/v3/gpio/gpioreg"
+
 	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/bench/console"
 	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards/sim"
 	"github.com/fudbench/fudbench/boards/sim/image"
@@ -199,4 +204,66 @@ func BenchmarkBlock1Upload(b *testing.B) {
 			b.ReportMetric(float64(bytes)/transfer.Seconds()/1e6, "MB/s")
 		})
 	}
+}
+
+// TestOnGPIOBusyEdgeCutsDuringFlash cuts 2 ms after the 2nd rising edge of the
+// board's flash-busy line in the transfer (the program of block 0, which
+// takes 10 ms at real timing): the board's own record shows the cut landed
+// while flash was being erased or programmed.
+func TestOnGPIOBusyEdgeCutsDuringFlash(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 12<<10, 2)
+	sb, b, _ := simBoard(t, sim.Config{TimeScale: 1}, base)
+	_, busy := sim.PinNames(sb.Name())
+	pin := gpioreg.ByName(busy)
+	res := b.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 6,
+		Trigger: &bench.OnGPIO{Pin: pin, Nth: 2, Delay: 2 * time.Millisecond}, RecoveryTimeout: 10 * time.Second})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	cuts := sb.Cuts()
+	if len(cuts) != 1 || cuts[0].Flash.Kind == "idle" {
+		t.Fatalf("board's cut record %+v: want a cut during a flash operation", cuts)
+	}
+	if res.Cut == nil || len(res.Resumes) != 1 {
+		t.Fatalf("cut %+v resumes %v", res.Cut, res.Resumes)
+	}
+	t.Logf("cut during %s at %#x, latency %v, resumed at %d", cuts[0].Flash.Kind, cuts[0].Flash.Addr, res.Cut.Latency, res.Resumes[0])
+}
+
+func TestAtTimeAndOnConsoleTriggers(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 12<<10, 2)
+	t.Run("at_time", func(t *testing.T) {
+		sb, b, _ := simBoard(t, sim.Config{TimeScale: 1}, base)
+		res := b.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 6,
+			Trigger: &bench.AtTime{T: 30 * time.Millisecond}, RecoveryTimeout: 10 * time.Second})
+		if res.Err != nil || res.Cut == nil || len(sb.Cuts()) != 1 {
+			t.Fatalf("err %v cut %+v board cuts %+v", res.Err, res.Cut, sb.Cuts())
+		}
+	})
+	t.Run("on_console", func(t *testing.T) {
+		// The console line is an event on the hub, as the bench console
+		// emits it; the trigger watches the timeline.
+		sb, b, _ := simBoard(t, sim.Config{}, base)
+		trig := &bench.OnConsole{Pattern: regexp.MustCompile(`^RECOVERY block 4/`), Board: b}
+		// Feed the board's console lines into the hub.
+		stop := make(chan struct{})
+		defer close(stop)
+		go relayConsole(t, sb, b, stop)
+		res := b.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 6, Trigger: trig, RecoveryTimeout: 10 * time.Second})
+		if res.Err != nil || res.Cut == nil || !strings.Contains(res.Cut.Trigger, "RECOVERY block 4/") {
+			t.Fatalf("err %v cut %+v", res.Err, res.Cut)
+		}
+	})
+}
+
+// relayConsole reads the sim board's console pty with the bench console
+// and emits its lines into the board's hub.
+func relayConsole(t *testing.T, sb *sim.Board, b *bench.Board, stop chan struct{}) {
+	con, err := console.Open(context.Background(), console.Config{Path: sb.ConsoleLink()}, console.Options{Board: b.Name, Clock: b.Hub().Clock(), Sink: b.Hub()})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	<-stop
+	con.Close()
 }
