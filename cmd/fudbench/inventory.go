@@ -24,12 +24,12 @@ var simBenchTmpl = template.Must(template.New("sim").Parse(`boards:
   - name: sim-safe
     tags: [sim, safe]
     power: {driver: sim, url: "http://{{.Control}}", board: sim-safe}
-    probe: {driver: gdbrsp}
+    probe: {driver: gdbrsp, address: "127.0.0.1:3333", reset: reset}
     console:
       port: {{.Dir}}/sim-safe.console
       patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
     coap: {address: "127.0.0.1:5683", profile: resumable}
-    flash: {size: 512KiB, base: 0x0}
+    flash: {size: 512KiB, base: 0x0, app_address: 0x8000, erase_from: 0x4000, slot_size: 480KiB}
     sim:
       strategy: inplace-recovery
       coap: ["127.0.0.1:5683", "[::1]:5683"]
@@ -38,12 +38,12 @@ var simBenchTmpl = template.Must(template.New("sim").Parse(`boards:
   - name: sim-naive
     tags: [sim, naive]
     power: {driver: sim, url: "http://{{.Control}}", board: sim-naive}
-    probe: {driver: gdbrsp}
+    probe: {driver: gdbrsp, address: "127.0.0.1:3334", reset: reset}
     console:
       port: {{.Dir}}/sim-naive.console
       patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
     coap: {address: "127.0.0.1:5693", profile: block1}
-    flash: {size: 512KiB, base: 0x0}
+    flash: {size: 512KiB, base: 0x0, app_address: 0x8000, erase_from: 0x4000, slot_size: 480KiB}
     sim:
       strategy: naive-inplace
       coap: ["127.0.0.1:5693", "[::1]:5693"]

@@ -156,6 +156,21 @@ func TestSimServesAndStops(t *testing.T) {
 	if info.Powered || info.Mode != "off" {
 		t.Errorf("after power off: %+v", info)
 	}
+	// The commands that talk to a running sim through the built-in bench:
+	// flash over the GDB port (powering the board first), then an update
+	// with a cut after block 2 through the control endpoint.
+	dir := t.TempDir()
+	img3, img4 := filepath.Join(dir, "v3.img"), filepath.Join(dir, "v4.img")
+	cli(t, "image", "build", "--version", "3.0.0", "--seq", "3", "--size", "12KiB", "-o", img3)
+	cli(t, "image", "build", "--version", "4.0.0", "--seq", "4", "--size", "12KiB", "--seed", "4", "-o", img4)
+	out, errOut, code := cli(t, "flash", "sim-safe", img3, "--erase")
+	if code != 0 || !strings.Contains(out, "12288 bytes at 0x00008000 over gdbrsp:127.0.0.1:3333, verified") {
+		t.Fatalf("flash: exit %d\n%s\n%s", code, out, errOut)
+	}
+	out, errOut, code = cli(t, "update", "sim-safe", img4, "--cut-after-block", "2", "--off-time", "10ms")
+	if code != 0 || !strings.Contains(out, "cut: after_block 2") || !strings.Contains(out, "resumed at [3]") || !strings.Contains(out, "running 4.0.0 (seq 4)") {
+		t.Fatalf("update: exit %d\n%s\n%s", code, out, errOut)
+	}
 	go io.Copy(io.Discard, stdout)
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)

@@ -54,8 +54,8 @@ SECTIONS {
 // buildFirmware compiles the banner firmware into a flat binary at 0.
 func buildFirmware(t *testing.T, dir string) []byte {
 	t.Helper()
-	gcc := needProgram(t, "arm-none-eabi-gcc", "gcc-arm-none-eabi", false)
-	objcopy := needProgram(t, "arm-none-eabi-objcopy", "binutils-arm-none-eabi", false)
+	gcc := needProgram(t, "arm-none-eabi-gcc", "gcc-arm-none-eabi", true)
+	objcopy := needProgram(t, "arm-none-eabi-objcopy", "binutils-arm-none-eabi", true)
 	for name, text := range map[string]string{"fw.c": firmwareC, "fw.ld": firmwareLD} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
@@ -85,7 +85,7 @@ func buildFirmware(t *testing.T, dir string) []byte {
 // reads back. It then resets with QEMU's system_reset, detaches so the core
 // runs, and reads the firmware's banner from the emulated UART.
 func TestQEMU(t *testing.T) {
-	qemu := needProgram(t, "qemu-system-arm", "qemu-system-arm", false)
+	qemu := needProgram(t, "qemu-system-arm", "qemu-system-arm", true)
 	dir := t.TempDir()
 	fw := buildFirmware(t, dir)
 
