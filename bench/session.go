@@ -164,7 +164,7 @@ func (s *session) fire(at time.Time, why string) {
 		s.firing = true
 		s.mu.Unlock()
 		ev, err := s.b.PowerOff(context.Background())
-		ret := time.Now()
+		ret := ev.Wall // stamped when the switch call returned, before the event is written
 		s.mu.Lock()
 		cut := &Cut{Trigger: why, T: ev.T, Latency: ret.Sub(at), LastAcked: s.acked, InFlight: s.sent}
 		s.res.Cut = cut

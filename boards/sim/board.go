@@ -134,6 +134,7 @@ type Board struct {
 	cpu sync.Mutex // firmware execution is single-threaded
 
 	detached chan struct{} // closed when the last power-off's console detach is done
+	netDone  chan struct{} // closed when the last power-off's network teardown is done
 
 	netMu  sync.Mutex // serialises starting, stopping and parking the network
 	parked []net.PacketConn
@@ -367,6 +368,12 @@ func (b *Board) Close() error {
 	if detached != nil {
 		<-detached
 	}
+	b.mu.Lock()
+	netDone := b.netDone
+	b.mu.Unlock()
+	if netDone != nil {
+		<-netDone
+	}
 	b.netMu.Lock()
 	b.unpark()
 	b.netMu.Unlock()
@@ -559,8 +566,14 @@ func (b *Board) cutPower(cause string, fc *flash.Cut) {
 	servers := b.servers
 	b.servers = nil
 	b.setMode(ModeOff)
+	// Sockets are torn down in the background: the cut is the instant
+	// above (flash stopped, RAM gone, handlers answer nothing), and the
+	// switch call that caused it should return at once. The next boot
+	// waits for the teardown.
+	down := make(chan struct{})
+	b.netDone = down
 	b.mu.Unlock()
-	b.netDown(servers)
+	go func() { defer close(down); b.netDown(servers) }()
 	if b.cfg.Reenumerate {
 		// The adapter going away takes the pty down in the background:
 		// the cut itself is the instant above, and a trigger's measured
@@ -738,6 +751,12 @@ func (b *Board) boot(ep uint64) {
 		b.console.Printf("BL no bootable image (%s); halted", r.failure)
 	}
 	var servers []*coapsrv.Server
+	b.mu.Lock()
+	netDone := b.netDone
+	b.mu.Unlock()
+	if netDone != nil {
+		<-netDone
+	}
 	b.netMu.Lock()
 	defer b.netMu.Unlock()
 	if r.mode != ModeHalted && b.alive(ep) {

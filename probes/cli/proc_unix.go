@@ -1,0 +1,22 @@
+//go:build unix
+
+package cli
+
+import (
+	"errors"
+	osexec "os/exec"
+	"syscall"
+)
+
+// setGroup runs cmd in a process group of its own and makes a cancel kill
+// the whole group, so helpers the tool started die with it.
+func setGroup(cmd *osexec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if errors.Is(err, syscall.ESRCH) {
+			return nil // the group is gone already
+		}
+		return err
+	}
+}
