@@ -267,3 +267,57 @@ func relayConsole(t *testing.T, sb *sim.Board, b *bench.Board, stop chan struct{
 	<-stop
 	con.Close()
 }
+
+// BenchmarkCutPrecision alternates after_block and during_block cuts at
+// random blocks on a sim board with real flash timing and compares each
+// planned cut point with the board's own record of the cut: after_block N
+// must find flash idle with block N the last acknowledged; during_block N
+// must find block N being written. Reports the fraction that matched, the
+// latency percentiles and the blocks re-sent per cut.
+func BenchmarkCutPrecision(b *testing.B) {
+	base := img(b, "1.0.0", 1, 1024, 1)
+	sb, bb, _ := simBoard(b, sim.Config{TimeScale: 1}, base)
+	var lat []time.Duration
+	match, total, resent, maxResent := 0, 0, 0, 0
+	for i := 0; b.Loop(); i++ {
+		bb.SetCycle(i)
+		up := img(b, fmt.Sprintf("2.0.%d", i), uint32(i+2), 6<<10, int64(i))
+		n := uint32((i * 7) % 5) // blocks 0..4 of 6, so the cut is never after the last
+		var trig bench.Trigger = &bench.AfterBlock{N: n}
+		if i%2 == 1 {
+			// A 1 KiB block takes ~10.5 ms to program at real timing.
+			trig = &bench.DuringBlock{N: n, Delay: 3 * time.Millisecond}
+		}
+		before := len(sb.Cuts())
+		res := bb.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 6, Trigger: trig, RecoveryTimeout: 10 * time.Second})
+		if res.Err != nil {
+			b.Fatal(res.Err)
+		}
+		cuts := sb.Cuts()
+		if len(cuts) != before+1 {
+			b.Fatalf("cycle %d: board saw %d cuts", i, len(cuts)-before)
+		}
+		c := cuts[len(cuts)-1]
+		total++
+		switch tr := trig.(type) {
+		case *bench.AfterBlock:
+			if c.Flash.Kind == "idle" && c.LastAcked == int64(tr.N) && c.Block == -1 {
+				match++
+			}
+		case *bench.DuringBlock:
+			if c.Block == int64(tr.N) {
+				match++
+			}
+		}
+		lat = append(lat, res.Cut.Latency)
+		resent += res.BlocksResent
+		maxResent = max(maxResent, res.BlocksResent)
+	}
+	slices.Sort(lat)
+	p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(100*float64(match)/float64(total), "precision-%")
+	b.ReportMetric(p(0.5), "p50-µs")
+	b.ReportMetric(p(0.99), "p99-µs")
+	b.ReportMetric(float64(resent)/float64(total), "resent/cut")
+	b.ReportMetric(float64(maxResent), "max-resent")
+}

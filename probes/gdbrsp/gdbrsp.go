@@ -5,13 +5,16 @@
 //
 // Settings:
 //
-//	address: 127.0.0.1:3333   # the GDB server (host:port), required
+//	address: 127.0.0.1:3333   # the GDB server (host:port), or
+//	port: /dev/ttyACM0        # its serial port (Black Magic Probe); one is required
 //	reset: reset              # monitor command for Reset (qRcmd): "reset",
 //	                          # "reset run", "system_reset" (QEMU)...
 //	halt: reset halt          # monitor command for Halt
 //	timeout: 10s              # per command; erase and vFlashDone get one
 //	                          # timeout per started 64 KiB
 //	verify: crc               # crc (qCRC, read-back if unsupported) | read | none
+//
+// A serial port is opened raw at 115200 8N1, its modem lines untouched.
 //
 // The connection is made on first use, so a probe can be opened while the
 // board is unpowered, and made again when the server has closed it between
@@ -92,7 +95,8 @@ var (
 
 // Config configures a Probe.
 type Config struct {
-	Address string        // host:port of the GDB server, required
+	Address string        // host:port of the GDB server; this or Port is required
+	Port    string        // serial device of the GDB server, e.g. a Black Magic Probe's /dev/ttyACM0
 	Reset   string        // monitor command for Reset; "" is DefaultReset
 	Halt    string        // monitor command for Halt; "" is DefaultHalt
 	Timeout time.Duration // per command; 0 is DefaultTimeout
@@ -114,14 +118,19 @@ type Probe struct {
 	output string // console output of the last monitor command
 }
 
-// New returns a Probe for the server at cfg.Address. It checks the
-// configuration only; the connection is made on first use.
+// New returns a Probe for the server at cfg.Address or cfg.Port. It checks
+// the configuration only; the connection is made on first use.
 func New(cfg Config) (*Probe, error) {
-	if cfg.Address == "" {
-		return nil, errors.New("address: required (host:port of the gdb server)")
-	}
-	if host, port, err := net.SplitHostPort(cfg.Address); err != nil || port == "" || host == "" {
-		return nil, fmt.Errorf("address: %q is no host:port", cfg.Address)
+	switch {
+	case cfg.Address != "" && cfg.Port != "":
+		return nil, fmt.Errorf("address %q and port %q: give one, not both", cfg.Address, cfg.Port)
+	case cfg.Port != "":
+	case cfg.Address == "":
+		return nil, errors.New("address: required (host:port of the gdb server), or port (its serial device)")
+	default:
+		if host, port, err := net.SplitHostPort(cfg.Address); err != nil || port == "" || host == "" {
+			return nil, fmt.Errorf("address: %q is no host:port", cfg.Address)
+		}
 	}
 	if cfg.Reset == "" {
 		cfg.Reset = DefaultReset
@@ -142,7 +151,7 @@ func New(cfg Config) (*Probe, error) {
 	default:
 		return nil, fmt.Errorf("verify: %q (want %s, %s or %s)", cfg.Verify, VerifyCRC, VerifyRead, VerifyNone)
 	}
-	name := Driver + ":" + cfg.Address
+	name := Driver + ":" + cfg.peer()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -153,6 +162,7 @@ func New(cfg Config) (*Probe, error) {
 // settings is the driver's part of the inventory.
 type settings struct {
 	Address string `json:"address" yaml:"address"`
+	Port    string `json:"port" yaml:"port"`
 	Reset   string `json:"reset" yaml:"reset"`
 	Halt    string `json:"halt" yaml:"halt"`
 	Timeout string `json:"timeout" yaml:"timeout"`
@@ -164,7 +174,7 @@ func open(st probes.Settings) (probes.Flasher, error) {
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	cfg := Config{Address: s.Address, Reset: s.Reset, Halt: s.Halt, Verify: s.Verify}
+	cfg := Config{Address: s.Address, Port: s.Port, Reset: s.Reset, Halt: s.Halt, Verify: s.Verify}
 	if s.Timeout != "" {
 		d, err := time.ParseDuration(s.Timeout)
 		if err != nil {
@@ -250,8 +260,14 @@ func (p *Probe) connect(ctx context.Context) (*conn, error) {
 		p.c.nc.Close()
 		p.c = nil
 	}
-	d := net.Dialer{Timeout: p.cfg.Timeout}
-	nc, err := d.DialContext(ctx, "tcp", p.cfg.Address)
+	var nc transport
+	var err error
+	if p.cfg.Port != "" {
+		nc, err = openSerial(p.cfg.Port)
+	} else {
+		d := net.Dialer{Timeout: p.cfg.Timeout}
+		nc, err = d.DialContext(ctx, "tcp", p.cfg.Address)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctxErr(p.name, "connect", ctx.Err())
@@ -381,7 +397,7 @@ func (p *Probe) checkRange(op string, addr uint32, n int) error {
 // conn is one connection to the server.
 type conn struct {
 	p       *Probe
-	nc      net.Conn
+	nc      transport
 	r       *bufio.Reader
 	wbuf    []byte
 	noAck   bool
@@ -610,7 +626,7 @@ func (c *conn) fail(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("%s: %s: no reply within %v: %w: %w", c.p, op, c.p.cfg.Timeout, probes.ErrTimeout, err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
-		return fmt.Errorf("%s: gdb server at %s closed the connection during %s: %w: %w", Driver, c.p.cfg.Address, op, probes.ErrProbe, err)
+		return fmt.Errorf("%s: gdb server at %s closed the connection during %s: %w: %w", Driver, c.p.cfg.peer(), op, probes.ErrProbe, err)
 	}
 	return fmt.Errorf("%s: %s: %w: %w", c.p, op, probes.ErrProbe, err)
 }

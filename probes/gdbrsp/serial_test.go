@@ -1,0 +1,494 @@
+package gdbrsp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/fudbench/fudbench/boards/sim/gdbstub"
+	"github.com/fudbench/fudbench/probes"
+)
+
+// These tests run the client over a real pseudo-terminal, opened with
+// go.bug.st/serial as a Black Magic Probe's port would be, with the
+// simulated board's GDB stub serving the master side.
+
+// openPTY returns a pseudo-terminal. The test keeps the slave open, so
+// the master does not read EIO while no client has the port open.
+func openPTY(t *testing.T) (master *os.File, slavePath string) {
+	t.Helper()
+	m, s, err := pty.Open()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pseudo-terminal needed under CI=true: %v", err)
+		}
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { m.Close(); s.Close() })
+	return m, s.Name()
+}
+
+// Layout of memTarget: 64 KiB of flash in 1 KiB blocks, then 2 KiB more
+// in one 2 KiB block, and 16 KiB of RAM.
+const (
+	memFlash      = 0x08000000
+	memFlashSize  = 64 << 10
+	memFlash2Size = 2 << 10
+	memRAM        = 0x20000000
+	memRAMSize    = 16 << 10
+)
+
+// memTarget is an in-memory gdbstub.Target with NOR rules: flash is
+// written only where erased, and plain writes to flash are refused.
+type memTarget struct {
+	mu     sync.Mutex
+	flash  []byte
+	ram    []byte
+	erased []bool // per byte: erased since the last write
+	resets []bool
+	ops    []string
+}
+
+var _ gdbstub.Target = (*memTarget)(nil)
+
+func newMemTarget() *memTarget {
+	n := memFlashSize + memFlash2Size
+	m := &memTarget{flash: bytes.Repeat([]byte{0xa5}, n), ram: make([]byte, memRAMSize), erased: make([]bool, n)}
+	return m
+}
+
+func (m *memTarget) MemoryMap() []gdbstub.Region {
+	return []gdbstub.Region{
+		{Kind: gdbstub.KindFlash, Start: memFlash, Length: memFlashSize, BlockSize: 1 << 10},
+		{Kind: gdbstub.KindFlash, Start: memFlash + memFlashSize, Length: memFlash2Size, BlockSize: memFlash2Size},
+		{Kind: gdbstub.KindRAM, Start: memRAM, Length: memRAMSize},
+	}
+}
+
+func (m *memTarget) span(addr uint32, n int) ([]byte, int, bool) {
+	a, end := uint64(addr), uint64(addr)+uint64(n)
+	switch {
+	case a >= memFlash && end <= memFlash+uint64(len(m.flash)):
+		return m.flash[a-memFlash : end-memFlash], int(a - memFlash), true
+	case a >= memRAM && end <= memRAM+memRAMSize:
+		return m.ram[a-memRAM : end-memRAM], 0, false
+	}
+	return nil, 0, false
+}
+
+func (m *memTarget) ReadMemory(addr uint32, p []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, _, _ := m.span(addr, len(p))
+	if b == nil {
+		return fmt.Errorf("%#x+%#x unmapped", addr, len(p))
+	}
+	copy(p, b)
+	return nil
+}
+
+func (m *memTarget) WriteMemory(addr uint32, p []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, _, flash := m.span(addr, len(p))
+	if b == nil || flash {
+		return fmt.Errorf("%#x+%#x: not writable with a plain write", addr, len(p))
+	}
+	copy(b, p)
+	return nil
+}
+
+func (m *memTarget) FlashErase(addr, length uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ops = append(m.ops, fmt.Sprintf("erase %#x+%#x", addr, length))
+	b, off, flash := m.span(addr, int(length))
+	if !flash {
+		return fmt.Errorf("%#x+%#x is not flash", addr, length)
+	}
+	for i := range b {
+		b[i] = 0xff
+		m.erased[off+i] = true
+	}
+	return nil
+}
+
+func (m *memTarget) FlashWrite(addr uint32, p []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, off, flash := m.span(addr, len(p))
+	if !flash {
+		return fmt.Errorf("%#x+%#x is not flash", addr, len(p))
+	}
+	for i := range p {
+		if !m.erased[off+i] {
+			return fmt.Errorf("write to %#x, which was not erased", addr+uint32(i))
+		}
+		m.erased[off+i] = false
+		b[i] = p[i]
+	}
+	return nil
+}
+
+func (m *memTarget) FlashDone() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ops = append(m.ops, "done")
+	return nil
+}
+
+func (m *memTarget) Reset(halt bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.resets = append(m.resets, halt)
+	return nil
+}
+
+// serveStub serves target's GDB stub on master until the test ends or
+// the client detaches; the returned channel yields ServeConn's result.
+func serveStub(t *testing.T, target gdbstub.Target, master io.ReadWriteCloser) (context.CancelFunc, <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	srv := gdbstub.New(target, gdbstub.Options{Name: "pty-board"})
+	go func() { done <- srv.ServeConn(ctx, master) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("stub did not stop")
+		}
+	})
+	return cancel, done
+}
+
+func serialProbe(t *testing.T, cfg Config) *Probe {
+	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func serialCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func patterned(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		// Include the bytes X packets must escape: # $ } *
+		b[i] = "#$}*"[i%4] ^ byte(i>>2) ^ seed
+	}
+	return b
+}
+
+// TestSerialFlash flashes over the pty into both flash regions and RAM,
+// reads it back, and resets, with each verification method.
+func TestSerialFlash(t *testing.T) {
+	for _, verify := range []string{VerifyCRC, VerifyRead, VerifyNone} {
+		t.Run(verify, func(t *testing.T) {
+			ctx := serialCtx(t)
+			master, path := openPTY(t)
+			target := newMemTarget()
+			serveStub(t, target, master)
+			p := serialProbe(t, Config{Port: path, Verify: verify, Reset: "reset run"})
+			if want := "gdbrsp:" + path; p.String() != want {
+				t.Errorf("String() = %q, want %q", p, want)
+			}
+
+			// Crosses from the 1 KiB blocks into the 2 KiB block and ends
+			// inside it, unaligned.
+			img := patterned(memFlashSize-1000+1500, 1)
+			addr := uint32(memFlash + 1000)
+			var last int
+			if err := p.Flash(ctx, addr, img, func(done, total int) {
+				if done <= last || total != len(img) {
+					t.Errorf("progress %d/%d after %d", done, total, last)
+				}
+				last = done
+			}); err != nil {
+				t.Fatalf("Flash: %v", err)
+			}
+			if last != len(img) {
+				t.Errorf("progress ended at %d, want %d", last, len(img))
+			}
+			got := make([]byte, len(img))
+			if err := p.Read(ctx, addr, got); err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+			if !bytes.Equal(got, img) {
+				t.Fatal("read back differs from the image")
+			}
+			target.mu.Lock()
+			if !bytes.Equal(target.flash[1000:1000+len(img)], img) {
+				t.Error("target flash differs from the image")
+			}
+			ops := strings.Join(target.ops, ", ")
+			target.mu.Unlock()
+			if want := "erase 0x8000000+0x10000, erase 0x8010000+0x800, done"; ops != want {
+				t.Errorf("flash ops %q, want %q", ops, want)
+			}
+
+			// RAM goes by X (or M), not vFlash.
+			ram := patterned(3000, 2)
+			if err := p.Flash(ctx, memRAM+16, ram, nil); err != nil {
+				t.Fatalf("Flash to RAM: %v", err)
+			}
+			target.mu.Lock()
+			ramOK := bytes.Equal(target.ram[16:16+len(ram)], ram)
+			target.mu.Unlock()
+			if !ramOK {
+				t.Error("target RAM differs")
+			}
+
+			if err := p.Reset(ctx); err != nil {
+				t.Fatalf("Reset: %v", err)
+			}
+			if err := p.Halt(ctx); err != nil {
+				t.Fatalf("Halt: %v", err)
+			}
+			target.mu.Lock()
+			resets := fmt.Sprint(target.resets)
+			target.mu.Unlock()
+			if resets != "[false true]" {
+				t.Errorf("resets %s, want [false true]", resets)
+			}
+			regions, err := p.MemoryMap(ctx)
+			if err != nil || len(regions) != 3 {
+				t.Errorf("MemoryMap = %v, %v; want 3 regions", regions, err)
+			}
+		})
+	}
+}
+
+// TestSerialOpen: Open through the registry with the port setting.
+func TestSerialOpen(t *testing.T) {
+	ctx := serialCtx(t)
+	master, path := openPTY(t)
+	target := newMemTarget()
+	serveStub(t, target, master)
+	f, err := probes.Open(Driver, probes.MapSettings{"port": path, "timeout": "5s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img := patterned(5000, 3)
+	if err := f.Flash(ctx, memFlash, img, nil); err != nil {
+		t.Fatalf("Flash: %v", err)
+	}
+	got := make([]byte, len(img))
+	if err := f.(probes.Reader).Read(ctx, memFlash, got); err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("Read: %v (equal %v)", err, bytes.Equal(got, img))
+	}
+}
+
+func TestSerialSettings(t *testing.T) {
+	tests := []struct {
+		name     string
+		s        probes.MapSettings
+		wantErr  string
+		wantName string
+	}{
+		{name: "port", s: probes.MapSettings{"port": "/dev/ttyACM0"}, wantName: "gdbrsp:/dev/ttyACM0"},
+		{name: "both", s: probes.MapSettings{"port": "/dev/ttyACM0", "address": "127.0.0.1:3333"}, wantErr: "give one, not both"},
+		{name: "neither", s: probes.MapSettings{"reset": "reset"}, wantErr: "or port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := probes.Open(Driver, tt.s)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if f.String() != tt.wantName {
+				t.Errorf("String() = %q, want %q", f, tt.wantName)
+			}
+		})
+	}
+}
+
+// TestSerialMissingPort: a port that does not exist is a clear ErrProbe
+// at first use.
+func TestSerialMissingPort(t *testing.T) {
+	p := serialProbe(t, Config{Port: "/dev/nonexistent-bmp"})
+	err := p.Reset(serialCtx(t))
+	if !errors.Is(err, probes.ErrProbe) || !strings.Contains(err.Error(), "/dev/nonexistent-bmp") {
+		t.Errorf("err %v, want ErrProbe naming the port", err)
+	}
+}
+
+// TestSerialSilentPeer: a port where nobody answers times out by the
+// probe's timeout, the caller's deadline, or the caller's cancel.
+func TestSerialSilentPeer(t *testing.T) {
+	tests := []struct {
+		name        string
+		timeout     time.Duration
+		deadline    time.Duration
+		cancelAfter time.Duration
+		want        []error
+	}{
+		{name: "probe timeout", timeout: 200 * time.Millisecond, want: []error{probes.ErrTimeout}},
+		{name: "ctx deadline", timeout: time.Minute, deadline: 200 * time.Millisecond, want: []error{probes.ErrTimeout, context.DeadlineExceeded}},
+		{name: "ctx cancel", timeout: time.Minute, cancelAfter: 200 * time.Millisecond, want: []error{context.Canceled}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			master, path := openPTY(t)
+			// Read and drop what the client sends; never answer.
+			go io.Copy(io.Discard, master)
+			p := serialProbe(t, Config{Port: path, Timeout: tt.timeout})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.deadline != 0 {
+				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
+				defer cancel()
+			}
+			if tt.cancelAfter != 0 {
+				time.AfterFunc(tt.cancelAfter, cancel)
+			}
+			start := time.Now()
+			err := p.Flash(ctx, memFlash, []byte{1, 2, 3, 4}, nil)
+			took := time.Since(start)
+			for _, w := range tt.want {
+				if !errors.Is(err, w) {
+					t.Errorf("err %v, want %v", err, w)
+				}
+			}
+			if took > 2*time.Second {
+				t.Errorf("took %v; the deadline was not honoured", took)
+			}
+		})
+	}
+}
+
+// TestSerialDeviceGone: the device going away (the pty master closing,
+// as a USB unplug does) is an ErrProbe saying the server closed the
+// connection, and the next operation tries the port afresh.
+func TestSerialDeviceGone(t *testing.T) {
+	ctx := serialCtx(t)
+	master, path := openPTY(t)
+	stop, done := serveStub(t, newMemTarget(), master)
+	p := serialProbe(t, Config{Port: path})
+	if err := p.Reset(ctx); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	stop()
+	<-done
+	err := p.Reset(ctx)
+	if !errors.Is(err, probes.ErrProbe) {
+		t.Fatalf("err %v, want ErrProbe", err)
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("err %q does not name the port", err)
+	}
+	t.Logf("after the device went: %v", err)
+}
+
+// TestSerialConnDeadlines tests serialConn on its own: a write blocked by
+// a peer that does not read returns at its deadline, or at once when the
+// deadline is moved into the past; the next write waits for the blocked
+// one, and reads time out.
+func TestSerialConnDeadlines(t *testing.T) {
+	master, path := openPTY(t)
+	c, err := openSerial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	isTimeout := func(err error) bool {
+		var ne net.Error
+		return errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded)
+	}
+
+	// Read: nothing comes.
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	if n, err := c.Read(make([]byte, 10)); n != 0 || !isTimeout(err) {
+		t.Errorf("Read = %d, %v; want a timeout", n, err)
+	}
+	if took := time.Since(start); took < 40*time.Millisecond || took > time.Second {
+		t.Errorf("Read timed out after %v, want about 50ms", took)
+	}
+	// Read: data within the deadline.
+	master.Write([]byte("$OK#9a"))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 16)
+	n, err := io.ReadAtLeast(c, buf, 6)
+	if err != nil || string(buf[:n]) != "$OK#9a" {
+		t.Errorf("Read = %q, %v", buf[:n], err)
+	}
+
+	// Write: the pty's buffer fills, as nobody reads the master.
+	big := bytes.Repeat([]byte("x"), 1<<20)
+	c.SetDeadline(time.Now().Add(150 * time.Millisecond))
+	start = time.Now()
+	if n, err := c.Write(big); n != 0 || !isTimeout(err) {
+		t.Fatalf("Write = %d, %v; want a timeout", n, err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Write timed out after %v, want about 150ms", took)
+	}
+	// The next write waits for the blocked one: with no deadline moved
+	// it times out at once; a deadline moved into the past by another
+	// goroutine aborts a wait.
+	if _, err := c.Write([]byte("y")); !isTimeout(err) {
+		t.Errorf("second Write: %v, want a timeout", err)
+	}
+	c.SetDeadline(time.Time{})
+	errc := make(chan error, 1)
+	go func() { _, err := c.Write([]byte("z")); errc <- err }()
+	time.Sleep(50 * time.Millisecond)
+	c.SetDeadline(time.Unix(1, 0))
+	select {
+	case err := <-errc:
+		if !isTimeout(err) {
+			t.Errorf("aborted Write: %v, want a timeout", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("moving the deadline into the past did not abort the Write")
+	}
+
+	// Closing the master ends the blocked write with an error: the device
+	// is gone.
+	master.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("w")); !errors.Is(err, io.EOF) {
+		t.Errorf("Write after the device went: %v, want io.EOF", err)
+	}
+	if _, err := c.Read(buf); !errors.Is(err, io.EOF) {
+		t.Errorf("Read after the device went: %v, want io.EOF", err)
+	}
+	c.Close()
+	if _, err := c.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	if err := c.SetDeadline(time.Time{}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("SetDeadline after Close: %v, want net.ErrClosed", err)
+	}
+}

@@ -1,0 +1,761 @@
+// Package openocd is the probe driver "openocd": a client of OpenOCD's Tcl
+// RPC server (TCP, port 6666 by default), which flashes through OpenOCD's
+// own program command. Importing it registers the driver.
+//
+// Settings:
+//
+//	address: 127.0.0.1:6666   # OpenOCD's tcl_port (host:port)
+//	timeout: 60s              # per command (program, erase, reset, each
+//	                          # read_memory chunk)
+//	program: verify           # extra words for program: verify (always
+//	                          # added), preverify; never reset or exit
+//	reset: reset run          # Tcl command for Reset
+//	halt: reset halt          # Tcl command for Halt
+//	temp_dir: /srv/images     # where Flash writes the image file; OpenOCD
+//	                          # must read it under the same path
+//
+// # Commands and replies
+//
+// Each command and each reply ends with the byte 0x1a. OpenOCD answers a
+// failed command with its error text alone, indistinguishable from a
+// result, so every command CMD goes out wrapped as
+//
+//	set fudbench_rc [catch {CMD} fudbench_msg]; list $fudbench_rc $fudbench_msg
+//
+// and the reply is a two-element Tcl list: the catch code (0 success, 1
+// error, other codes are Tcl's return, break, continue) and the result or
+// error message. CMD must therefore balance its braces; the driver quotes
+// the words it builds itself.
+//
+// # Notifications
+//
+// With tcl_notifications (or tcl_trace) on, OpenOCD also sends frames of
+// its own, for example "type target_reset mode run\r\n" or "type
+// target_event event reset-start\r\n", before, between and after
+// replies. The rule: a frame that starts with "type " is a notification,
+// because a wrapped reply always starts with the integer catch code; it is
+// passed to Config.Notify and logged, and the first other frame is the
+// reply to the pending command. Notifications that arrive between commands
+// wait in the socket and are consumed before the next reply.
+//
+// # Flashing
+//
+// Flash writes the image to a temporary *.bin file and runs
+//
+//	program {PATH} verify 0x08000000
+//
+// OpenOCD's program resets the target with "reset init", erases, writes,
+// verifies, and leaves the target halted; Reset is a separate call. It
+// reports no progress over RPC, so Flash reports 0 at the start and the
+// total at the end. program guesses the image format from its first bytes
+// (ELF, Intel HEX or S-record signatures) and cannot be told "bin", so
+// Flash refuses a binary that starts like one of those. OpenOCD reads the
+// file itself: it must run on the same host, or see temp_dir under the
+// same path. program prints its details to OpenOCD's log only; over RPC
+// its failures are one of "** OpenOCD init failed **", "** Unable to
+// reset target **", "** Programming Failed **" and "** Verify Failed **"
+// (the last is probes.ErrVerify).
+//
+// Erase runs "flash erase_address ADDR LEN", which needs ADDR and LEN on
+// sector boundaries (the driver never passes pad, so nothing outside the
+// range is erased); EraseSector runs "flash erase_sector BANK FIRST
+// LAST". Read runs "read_memory ADDR 8 N" (OpenOCD 0.12 and later) in
+// chunks of ReadChunk bytes.
+//
+// The connection is made on first use and made again when OpenOCD has
+// closed it between operations.
+package openocd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fudbench/fudbench/probes"
+)
+
+// Driver is the name the driver registers under.
+const Driver = "openocd"
+
+// Defaults of Config.
+const (
+	DefaultAddress = "127.0.0.1:6666"
+	DefaultTimeout = 60 * time.Second
+	DefaultProgram = "verify"
+	DefaultReset   = "reset run"
+	DefaultHalt    = "reset halt"
+)
+
+const (
+	// terminator ends every command and every reply.
+	terminator = 0x1a
+	// ReadChunk is the most bytes one read_memory asks for; OpenOCD
+	// allows 64 Ki elements, and 4 KiB keeps a reply near 20 KB.
+	ReadChunk = 4096
+	// maxFrame bounds one frame, so that a peer that never sends the
+	// terminator cannot make the client buffer without end.
+	maxFrame = 4 << 20
+	// aliveWait bounds the check for a hung-up connection.
+	aliveWait = time.Millisecond
+	// Names of the Tcl variables the wrapper uses, unlikely to clash
+	// with a user's.
+	rcVar  = "fudbench_rc"
+	msgVar = "fudbench_msg"
+	// verifyFailed is program's message when verify_image fails.
+	verifyFailed = "** Verify Failed **"
+)
+
+func init() {
+	probes.Register(Driver, open)
+}
+
+var (
+	_ probes.Flasher = (*Probe)(nil)
+	_ probes.Eraser  = (*Probe)(nil)
+	_ probes.Reader  = (*Probe)(nil)
+	_ probes.Halter  = (*Probe)(nil)
+)
+
+// Config configures a Probe.
+type Config struct {
+	Address string        // host:port of OpenOCD's Tcl RPC server; "" is DefaultAddress
+	Timeout time.Duration // per command; 0 is DefaultTimeout
+	// Program holds extra words for program, separated by spaces; ""
+	// is DefaultProgram. "verify" is added when missing; "reset" and
+	// "exit" are refused (Reset is separate; exit ends OpenOCD).
+	Program string
+	Reset   string // Tcl command for Reset; "" is DefaultReset
+	Halt    string // Tcl command for Halt; "" is DefaultHalt
+	TempDir string // directory for the image file; "" is os.TempDir()
+	// Notify, if not nil, is called with each asynchronous notification
+	// (trailing CR LF removed), from the goroutine running a command.
+	Notify func(msg string)
+	Logger *slog.Logger // nil discards
+}
+
+// Probe is a client of one OpenOCD Tcl RPC server. Its methods are safe
+// for concurrent use; they run one at a time.
+type Probe struct {
+	cfg     Config
+	program []string // words between the file name and the address
+	name    string
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	c      *conn // nil until the first use or after a broken connection
+	closed bool
+}
+
+// New returns a Probe for the server at cfg.Address. It checks the
+// configuration only; the connection is made on first use.
+func New(cfg Config) (*Probe, error) {
+	if cfg.Address == "" {
+		cfg.Address = DefaultAddress
+	}
+	if host, port, err := net.SplitHostPort(cfg.Address); err != nil || port == "" || host == "" {
+		return nil, fmt.Errorf("address: %q is no host:port", cfg.Address)
+	}
+	switch {
+	case cfg.Timeout == 0:
+		cfg.Timeout = DefaultTimeout
+	case cfg.Timeout < 0:
+		return nil, fmt.Errorf("timeout: %v is negative", cfg.Timeout)
+	}
+	if strings.TrimSpace(cfg.Program) == "" {
+		cfg.Program = DefaultProgram
+	}
+	words, err := programWords(cfg.Program)
+	if err != nil {
+		return nil, fmt.Errorf("program: %w", err)
+	}
+	for _, s := range []struct {
+		key string
+		cmd *string
+		def string
+	}{{"reset", &cfg.Reset, DefaultReset}, {"halt", &cfg.Halt, DefaultHalt}} {
+		if strings.TrimSpace(*s.cmd) == "" {
+			*s.cmd = s.def
+		}
+		if err := bodySafe(*s.cmd); err != nil {
+			return nil, fmt.Errorf("%s: %q %w", s.key, *s.cmd, err)
+		}
+	}
+	if cfg.TempDir != "" {
+		if err := pathSafe(cfg.TempDir); err != nil {
+			return nil, fmt.Errorf("temp_dir: %w", err)
+		}
+	}
+	name := Driver + ":" + cfg.Address
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Probe{cfg: cfg, program: words, name: name, log: log.With("probe", name)}, nil
+}
+
+// programWords checks the extra words for program and adds verify.
+func programWords(s string) ([]string, error) {
+	words := strings.Fields(s)
+	hasVerify := false
+	for _, w := range words {
+		switch w {
+		case "verify":
+			hasVerify = true
+		case "reset":
+			return nil, errors.New(`"reset" is not allowed: Reset is a separate call`)
+		case "exit":
+			return nil, errors.New(`"exit" is not allowed: it shuts OpenOCD down`)
+		}
+		for i := 0; i < len(w); i++ {
+			if c := w[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return nil, fmt.Errorf("word %q: only letters, digits, - and _ are allowed", w)
+			}
+		}
+	}
+	if !hasVerify {
+		words = append(words, "verify")
+	}
+	return words, nil
+}
+
+// pathSafe refuses paths that program cannot take: it puts the name
+// between braces and evaluates it again.
+func pathSafe(p string) error {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f || c == '{' || c == '}' || c == '\\' {
+			return fmt.Errorf("%q: braces, backslashes and control characters cannot pass through openocd's program", p)
+		}
+	}
+	return nil
+}
+
+// settings is the driver's part of the inventory.
+type settings struct {
+	Address string `json:"address" yaml:"address"`
+	Timeout string `json:"timeout" yaml:"timeout"`
+	Program string `json:"program" yaml:"program"`
+	Reset   string `json:"reset" yaml:"reset"`
+	Halt    string `json:"halt" yaml:"halt"`
+	TempDir string `json:"temp_dir" yaml:"temp_dir"`
+}
+
+func open(st probes.Settings) (probes.Flasher, error) {
+	var s settings
+	if err := st.Decode(&s); err != nil {
+		return nil, err
+	}
+	cfg := Config{Address: s.Address, Program: s.Program, Reset: s.Reset, Halt: s.Halt, TempDir: s.TempDir}
+	if s.Timeout != "" {
+		d, err := time.ParseDuration(s.Timeout)
+		if err != nil {
+			return nil, fmt.Errorf("timeout: %w", err)
+		}
+		if d <= 0 {
+			return nil, fmt.Errorf("timeout: %q must be positive", s.Timeout)
+		}
+		cfg.Timeout = d
+	}
+	return New(cfg)
+}
+
+// String names the probe, e.g. "openocd:127.0.0.1:6666".
+func (p *Probe) String() string { return p.name }
+
+// CommandError is OpenOCD's refusal of a command: its catch code was not
+// 0. It wraps probes.ErrProbe, or probes.ErrVerify when program's verify
+// failed.
+type CommandError struct {
+	Probe   string // the probe's name
+	Op      string // the command and its address, e.g. "program at 0x08000000"
+	Command string // the Tcl command as sent, unwrapped
+	Code    int    // Tcl's catch code: 1 for an error
+	Message string // OpenOCD's message; often empty, the details being in its log
+}
+
+func (e *CommandError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = "failed without a message (the details are in OpenOCD's log)"
+	}
+	if e.Code != 1 {
+		msg += fmt.Sprintf(" (tcl code %d)", e.Code)
+	}
+	return fmt.Sprintf("%s: %s: %s", e.Probe, e.Op, msg)
+}
+
+// Unwrap makes errors.Is find probes.ErrVerify for a failed verify and
+// probes.ErrProbe otherwise.
+func (e *CommandError) Unwrap() error {
+	if e.Message == verifyFailed {
+		return probes.ErrVerify
+	}
+	return probes.ErrProbe
+}
+
+// Command runs a Tcl command on OpenOCD and returns its result. cmd must
+// balance its braces. A refusal is a *CommandError.
+func (p *Probe) Command(ctx context.Context, cmd string) (string, error) {
+	if err := bodySafe(cmd); err != nil {
+		return "", fmt.Errorf("%s: command %q %w: %w", p, short(cmd), err, probes.ErrProbe)
+	}
+	var res string
+	err := p.do(ctx, short(cmd), func(c *conn) error {
+		var err error
+		res, err = c.call(ctx, short(cmd), cmd)
+		return err
+	})
+	return res, err
+}
+
+// Reset runs the Reset command.
+func (p *Probe) Reset(ctx context.Context) error {
+	return p.run(ctx, p.cfg.Reset, p.cfg.Reset)
+}
+
+// Halt runs the Halt command (reset and halt).
+func (p *Probe) Halt(ctx context.Context) error {
+	return p.run(ctx, p.cfg.Halt, p.cfg.Halt)
+}
+
+// Erase erases [addr, addr+length) with flash erase_address. Both ends
+// must lie on sector boundaries of a flash bank.
+func (p *Probe) Erase(ctx context.Context, addr, length uint32) error {
+	if err := p.checkRange("flash erase_address", addr, int(length)); err != nil {
+		return err
+	}
+	if length == 0 {
+		return nil
+	}
+	op := fmt.Sprintf("flash erase_address at 0x%08x+0x%x", addr, length)
+	return p.run(ctx, op, fmt.Sprintf("flash erase_address 0x%08x 0x%x", addr, length))
+}
+
+// EraseSector erases sectors first to last, inclusive, of flash bank
+// bank with flash erase_sector.
+func (p *Probe) EraseSector(ctx context.Context, bank, first, last int) error {
+	op := fmt.Sprintf("flash erase_sector bank %d sectors %d..%d", bank, first, last)
+	if bank < 0 || first < 0 || last < first {
+		return fmt.Errorf("%s: %s: want bank >= 0 and 0 <= first <= last: %w", p, op, probes.ErrProbe)
+	}
+	return p.run(ctx, op, fmt.Sprintf("flash erase_sector %d %d %d", bank, first, last))
+}
+
+// Read reads target memory at addr into buf with read_memory.
+func (p *Probe) Read(ctx context.Context, addr uint32, buf []byte) error {
+	if err := p.checkRange("read_memory", addr, len(buf)); err != nil {
+		return err
+	}
+	return p.do(ctx, "read_memory", func(c *conn) error {
+		for done := 0; done < len(buf); {
+			a := addr + uint32(done)
+			n := min(ReadChunk, len(buf)-done)
+			op := fmt.Sprintf("read_memory at 0x%08x (%d bytes)", a, n)
+			res, err := c.call(ctx, op, fmt.Sprintf("read_memory 0x%08x 8 %d", a, n))
+			if err != nil {
+				return err
+			}
+			if err := parseBytes(res, buf[done:done+n]); err != nil {
+				return fmt.Errorf("%s: %s: reply %q: %w: %w", p, op, short(res), probes.ErrProbe, err)
+			}
+			done += n
+		}
+		return nil
+	})
+}
+
+// parseBytes fills p from a read_memory result: a list of exactly
+// len(p) numbers (OpenOCD writes them as 0x..) below 256.
+func parseBytes(res string, p []byte) error {
+	elems, err := parseList(res)
+	if err != nil {
+		return err
+	}
+	if len(elems) != len(p) {
+		return fmt.Errorf("%d values, want %d", len(elems), len(p))
+	}
+	for i, e := range elems {
+		v, err := strconv.ParseUint(e, 0, 8)
+		if err != nil {
+			return fmt.Errorf("value %d: %q is no byte", i, short(e))
+		}
+		p[i] = byte(v)
+	}
+	return nil
+}
+
+// Flash writes data to a temporary file and has OpenOCD program it at
+// addr with verify. The target is left halted; call Reset to run it.
+func (p *Probe) Flash(ctx context.Context, addr uint32, data []byte, progress func(done, total int)) error {
+	op := fmt.Sprintf("program at 0x%08x", addr)
+	if err := p.checkRange("program", addr, len(data)); err != nil {
+		return err
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	if kind := misdetected(data); kind != "" {
+		return fmt.Errorf("%s: %s: the image starts like %s, and program would read it as one, not as a binary: %w", p, op, kind, probes.ErrProbe)
+	}
+	path, err := p.writeImage(data)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w: %w", p, op, probes.ErrProbe, err)
+	}
+	defer os.Remove(path)
+	if progress != nil {
+		progress(0, len(data))
+	}
+	// pathSafe keeps braces out of path, so braces quote it whole.
+	cmd := fmt.Sprintf("program {%s} %s 0x%08x", path, strings.Join(p.program, " "), addr)
+	start := time.Now()
+	if err := p.run(ctx, op, cmd); err != nil {
+		return err
+	}
+	if progress != nil {
+		progress(len(data), len(data))
+	}
+	p.log.Info("flashed", "addr", fmt.Sprintf("0x%08x", addr), "bytes", len(data), "took", time.Since(start))
+	return nil
+}
+
+// writeImage writes data to a new *.bin file that OpenOCD can read.
+func (p *Probe) writeImage(data []byte) (string, error) {
+	f, err := os.CreateTemp(p.cfg.TempDir, "fudbench-openocd-*.bin")
+	if err != nil {
+		return "", fmt.Errorf("image file: %w", err)
+	}
+	path := f.Name()
+	if err := pathSafe(path); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", fmt.Errorf("image file: %w (set temp_dir)", err)
+	}
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("image file %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// misdetected names the format OpenOCD's image loader would take data
+// for, from the signatures it checks in the first 9 bytes; "" is binary.
+func misdetected(data []byte) string {
+	if len(data) < 9 {
+		return ""
+	}
+	hexAt := func(is ...int) bool {
+		for _, i := range is {
+			if !isHex(data[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case bytes.HasPrefix(data, []byte("\x7fELF")):
+		return "an ELF file"
+	case data[0] == ':' && hexAt(1, 2, 3, 4, 5, 6) && data[7] == '0' && data[8] >= '0' && data[8] < '6':
+		return "an Intel HEX file"
+	case data[0] == 'S' && hexAt(1, 2, 3) && data[1] >= '0' && data[1] < '9':
+		return "an S-record file"
+	}
+	return ""
+}
+
+func (p *Probe) checkRange(op string, addr uint32, n int) error {
+	if uint64(addr)+uint64(n) > 1<<32 {
+		return fmt.Errorf("%s: %s at 0x%08x: %d bytes pass the end of the 32-bit address space: %w", p, op, addr, n, probes.ErrProbe)
+	}
+	return nil
+}
+
+// run runs one command whose result does not matter.
+func (p *Probe) run(ctx context.Context, op, cmd string) error {
+	return p.do(ctx, op, func(c *conn) error {
+		_, err := c.call(ctx, op, cmd)
+		return err
+	})
+}
+
+// do runs f on a live connection, holding the probe for the whole
+// operation. A connection that broke during f is dropped so the next
+// operation reconnects.
+func (p *Probe) do(ctx context.Context, op string, f func(c *conn) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("%s: %s: probe is closed: %w", p, op, probes.ErrProbe)
+	}
+	if err := ctx.Err(); err != nil {
+		return ctxErr(p.name, op, err)
+	}
+	c, err := p.connect(ctx)
+	if err != nil {
+		return err
+	}
+	// A cancelled ctx aborts blocked I/O; arm re-checks ctx after every
+	// deadline it sets, so a cancel is never overwritten unnoticed.
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	err = f(c)
+	if c.broken {
+		c.nc.Close()
+		p.c = nil
+	}
+	return err
+}
+
+// connect returns the live connection or makes a new one.
+func (p *Probe) connect(ctx context.Context) (*conn, error) {
+	if p.c != nil {
+		if p.c.alive() {
+			return p.c, nil
+		}
+		p.log.Info("openocd closed the connection; reconnecting")
+		p.c.nc.Close()
+		p.c = nil
+	}
+	d := net.Dialer{Timeout: p.cfg.Timeout}
+	nc, err := d.DialContext(ctx, "tcp", p.cfg.Address)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctxErr(p.name, "connect", ctx.Err())
+		}
+		return nil, fmt.Errorf("%s: connect: %w: %w", p, probes.ErrProbe, err)
+	}
+	p.c = &conn{p: p, nc: nc, r: bufio.NewReaderSize(nc, 64<<10)}
+	p.log.Debug("connected")
+	return p.c, nil
+}
+
+// Close closes the connection. It does not touch the target.
+func (p *Probe) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	c := p.c
+	p.c = nil
+	if c == nil {
+		return nil
+	}
+	if err := c.nc.Close(); err != nil {
+		return fmt.Errorf("%s: close: %w", p, err)
+	}
+	return nil
+}
+
+// conn is one connection to OpenOCD.
+type conn struct {
+	p  *Probe
+	nc net.Conn
+	r  *bufio.Reader
+	// broken: the byte stream can no longer be trusted (I/O error,
+	// timeout, a reply that is not ours); the connection must be dropped.
+	broken bool
+	// ctxBound: the current deadline is the ctx's, so a timeout is the
+	// ctx's even if its timer has not fired yet.
+	ctxBound bool
+}
+
+// alive reports whether OpenOCD still holds the connection, waiting at
+// most aliveWait: a read times out on a live idle connection and returns
+// EOF (or a reset) on a closed one. Buffered bytes (notifications) stay
+// for the next reply to skip.
+func (c *conn) alive() bool {
+	// A deadline already past would fail the read before it looks at the
+	// socket, so it lies a little ahead.
+	if err := c.nc.SetReadDeadline(time.Now().Add(aliveWait)); err != nil {
+		return false
+	}
+	_, err := c.r.Peek(1)
+	if err == nil {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// arm sets the deadline of the next command: one timeout from now, or
+// ctx's deadline if earlier. It then checks ctx, so that a cancel that
+// came before this deadline was set is not lost.
+func (c *conn) arm(ctx context.Context) error {
+	d := time.Now().Add(c.p.cfg.Timeout)
+	c.ctxBound = false
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		d, c.ctxBound = cd, true
+	}
+	if err := c.nc.SetDeadline(d); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// wrap makes cmd report its catch code and message as a Tcl list.
+func wrap(cmd string) string {
+	return fmt.Sprintf("set %s [catch {%s} %s]; list $%s $%s", rcVar, cmd, msgVar, rcVar, msgVar)
+}
+
+// call sends cmd wrapped and returns its result, or a *CommandError.
+func (c *conn) call(ctx context.Context, op, cmd string) (string, error) {
+	c.p.log.Debug("command", "cmd", short(cmd))
+	if err := c.arm(ctx); err != nil {
+		return "", c.fail(ctx, op, err, nil)
+	}
+	if _, err := io.WriteString(c.nc, wrap(cmd)+"\x1a"); err != nil {
+		return "", c.fail(ctx, op, err, nil)
+	}
+	rep, err := readReply(c.r, c.notify)
+	if err != nil {
+		var pe *partialError
+		if errors.As(err, &pe) {
+			return "", c.fail(ctx, op, pe.err, pe.got)
+		}
+		// The frame arrived but is no reply of ours: this is not
+		// OpenOCD, or its state is unknown.
+		c.broken = true
+		return "", fmt.Errorf("%s: %s: %w: %w", c.p, op, probes.ErrProbe, err)
+	}
+	if rep.code != 0 {
+		return "", &CommandError{Probe: c.p.name, Op: op, Command: cmd, Code: rep.code, Message: rep.msg}
+	}
+	return rep.msg, nil
+}
+
+func (c *conn) notify(msg string) {
+	c.p.log.Debug("notification", "msg", msg)
+	if c.p.cfg.Notify != nil {
+		c.p.cfg.Notify(msg)
+	}
+}
+
+// reply is the decoded reply to a wrapped command.
+type reply struct {
+	code int    // catch code
+	msg  string // result or error message
+}
+
+// partialError is a transport error while reading a frame, with the
+// bytes of the frame read so far.
+type partialError struct {
+	got []byte
+	err error
+}
+
+func (e *partialError) Error() string { return e.err.Error() }
+func (e *partialError) Unwrap() error { return e.err }
+
+// readReply reads frames up to the reply of the pending command, passing
+// notifications (frames starting with "type ") to notify. A transport
+// error is a *partialError; any other error means the frame is not a
+// reply of a wrapped command.
+func readReply(r *bufio.Reader, notify func(string)) (reply, error) {
+	for {
+		frame, err := readFrame(r)
+		if err != nil {
+			return reply{}, &partialError{got: frame, err: err}
+		}
+		if isNotification(frame) {
+			if notify != nil {
+				notify(strings.TrimRight(string(frame), "\r\n"))
+			}
+			continue
+		}
+		return parseReply(frame)
+	}
+}
+
+// isNotification tells OpenOCD's asynchronous frames from replies.
+func isNotification(frame []byte) bool {
+	return bytes.HasPrefix(frame, []byte("type "))
+}
+
+var errTooLong = fmt.Errorf("frame longer than %d bytes without a 0x1a terminator", maxFrame)
+
+// readFrame reads one frame and returns it without its terminator. On
+// error it returns what it read of the frame.
+func readFrame(r *bufio.Reader) ([]byte, error) {
+	var frame []byte
+	for {
+		chunk, err := r.ReadSlice(terminator)
+		frame = append(frame, chunk...)
+		switch {
+		case err == nil:
+			return frame[:len(frame)-1], nil
+		case !errors.Is(err, bufio.ErrBufferFull):
+			return frame, err
+		case len(frame) > maxFrame:
+			return frame, errTooLong
+		}
+	}
+}
+
+// parseReply decodes "CODE MESSAGE" as a two-element Tcl list.
+func parseReply(frame []byte) (reply, error) {
+	elems, err := parseList(string(frame))
+	if err == nil && len(elems) != 2 {
+		err = fmt.Errorf("%d elements, want 2", len(elems))
+	}
+	if err != nil {
+		return reply{}, fmt.Errorf("unexpected reply %q: %w", short(string(frame)), err)
+	}
+	code, err := strconv.Atoi(elems[0])
+	if err != nil {
+		return reply{}, fmt.Errorf("unexpected reply %q: catch code %q is no integer", short(string(frame)), short(elems[0]))
+	}
+	return reply{code: code, msg: elems[1]}, nil
+}
+
+// fail turns a transport error during op into the probe's error and
+// marks the connection broken. got is what arrived of the reply.
+func (c *conn) fail(ctx context.Context, op string, err error, got []byte) error {
+	c.broken = true
+	if ctx.Err() != nil {
+		return ctxErr(c.p.name, op, ctx.Err())
+	}
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
+	switch {
+	case timeout && c.ctxBound:
+		return ctxErr(c.p.name, op, context.DeadlineExceeded)
+	case timeout:
+		return fmt.Errorf("%s: %s: no reply within %v (the command may have reached the target): %w: %w", c.p, op, c.p.cfg.Timeout, probes.ErrTimeout, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		when := "before replying"
+		if len(got) > 0 {
+			when = fmt.Sprintf("mid-reply, after %d bytes (%q)", len(got), short(string(got)))
+		}
+		return fmt.Errorf("%s: %s: openocd closed the connection %s; the command may have reached the target: %w: %w", c.p, op, when, probes.ErrProbe, err)
+	}
+	return fmt.Errorf("%s: %s: %w: %w", c.p, op, probes.ErrProbe, err)
+}
+
+func ctxErr(name, op string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %s: %w: %w", name, op, probes.ErrTimeout, err)
+	}
+	return fmt.Errorf("%s: %s: %w", name, op, err)
+}
+
+// short shortens a command or reply for logs and errors.
+func short(s string) string {
+	if len(s) > 80 {
+		return fmt.Sprintf("%s...(%d bytes)", s[:80], len(s))
+	}
+	return s
+}
