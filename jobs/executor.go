@@ -124,16 +124,42 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 
 	run := o.Run
 	var prior []results.Cycle
+	resuming := false
 	if o.Resume && o.DB != nil {
 		if ri, cs, err := o.DB.LatestUnfinished(run.JobHash); err != nil {
 			return nil, fmt.Errorf("resume: %w", err)
 		} else if ri != nil {
-			run, prior = *ri, cs
-			if err := o.DB.ResumeRun(run.ID); err != nil {
-				return nil, fmt.Errorf("resume: %w", err)
-			}
-			o.Log.Info("resuming run", "run", run.ID, "cycles recorded", len(cs))
+			run, prior, resuming = *ri, cs, true
 		}
+	}
+
+	// Lock every board before touching the output directory or the
+	// database: a run that cannot have its boards must leave no trace (a
+	// removed events.jsonl of the run holding them, a run row that never
+	// finishes and that --resume would pick up).
+	leases := map[string]Lease{}
+	releaseLeases := func() {
+		for _, l := range leases {
+			l.Release()
+		}
+	}
+	if o.Locker != nil {
+		holder := Holder{Run: run.ID, Job: j.Name, Host: run.Host, PID: os.Getpid()}
+		for _, n := range names {
+			l, err := o.Locker.Acquire(ctx, n, holder)
+			if err != nil {
+				releaseLeases()
+				return nil, fmt.Errorf("%w: %w", ErrPrepare, err)
+			}
+			leases[n] = l
+		}
+	}
+	if resuming {
+		if err := o.DB.ResumeRun(run.ID); err != nil {
+			releaseLeases()
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		o.Log.Info("resuming run", "run", run.ID, "cycles recorded", len(prior))
 	}
 	run.Boards = names
 	run.Planned = map[string]int{}
@@ -142,6 +168,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		releaseLeases()
 		return nil, fmt.Errorf("output directory: %w", err)
 	}
 	jsonlPath := filepath.Join(o.OutDir, "events.jsonl")
@@ -150,6 +177,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	jl, err := results.OpenJSONL(jsonlPath)
 	if err != nil {
+		releaseLeases()
 		return nil, err
 	}
 	defer jl.Close()
@@ -158,6 +186,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	if o.DB != nil {
 		if len(prior) == 0 && !(o.Resume && run.ID != o.Run.ID) {
 			if err := o.DB.BeginRun(run); err != nil {
+				releaseLeases()
 				return nil, err
 			}
 		}
@@ -171,17 +200,14 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	// Bind and lock every board, still without powering anything.
 	var workers []*worker
 	release := func() {
+		releaseLeases()
 		for _, w := range workers {
-			if w.lease != nil {
-				w.lease.Release()
-			}
 			if w.probe != nil {
 				w.probe.Close()
 			}
 			w.b.Close()
 		}
 	}
-	holder := Holder{Run: run.ID, Job: j.Name, Host: run.Host, PID: os.Getpid()}
 	for _, n := range names {
 		bd, _ := o.Inventory.Board(n)
 		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: o.Console && bd.Console != nil, Tx: o.Tx, Log: o.Log})
@@ -200,12 +226,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 				return nil, fmt.Errorf("%w: board %s: probe: %w", boards.ErrConfig, n, err)
 			}
 		}
-		if o.Locker != nil {
-			if w.lease, err = o.Locker.Acquire(ctx, n, holder); err != nil {
-				release()
-				return nil, fmt.Errorf("%w: %w", ErrPrepare, err)
-			}
-		}
+		w.lease = leases[n]
 		for _, c := range prior {
 			if c.Board == n {
 				w.done[c.Cycle] = true
@@ -219,16 +240,18 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	var mu sync.Mutex
 	total := len(plan) * len(workers)
 	prog := results.NewProgress(o.Out, o.TTY, total)
+	prog.Skip(len(prior))
 	record := func(c results.Cycle) error {
 		mu.Lock()
 		defer mu.Unlock()
 		cycles = append(cycles, c)
-		prog.Cycle(c.Board, c.Cycle, c.Outcome)
 		if o.DB != nil {
 			if err := o.DB.RecordCycle(c); err != nil {
 				return err
 			}
 		}
+		// Reported once durable: a cycle shown finished survives a crash.
+		prog.Cycle(c.Board, c.Cycle, c.Outcome)
 		return nil
 	}
 	r := &runner{o: o, run: run, plan: plan, hub: hub, record: record,
@@ -401,6 +424,7 @@ func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (re
 		wait = 300 * time.Millisecond
 	}
 	deadline := time.Now().Add(wait)
+	last := ""
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		v, verr := cl.Version(qctx)
@@ -422,12 +446,19 @@ func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (re
 		}
 		var se *update.StatusError
 		if errors.As(verr, &se) || errors.As(serr, &se) {
-			return results.StuckRecovery, fmt.Sprintf("device answers %v: %s", se.Code, why)
+			// Answering but neither app nor recovery state yet: it may
+			// still be booting; look again until the deadline.
+			last = fmt.Sprintf("device answers %v: %s", se.Code, why)
+			time.Sleep(20 * time.Millisecond)
+			continue
 		}
 		if nc, derr := w.b.Dial(ctx); derr == nil {
 			cl.Close()
 			cl = nc
 		}
+	}
+	if last != "" {
+		return results.StuckRecovery, last
 	}
 	if res.Answering {
 		return results.StuckRecovery, "device stopped answering: " + why

@@ -1767,7 +1767,7 @@ func Demo() *Job {
 				Delay:  DurRange{From: time.Millisecond, To: time.Millisecond}}},
 		},
 		OffTime:         20 * time.Millisecond,
-		RecoveryTimeout: time.Second, // sim boards boot in milliseconds
+		RecoveryTimeout: 2 * time.Second, // sim boards boot in milliseconds; silence for 2 s is a brick
 		Accept: map[string][]results.Outcome{
 			"sim-safe":  {results.Updated},
 			"sim-naive": {results.Updated, results.Bricked},

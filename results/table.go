@@ -118,6 +118,14 @@ func NewProgress(w io.Writer, tty bool, total int) *Progress {
 	return &Progress{w: w, tty: tty, total: total}
 }
 
+// Skip counts n cycles already done (by a run being resumed) without
+// reporting them.
+func (p *Progress) Skip(n int) {
+	p.mu.Lock()
+	p.done += n
+	p.mu.Unlock()
+}
+
 // Cycle reports that board finished cycle n with outcome. A failed cycle
 // is counted in the bar only; the caller knows whether it was accepted.
 func (p *Progress) Cycle(board string, n int, outcome Outcome) {

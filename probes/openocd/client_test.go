@@ -415,12 +415,14 @@ func TestReconnect(t *testing.T) {
 			c.close()
 		case 2:
 			c.reply(0, "")
-			c.close() // between commands
+			c.notify("type target_event event halted")
+			c.close() // between commands, after a notification
 		default:
 			c.reply(0, "")
 		}
 	})
-	p := newProbe(t, openocd.Config{Address: fake.addr})
+	var notes []string
+	p := newProbe(t, openocd.Config{Address: fake.addr, Notify: func(s string) { notes = append(notes, s) }})
 	if err := p.Reset(t.Context()); !errors.Is(err, probes.ErrProbe) || !strings.Contains(err.Error(), "mid-reply") {
 		t.Fatalf("first reset: %v", err)
 	}
@@ -433,6 +435,29 @@ func TestReconnect(t *testing.T) {
 	}
 	if c := fake.connections(); c != 3 {
 		t.Errorf("%d connections, want 3", c)
+	}
+	if want := []string{"type target_event event halted"}; !slices.Equal(notes, want) {
+		t.Errorf("notifications %q, want %q", notes, want)
+	}
+}
+
+// TestStrayFrame: a frame that arrives while no command is pending is
+// not taken for the next command's reply.
+func TestStrayFrame(t *testing.T) {
+	fake := startFake(t, func(c *fakeConn, cmd string) {
+		if cmd == "first" {
+			c.raw("0 one\x1a0 stray\x1a")
+			return
+		}
+		c.reply(0, "two")
+	})
+	p := newProbe(t, openocd.Config{Address: fake.addr})
+	if got, err := p.Command(t.Context(), "first"); err != nil || got != "one" {
+		t.Fatalf("first = %q, %v", got, err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the stray frame arrive
+	if got, err := p.Command(t.Context(), "second"); err != nil || got != "two" {
+		t.Fatalf("second = %q, %v; want two", got, err)
 	}
 }
 

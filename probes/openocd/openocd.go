@@ -574,20 +574,34 @@ type conn struct {
 
 // alive reports whether OpenOCD still holds the connection, waiting at
 // most aliveWait: a read times out on a live idle connection and returns
-// EOF (or a reset) on a closed one. Buffered bytes (notifications) stay
-// for the next reply to skip.
+// EOF (or a reset) on a closed one. Whole frames that arrived while no
+// command was pending are consumed first, so that notifications followed
+// by a hang-up still count as closed: notifications go to Notify, anything
+// else is a stray reply and is dropped. A partial frame stays.
 func (c *conn) alive() bool {
-	// A deadline already past would fail the read before it looks at the
-	// socket, so it lies a little ahead.
-	if err := c.nc.SetReadDeadline(time.Now().Add(aliveWait)); err != nil {
-		return false
+	for {
+		// A deadline already past would fail the read before it looks
+		// at the socket, so it lies a little ahead.
+		if err := c.nc.SetReadDeadline(time.Now().Add(aliveWait)); err != nil {
+			return false
+		}
+		if _, err := c.r.Peek(1); err != nil {
+			var ne net.Error
+			return errors.As(err, &ne) && ne.Timeout()
+		}
+		buf, _ := c.r.Peek(c.r.Buffered())
+		i := bytes.IndexByte(buf, terminator)
+		if i < 0 {
+			return true
+		}
+		frame := buf[:i]
+		if isNotification(frame) {
+			c.notify(strings.TrimRight(string(frame), "\r\n"))
+		} else {
+			c.p.log.Warn("dropping a stray frame from openocd", "frame", short(string(frame)))
+		}
+		c.r.Discard(i + 1)
 	}
-	_, err := c.r.Peek(1)
-	if err == nil {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // arm sets the deadline of the next command: one timeout from now, or

@@ -730,9 +730,6 @@ func (p *Probe) readFull(ctx context.Context, b []byte, deadline time.Time, wait
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			if wait < syncWait {
-				return errNoReply
-			}
 			return fmt.Errorf("%w within %v: %w", errNoReply, wait, probes.ErrTimeout)
 		}
 		if err := p.port.SetReadTimeout(max(min(left, poll), time.Millisecond)); err != nil {
