@@ -257,6 +257,22 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	r := &runner{o: o, run: run, plan: plan, hub: hub, record: record,
 		baseDigest: sha256.Sum256(o.Baseline), updDigest: sha256.Sum256(o.Update)}
 
+	// On interruption (Ctrl-C, SIGTERM) boards go to their safe state at
+	// once, not after the workers notice.
+	finished := make(chan struct{})
+	safeDone := make(chan struct{})
+	go func() {
+		defer close(safeDone)
+		select {
+		case <-ctx.Done():
+			for _, w := range workers {
+				if err := w.b.Safe(); err != nil {
+					o.Log.Error("safe state", "board", w.b.Name, "err", err)
+				}
+			}
+		case <-finished:
+		}
+	}()
 	var wg sync.WaitGroup
 	errs := make([]error, len(workers))
 	for i, w := range workers {
@@ -268,9 +284,15 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		}
 	}
 	wg.Wait()
+	close(finished)
+	<-safeDone
 	prog.Done()
-	// Safe state for every board the run touched, whatever happened.
+	// Safe state for every board the run touched (done above already when
+	// the run was interrupted).
 	for _, w := range workers {
+		if ctx.Err() != nil {
+			break
+		}
 		if err := w.b.Safe(); err != nil {
 			o.Log.Error("safe state", "board", w.b.Name, "err", err)
 		}

@@ -96,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	if err != nil && ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, errInterrupted) {
 		err = errors.Join(errInterrupted, err)
 	}
 	if err != nil {
