@@ -22,6 +22,8 @@ import (
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/power/simctl"
 	_ "github.com/fudbench/fudbench/probes/gdbrsp"
+	_ "github.com/fudbench/fudbench/probes/openocd"
+	_ "github.com/fudbench/fudbench/probes/stm32uart"
 )
 
 // Exit codes.

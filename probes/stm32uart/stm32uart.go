@@ -22,9 +22,12 @@
 // ID, which gives the page size).
 //
 // Flash erases the pages covering the image with the configured erase
-// command, writes it in 256-byte Write Memory blocks (the start aligned
-// down and the end padded to whole words with 0xFF, which erased flash
-// holds anyway), and verifies everything written with Read Memory.
+// command (an image outside flash, in RAM say, is written without),
+// writes it in 256-byte Write Memory blocks (the start aligned down and
+// the end padded to whole words with 0xFF, which erased flash holds
+// anyway), and verifies everything written with Read Memory. A NACK ends
+// a command cleanly; after any other failure the next operation syncs
+// again, and a sync also recovers a bootloader left inside a command.
 //
 // Reset sends Go to the start of flash (0x08000000): the bootloader jumps
 // to the firmware's vector table. It leaves the clock and USART as the

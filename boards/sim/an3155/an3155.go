@@ -40,10 +40,12 @@ type Options struct {
 	// NACK, if set, is asked about every well-formed command before the
 	// device carries it out; true makes the device answer NACK instead.
 	// For Read, Write, Go and the erases it is asked once the whole
-	// command has arrived.
+	// command has arrived. It runs with the device locked and must not
+	// call the Device's methods.
 	NACK func(Command) bool
-	// Tamper, if set, replaces every reply before it is sent; a nil or
-	// empty result sends nothing.
+	// Tamper, if set, replaces every reply (the sync's ACK included)
+	// before it is sent; a nil or empty result sends nothing. It runs on
+	// the device's goroutine.
 	Tamper func(reply []byte) []byte
 	// Logger receives a debug record per command; nil discards.
 	Logger *slog.Logger
@@ -77,6 +79,11 @@ func New(opts Options) (*Device, error) {
 		slave.Close()
 		return nil, fmt.Errorf("an3155: raw mode on %s: %w", slave.Name(), err)
 	}
+	master, err = pollable(master)
+	if err != nil {
+		slave.Close()
+		return nil, fmt.Errorf("an3155: pty master of %s: %w", slave.Name(), err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -92,6 +99,24 @@ func New(opts Options) (*Device, error) {
 	}
 	go d.serve()
 	return d, nil
+}
+
+// pollable returns f's descriptor as a non-blocking *os.File and closes f.
+// pty.Open hands out the master in blocking mode (it calls Fd), and a
+// blocked Read would keep Close from ever finishing; through the runtime
+// poller, Close interrupts it.
+func pollable(f *os.File) (*os.File, error) {
+	fd, err := unix.Dup(int(f.Fd()))
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/ptmx"), nil
 }
 
 // setRaw applies cfmakeraw(3): the bootloader's bytes must pass

@@ -87,19 +87,19 @@ func (c Command) String() string {
 type state int
 
 const (
-	stSync         state = iota // waiting for the autobaud byte
-	stCmd                       // waiting for [cmd, ^cmd]
-	stAddr                      // Read, Write, Go: address + XOR
-	stReadLen                   // Read: [N-1, ^(N-1)]
-	stWriteLen                  // Write: N-1
-	stWriteData                 // Write: data + checksum
-	stEraseN                    // Erase: N-1 or 0xFF
-	stEraseGlobal               // Erase: the 0x00 after 0xFF
-	stErasePages                // Erase: page bytes + checksum
-	stExtN                      // Extended Erase: u16 N-1 or special
-	stExtSpecial                // Extended Erase: checksum of a special
-	stExtPages                  // Extended Erase: u16 pages + checksum
-	stRunning                   // after Go: the firmware runs, nothing is read
+	stSync        state = iota // waiting for the autobaud byte
+	stCmd                      // waiting for [cmd, ^cmd]
+	stAddr                     // Read, Write, Go: address + XOR
+	stReadLen                  // Read: [N-1, ^(N-1)]
+	stWriteLen                 // Write: N-1
+	stWriteData                // Write: data + checksum
+	stEraseN                   // Erase: N-1 or 0xFF
+	stEraseGlobal              // Erase: the 0x00 after 0xFF
+	stErasePages               // Erase: page bytes + checksum
+	stExtN                     // Extended Erase: u16 N-1 or special
+	stExtSpecial               // Extended Erase: checksum of a special
+	stExtPages                 // Extended Erase: u16 pages + checksum
+	stRunning                  // after Go: the firmware runs, nothing is read
 )
 
 // machine is the bootloader's byte-driven state machine, apart from any

@@ -169,7 +169,7 @@ func TestMachine(t *testing.T) {
 		{
 			name: "injected nack",
 			nack: func(c Command) bool { return c.Code == CmdWrite && c.Addr == FlashBase+0x400 },
-			in: cat(cmd(CmdWrite), addr(FlashBase), data(1, 2, 3, 4), cmd(CmdWrite), addr(FlashBase+0x400), data(1, 2, 3, 4)),
+			in:   cat(cmd(CmdWrite), addr(FlashBase), data(1, 2, 3, 4), cmd(CmdWrite), addr(FlashBase+0x400), data(1, 2, 3, 4)),
 			want: []byte{ACK, ACK, ACK, ACK, ACK, NACK},
 			check: func(t *testing.T, m *machine) {
 				wantFlash(t, m, 0x400, ff4)
@@ -231,10 +231,10 @@ func TestCommandString(t *testing.T) {
 	}
 }
 
-// FuzzMachine feeds arbitrary bytes to the bootloader: it must neither
+// FuzzFrames feeds arbitrary bytes to the bootloader: it must neither
 // panic nor answer one byte with more than a full read, and flash keeps
 // its size.
-func FuzzMachine(f *testing.F) {
+func FuzzFrames(f *testing.F) {
 	f.Add(false, []byte{Sync, 0x00, 0xFF, 0x01, 0xFE, 0x02, 0xFD})
 	f.Add(false, cat([]byte{Sync}, cmd(CmdRead), addr(FlashBase), []byte{0xFF, 0x00}))
 	f.Add(false, cat([]byte{Sync}, cmd(CmdWrite), addr(FlashBase), data(1, 2, 3, 4)))
