@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +35,22 @@ func openPTY(t *testing.T) (master *os.File, slavePath string) {
 		}
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
+	// pty.Open hands out the master in blocking mode (it calls Fd); a
+	// blocked Read would keep Close from ever ending it. Through the
+	// runtime poller, Close interrupts it.
+	fd, err := syscall.Dup(int(m.Fd()))
+	m.Close()
+	if err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	syscall.CloseOnExec(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		s.Close()
+		t.Fatal(err)
+	}
+	m = os.NewFile(uintptr(fd), "/dev/ptmx")
 	t.Cleanup(func() { m.Close(); s.Close() })
 	return m, s.Name()
 }
@@ -57,6 +74,8 @@ type memTarget struct {
 	erased []bool // per byte: erased since the last write
 	resets []bool
 	ops    []string
+	// onWrite, if set, runs before each FlashWrite.
+	onWrite func()
 }
 
 var _ gdbstub.Target = (*memTarget)(nil)
@@ -124,6 +143,9 @@ func (m *memTarget) FlashErase(addr, length uint32) error {
 }
 
 func (m *memTarget) FlashWrite(addr uint32, p []byte) error {
+	if m.onWrite != nil {
+		m.onWrite()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, off, flash := m.span(addr, len(p))
@@ -155,22 +177,26 @@ func (m *memTarget) Reset(halt bool) error {
 }
 
 // serveStub serves target's GDB stub on master until the test ends or
-// the client detaches; the returned channel yields ServeConn's result.
-func serveStub(t *testing.T, target gdbstub.Target, master io.ReadWriteCloser) (context.CancelFunc, <-chan error) {
+// the client detaches. It returns a stop function and a channel closed
+// when the stub has stopped.
+func serveStub(t *testing.T, target gdbstub.Target, master io.ReadWriteCloser) (context.CancelFunc, <-chan struct{}) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	stopped := make(chan struct{})
 	srv := gdbstub.New(target, gdbstub.Options{Name: "pty-board"})
-	go func() { done <- srv.ServeConn(ctx, master) }()
+	go func() {
+		defer close(stopped)
+		srv.ServeConn(ctx, master)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case <-stopped:
 		case <-time.After(5 * time.Second):
 			t.Error("stub did not stop")
 		}
 	})
-	return cancel, done
+	return cancel, stopped
 }
 
 func serialProbe(t *testing.T, cfg Config) *Probe {
@@ -386,27 +412,49 @@ func TestSerialSilentPeer(t *testing.T) {
 	}
 }
 
-// TestSerialDeviceGone: the device going away (the pty master closing,
-// as a USB unplug does) is an ErrProbe saying the server closed the
-// connection, and the next operation tries the port afresh.
+// TestSerialDeviceGone: when the device goes away (the pty master closes
+// and its slave path disappears, as on a USB unplug), the next operation
+// finds the port dead, tries to open it afresh, and fails with an
+// ErrProbe naming the port.
 func TestSerialDeviceGone(t *testing.T) {
 	ctx := serialCtx(t)
 	master, path := openPTY(t)
-	stop, done := serveStub(t, newMemTarget(), master)
+	stop, stopped := serveStub(t, newMemTarget(), master)
 	p := serialProbe(t, Config{Port: path})
 	if err := p.Reset(ctx); err != nil {
 		t.Fatalf("Reset: %v", err)
 	}
 	stop()
-	<-done
+	<-stopped
 	err := p.Reset(ctx)
-	if !errors.Is(err, probes.ErrProbe) {
-		t.Fatalf("err %v, want ErrProbe", err)
+	if !errors.Is(err, probes.ErrProbe) || errors.Is(err, probes.ErrTimeout) {
+		t.Fatalf("err %v, want ErrProbe and no timeout", err)
 	}
 	if !strings.Contains(err.Error(), path) {
 		t.Errorf("err %q does not name the port", err)
 	}
-	t.Logf("after the device went: %v", err)
+}
+
+// TestSerialDeviceGoneMidFlash: the device going away during a Flash is
+// an ErrProbe saying the server closed the connection, naming the port.
+func TestSerialDeviceGoneMidFlash(t *testing.T) {
+	ctx := serialCtx(t)
+	master, path := openPTY(t)
+	target := newMemTarget()
+	var once sync.Once
+	target.onWrite = func() { once.Do(func() { master.Close() }) }
+	serveStub(t, target, master)
+	p := serialProbe(t, Config{Port: path})
+	err := p.Flash(ctx, memFlash, patterned(40<<10, 4), nil)
+	if !errors.Is(err, probes.ErrProbe) || errors.Is(err, probes.ErrTimeout) {
+		t.Fatalf("err %v, want ErrProbe and no timeout", err)
+	}
+	if want := "gdb server at " + path + " closed the connection during vFlashWrite"; !strings.Contains(err.Error(), want) {
+		t.Errorf("err %q lacks %q", err, want)
+	}
+	if !errors.Is(err, io.EOF) {
+		t.Errorf("err %v does not wrap io.EOF", err)
+	}
 }
 
 // TestSerialConnDeadlines tests serialConn on its own: a write blocked by
@@ -491,4 +539,38 @@ func TestSerialConnDeadlines(t *testing.T) {
 	if err := c.SetDeadline(time.Time{}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("SetDeadline after Close: %v, want net.ErrClosed", err)
 	}
+}
+
+// BenchmarkSerialFlash flashes 64 KiB over a pty into the GDB stub.
+func BenchmarkSerialFlash(b *testing.B) {
+	m, s, err := pty.Open()
+	if err != nil {
+		b.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer s.Close()
+	fd, err := syscall.Dup(int(m.Fd()))
+	m.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	syscall.SetNonblock(fd, true)
+	master := os.NewFile(uintptr(fd), "/dev/ptmx")
+	defer master.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go gdbstub.New(newMemTarget(), gdbstub.Options{}).ServeConn(ctx, master)
+	p, err := New(Config{Port: s.Name(), Timeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	img := patterned(memFlashSize, 5)
+	b.SetBytes(int64(len(img)))
+	start := time.Now()
+	for b.Loop() {
+		if err := p.Flash(ctx, memFlash, img, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(img))*float64(b.N)/1024/time.Since(start).Seconds(), "KiB/s")
 }
