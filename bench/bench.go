@@ -9,6 +9,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"sync"
@@ -100,10 +101,64 @@ type Board struct {
 	Console  *console.Console // nil when not wired or not opened
 	Endpoint Endpoint
 	Patterns Patterns
-	hub      *Hub
-	cycle    atomic.Int64
-	powered  atomic.Bool // what the bench last did, for the safe state on abort
-	touched  atomic.Bool
+	// PowerTimeout bounds every call to the power switch (On, Off, the
+	// safe state); 0 is DefaultPowerTimeout. A driver that does not
+	// return in time is abandoned and the call fails with
+	// power.ErrTimeout: a hung relay driver never stalls the run.
+	PowerTimeout time.Duration
+	hub          *Hub
+	cycle        atomic.Int64
+	powered      atomic.Bool // what the bench last did, for the safe state on abort
+	touched      atomic.Bool
+}
+
+// DefaultPowerTimeout bounds a power switch call when Board.PowerTimeout
+// is not set.
+const DefaultPowerTimeout = 10 * time.Second
+
+// ErrPower marks a failure of a board's power switch (an error or no
+// answer within the power timeout): the bench no longer knows whether
+// the board is powered.
+var ErrPower = errors.New("power switch failed")
+
+// powerCall runs one switch call bounded by the power timeout (and at
+// most limit when limit > 0); a power.Bounded switch is called directly. A driver that honours its context returns
+// its own error at the deadline; one that does not is left behind and
+// the call fails with power.ErrTimeout.
+func (b *Board) powerCall(ctx context.Context, limit time.Duration, call func(context.Context) error) error {
+	to := b.PowerTimeout
+	if to <= 0 {
+		to = DefaultPowerTimeout
+	}
+	if limit > 0 {
+		to = min(to, limit)
+	}
+	if d, ok := b.Power.(power.Bounded); ok && d.Bounded() {
+		// Nothing to watch: a goroutine and a timer would triple the
+		// trigger latency of a GPIO cut.
+		return call(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, to)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- call(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	// Give a driver that watches its context a moment to say why.
+	grace := time.NewTimer(100 * time.Millisecond)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-grace.C:
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("no answer within %v: %w", to, power.ErrTimeout)
+	}
+	return ctx.Err()
 }
 
 // Endpoint is how the bench reaches a device over CoAP.
@@ -153,11 +208,11 @@ func (b *Board) PoweredOn() bool { return b.powered.Load() }
 // call returned.
 func (b *Board) PowerOn(ctx context.Context) error {
 	b.touched.Store(true)
-	if err := b.Power.On(ctx); err != nil {
+	if err := b.powerCall(ctx, 0, b.Power.On); err != nil {
 		e := b.Event(results.PowerError)
 		e.Text = err.Error()
 		b.Emit(e)
-		return fmt.Errorf("board %s: power on (%s): %w", b.Name, b.Power, err)
+		return fmt.Errorf("board %s: power on (%s): %w: %w", b.Name, b.Power, ErrPower, err)
 	}
 	b.powered.Store(true)
 	b.Emit(b.Event(results.PowerOn))
@@ -168,11 +223,11 @@ func (b *Board) PowerOn(ctx context.Context) error {
 // the driver call returned.
 func (b *Board) PowerOff(ctx context.Context) (results.Event, error) {
 	b.touched.Store(true)
-	if err := b.Power.Off(ctx); err != nil {
+	if err := b.powerCall(ctx, 0, b.Power.Off); err != nil {
 		e := b.Event(results.PowerError)
 		e.Text = err.Error()
 		b.Emit(e)
-		return e, fmt.Errorf("board %s: power off (%s): %w", b.Name, b.Power, err)
+		return e, fmt.Errorf("board %s: power off (%s): %w: %w", b.Name, b.Power, ErrPower, err)
 	}
 	b.powered.Store(false)
 	e := b.Event(results.PowerOff)
@@ -188,10 +243,12 @@ func (b *Board) Safe() error {
 	if !b.touched.Load() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := power.Safe(ctx, b.Power); err != nil {
-		return fmt.Errorf("board %s: safe state: %w", b.Name, err)
+	err := b.powerCall(context.Background(), 5*time.Second, func(ctx context.Context) error { return power.Safe(ctx, b.Power) })
+	if err != nil {
+		e := b.Event(results.PowerError)
+		e.Text = "safe state: " + err.Error()
+		b.Emit(e)
+		return fmt.Errorf("board %s: safe state (%s): %w: %w", b.Name, b.Power, ErrPower, err)
 	}
 	b.powered.Store(false)
 	e := b.Event(results.PowerOff)

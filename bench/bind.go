@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"time"
 
 	"github.com/fudbench/fudbench/bench/console"
 	"github.com/fudbench/fudbench/bench/update"
@@ -22,13 +23,15 @@ type BindOptions struct {
 	Console bool // open the serial console (it follows the port if it vanishes)
 	Tx      update.Transmission
 	Log     *slog.Logger
+	// PowerTimeout bounds each power switch call (0: DefaultPowerTimeout).
+	PowerTimeout time.Duration
 }
 
 // Bind opens a board's drivers as its inventory entry describes them. It
 // powers nothing. Configuration errors (an unknown driver, bad settings,
 // a missing key) wrap boards.ErrConfig.
 func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (*Board, error) {
-	b := &Board{Name: bd.Name, hub: hub, Patterns: SimPatterns}
+	b := &Board{Name: bd.Name, hub: hub, Patterns: SimPatterns, PowerTimeout: opt.PowerTimeout}
 	if bd.Power != nil {
 		sw, err := power.Open(bd.Power.Driver, bd.Power)
 		if err != nil {

@@ -111,7 +111,13 @@ type session struct {
 	maxAck  int64
 	cutErr  error
 	powerOn results.Event
+	// pollWait bounds the next poll attempt: Endpoint.Poll, doubled
+	// after each attempt that timed out, up to maxPollWait.
+	pollWait time.Duration
 }
+
+// maxPollWait caps the backed-off bound of a poll attempt.
+const maxPollWait = time.Second
 
 // Run pushes u.Image to the board, firing u.Trigger's cut, recovering and
 // finishing the update. It returns what happened; Result.Err is set when
@@ -251,12 +257,15 @@ func (s *session) run(ctx context.Context) error {
 		}
 		if !s.cutFired() {
 			var rs *update.ResyncError
-			if errors.As(err, &rs) && restarts < s.u.MaxRestarts {
-				restarts++
-				s.res.Resumes = append(s.res.Resumes, rs.State.Next)
-				s.emit(results.Resync, int64(rs.State.Next), "", 0)
-				next = rs.State.Next
-				continue
+			if errors.As(err, &rs) {
+				err = s.checkResync(rs.State, restarts)
+				if err == nil {
+					restarts++
+					s.res.Resumes = append(s.res.Resumes, rs.State.Next)
+					s.emit(results.Resync, int64(rs.State.Next), "", 0)
+					next = rs.State.Next
+					continue
+				}
 			}
 			if err != nil {
 				s.emit(results.UpdateError, int64(n), err.Error(), 0)
@@ -284,6 +293,28 @@ func (s *session) run(ctx context.Context) error {
 		return nil
 	}
 	return s.waitNewVersion(ctx, &c)
+}
+
+// checkResync decides whether a 4.08 answer's state may be followed: it
+// must describe this transfer (a device is not trusted to name a block
+// beyond the image), and a device that asks again and again is given up
+// on after MaxRestarts resynchronisations, so it cannot hold the bench in
+// a loop.
+func (s *session) checkResync(st fwproto.State, restarts int) error {
+	if s.u.Profile != Resumable {
+		return fmt.Errorf("board %s: device answered 4.08 with a resume state to a block1 transfer", s.b.Name)
+	}
+	p := fwproto.Prepare{Size: uint32(len(s.u.Image)), Digest: s.digest[:], SZX: s.u.SZX, Tag: s.u.Tag}
+	if !fwproto.SameTransfer(st, p) {
+		return fmt.Errorf("board %s: device asked to resynchronise another transfer (size %d szx %d, state %s)", s.b.Name, st.Size, st.SZX, st.State)
+	}
+	if st.Next > s.res.Blocks {
+		return fmt.Errorf("board %s: device asked to resynchronise at block %d, beyond the %d blocks of the image", s.b.Name, st.Next, s.res.Blocks)
+	}
+	if restarts >= s.u.MaxRestarts {
+		return fmt.Errorf("board %s: gave up after %d resynchronisations (device asks for block %d again)", s.b.Name, restarts, st.Next)
+	}
+	return nil
 }
 
 // resetCut lets the transfer continue after a cut; the trigger has fired
@@ -351,11 +382,20 @@ func (s *session) waitRecovery(ctx context.Context, c **update.Client, afterCut 
 // poll runs one request with a short timeout, redialling on transport
 // errors: after a power cycle the old socket may be dead.
 func (s *session) poll(ctx context.Context, c **update.Client, f func(*update.Client, context.Context) (any, error)) (any, error) {
-	pctx, cancel := context.WithTimeout(ctx, s.b.Endpoint.poll())
+	base := s.b.Endpoint.poll()
+	s.pollWait = max(s.pollWait, base)
+	pctx, cancel := context.WithTimeout(ctx, s.pollWait)
 	defer cancel()
 	v, err := f(*c, pctx)
 	if err == nil {
+		s.pollWait = base
 		return v, nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		// No answer within the bound: a device (or a host) too busy to
+		// answer in time gets a longer one next, rather than a flood of
+		// requests and fresh sockets that only add to the load.
+		s.pollWait = min(2*s.pollWait, maxPollWait)
 	}
 	var se *update.StatusError
 	if errors.As(err, &se) {
@@ -398,7 +438,16 @@ func (s *session) transfer(ctx context.Context, c *update.Client, next uint32, s
 	n := fwproto.Blocks(uint32(len(s.u.Image)), szx)
 	start := time.Now()
 	defer func() { s.res.Transfer += time.Since(start) }()
+	// Each retransmission of a block (RFC 7252 §4.2: no acknowledgement
+	// within the timeout) is on the timeline; the client calls this on
+	// this goroutine, inside SendBlock.
+	var cur uint32
+	c.OnRetransmit = func(k int) {
+		s.emit(results.BlockRetry, int64(cur), fmt.Sprintf("retransmission %d", k), 0)
+	}
+	defer func() { c.OnRetransmit = nil }()
 	for num := next; num < n; num++ {
+		cur = num
 		s.mu.Lock()
 		s.sent = int64(num)
 		resent := int64(num) <= s.maxAck
@@ -426,8 +475,11 @@ func (s *session) transfer(ctx context.Context, c *update.Client, next uint32, s
 					szx, n, num = resp.Block1.SZX, fwproto.Blocks(uint32(len(s.u.Image)), resp.Block1.SZX), ^uint32(0)
 					continue
 				}
+				if resp.Size1 != 0 && int64(resp.Size1) < int64(len(s.u.Image)) {
+					return false, num, szx, fmt.Errorf("board %s: device takes at most %d bytes (4.13), image is %d: %w", s.b.Name, resp.Size1, len(s.u.Image), err)
+				}
 				if resp.Size1 != 0 {
-					return false, num, szx, fmt.Errorf("board %s: device takes at most %d bytes, image is %d: %w", s.b.Name, resp.Size1, len(s.u.Image), err)
+					return false, num, szx, fmt.Errorf("board %s: device refused the %d-byte image with 4.13 although it announces room for %d bytes: %w", s.b.Name, len(s.u.Image), resp.Size1, err)
 				}
 			}
 			if errors.As(err, &se) {
@@ -438,6 +490,10 @@ func (s *session) transfer(ctx context.Context, c *update.Client, next uint32, s
 				return false, num, szx, err
 			}
 			return false, num, szx, fmt.Errorf("board %s: block %d: %w", s.b.Name, num, err)
+		}
+		if resp.Block1 != nil && resp.Block1.SZX == szx && resp.Block1.Num != num {
+			// An acknowledgement of another block is not one of this block.
+			return false, num, szx, fmt.Errorf("board %s: block %d: device acknowledged block %d", s.b.Name, num, resp.Block1.Num)
 		}
 		s.mu.Lock()
 		s.acked = int64(num)
@@ -507,6 +563,7 @@ func (s *session) recover(ctx context.Context, c **update.Client) (uint32, error
 		}
 	}
 	deadline := time.Now().Add(s.u.RecoveryTimeout)
+	var last error
 	for time.Now().Before(deadline) {
 		drain()
 		if ctx.Err() != nil {
@@ -514,6 +571,7 @@ func (s *session) recover(ctx context.Context, c **update.Client) (uint32, error
 		}
 		v, err := s.poll(ctx, c, func(cl *update.Client, ctx context.Context) (any, error) { return cl.Boot(ctx) })
 		if err != nil {
+			last = err
 			time.Sleep(2 * time.Millisecond)
 			continue
 		}
@@ -563,6 +621,9 @@ func (s *session) recover(ctx context.Context, c **update.Client) (uint32, error
 		}
 	}
 	drain()
+	if last != nil {
+		return 0, fmt.Errorf("board %s: no usable answer on CoAP within %v after power-on: %w", s.b.Name, s.u.RecoveryTimeout, last)
+	}
 	return 0, fmt.Errorf("board %s: no answer on CoAP within %v after power-on", s.b.Name, s.u.RecoveryTimeout)
 }
 

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -313,6 +314,9 @@ func Load(path string) (*Bench, error) {
 
 // Parse decodes and validates bench file contents; name is used in errors.
 func Parse(name string, data []byte) (*Bench, error) {
+	if err := CheckUTF8(name, data); err != nil {
+		return nil, err
+	}
 	var b Bench
 	dec := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField(), yaml.UseOrderedMap())
 	if err := dec.Decode(&b); err != nil {
@@ -323,6 +327,29 @@ func Parse(name string, data []byte) (*Bench, error) {
 		return nil, err
 	}
 	return &b, nil
+}
+
+// CheckUTF8 returns a ConfigError at the first byte of data that is not
+// valid UTF-8: YAML is Unicode text, and names and patterns end up in
+// reports that must stay valid text (JSON, JUnit XML).
+func CheckUTF8(file string, data []byte) error {
+	if utf8.Valid(data) {
+		return nil
+	}
+	line, col := 1, 1
+	for len(data) > 0 {
+		r, size := utf8.DecodeRune(data)
+		if r == utf8.RuneError && size <= 1 {
+			return &ConfigError{File: file, Line: line, Column: col, Msg: "not valid UTF-8 text"}
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		data = data[size:]
+	}
+	return nil
 }
 
 // yamlError turns a decoder error into a ConfigError with a position.
@@ -475,8 +502,10 @@ func (b *Bench) validateWiring(at func(path, format string, a ...any) error, p s
 			}
 			if d.KeyFile != "" {
 				d.KeyFile = rel(d.KeyFile)
-				if _, err := os.Stat(d.KeyFile); err != nil {
+				if fi, err := os.Stat(d.KeyFile); err != nil {
 					return at(p+".coap.dtls.key_file", "key file: %v", err)
+				} else if fi.IsDir() {
+					return at(p+".coap.dtls.key_file", "key file: %s is a directory", d.KeyFile)
 				}
 			}
 		}

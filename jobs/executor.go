@@ -19,6 +19,7 @@ import (
 	"github.com/fudbench/fudbench/bench/fwproto"
 	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/results"
 	"periph.io/x/conn/v3/gpio/gpioreg"
@@ -43,6 +44,9 @@ type RunOptions struct {
 	TTY     bool
 	Tx      update.Transmission
 	Console bool // open the boards' consoles
+	// PowerTimeout bounds each power switch call; 0 is
+	// bench.DefaultPowerTimeout.
+	PowerTimeout time.Duration
 }
 
 // Report is what a run ended with.
@@ -89,37 +93,9 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	names, err := j.SelectBoards(o.Inventory.Boards)
+	names, plan, err := Check(j, o.Inventory, o.Baseline, o.Update)
 	if err != nil {
 		return nil, err
-	}
-	blocksFor := func(board string) uint32 { return j.Blocks(len(o.Update)) }
-	plan, err := j.Cycles(blocksFor(""))
-	if err != nil {
-		return nil, err
-	}
-	// Validate wiring and sizes before anything is powered.
-	for _, n := range names {
-		bd, err := o.Inventory.Board(n)
-		if err != nil {
-			return nil, err
-		}
-		if bd.Power == nil {
-			return nil, &boards.ConfigError{File: o.Inventory.File, Msg: fmt.Sprintf("board %s has no power switch: a power-cut job needs one", n)}
-		}
-		if bd.CoAP == nil {
-			return nil, &boards.ConfigError{File: o.Inventory.File, Msg: fmt.Sprintf("board %s has no coap endpoint", n)}
-		}
-		if f := bd.Flash; f != nil && f.SlotSize > 0 {
-			for _, im := range []struct {
-				what string
-				b    []byte
-			}{{"baseline", o.Baseline}, {"update", o.Update}} {
-				if len(im.b) > int(f.SlotSize) {
-					return nil, &boards.ConfigError{File: j.File, Msg: fmt.Sprintf("%s image of %d bytes does not fit board %s's %d-byte slot", im.what, len(im.b), n, int(f.SlotSize))}
-				}
-			}
-		}
 	}
 
 	run := o.Run
@@ -210,7 +186,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	for _, n := range names {
 		bd, _ := o.Inventory.Board(n)
-		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: o.Console && bd.Console != nil, Tx: o.Tx, Log: o.Log})
+		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: o.Console && bd.Console != nil, Tx: o.Tx, Log: o.Log, PowerTimeout: o.PowerTimeout})
 		if err != nil {
 			release()
 			return nil, err
@@ -244,14 +220,21 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	record := func(c results.Cycle) error {
 		mu.Lock()
 		defer mu.Unlock()
-		cycles = append(cycles, c)
 		if o.DB != nil {
 			if err := o.DB.RecordCycle(c); err != nil {
 				return err
 			}
 		}
+		// Only a durable cycle counts in the summary: summary.json and the
+		// database agree, and --resume runs the lost one again.
+		cycles = append(cycles, c)
 		// Reported once durable: a cycle shown finished survives a crash.
 		prog.Cycle(c.Board, c.Cycle, c.Outcome)
+		// A timeline that can no longer be written (a full disk) stops the
+		// run: cycles without their events cannot be explained.
+		if err := jl.Err(); err != nil {
+			return err
+		}
 		return nil
 	}
 	r := &runner{o: o, run: run, plan: plan, hub: hub, record: record,
@@ -273,14 +256,19 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		case <-finished:
 		}
 	}()
+	// A result that cannot be recorded stops every board (runCtx), not
+	// only the one that met it.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	r.stop = stopRun
 	var wg sync.WaitGroup
 	errs := make([]error, len(workers))
 	for i, w := range workers {
 		if j.Parallel {
 			wg.Add(1)
-			go func() { defer wg.Done(); errs[i] = r.board(ctx, w) }()
+			go func() { defer wg.Done(); errs[i] = r.board(runCtx, w) }()
 		} else {
-			errs[i] = r.board(ctx, w)
+			errs[i] = r.board(runCtx, w)
 		}
 	}
 	wg.Wait()
@@ -298,7 +286,11 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		}
 	}
 	rep.Interrupted = ctx.Err() != nil
-	jl.Close()
+	// Stopped because results could not be recorded: the run stays
+	// unfinished in the database so --resume can complete it once the
+	// disk has room again.
+	stopped := !rep.Interrupted && runCtx.Err() != nil
+	jlErr := jl.Close()
 	if dbEvents != nil {
 		dbEvents.Close()
 	}
@@ -306,8 +298,11 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	rep.Summary = results.Summarize(run, cycles)
 	status := string(rep.Summary.Verdict)
 	var outErr error
-	if o.DB != nil && !rep.Interrupted {
+	if o.DB != nil && !rep.Interrupted && !stopped {
 		outErr = o.DB.FinishRun(run.ID, status, rep.Summary)
+	}
+	if jlErr != nil && !stopped {
+		outErr = errors.Join(outErr, jlErr)
 	}
 	outErr = errors.Join(outErr,
 		results.WriteSummaryJSON(filepath.Join(o.OutDir, "summary.json"), rep.Summary),
@@ -323,7 +318,48 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	return rep, outErr
 }
 
+// Check validates a job against a bench and its images without touching
+// anything: the boards it selects, their wiring (a power switch and a CoAP
+// endpoint each), whether both images fit every board's slot, and the
+// cycle plan. It returns the selected boards and the plan. Execute calls
+// it first; a caller that creates outputs (a results database) calls it
+// before, so a bad job leaves no trace.
+func Check(j *Job, inv *boards.Bench, baseline, update []byte) ([]string, []CycleSpec, error) {
+	names, err := j.SelectBoards(inv.Boards)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := j.Cycles(j.Blocks(len(update)))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range names {
+		bd, err := inv.Board(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		if bd.Power == nil {
+			return nil, nil, &boards.ConfigError{File: inv.File, Msg: fmt.Sprintf("board %s has no power switch: a power-cut job needs one", n)}
+		}
+		if bd.CoAP == nil {
+			return nil, nil, &boards.ConfigError{File: inv.File, Msg: fmt.Sprintf("board %s has no coap endpoint", n)}
+		}
+		if f := bd.Flash; f != nil && f.SlotSize > 0 {
+			for _, im := range []struct {
+				what string
+				b    []byte
+			}{{"baseline", baseline}, {"update", update}} {
+				if len(im.b) > int(f.SlotSize) {
+					return nil, nil, &boards.ConfigError{File: j.File, Msg: fmt.Sprintf("%s image of %d bytes does not fit board %s's %d-byte slot", im.what, len(im.b), n, int(f.SlotSize))}
+				}
+			}
+		}
+	}
+	return names, plan, nil
+}
+
 type runner struct {
+	stop       context.CancelCauseFunc // stops every board
 	o          RunOptions
 	run        results.RunInfo
 	plan       []CycleSpec
@@ -334,7 +370,17 @@ type runner struct {
 }
 
 // board runs every planned cycle on one board.
+//
+// A bench fault that leaves the board in a state the bench cannot vouch
+// for — its power switch failed or stopped answering, or the baseline
+// could not be restored — takes the board out of the run: the faulty
+// cycle is recorded as it ended, the board is put in its safe state at
+// once, and each of its remaining cycles is recorded as an infra-error
+// that names the fault, so every planned cycle has an outcome and no
+// outcome is blamed on the device. The other boards go on.
 func (r *runner) board(ctx context.Context, w *worker) error {
+	var out error // why the board was taken out of the run
+	outAt := 0
 	for i, spec := range r.plan {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -344,17 +390,63 @@ func (r *runner) board(ctx context.Context, w *worker) error {
 			continue
 		}
 		w.b.SetCycle(n)
-		c := r.cycle(ctx, w, spec, n)
-		if ctx.Err() != nil {
-			// Interrupted mid-cycle: the cycle is not recorded; --resume
-			// runs it again.
-			return ctx.Err()
+		var c results.Cycle
+		if out != nil {
+			c = r.skipped(w, spec, n, outAt, out)
+		} else {
+			var fault error
+			c, fault = r.cycle(ctx, w, spec, n)
+			if ctx.Err() != nil {
+				// Interrupted mid-cycle: the cycle is not recorded; --resume
+				// runs it again.
+				return ctx.Err()
+			}
+			if fault != nil {
+				out, outAt = fault, n
+				r.takeOut(w, n, fault)
+			}
 		}
 		if err := r.record(c); err != nil {
-			return fmt.Errorf("board %s cycle %d: record: %w", w.b.Name, n, err)
+			err = fmt.Errorf("board %s cycle %d: record: %w", w.b.Name, n, err)
+			r.stop(err)
+			return err
 		}
+		// The outcome goes on the timeline once the cycle is durable, so
+		// events.jsonl never shows an outcome the database lost (an
+		// interrupted cycle is not recorded and runs again on --resume).
+		e := w.b.Event(results.CycleOutcome)
+		e.Text = string(c.Outcome)
+		if c.Reason != "" {
+			e.Attrs = map[string]string{"reason": c.Reason}
+		}
+		r.hub.Emit(e)
 	}
 	return nil
+}
+
+// takeOut puts a board the run can no longer use in its safe state and
+// says so on the timeline.
+func (r *runner) takeOut(w *worker, n int, why error) {
+	e := w.b.Event(results.Note)
+	e.Text = fmt.Sprintf("board out of the run after cycle %d: %v", n, why)
+	r.hub.Emit(e)
+	r.o.Log.Error("board out of the run", "board", w.b.Name, "cycle", n, "err", why)
+	if err := w.b.Safe(); err != nil {
+		r.o.Log.Error("safe state", "board", w.b.Name, "err", err)
+	}
+}
+
+// skipped is the record of a cycle not run because its board was taken
+// out of the run at cycle outAt.
+func (r *runner) skipped(w *worker, spec CycleSpec, n, outAt int, why error) results.Cycle {
+	now := r.hub.Clock().Since()
+	reason := fmt.Sprintf("not run: board %s out of the run since cycle %d: %v", w.b.Name, outAt, why)
+	return results.Cycle{
+		Run: r.run.ID, Board: w.b.Name, Cycle: n, Plan: spec.Desc, PlannedBlock: spec.Block,
+		Blocks: int(r.o.Job.Blocks(len(r.o.Update))), BlockSize: fwproto.BlockSize(r.o.Job.SZX()), ImageSize: len(r.o.Update),
+		Outcome: results.InfraError, Accepted: slices.Contains(w.accepted, results.InfraError), Reason: reason,
+		Start: now, End: now,
+	}
 }
 
 func (r *runner) event(w *worker, k results.Kind, text string, d time.Duration) {
@@ -364,8 +456,9 @@ func (r *runner) event(w *worker, k results.Kind, text string, d time.Duration) 
 }
 
 // cycle makes sure the baseline runs, runs the update with the planned
-// cut, and classifies how it ended.
-func (r *runner) cycle(ctx context.Context, w *worker, spec CycleSpec, n int) results.Cycle {
+// cut, and classifies how it ended. A non-nil fault takes the board out of
+// the run (see board).
+func (r *runner) cycle(ctx context.Context, w *worker, spec CycleSpec, n int) (_ results.Cycle, fault error) {
 	j := r.o.Job
 	start := r.hub.Clock().Since()
 	szx := j.SZX()
@@ -383,30 +476,25 @@ func (r *runner) cycle(ctx context.Context, w *worker, spec CycleSpec, n int) re
 				c.LastConsole = append(c.LastConsole, l.Text)
 			}
 		}
-		e := w.b.Event(results.CycleOutcome)
-		e.Text = string(o)
-		if reason != "" {
-			e.Attrs = map[string]string{"reason": reason}
-		}
-		r.hub.Emit(e)
 		return c
 	}
 	if err := r.ensureBaseline(ctx, w); err != nil {
 		if ctx.Err() != nil {
-			return c
+			return c, nil
 		}
-		return finish(results.InfraError, "baseline: "+err.Error())
+		// Every later cycle would start from an unknown image.
+		return finish(results.InfraError, "baseline: "+err.Error()), fmt.Errorf("baseline: %w", err)
 	}
 	trig, err := r.trigger(w, spec)
 	if err != nil {
-		return finish(results.InfraError, err.Error())
+		return finish(results.InfraError, err.Error()), nil
 	}
 	res := w.b.Run(ctx, bench.Update{
 		Profile: w.profile, Image: r.o.Update, SZX: szx, Path: j.Path, Trigger: trig,
 		OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
 	})
 	if ctx.Err() != nil {
-		return c
+		return c, nil
 	}
 	c.BlocksSent, c.BlocksResent, c.Resumes, c.Transfer = res.BlocksSent, res.BlocksResent, res.Resumes, res.Transfer
 	if res.Cut != nil {
@@ -415,28 +503,79 @@ func (r *runner) cycle(ctx context.Context, w *worker, spec CycleSpec, n int) re
 	c.RecoveryAnswer = res.Milestones[bench.MilestoneCoAP]
 	c.RecoveryVersion = res.Milestones[bench.MilestoneVersion]
 	if res.Err == nil {
-		return finish(results.Updated, "")
+		return finish(results.Updated, ""), nil
 	}
 	if res.Infra {
-		return finish(results.InfraError, res.Err.Error())
+		if errors.Is(res.Err, bench.ErrPower) {
+			fault = res.Err
+		}
+		return finish(results.InfraError, res.Err.Error()), fault
 	}
-	outcome, reason := r.classify(ctx, w, res)
+	outcome, reason, lost := r.classify(ctx, w, res)
+	if lost {
+		// The device went silent and its power switch is gone too: the
+		// bench lost the board.
+		return finish(outcome, reason), errors.New(reason)
+	}
 	if outcome == results.Bricked && j.Reflash {
 		if err := r.reflash(ctx, w, "reflash"); err != nil {
+			// The device's outcome stands; the next cycle tries to
+			// restore the baseline once more and takes the board out of
+			// the run if that fails too.
 			reason += "; reflash failed: " + err.Error()
 		} else {
 			c.Reflashed = true
 		}
 	}
-	return finish(outcome, reason)
+	return finish(outcome, reason), nil
 }
 
-// classify looks at a device whose update did not finish.
-func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (results.Outcome, string) {
+// switchLost asks a board's power switch, when it can be read back,
+// whether it is still there and on: a device that stopped answering is
+// bricked only if the bench still powers it. It returns "" when the
+// switch answers on (or cannot be read back).
+func (r *runner) switchLost(w *worker) string {
+	sr, ok := w.b.Power.(power.StateReader)
+	if !ok || !w.b.PoweredOn() {
+		return ""
+	}
+	to := 5 * time.Second
+	if w.b.PowerTimeout > 0 {
+		to = min(to, w.b.PowerTimeout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), to)
+	defer cancel()
+	type answer struct {
+		on  bool
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() { on, err := sr.State(ctx); ch <- answer{on, err} }()
+	var a answer
+	select {
+	case a = <-ch:
+	case <-ctx.Done():
+		a.err = fmt.Errorf("no answer: %w", ctx.Err())
+	}
+	switch {
+	case errors.Is(a.err, errors.ErrUnsupported):
+		return "" // a switch that cannot read back tells nothing
+	case a.err != nil:
+		return fmt.Sprintf("board %s: no answer on CoAP and its power switch (%s) fails too: %v", w.b.Name, w.b.Power, a.err)
+	case !a.on:
+		return fmt.Sprintf("board %s: no answer on CoAP and its power switch (%s) reads off although the bench switched it on", w.b.Name, w.b.Power)
+	}
+	return ""
+}
+
+// classify looks at a device whose update did not finish. lost is set
+// when the device is silent and its power switch is gone or reads off:
+// the bench, not the device, lost the board.
+func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (_ results.Outcome, _ string, lost bool) {
 	why := res.Err.Error()
 	cl, err := w.b.Dial(ctx)
 	if err != nil {
-		return results.InfraError, err.Error()
+		return results.InfraError, err.Error(), false
 	}
 	defer cl.Close()
 	// The session already waited the recovery timeout for an answer; a
@@ -454,17 +593,17 @@ func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (re
 			cancel()
 			switch {
 			case bytes.Equal(v.Digest, r.updDigest[:]):
-				return results.Updated, ""
+				return results.Updated, "", false
 			case bytes.Equal(v.Digest, r.baseDigest[:]):
-				return results.RolledBack, "the old image runs: " + why
+				return results.RolledBack, "the old image runs: " + why, false
 			default:
-				return results.RolledBack, fmt.Sprintf("another image runs (%s): %s", v.Version, why)
+				return results.RolledBack, fmt.Sprintf("another image runs (%s): %s", v.Version, why), false
 			}
 		}
 		st, serr := cl.State(qctx)
 		cancel()
 		if serr == nil {
-			return results.StuckRecovery, fmt.Sprintf("recovery state %s next %d/%d: %s", st.State, st.Next, fwproto.Blocks(st.Size, st.SZX), why)
+			return results.StuckRecovery, fmt.Sprintf("recovery state %s next %d/%d: %s", st.State, st.Next, fwproto.Blocks(st.Size, st.SZX), why), false
 		}
 		var se *update.StatusError
 		if errors.As(verr, &se) || errors.As(serr, &se) {
@@ -480,12 +619,15 @@ func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (re
 		}
 	}
 	if last != "" {
-		return results.StuckRecovery, last
+		return results.StuckRecovery, last, false
+	}
+	if lost := r.switchLost(w); lost != "" {
+		return results.InfraError, lost + ": " + why, true
 	}
 	if res.Answering {
-		return results.StuckRecovery, "device stopped answering: " + why
+		return results.StuckRecovery, "device stopped answering: " + why, false
 	}
-	return results.Bricked, "no answer on CoAP within the recovery timeout: " + why
+	return results.Bricked, "no answer on CoAP within the recovery timeout: " + why, false
 }
 
 // trigger builds the cycle's cut trigger.
@@ -547,17 +689,24 @@ func (r *runner) waitApp(ctx context.Context, w *worker) (fwproto.Version, error
 	defer func() { cl.Close() }()
 	deadline := time.Now().Add(r.o.Job.RecoveryTimeout)
 	var last error
+	// A request sent while the board boots is lost: a short first bound
+	// so the answer comes soon after the app is up, doubled after each
+	// attempt that timed out so a busy host is not flooded.
+	wait := 20 * time.Millisecond
 	for time.Now().Before(deadline) {
 		if ctx.Err() != nil {
 			return fwproto.Version{}, ctx.Err()
 		}
-		qctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		qctx, cancel := context.WithTimeout(ctx, wait)
 		v, err := cl.Version(qctx)
 		cancel()
 		if err == nil {
 			return v, nil
 		}
 		last = err
+		if errors.Is(err, context.DeadlineExceeded) {
+			wait = min(2*wait, time.Second)
+		}
 		var se *update.StatusError
 		if errors.As(err, &se) {
 			return fwproto.Version{}, err // answering, but not an app

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,66 +159,5 @@ accept: {"*": [updated, bricked]}
 		if c.Outcome == results.Bricked && !c.Reflashed {
 			t.Errorf("cycle %d: bricked but not reflashed", c.Cycle)
 		}
-	}
-}
-
-// BenchmarkCyclesPerMinute runs after_block cycles on 1, 8 and 64 sim
-// boards in parallel (time scale 0) and reports complete cut-and-recover
-// cycles per minute and the peak heap.
-func BenchmarkCyclesPerMinute(b *testing.B) {
-	for _, n := range []int{1, 8, 64} {
-		b.Run(fmt.Sprintf("boards%d", n), func(b *testing.B) {
-			_, inv := startSims(b, n, sim.InplaceRecovery)
-			var names string
-			for i, bd := range inv.Boards {
-				if i > 0 {
-					names += ", "
-				}
-				names += bd.Name
-			}
-			job := parseJob(b, fmt.Sprintf(`
-boards: [%s]
-baseline: {build: {version: 1.0.0, seq: 1, size: 4KiB, seed: 1}}
-image: {build: {version: 2.0.0, seq: 2, size: 4KiB, seed: 2}}
-block_size: 512
-cuts:
-  - after_block: {from: 0, to: 5}
-off_time: 1ms
-recovery_timeout: 5s
-`, names))
-			base, upd := build(b, "1.0.0", 1, 4<<10, 1), build(b, "2.0.0", 2, 4<<10, 2)
-			var peak uint64
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				var ms runtime.MemStats
-				for {
-					runtime.ReadMemStats(&ms)
-					peak = max(peak, ms.HeapInuse)
-					select {
-					case <-stop:
-						return
-					case <-time.After(50 * time.Millisecond):
-					}
-				}
-			}()
-			cycles := 0
-			start := time.Now()
-			for b.Loop() {
-				rep := execute(b, job, inv, base, upd)
-				for _, c := range rep.Cycles {
-					if c.Outcome != results.Updated {
-						b.Fatalf("%s cycle %d: %s %s", c.Board, c.Cycle, c.Outcome, c.Reason)
-					}
-				}
-				cycles += len(rep.Cycles)
-			}
-			el := time.Since(start)
-			close(stop)
-			<-done
-			b.ReportMetric(float64(cycles)/el.Minutes(), "cycles/min")
-			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
-		})
 	}
 }

@@ -244,6 +244,9 @@ func statFile(p string) error {
 // and relative paths are resolved against its directory. Files are not
 // opened.
 func Parse(name string, data []byte) (*Job, error) {
+	if err := boards.CheckUTF8(name, data); err != nil {
+		return nil, err
+	}
 	d := &decoder{file: name, anchors: map[string]ast.Node{}}
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {

@@ -8,7 +8,7 @@
 // package's import list is the driver set. Each driver also keeps a direct
 // constructor for tests. power/powertest holds a fake Switch.
 //
-// The base interface is Switch; StateReader, Meter and Halter are optional
+// The base interface is Switch; StateReader, Meter, Halter and Bounded are optional
 // abilities found by type assertion, and callers fall back when they are
 // missing (Safe uses Off when a Switch is no Halter).
 //
@@ -47,6 +47,15 @@ type Reading struct {
 // Meter is a Switch that can measure its output.
 type Meter interface {
 	Measure(ctx context.Context) (Reading, error)
+}
+
+// Bounded is a Switch whose calls finish on their own within
+// microseconds and cannot hang (a GPIO line driven by one ioctl or register
+// write). Callers that bound every switch call with a watchdog may call it
+// directly instead: on the cut path the watchdog's goroutine and timer cost
+// more than the switch.
+type Bounded interface {
+	Bounded() bool
 }
 
 // Halter is a Switch with a configured safe (exit) state: Halt drives the

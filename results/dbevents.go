@@ -40,6 +40,11 @@ type EventSink struct {
 	err     error
 	closed  bool
 
+	// boxed holds board names and kinds already converted to
+	// interfaces, so a batch's arguments do not allocate them per
+	// event; only the writer goroutine uses it.
+	boxed map[string]any
+
 	kick    chan struct{}
 	flushes chan chan error
 	stop    chan struct{}
@@ -206,16 +211,18 @@ func (s *EventSink) insert(batch []Event) (err error) {
 		defer full.Close()
 	}
 	args := make([]any, 0, insertRows*eventColumns)
+	run := any(s.run)
+	noAttrs := any(sql.NullString{})
 	for len(batch) > 0 {
 		n := min(len(batch), insertRows)
 		args = args[:0]
 		for i := range batch[:n] {
 			e := &batch[i]
-			var attrs sql.NullString
+			attrs := noAttrs
 			if len(e.Attrs) > 0 {
 				attrs = sql.NullString{String: mustJSON(e.Attrs), Valid: true}
 			}
-			args = append(args, s.run, int64(e.T), unixNano(e.Wall), e.Board, e.Cycle, string(e.Kind),
+			args = append(args, run, int64(e.T), unixNano(e.Wall), s.box(e.Board), e.Cycle, s.box(string(e.Kind)),
 				e.Block, int64(e.Dur), e.Text, attrs)
 		}
 		if n == insertRows {
@@ -232,6 +239,20 @@ func (s *EventSink) insert(batch []Event) (err error) {
 		return s.d.wrap(op, err)
 	}
 	return nil
+}
+
+// box returns str as an interface, reusing the conversion of a string
+// seen before (board names and kinds repeat in every batch).
+func (s *EventSink) box(str string) any {
+	if v, ok := s.boxed[str]; ok {
+		return v
+	}
+	if s.boxed == nil || len(s.boxed) >= 4096 {
+		s.boxed = map[string]any{}
+	}
+	v := any(str)
+	s.boxed[str] = v
+	return v
 }
 
 const (

@@ -10,7 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
+	"time"
+	"unicode/utf8"
 )
 
 // JSONL appends every event as one JSON line to a file as it is emitted.
@@ -27,9 +31,10 @@ type JSONL struct {
 
 	mu     sync.Mutex
 	f      *os.File
+	line   []byte // the line being written
 	buf    bytes.Buffer
-	enc    *json.Encoder
-	err    error // first write error
+	enc    *json.Encoder // for events appendEvent leaves to encoding/json
+	err    error         // first write error
 	closed bool
 }
 
@@ -64,21 +69,143 @@ func (j *JSONL) Emit(e Event) {
 	if j.closed {
 		return
 	}
-	j.buf.Reset()
-	if err := j.enc.Encode(&e); err != nil {
-		j.fail(fmt.Errorf("results: jsonl %s: encode %s event: %w", j.path, e.Kind, err))
-		return
+	line, ok := appendEvent(j.line[:0], &e)
+	if !ok {
+		// A wall time encoding/json refuses (year beyond 9999): let it
+		// say so.
+		j.buf.Reset()
+		ev := e // only this path moves the event to the heap
+		if err := j.enc.Encode(&ev); err != nil {
+			j.fail(fmt.Errorf("results: jsonl %s: encode %s event: %w", j.path, e.Kind, err))
+			return
+		}
+		line = append(line[:0], j.buf.Bytes()...)
+		if j.buf.Cap() > 64<<10 {
+			j.buf = bytes.Buffer{}
+		}
 	}
-	// Encode ends the line with '\n'; os.File.Write is one write(2) for a
+	// The line ends with '\n'; os.File.Write is one write(2) for a
 	// regular file unless the kernel writes short (disk full), which it
 	// reports as an error.
-	if _, err := j.f.Write(j.buf.Bytes()); err != nil {
+	if _, err := j.f.Write(line); err != nil {
 		j.fail(fmt.Errorf("results: jsonl: %w", err)) // err names the file
 	}
 	// Do not let one huge console line pin a large buffer forever.
-	if j.buf.Cap() > 64<<10 {
-		j.buf = bytes.Buffer{}
+	if cap(line) > 64<<10 {
+		line = nil
 	}
+	j.line = line
+}
+
+// appendEvent appends e as one JSON line, byte for byte what
+// json.Encoder (HTML escaping off) writes for it, without reflection or
+// allocation. It reports false, having appended nothing useful, for a
+// wall time encoding/json refuses or formats otherwise (a year outside
+// 0..9999, a zone offset of a day or more).
+func appendEvent(b []byte, e *Event) ([]byte, bool) {
+	if y := e.Wall.Year(); y < 0 || y > 9999 {
+		return b, false
+	}
+	if _, off := e.Wall.Zone(); off <= -24*3600 || off >= 24*3600 {
+		return b, false
+	}
+	b = append(b, `{"t":`...)
+	b = strconv.AppendInt(b, int64(e.T), 10)
+	b = append(b, `,"wall":"`...)
+	b = e.Wall.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	if e.Board != "" {
+		b = append(b, `,"board":`...)
+		b = appendJSONString(b, e.Board)
+	}
+	b = append(b, `,"cycle":`...)
+	b = strconv.AppendInt(b, int64(e.Cycle), 10)
+	b = append(b, `,"kind":`...)
+	b = appendJSONString(b, string(e.Kind))
+	b = append(b, `,"block":`...)
+	b = strconv.AppendInt(b, e.Block, 10)
+	if e.Dur != 0 {
+		b = append(b, `,"dur":`...)
+		b = strconv.AppendInt(b, int64(e.Dur), 10)
+	}
+	if e.Text != "" {
+		b = append(b, `,"text":`...)
+		b = appendJSONString(b, e.Text)
+	}
+	if len(e.Attrs) > 0 {
+		b = append(b, `,"attrs":{`...)
+		var small [8]string
+		keys := small[:0]
+		for k := range e.Attrs {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, e.Attrs[k])
+		}
+		b = append(b, '}')
+	}
+	return append(b, "}\n"...), true
+}
+
+// appendJSONString appends s quoted as encoding/json does with HTML
+// escaping off: quote, backslash and control characters escaped, invalid
+// UTF-8 replaced by U+FFFD, U+2028 and U+2029 escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 func (j *JSONL) fail(err error) {

@@ -3,6 +3,7 @@ package results
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -197,6 +198,110 @@ func FuzzReadJSONL(f *testing.F) {
 		again, err := ReadJSONL(&buf)
 		if err != nil || len(again) != len(events) {
 			t.Fatalf("re-read %d events (err %v), want %d", len(again), err, len(events))
+		}
+	})
+}
+
+// encodingJSONLine is the line json.Encoder (HTML escaping off) writes
+// for e: what appendEvent must produce byte for byte.
+func encodingJSONLine(t testing.TB, e Event) ([]byte, error) {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(&e)
+	return buf.Bytes(), err
+}
+
+// TestAppendEventMatchesEncodingJSON compares the hand-written line
+// encoder with encoding/json on events with every optional field, escapes,
+// invalid UTF-8, line separators, sorted attributes, extreme numbers and
+// wall times in other zones, and checks the fallback cases.
+func TestAppendEventMatchesEncodingJSON(t *testing.T) {
+	wall := time.Date(2026, 11, 25, 21, 38, 35, 123456789, time.UTC)
+	east := time.FixedZone("east", 5*3600+30*60)
+	odd := time.FixedZone("lmt", -(7*3600 + 17*60 + 30))
+	events := []Event{
+		{},
+		{T: 1, Wall: wall, Cycle: 3, Kind: BlockAcked, Block: 17, Dur: 180 * time.Microsecond},
+		{T: -5, Wall: wall.In(east), Board: "sim-safe", Cycle: -1, Kind: ConsoleLine, Block: -1,
+			Text: "APP <2.0.0> ready & \"quoted\" \\ back\tslash\n\r\b\f\x00\x1f\x7f é 日本 \u2028\u2029 \xff\xfe bad", Attrs: map[string]string{}},
+		{T: math.MaxInt64, Wall: wall.In(odd), Board: "b\"x", Cycle: math.MaxInt32, Kind: "odd\x01kind", Block: math.MinInt64, Dur: math.MinInt64,
+			Attrs: map[string]string{"z": "last", "a": "first", "m\n": "<mid>", "é": "\xc3", "": "empty key"}},
+		{Wall: time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), Kind: Note, Text: "year 0"},
+		{Wall: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), Kind: Note, Text: strings.Repeat("long ", 20000)},
+	}
+	for i, e := range events {
+		want, err := encodingJSONLine(t, e)
+		if err != nil {
+			t.Fatalf("event %d: encoding/json: %v", i, err)
+		}
+		got, ok := appendEvent(nil, &e)
+		if !ok || !bytes.Equal(got, want) {
+			t.Errorf("event %d (ok %v):\n got %q\nwant %q", i, ok, got, want)
+		}
+	}
+	// Times encoding/json refuses are left to it, so its error is kept.
+	for _, w := range []time.Time{
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("far", 24*3600)),
+	} {
+		e := Event{Wall: w, Kind: Note}
+		if _, ok := appendEvent(nil, &e); ok {
+			t.Errorf("wall %v: appended, want the encoding/json fallback", w)
+		}
+		if _, err := encodingJSONLine(t, e); err == nil {
+			t.Errorf("wall %v: encoding/json accepts it; the fallback is needless", w)
+		}
+	}
+}
+
+// TestEmitOutOfRangeWall: an event whose wall time encoding/json refuses
+// is not written, the error is kept, and later events still are.
+func TestEmitOutOfRangeWall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	j, err := OpenJSONL(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Emit(Event{Wall: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Kind: Note})
+	j.Emit(Event{Wall: time.Now(), Kind: Note, Text: "after"})
+	if err := j.Close(); err == nil || !strings.Contains(err.Error(), "encode note event") {
+		t.Errorf("close: %v, want the encode error", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := ReadJSONL(bytes.NewReader(data))
+	if err != nil || len(evs) != 1 || evs[0].Text != "after" {
+		t.Errorf("read back %+v, %v; want the one later event", evs, err)
+	}
+}
+
+// FuzzAppendEvent: for any strings and numbers, the hand-written encoder
+// writes what encoding/json writes.
+func FuzzAppendEvent(f *testing.F) {
+	f.Add(int64(1), int64(1764106715123456789), "sim-safe", 3, "block.acked", int64(17), int64(180000), "APP 2.0.0 ready", "k", "v", 0)
+	f.Add(int64(-1), int64(0), "b\"\\", -1, "\x00", int64(-1), int64(0), "\xff\u2028<&>", "\n", "\xc3", 19800)
+	f.Fuzz(func(t *testing.T, tt, wallNs int64, board string, cycle int, kind string, block, dur int64, text, k, v string, zone int) {
+		loc := time.FixedZone("z", zone%(30*3600))
+		e := Event{T: time.Duration(tt), Wall: time.Unix(0, wallNs).In(loc), Board: board, Cycle: cycle, Kind: Kind(kind),
+			Block: block, Dur: time.Duration(dur), Text: text}
+		if k != "" || v != "" {
+			e.Attrs = map[string]string{k: v, k + "2": text}
+		}
+		want, err := encodingJSONLine(t, e)
+		got, ok := appendEvent(nil, &e)
+		if err != nil {
+			if ok {
+				t.Fatalf("encoding/json refuses %+v (%v), appendEvent wrote %q", e, err, got)
+			}
+			return
+		}
+		if !ok || !bytes.Equal(got, want) {
+			t.Fatalf("ok %v\n got %q\nwant %q", ok, got, want)
 		}
 	})
 }

@@ -120,8 +120,9 @@ func BlockSize(szx uint8) int { return 16 << szx }
 
 // Blocks returns the number of blocks of size bytes at szx.
 func Blocks(size uint32, szx uint8) uint32 {
-	bs := uint32(BlockSize(szx))
-	return (size + bs - 1) / bs
+	// In 64 bits: a size near 4 GiB must not wrap to a small count.
+	bs := uint64(BlockSize(szx))
+	return uint32((uint64(size) + bs - 1) / bs)
 }
 
 var (

@@ -3,27 +3,35 @@
 // block (so a cut trigger can act between and during blocks), and the
 // resumable in-place protocol of package fwproto on top of it.
 //
-// go-coap's automatic blockwise layer is switched off on purpose: its
-// transfer timeout covers the whole upload, it resends bytes when a server
-// asks for a smaller block, and it has no resume.
+// The client is lock-step: one request at a time, written and answered on
+// the caller's goroutine over one socket connected to the device. Over DTLS
+// 1.2, pion runs the PSK handshake and the client then seals and opens the
+// application records itself on that socket. It uses go-coap's message
+// codec but not its client connection, whose per-request goroutine hop,
+// message pool and context cost more than a small device's answer takes.
+// Retransmission follows RFC 7252 §4.2 and §4.8: ACK_TIMEOUT with
+// ACK_RANDOM_FACTOR 1.5, doubled after each of MAX_RETRANSMIT
+// retransmissions, and every exchange bounded by MAX_TRANSMIT_WAIT whatever
+// context the caller passes. An ICMP port unreachable (a device that is
+// off) counts as a lost datagram.
+//
+// Automatic block-wise transfer is not offered on purpose: go-coap's covers
+// the whole upload with one timeout, resends bytes when a server asks for a
+// smaller block, and has no resume.
 package update
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
+	"net"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
-	"github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/net/blockwise"
-	"github.com/plgd-dev/go-coap/v3/options"
-	"github.com/plgd-dev/go-coap/v3/udp"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/fudbench/fudbench/bench/fwproto"
 )
@@ -40,66 +48,152 @@ type Transmission struct {
 	MaxRetransmit uint32        // default 4
 }
 
-// Client is a CoAP client connection to one device.
-type Client struct {
-	addr    string
-	conn    *udpclient.Conn
-	maxWait time.Duration
+// MaxTransmitWait is MAX_TRANSMIT_WAIT (RFC 7252 §4.8.2) for t: the longest
+// one exchange may take, from the first transmission to giving up.
+func (t Transmission) MaxTransmitWait() time.Duration {
+	return t.AckTimeout * time.Duration(uint64(2)<<t.MaxRetransmit-1) * 3 / 2
 }
 
-// Dial connects to addr (host:port) over UDP, or over DTLS when psk is
-// not nil.
+func (t Transmission) withDefaults() Transmission {
+	if t.AckTimeout <= 0 {
+		t.AckTimeout = 2 * time.Second
+	}
+	if t.MaxRetransmit == 0 {
+		t.MaxRetransmit = 4
+	}
+	// 2<<MaxRetransmit must not overflow MaxTransmitWait.
+	t.MaxRetransmit = min(t.MaxRetransmit, 20)
+	return t
+}
+
+// cipherSuites are the DTLS PSK suites offered. TLS_PSK_WITH_AES_128_CCM_8
+// is the one CoAP mandates (RFC 7252 §9.1.3.1) and what small devices
+// implement; AES-128-GCM comes first because, where the device has it,
+// it costs the bench a fraction of CCM's time per record (Go's GCM is
+// hardware-assisted and allocation-free, pion's CCM is neither).
+var cipherSuites = []piondtls.CipherSuiteID{
+	piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	piondtls.TLS_PSK_WITH_AES_128_CCM_8,
+}
+
+// Dial connects to addr (host:port) over UDP, or over DTLS when psk is not
+// nil. Nothing is sent yet: the DTLS handshake is part of the first
+// exchange. ctx is not used.
 func Dial(ctx context.Context, addr string, psk *PSK, tx Transmission) (*Client, error) {
-	if tx.AckTimeout == 0 {
-		tx.AckTimeout = 2 * time.Second
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("coap: dial %s: %w", addr, err)
 	}
-	if tx.MaxRetransmit == 0 {
-		tx.MaxRetransmit = 4
-	}
-	// The connection's own context must outlive ctx, which only bounds
-	// the dial.
-	opts := []udp.Option{
-		options.WithBlockwise(false, blockwise.SZX1024, time.Minute),
-		options.WithTransmission(1, tx.AckTimeout, tx.MaxRetransmit),
-		// Socket errors (ICMP port unreachable while a device is off) come
-		// back from Do; go-coap's own logging of them is noise.
-		options.WithErrors(func(err error) { slog.Debug("coap", "addr", addr, "err", err) }),
-	}
-	var (
-		conn *udpclient.Conn
-		err  error
-	)
-	if psk == nil {
-		conn, err = udp.Dial(addr, opts...)
-	} else {
-		cfg := dtls.NewDTLSClientOptions(
-			piondtls.WithPSK(func([]byte) ([]byte, error) { return psk.Key, nil }),
-			piondtls.WithPSKIdentityHint([]byte(psk.Identity)),
-			piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8, piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
-		)
-		conn, err = dtls.Dial(addr, cfg, opts...)
-	}
+	tx = tx.withDefaults()
+	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("coap: dial %s: %w", addr, err)
 	}
-	// MAX_TRANSMIT_WAIT (RFC 7252 §4.8.2) bounds every exchange, so a dead
-	// device can never hang the bench, whatever context the caller passes.
-	wait := tx.AckTimeout * time.Duration(uint64(2)<<tx.MaxRetransmit-1) * 3 / 2
-	return &Client{addr: addr, conn: conn, maxWait: wait}, nil
+	sock, err := net.DialUDP("udp", nil, ua)
+	if err != nil {
+		return nil, fmt.Errorf("coap: dial %s: %w", addr, err)
+	}
+	c := newClient(addr, sock, tx)
+	if psk != nil {
+		// The handshake happens in the first exchange, bounded like one, so
+		// that dialling a device that is off does not block.
+		key := psk.Key
+		c.dtlsOpts = []piondtls.ClientOption{
+			piondtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+			piondtls.WithPSKIdentityHint([]byte(psk.Identity)),
+			piondtls.WithCipherSuites(cipherSuites...),
+		}
+		if err := c.newDTLS(); err != nil {
+			_ = sock.Close()
+			return nil, fmt.Errorf("coap: dial %s: %w", addr, err)
+		}
+	}
+	return c, nil
 }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// newClient sets up the state of one client on sock.
+func newClient(addr string, sock *net.UDPConn, tx Transmission) *Client {
+	var seed [10]byte
+	_, _ = rand.Read(seed[:])
+	c := &Client{
+		addr:    addr,
+		sock:    sock,
+		conn:    sock,
+		tx:      tx,
+		maxWait: tx.MaxTransmitWait(),
+		mid:     binary.BigEndian.Uint16(seed[0:2]),
+		tokBase: binary.BigEndian.Uint64(seed[2:10]),
+		out:     make([]byte, 0, 1280),
+		in:      make([]byte, maxDatagram),
+		msg:     message.Message{Options: make(message.Options, 0, 16)},
+		opts:    make(message.Options, 0, 16),
+		lastSep: -1,
+	}
+	return c
+}
+
+// Close closes the connection; over DTLS it first sends close_notify. A
+// request in progress returns at once with an error.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.wmu.Lock()
+	dc, ps, unwatch := c.dtls, c.ps, c.unwatch
+	c.wmu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
+	if c.mu.TryLock() {
+		// Between exchanges: say goodbye on the session taken over from
+		// pion (pion's own close_notify would carry stale sequence numbers
+		// and is not sent).
+		if c.rl != nil {
+			_, _ = c.sock.Write(c.rl.seal(nil, ctAlert, []byte{1, 0}))
+		}
+		c.mu.Unlock()
+	}
+	var errs []error
+	if dc != nil {
+		errs = append(errs, dc.Close(), ps.Close())
+	}
+	errs = append(errs, c.sock.Close())
+	if err := errors.Join(errs...); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("coap: close %s: %w", c.addr, err)
+	}
+	return nil
+}
+
+// DTLSRecords tells who seals and opens the application data records of
+// a DTLS session: "client" once this client has taken the handshaken
+// session over from pion (the fast path), "pion" when it could not (pion's
+// own record path, slower but equally correct), "" over plain UDP or
+// before the handshake.
+func (c *Client) DTLSRecords() string {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch {
+	case c.rl != nil:
+		return "client"
+	case c.dtls != nil && c.shaken:
+		return "pion"
+	}
+	return ""
+}
 
 // Addr is the device address.
 func (c *Client) Addr() string { return c.addr }
 
-// Response is a CoAP response, copied out of go-coap's message pool.
+// Response is a CoAP response. It and its Payload belong to the caller.
 type Response struct {
 	Code    codes.Code
 	Payload []byte
 	Block1  *Block
 	Size1   uint32
+	// Retransmits counts the retransmissions of the request this answers
+	// (0: the first copy was answered).
+	Retransmits int
+
+	block Block // storage behind Block1: one allocation per response
 }
 
 // Block is a decoded Block1 option.
@@ -118,65 +212,6 @@ type Request struct {
 	Block1        *Block
 	Size1         uint32
 	RequestTag    []byte
-}
-
-// Do sends one confirmable request and waits for its response.
-func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.maxWait)
-	defer cancel()
-	req := c.conn.AcquireMessage(ctx)
-	defer c.conn.ReleaseMessage(req)
-	tok, err := message.GetToken()
-	if err != nil {
-		return nil, err
-	}
-	req.SetCode(r.Code)
-	req.SetToken(tok)
-	req.SetType(message.Confirmable)
-	if err := req.SetPath(r.Path); err != nil {
-		return nil, fmt.Errorf("coap: path %q: %w", r.Path, err)
-	}
-	if r.ContentFormat >= 0 && r.Payload != nil {
-		req.SetContentFormat(message.MediaType(r.ContentFormat))
-	}
-	if r.Block1 != nil {
-		v, err := blockwise.EncodeBlockOption(blockwise.SZX(r.Block1.SZX), int64(r.Block1.Num), r.Block1.More)
-		if err != nil {
-			return nil, fmt.Errorf("coap: block option: %w", err)
-		}
-		req.SetOptionUint32(message.Block1, v)
-	}
-	if r.Size1 != 0 {
-		req.SetOptionUint32(message.Size1, r.Size1)
-	}
-	if r.RequestTag != nil {
-		req.SetOptionBytes(fwproto.OptionRequestTag, r.RequestTag)
-	}
-	if r.Payload != nil {
-		req.SetBody(bytes.NewReader(r.Payload))
-	}
-	resp, err := c.conn.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("coap: %v %s%s: %w", r.Code, c.addr, r.Path, err)
-	}
-	defer c.conn.ReleaseMessage(resp)
-	out := &Response{Code: resp.Code()}
-	if resp.Body() != nil {
-		out.Payload, err = resp.ReadBody()
-		if err != nil {
-			return nil, fmt.Errorf("coap: read body: %w", err)
-		}
-	}
-	if v, err := resp.GetOptionUint32(message.Block1); err == nil {
-		szx, num, more, err := blockwise.DecodeBlockOption(v)
-		if err == nil {
-			out.Block1 = &Block{Num: uint32(num), More: more, SZX: uint8(szx)}
-		}
-	}
-	if v, err := resp.GetOptionUint32(message.Size1); err == nil {
-		out.Size1 = v
-	}
-	return out, nil
 }
 
 // Get fetches path.

@@ -34,7 +34,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,8 +135,15 @@ type Board struct {
 	detached chan struct{} // closed when the last power-off's console detach is done
 	netDone  chan struct{} // closed when the last power-off's network teardown is done
 
-	netMu  sync.Mutex // serialises starting, stopping and parking the network
-	parked []net.PacketConn
+	netMu sync.Mutex // serialises starting, stopping and parking the network
+	// socks are the board's UDP sockets (its UDP addresses in order, then
+	// the DTLS one), bound at the first boot and kept until Close: the
+	// CoAP servers of each boot serve on them, and while the board is off
+	// they are parked (read and dropped), so the board's ports are never
+	// free for another socket to take. b.netMu guards them.
+	socks   []*net.UDPConn
+	parked  bool
+	drained sync.WaitGroup
 
 	mu       sync.Mutex // guards the fields below
 	powered  bool
@@ -375,7 +381,7 @@ func (b *Board) Close() error {
 		<-netDone
 	}
 	b.netMu.Lock()
-	b.unpark()
+	b.closeSocks()
 	b.netMu.Unlock()
 	if b.gdbStop != nil {
 		b.gdbStop()
@@ -592,37 +598,25 @@ func (b *Board) netDown(servers []*coapsrv.Server) {
 	b.netMu.Lock()
 	defer b.netMu.Unlock()
 	for _, s := range servers {
-		s.Close()
+		s.Detach()
 	}
 	b.park()
 }
 
-// park holds the board's UDP ports while its network is down, dropping
-// datagrams silently as an unpowered device does: no ICMP "port
-// unreachable", and no other socket on this host can take the port (a
-// client whose ephemeral port landed on it would talk to itself). b.netMu
-// held.
+// park drops whatever reaches the board's sockets while its network is
+// down, silently, as an unpowered device does: no ICMP "port unreachable",
+// and, the sockets staying bound, no other socket on this host can take
+// the port (a client whose ephemeral port landed on it would talk to
+// itself). b.netMu held.
 func (b *Board) park() {
-	if len(b.parked) > 0 {
+	if b.parked {
 		return
 	}
-	b.mu.Lock()
-	addrs := append([]string(nil), b.udpAddrs...)
-	if b.dtlsAddr != "" && b.dtlsAddr != "-" {
-		addrs = append(addrs, b.dtlsAddr)
-	}
-	b.mu.Unlock()
-	for _, a := range addrs {
-		if strings.HasSuffix(a, ":0") {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", a)
-		if err != nil {
-			b.log.Debug("park", "addr", a, "err", err)
-			continue
-		}
-		b.parked = append(b.parked, pc)
+	b.parked = true
+	for _, pc := range b.socks {
+		b.drained.Add(1)
 		go func() {
+			defer b.drained.Done()
 			buf := make([]byte, 64)
 			for {
 				if _, _, err := pc.ReadFrom(buf); err != nil {
@@ -633,12 +627,47 @@ func (b *Board) park() {
 	}
 }
 
-// unpark releases the parked ports for the servers; b.netMu held.
+// unpark stops dropping datagrams so that the sockets can be served
+// again; b.netMu held.
 func (b *Board) unpark() {
-	for _, pc := range b.parked {
+	if !b.parked {
+		return
+	}
+	b.parked = false
+	for _, pc := range b.socks {
+		_ = pc.SetReadDeadline(time.Unix(1, 0))
+	}
+	b.drained.Wait()
+	for _, pc := range b.socks {
+		_ = pc.SetReadDeadline(time.Time{})
+	}
+}
+
+// sock returns the board's i-th socket, bound to addr at its first use;
+// b.netMu held.
+func (b *Board) sock(i int, addr string) (*net.UDPConn, error) {
+	if i < len(b.socks) {
+		return b.socks[i], nil
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %q: %w", addr, err)
+	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	b.socks = append(b.socks, pc)
+	return pc, nil
+}
+
+// closeSocks closes the board's sockets for good; b.netMu held.
+func (b *Board) closeSocks() {
+	b.unpark()
+	for _, pc := range b.socks {
 		pc.Close()
 	}
-	b.parked = nil
+	b.socks = nil
 }
 
 // Reset is a software (or probe) reset: RAM is lost, the bootloader runs
@@ -772,8 +801,9 @@ func (b *Board) boot(ep uint64) {
 	if b.epoch != ep || !b.powered {
 		b.mu.Unlock()
 		for _, s := range servers {
-			s.Close()
+			s.Detach()
 		}
+		b.park()
 		return
 	}
 	b.ram = r

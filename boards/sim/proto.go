@@ -30,12 +30,17 @@ func (b *Board) startCoAP(ep uint64, r *ram) ([]*coapsrv.Server, error) {
 	var servers []*coapsrv.Server
 	fail := func(err error) ([]*coapsrv.Server, error) {
 		for _, s := range servers {
-			s.Close()
+			s.Detach()
 		}
 		return nil, err
 	}
+	// b.netMu is held: the board's sockets are bound once and kept.
 	for i, a := range udp {
-		s, err := coapsrv.ListenUDP(a, h, opts)
+		sock, err := b.sock(i, a)
+		if err != nil {
+			return fail(fmt.Errorf("sim: board %s: coap %s: %w", b.cfg.Name, a, err))
+		}
+		s, err := coapsrv.ServeUDP(sock, h, opts)
 		if err != nil {
 			return fail(fmt.Errorf("sim: board %s: coap %s: %w", b.cfg.Name, a, err))
 		}
@@ -57,7 +62,11 @@ func (b *Board) startCoAP(ep uint64, r *ram) ([]*coapsrv.Server, error) {
 			}
 			return b.cfg.PSK, nil
 		}
-		s, err := coapsrv.ListenDTLS(dtlsAddr, psk, h, opts)
+		sock, err := b.sock(len(udp), dtlsAddr)
+		if err != nil {
+			return fail(fmt.Errorf("sim: board %s: coaps %s: %w", b.cfg.Name, dtlsAddr, err))
+		}
+		s, err := coapsrv.ServeDTLS(sock, psk, h, opts)
 		if err != nil {
 			return fail(fmt.Errorf("sim: board %s: coaps %s: %w", b.cfg.Name, dtlsAddr, err))
 		}

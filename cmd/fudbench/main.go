@@ -87,7 +87,7 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g), newRunCmd(g), newFlashCmd(g))
+	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g), newRunCmd(g), newFlashCmd(g), newReportCmd(g))
 	return root
 }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +22,8 @@ import (
 	"github.com/fudbench/fudbench/boards/sim"
 	"github.com/fudbench/fudbench/boards/sim/image"
 	"github.com/fudbench/fudbench/jobs"
+	"github.com/fudbench/fudbench/power"
+	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -65,6 +70,82 @@ func startBuiltinSims(ctx context.Context, g *globals, timeScale float64, dir st
 	return s, inv, nil
 }
 
+// builtinBoards are the built-in simulated bench's boards as a job sees
+// them (names and tags), known before they are started.
+func builtinBoards() []boards.Board {
+	var out []boards.Board
+	for _, c := range sim.DefaultBench() {
+		out = append(out, boards.Board{Name: c.Name, Tags: []string{"sim", string(c.Strategy)}})
+	}
+	return out
+}
+
+// checkImage verifies an image in fudbench's signed format (magic "FUDI")
+// before anything is powered: header, payload digest, signature with pub
+// (the development key unless keyGiven), so a corrupt or wrongly signed
+// image fails the job at once. An image in another format is passed on
+// as it is: the device verifies it.
+func checkImage(g *globals, what string, spec jobs.ImageSpec, img []byte, pub ed25519.PublicKey, keyGiven bool) error {
+	name := spec.File
+	if name == "" {
+		name = "(built)"
+	}
+	if !bytes.HasPrefix(img, []byte(image.Magic)) {
+		g.log.Info("image is not in fudbench's format; the device verifies it", "image", what, "file", name)
+		return nil
+	}
+	h, err := image.ParseHeader(img)
+	if err != nil {
+		return fmt.Errorf("%s image %s: %w", what, name, err)
+	}
+	if !keyGiven && h.KeyID != image.KeyID(pub) {
+		return fmt.Errorf("%s image %s: signed by key id %x, not the development key: give its public key with --image-key", what, name, h.KeyID)
+	}
+	if _, err := image.Verify(img, pub); err != nil {
+		return fmt.Errorf("%s image %s: %w", what, name, err)
+	}
+	return nil
+}
+
+// checkWiring opens each selected board's drivers the way the run will,
+// powering and connecting nothing, and reads its DTLS key, so that a
+// misspelt driver setting or an unreadable key is reported before any
+// output exists. Driver errors point at the driver's entry in the bench
+// file when the driver's own error has no position.
+func checkWiring(inv *boards.Bench, names []string) error {
+	at := func(d *boards.DriverConfig, board string, err error) error {
+		var ce *boards.ConfigError
+		if errors.As(err, &ce) && ce.Line > 0 {
+			return &boards.ConfigError{File: ce.File, Line: ce.Line, Column: ce.Column, Msg: fmt.Sprintf("board %s: %s", board, ce.Msg)}
+		}
+		return d.Errorf("board %s: %v", board, err)
+	}
+	for _, n := range names {
+		bd, err := inv.Board(n)
+		if err != nil {
+			return err
+		}
+		if bd.Power != nil {
+			if _, err := power.Open(bd.Power.Driver, bd.Power); err != nil {
+				return at(bd.Power, n, err)
+			}
+		}
+		if bd.Probe != nil && bd.Probe.Driver != "" && slices.Contains(probes.Drivers(), bd.Probe.Driver) {
+			p, err := probes.Open(bd.Probe.Driver, bd.Probe)
+			if err != nil {
+				return at(bd.Probe, n, err)
+			}
+			p.Close()
+		}
+		if bd.CoAP != nil && bd.CoAP.DTLS != nil {
+			if _, err := bd.CoAP.DTLS.Key(); err != nil {
+				return &boards.ConfigError{File: inv.File, Msg: fmt.Sprintf("board %s: %v", n, err)}
+			}
+		}
+	}
+	return nil
+}
+
 // loadImage reads or builds one of the job's images.
 func loadImage(spec jobs.ImageSpec) ([]byte, error) {
 	if spec.Build != nil {
@@ -83,6 +164,9 @@ func newRunCmd(g *globals) *cobra.Command {
 		benchFile, outDir, dbPath, lockDir string
 		resume, jsonOut, lockWait, noDB    bool
 		timeScale                          float64
+		imageKey                           string
+		skipImageCheck                     bool
+		withReport                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run [JOB] [--bench FILE] [--out DIR] [--db FILE]",
@@ -127,6 +211,23 @@ job or bench file; 3 the bench failed (infra-error); 130 interrupted.`,
 			if err != nil {
 				return usageErr(fmt.Errorf("update %w", err))
 			}
+			if !skipImageCheck {
+				pub := image.DevKey().Public().(ed25519.PublicKey)
+				if imageKey != "" {
+					if pub, err = image.LoadPublicKey(imageKey); err != nil {
+						return usageErr(fmt.Errorf("--image-key: %w", err))
+					}
+				}
+				for _, im := range []struct {
+					what string
+					spec jobs.ImageSpec
+					b    []byte
+				}{{"baseline", job.Baseline, baseline}, {"update", job.Image, upd}} {
+					if err := checkImage(g, im.what, im.spec, im.b, pub, imageKey != ""); err != nil {
+						return usageErr(err)
+					}
+				}
+			}
 			if _, err := job.Cycles(job.Blocks(len(upd))); err != nil {
 				return usageErr(err)
 			}
@@ -135,9 +236,9 @@ job or bench file; 3 the bench failed (infra-error); 130 interrupted.`,
 				if inv, err = boards.Load(job.Bench); err != nil {
 					return usageErr(err)
 				}
-				if _, err := job.SelectBoards(inv.Boards); err != nil {
-					return usageErr(err)
-				}
+			} else if _, err := job.SelectBoards(builtinBoards()); err != nil {
+				// Before the built-in boards are started.
+				return usageErr(err)
 			}
 			h := sha256.New()
 			h.Write(jobText)
@@ -164,6 +265,18 @@ job or bench file; 3 the bench failed (infra-error); 130 interrupted.`,
 				}
 				defer sims.Close()
 				inv = sinv
+			}
+			// Boards, wiring and image sizes: checked before the database
+			// is opened or created, so a bad job leaves no trace.
+			names, _, err := jobs.Check(job, inv, baseline, upd)
+			if err == nil {
+				err = checkWiring(inv, names)
+			}
+			if err != nil {
+				if errors.Is(err, boards.ErrConfig) {
+					return usageErr(err)
+				}
+				return infraErr(err)
 			}
 			var db *results.DB
 			if !noDB {
@@ -209,6 +322,15 @@ job or bench file; 3 the bench failed (infra-error); 130 interrupted.`,
 			} else {
 				fmt.Fprintf(c.OutOrStdout(), "results: %s (run %s)\n", strings.TrimSuffix(outDir, "/"), rep.Run.ID)
 			}
+			if withReport && !rep.Interrupted {
+				path := filepath.Join(outDir, "report.html")
+				if rerr := writeRunReport(db, outDir, rep.Run.ID, path, reportFirmware(baseline, upd)); rerr != nil {
+					g.log.Error("report", "err", rerr)
+					err = errors.Join(err, rerr)
+				} else {
+					fmt.Fprintf(out, "report: %s\n", path)
+				}
+			}
 			switch {
 			case rep.Interrupted:
 				return errInterrupted
@@ -230,6 +352,9 @@ job or bench file; 3 the bench failed (infra-error); 130 interrupted.`,
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the summary as JSON on stdout")
 	cmd.Flags().BoolVar(&lockWait, "lock-wait", false, "wait for boards locked by another run instead of failing")
 	cmd.Flags().StringVar(&lockDir, "lock-dir", "", "where board leases are kept (default $TMPDIR/fudbench-locks)")
+	cmd.Flags().StringVar(&imageKey, "image-key", "", "public key (PEM) that signs the job's images; default: the development key")
+	cmd.Flags().BoolVar(&skipImageCheck, "skip-image-check", false, "push images that do not verify (to test that a device refuses them)")
+	cmd.Flags().BoolVar(&withReport, "report", false, "also write the campaign report to OUT/report.html (see fudbench report)")
 	cmd.Flags().Float64Var(&timeScale, "time-scale", 0, "built-in sim boards: scale of flash and boot timings (0 = instant)")
 	return cmd
 }

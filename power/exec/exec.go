@@ -135,7 +135,7 @@ func (s *Switch) Off(ctx context.Context) error {
 // State runs the state command: exit status 0 is on, 1 is off.
 func (s *Switch) State(ctx context.Context) (bool, error) {
 	if len(s.cfg.State) == 0 {
-		return false, fmt.Errorf("%s: state: %w: no state command configured", s, power.ErrDriver)
+		return false, fmt.Errorf("%s: state: %w: %w: no state command configured", s, power.ErrDriver, errors.ErrUnsupported)
 	}
 	code, err := s.run(ctx, "state", s.cfg.State)
 	if err != nil {

@@ -89,6 +89,12 @@ func (s *Switch) On(ctx context.Context) error { return s.set(ctx, "on", true) }
 // Off cuts the board's power.
 func (s *Switch) Off(ctx context.Context) error { return s.set(ctx, "off", false) }
 
+var _ power.Bounded = (*Switch)(nil)
+
+// Bounded reports that the switch never blocks: driving a line is one
+// ioctl or register write.
+func (s *Switch) Bounded() bool { return true }
+
 // State reads the line back and reports whether the supply is on.
 func (s *Switch) State(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {

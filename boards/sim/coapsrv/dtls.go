@@ -59,6 +59,25 @@ func ListenDTLS(addr string, psk PSKFunc, h Handler, opts Options) (*Server, err
 	if err := s.bind(addr); err != nil {
 		return nil, err
 	}
+	s.startDTLS(psk)
+	return s, nil
+}
+
+// ServeDTLS is ListenDTLS on a socket the caller keeps; see ServeUDP.
+func ServeDTLS(sock *net.UDPConn, psk PSKFunc, h Handler, opts Options) (*Server, error) {
+	if psk == nil {
+		return nil, errors.New("coapsrv: nil PSK function")
+	}
+	s, err := newServer(h, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.sock = sock
+	s.startDTLS(psk)
+	return s, nil
+}
+
+func (s *Server) startDTLS(psk PSKFunc) {
 	s.dtls = &dtlsEndpoint{
 		s: s,
 		opts: []dtls.ServerOption{
@@ -69,7 +88,6 @@ func ListenDTLS(addr string, psk PSKFunc, h Handler, opts Options) (*Server, err
 	}
 	go s.dtls.serve()
 	s.log.Debug("coap listening", "addr", s.sock.LocalAddr().String(), "transport", "dtls")
-	return s, nil
 }
 
 // serve reads the socket and queues each datagram for its peer's session,
@@ -78,13 +96,9 @@ func (e *dtlsEndpoint) serve() {
 	s := e.s
 	buf := make([]byte, maxDatagram)
 	for {
-		n, from, err := s.sock.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("coap read failed", "err", err)
-			continue
+		n, from, ok := s.readFrom(buf)
+		if !ok {
+			return
 		}
 		p := e.peer(from, buf[:n])
 		if p == nil {

@@ -95,6 +95,11 @@ type Server struct {
 	// returned nothing more leaves the socket.
 	sendMu sync.Mutex
 	closed atomic.Bool
+	// readMu is held by a reader for the length of one socket read, and
+	// by Detach to know that no read of this server is under way or will
+	// start (a reader checks closed before it reads). A handler runs
+	// outside it: Detach never waits for one.
+	readMu sync.Mutex
 
 	// handleMu makes handler calls sequential and guards cache.
 	handleMu sync.Mutex
@@ -156,11 +161,29 @@ func ListenUDP(addr string, h Handler, opts Options) (*Server, error) {
 	if err := s.bind(addr); err != nil {
 		return nil, err
 	}
+	s.startUDP()
+	return s, nil
+}
+
+// ServeUDP serves CoAP over plain UDP on a socket the caller keeps: Detach
+// stops the server and hands the socket back, still bound, so that no
+// other socket can take its port in between (a device's address outlives
+// its power cycles).
+func ServeUDP(sock *net.UDPConn, h Handler, opts Options) (*Server, error) {
+	s, err := newServer(h, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.sock = sock
+	s.startUDP()
+	return s, nil
+}
+
+func (s *Server) startUDP() {
 	w := newWorker(s, 0)
 	w.write = func(b []byte) { s.writeUDP(b, w.peer) }
 	go s.serveUDP(w)
 	s.log.Debug("coap listening", "addr", s.sock.LocalAddr().String(), "transport", "udp")
-	return s, nil
 }
 
 // Addr is the local address of the socket.
@@ -186,6 +209,51 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// Detach stops the server as Close does, at once, but leaves its socket
+// open and returns it once no goroutine of the server reads it any more.
+// Datagrams that arrive from then on wait in the socket for its next user.
+func (s *Server) Detach() *net.UDPConn {
+	s.sendMu.Lock()
+	was := s.closed.Swap(true)
+	s.sendMu.Unlock()
+	if was {
+		return s.sock
+	}
+	s.cancel()
+	// A read deadline in the past wakes a reader blocked in the socket;
+	// once readMu is ours no read is under way, and the reader sees
+	// closed before it would read again.
+	_ = s.sock.SetReadDeadline(time.Unix(1, 0))
+	s.readMu.Lock()
+	_ = s.sock.SetReadDeadline(time.Time{})
+	s.readMu.Unlock()
+	if s.dtls != nil {
+		s.dtls.closeAll()
+	}
+	return s.sock
+}
+
+// readFrom reads one datagram for the server's reader; ok is false once
+// the server is closed or detached.
+func (s *Server) readFrom(buf []byte) (n int, from netip.AddrPort, ok bool) {
+	for {
+		s.readMu.Lock()
+		if s.closed.Load() {
+			s.readMu.Unlock()
+			return 0, from, false
+		}
+		n, from, err := s.sock.ReadFromUDPAddrPort(buf)
+		s.readMu.Unlock()
+		if err == nil {
+			return n, from, true
+		}
+		if s.closed.Load() || errors.Is(err, net.ErrClosed) {
+			return 0, from, false
+		}
+		s.log.Warn("coap read failed", "err", err)
+	}
+}
+
 // now is the server's monotonic clock in nanoseconds.
 func (s *Server) now() int64 { return int64(time.Since(s.start)) }
 
@@ -204,13 +272,9 @@ func (s *Server) writeUDP(b []byte, to netip.AddrPort) {
 func (s *Server) serveUDP(w *worker) {
 	buf := make([]byte, maxDatagram)
 	for {
-		n, from, err := s.sock.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("coap read failed", "err", err)
-			continue
+		n, from, ok := s.readFrom(buf)
+		if !ok {
+			return
 		}
 		w.setPeer(from)
 		w.handle(buf[:n])

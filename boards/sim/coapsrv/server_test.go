@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -555,4 +556,98 @@ func TestHandleAllocations(t *testing.T) {
 var continueResp = [2]Response{
 	{Code: codes.Continue, ContentFormat: NoContentFormat, Block1: &Block{Num: 1, More: true, SZX: 2}},
 	{Code: codes.Continue, ContentFormat: NoContentFormat, Block1: &Block{Num: 2, More: true, SZX: 2}},
+}
+
+// TestDetachKeepsTheSocket: a detached server answers nothing more, its
+// socket stays bound (no other socket can take the port), and a new
+// server on the same socket answers at once — including a request that
+// arrived in between.
+func TestDetachKeepsTheSocket(t *testing.T) {
+	ua, err := net.ResolveUDPAddr("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	s, err := ServeUDP(sock, (&device{}).handle, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rawConn(t, s)
+	if roundTrip(t, c, encode(t, message.Confirmable, codes.GET, 1, nil, "/boot", nil), time.Second) == nil {
+		t.Fatal("no reply before Detach")
+	}
+	done := make(chan *net.UDPConn)
+	go func() { done <- s.Detach() }()
+	select {
+	case got := <-done:
+		if got != sock {
+			t.Fatal("Detach returned another socket")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Detach did not return")
+	}
+	if s.Detach() != sock || s.Close() != nil {
+		t.Error("a second Detach or Close misbehaved")
+	}
+	if _, err := net.ListenUDP("udp", sock.LocalAddr().(*net.UDPAddr)); err == nil {
+		t.Fatal("the port was free after Detach")
+	}
+	if _, err := c.Write(encode(t, message.Confirmable, codes.GET, 2, nil, "/boot", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if r := readReply(t, c, 200*time.Millisecond); r != nil {
+		t.Fatalf("reply after Detach: % x", r)
+	}
+	s2, err := ServeUDP(sock, (&device{}).handle, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if r := readReply(t, c, time.Second); r == nil {
+		t.Fatal("the request that waited in the socket got no reply from the next server")
+	}
+	if roundTrip(t, c, encode(t, message.Confirmable, codes.GET, 3, nil, "/boot", nil), time.Second) == nil {
+		t.Fatal("the next server on the socket does not answer")
+	}
+}
+
+// TestDetachDoesNotWaitForAHandler: a board cuts its network from code
+// that may hold what a running handler waits for; Detach must return
+// while the handler still runs, and the handler's reply must not go out.
+func TestDetachDoesNotWaitForAHandler(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	ua, _ := net.ResolveUDPAddr("udp", "127.0.0.1:0")
+	sock, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	s, err := ServeUDP(sock, func(ctx context.Context, r *Request) *Response {
+		close(entered)
+		<-release
+		return &Response{Code: codes.Content, ContentFormat: NoContentFormat}
+	}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rawConn(t, s)
+	if _, err := c.Write(encode(t, message.Confirmable, codes.GET, 1, nil, "/slow", nil)); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	done := make(chan struct{})
+	go func() { s.Detach(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Detach waited for a running handler")
+	}
+	close(release)
+	if r := readReply(t, c, 300*time.Millisecond); r != nil {
+		t.Fatalf("reply of a detached server: % x", r)
+	}
 }

@@ -122,6 +122,7 @@ type Flash struct {
 	onBusy  func(bool)
 	rng     *rand.Rand
 	file    *os.File
+	wearBuf []byte // persistCounters' encoding buffer
 	cuts    []Cut
 	cur     Cut // operation in progress; Kind OpNone when idle
 }
@@ -157,9 +158,7 @@ func New(cfg Config) (*Flash, error) {
 	}
 	f.data = make([]byte, f.size)
 	f.wear = make([]uint32, len(cfg.Sectors))
-	for i := range f.data {
-		f.data[i] = cfg.Erased
-	}
+	fill(f.data, cfg.Erased)
 	if cfg.Path != "" {
 		if err := f.openFile(); err != nil {
 			return nil, err
@@ -190,17 +189,21 @@ func (f *Flash) openFile() error {
 		}
 		return f.persistWear()
 	case want:
-		buf := make([]byte, want)
-		if _, err := file.ReadAt(buf, 0); err != nil {
+		// The trailer first: a file of another layout leaves f.data as
+		// it was.
+		tr := make([]byte, f.trailerLen())
+		if _, err := file.ReadAt(tr, int64(f.size)); err != nil {
 			file.Close()
 			return fmt.Errorf("flash: read %s: %w", f.cfg.Path, err)
 		}
-		tr := buf[f.size:]
 		if binary.LittleEndian.Uint32(tr) != fileMagic || int(binary.LittleEndian.Uint32(tr[4:])) != len(f.wear) {
 			file.Close()
 			return fmt.Errorf("%w: %s", ErrFileLayout, f.cfg.Path)
 		}
-		copy(f.data, buf[:f.size])
+		if _, err := file.ReadAt(f.data, 0); err != nil {
+			file.Close()
+			return fmt.Errorf("flash: read %s: %w", f.cfg.Path, err)
+		}
 		for i := range f.wear {
 			f.wear[i] = binary.LittleEndian.Uint32(tr[8+4*i:])
 		}
@@ -237,6 +240,43 @@ func (f *Flash) persistWear() error {
 		return fmt.Errorf("flash: persist %s: %w", f.cfg.Path, err)
 	}
 	return nil
+}
+
+// persistCounters writes the wear counters of sectors [from, to) to the
+// backing file's trailer (its header is written once, with the file);
+// f.mu held.
+func (f *Flash) persistCounters(from, to int) error {
+	if f.file == nil || from >= to {
+		return nil
+	}
+	n := 4 * (to - from)
+	if cap(f.wearBuf) < n {
+		f.wearBuf = make([]byte, 4*len(f.wear))
+	}
+	buf := f.wearBuf[:n]
+	for i := from; i < to; i++ {
+		binary.LittleEndian.PutUint32(buf[4*(i-from):], f.wear[i])
+	}
+	if _, err := f.file.WriteAt(buf, int64(f.size+8+4*from)); err != nil {
+		return fmt.Errorf("flash: persist %s: %w", f.cfg.Path, err)
+	}
+	return nil
+}
+
+// fill sets every byte of p to v (memclr for 0, doubling copies
+// otherwise).
+func fill(p []byte, v byte) {
+	if v == 0 {
+		clear(p)
+		return
+	}
+	if len(p) == 0 {
+		return
+	}
+	p[0] = v
+	for n := 1; n < len(p); n *= 2 {
+		copy(p[n:], p[:n])
+	}
 }
 
 // Close releases the backing file.
@@ -412,12 +452,10 @@ func (f *Flash) Program(off int, data []byte) error {
 	// NOR can only move bits away from the erased value: check the whole
 	// request first so a refused write changes nothing.
 	f.mu.Lock()
-	for i, b := range data {
+	if i := f.refused(f.data[off:off+len(data)], data); i >= 0 {
 		old := f.data[off+i]
-		if f.cfg.Erased == 0xFF && b&^old != 0 || f.cfg.Erased == 0x00 && old&^b != 0 {
-			f.mu.Unlock()
-			return fmt.Errorf("%w: at %#x old %#02x new %#02x", ErrNotErased, off+i, old, b)
-		}
+		f.mu.Unlock()
+		return fmt.Errorf("%w: at %#x old %#02x new %#02x", ErrNotErased, off+i, old, data[i])
 	}
 	f.mu.Unlock()
 
@@ -429,6 +467,9 @@ func (f *Flash) Program(off int, data []byte) error {
 	defer f.setCur(OpNone, 0)
 	words := len(data) / a
 	per := f.scaled(f.cfg.ProgramTime)
+	if per == 0 {
+		return f.programInstant(off, data)
+	}
 	start := time.Now()
 	var timer *time.Timer
 	f.mu.Lock()
@@ -504,6 +545,93 @@ func (f *Flash) Program(off int, data []byte) error {
 	return err
 }
 
+// instantChunk is how many words an instant (time scale 0) program call
+// writes under one hold of the lock; a cut from another goroutine can
+// land between chunks.
+const instantChunk = 64
+
+// programInstant is Program at time scale 0: words take no time, so they
+// are applied a chunk at a time rather than one lock round per word. The
+// operation numbering, armed cuts (CutAtOp) and cuts seen between chunks
+// behave as word by word. f.opMu held.
+func (f *Flash) programInstant(off int, data []byte) error {
+	a := f.cfg.WriteAlign
+	words := len(data) / a
+	for done := 0; done < words; {
+		f.mu.Lock()
+		if !f.powered {
+			f.cuts = append(f.cuts, Cut{Op: f.ops + 1, Kind: OpNone, Addr: off + done*a})
+			err := f.persist(off, done*a)
+			f.mu.Unlock()
+			return errors.Join(fmt.Errorf("%w: before programming %#x", ErrPowerLost, off+done*a), err)
+		}
+		n := min(words-done, instantChunk)
+		if f.tripAt > f.ops && f.tripAt <= f.ops+uint64(n) {
+			// The armed cut tears a word of this chunk: the words before
+			// it are programmed, the rest are not.
+			k := int(f.tripAt - f.ops - 1)
+			w := done + k
+			f.applyWords(f.data[off+done*a:off+w*a], data[done*a:w*a])
+			f.ops = f.tripAt
+			cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
+			f.cuts = append(f.cuts, cut)
+			f.powered = false
+			close(f.cutCh)
+			fn := f.onTrip
+			f.tripAt, f.onTrip = 0, nil
+			err := f.persist(off, (w+1)*a)
+			f.mu.Unlock()
+			if fn != nil {
+				fn(cut)
+			}
+			return errors.Join(fmt.Errorf("%w: programming %#x", ErrPowerLost, off+w*a), err)
+		}
+		f.applyWords(f.data[off+done*a:off+(done+n)*a], data[done*a:(done+n)*a])
+		f.ops += uint64(n)
+		done += n
+		f.mu.Unlock()
+	}
+	f.mu.Lock()
+	err := f.persist(off, len(data))
+	f.mu.Unlock()
+	return err
+}
+
+// refused returns the index of the first byte of data that would move a
+// bit of old back toward the erased value, or -1.
+func (f *Flash) refused(old, data []byte) int {
+	i := 0
+	for ; i+8 <= len(data); i += 8 {
+		o, d := binary.LittleEndian.Uint64(old[i:]), binary.LittleEndian.Uint64(data[i:])
+		if f.cfg.Erased == 0xFF && d&^o != 0 || f.cfg.Erased == 0x00 && o&^d != 0 {
+			break
+		}
+	}
+	for ; i < len(data); i++ {
+		o, d := old[i], data[i]
+		if f.cfg.Erased == 0xFF && d&^o != 0 || f.cfg.Erased == 0x00 && o&^d != 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// applyWords programs data over dst (same length). f.mu held.
+func (f *Flash) applyWords(dst, data []byte) {
+	i := 0
+	for ; i+8 <= len(data); i += 8 {
+		o, d := binary.LittleEndian.Uint64(dst[i:]), binary.LittleEndian.Uint64(data[i:])
+		if f.cfg.Erased == 0xFF {
+			binary.LittleEndian.PutUint64(dst[i:], o&d)
+		} else {
+			binary.LittleEndian.PutUint64(dst[i:], o|d)
+		}
+	}
+	for ; i < len(data); i++ {
+		dst[i] = f.apply(dst[i], data[i])
+	}
+}
+
 func (f *Flash) apply(old, b byte) byte {
 	if f.cfg.Erased == 0xFF {
 		return old & b
@@ -526,6 +654,12 @@ func (f *Flash) tearProgram(addr int, word []byte, op uint64) Cut {
 
 // EraseSector erases the sector with index idx. It is one operation.
 func (f *Flash) EraseSector(idx int) error {
+	return f.eraseSector(idx, true)
+}
+
+// eraseSector erases sector idx; persist false leaves a completed erase
+// for the caller to persist (a torn one is always persisted).
+func (f *Flash) eraseSector(idx int, persist bool) error {
 	if idx < 0 || idx >= len(f.starts) {
 		return fmt.Errorf("%w: sector %d", ErrRange, idx)
 	}
@@ -555,7 +689,7 @@ func (f *Flash) EraseSector(idx int) error {
 		close(f.cutCh)
 		fn := f.onTrip
 		f.tripAt, f.onTrip = 0, nil
-		err := errors.Join(f.persist(start, size), f.persistWear())
+		err := errors.Join(f.persist(start, size), f.persistCounters(idx, idx+1))
 		f.mu.Unlock()
 		if fn != nil {
 			fn(cut)
@@ -575,17 +709,18 @@ func (f *Flash) EraseSector(idx int) error {
 			f.mu.Lock()
 			cut := f.tearErase(start, size, float64(time.Since(began))/float64(d), op)
 			f.cuts = append(f.cuts, cut)
-			err := errors.Join(f.persist(start, size), f.persistWear())
+			err := errors.Join(f.persist(start, size), f.persistCounters(idx, idx+1))
 			f.mu.Unlock()
 			return errors.Join(fmt.Errorf("%w: erasing sector at %#x", ErrPowerLost, start), err)
 		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i := start; i < start+size; i++ {
-		f.data[i] = f.cfg.Erased
+	fill(f.data[start:start+size], f.cfg.Erased)
+	if !persist {
+		return nil
 	}
-	return errors.Join(f.persist(start, size), f.persistWear())
+	return errors.Join(f.persist(start, size), f.persistCounters(idx, idx+1))
 }
 
 // tearErase erases each programmed bit with probability frac (bounded away
@@ -621,12 +756,19 @@ func (f *Flash) EraseRange(off, n int) error {
 	if err != nil {
 		return err
 	}
-	for i := first; i <= last; i++ {
-		if err := f.EraseSector(i); err != nil {
-			return err
-		}
+	// One write of the erased range and its counters at the end rather
+	// than two per sector: a reflash erases most of the device.
+	i := first
+	for ; i <= last && err == nil; i++ {
+		err = f.eraseSector(i, false)
 	}
-	return nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	end := f.size
+	if i < len(f.starts) {
+		end = f.starts[i]
+	}
+	return errors.Join(err, f.persist(f.starts[first], end-f.starts[first]), f.persistCounters(first, i))
 }
 
 // Load writes contents straight into the device, bypassing timing, cuts

@@ -3,7 +3,10 @@ package flash
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -152,6 +155,134 @@ func TestCutAtOpTearsProgram(t *testing.T) {
 	}
 }
 
+// TestCutAtEveryOpOfALongProgram arms a cut at every word of a program
+// call longer than the chunk an instant program applies at once: the
+// words before the cut are programmed, the torn word holds a subset of
+// its bits, the rest is untouched, and the operation count is the cut's,
+// on both erased values and every write unit.
+func TestCutAtEveryOpOfALongProgram(t *testing.T) {
+	for _, erased := range []byte{0xFF, 0x00} {
+		for _, align := range []int{1, 4, 8} {
+			data := make([]byte, 3*instantChunk*align+5*align) // crosses chunk boundaries
+			for i := range data {
+				data[i] = byte(i*7+3) ^ ^erased
+			}
+			words := len(data) / align
+			for k := 1; k <= words; k++ {
+				f, err := New(Config{Sectors: Uniform(16<<10, 4<<10), WriteAlign: align, Erased: erased, Seed: uint64(k)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				base := f.Ops()
+				var got Cut
+				f.CutAtOp(base+uint64(k), func(c Cut) { got = c })
+				if err := f.Program(4096, data); !errors.Is(err, ErrPowerLost) {
+					t.Fatalf("erased %#x align %d cut at word %d: err %v", erased, align, k, err)
+				}
+				w := k - 1 // torn word
+				if got.Op != base+uint64(k) || got.Kind != OpProgram || got.Addr != 4096+w*align || !got.Torn {
+					t.Fatalf("erased %#x align %d cut at word %d: cut %+v", erased, align, k, got)
+				}
+				if f.Ops() != base+uint64(k) {
+					t.Fatalf("erased %#x align %d cut at word %d: %d ops, want %d", erased, align, k, f.Ops(), base+uint64(k))
+				}
+				buf := make([]byte, len(data))
+				f.Read(4096, buf)
+				if !bytes.Equal(buf[:w*align], data[:w*align]) {
+					t.Fatalf("erased %#x align %d cut at word %d: words before the cut not programmed", erased, align, k)
+				}
+				for i := w * align; i < (w+1)*align; i++ {
+					// The torn byte moved only bits the target moves.
+					if moved := buf[i] ^ erased; moved&^(data[i]^erased) != 0 {
+						t.Fatalf("erased %#x align %d cut at word %d: torn byte %#x outside target %#x", erased, align, k, buf[i], data[i])
+					}
+				}
+				if !bytes.Equal(buf[(w+1)*align:], bytes.Repeat([]byte{erased}, len(data)-(w+1)*align)) {
+					t.Fatalf("erased %#x align %d cut at word %d: words after the cut touched", erased, align, k)
+				}
+			}
+		}
+	}
+}
+
+// TestRefusedProgramChangesNothing: a program call that would move one bit
+// back toward the erased value, anywhere in a long request, is refused
+// before any word is written.
+func TestRefusedProgramChangesNothing(t *testing.T) {
+	for _, erased := range []byte{0xFF, 0x00} {
+		f := newTest(t, Config{WriteAlign: 4, Erased: erased})
+		prog := ^erased // every bit moved away from erased
+		if err := f.Program(8192+1000, []byte{prog, prog, prog, prog}); err != nil {
+			t.Fatal(err)
+		}
+		data := bytes.Repeat([]byte{erased ^ 0x01}, 2048)
+		before := f.Bytes()
+		err := f.Program(8192, data)
+		if !errors.Is(err, ErrNotErased) {
+			t.Fatalf("erased %#x: err %v", erased, err)
+		}
+		if !strings.Contains(err.Error(), fmt.Sprintf("%#x", 8192+1000)) {
+			t.Errorf("erased %#x: error %q does not name the first refused byte", erased, err)
+		}
+		if !bytes.Equal(f.Bytes(), before) {
+			t.Errorf("erased %#x: a refused program changed the device", erased)
+		}
+	}
+}
+
+// TestEraseRangePersisted erases a range of a persisted device, one
+// erase torn by an armed cut part-way, and reloads the file: contents and
+// wear counters match what the device held.
+func TestEraseRangePersisted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flash.bin")
+	cfg := Config{Sectors: Uniform(64<<10, 4<<10), WriteAlign: 4, Erased: 0xFF, Protected: 8 << 10, Path: path, Seed: 5}
+	f, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Program(8<<10, make([]byte, 56<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.EraseRange(12<<10, 20<<10); err != nil { // sectors 3..7
+		t.Fatal(err)
+	}
+	if err := f.EraseRange(4<<10, 8<<10); !errors.Is(err, ErrProtected) {
+		t.Fatalf("erase over the protected prefix: %v", err)
+	}
+	f.CutAtOp(f.Ops()+3, nil) // tears the third erase: sector 10 of 8..13
+	if err := f.EraseRange(32<<10, 24<<10); !errors.Is(err, ErrPowerLost) {
+		t.Fatalf("torn erase range: %v", err)
+	}
+	want, wear := f.Bytes(), f.Wear()
+	f.Close()
+	for i, w := range wear {
+		exp := uint32(0)
+		if i >= 3 && i <= 7 || i >= 8 && i <= 10 {
+			exp = 1
+		}
+		if w != exp {
+			t.Errorf("sector %d wear %d, want %d", i, w, exp)
+		}
+	}
+	if !bytes.Equal(want[12<<10:32<<10], bytes.Repeat([]byte{0xFF}, 20<<10)) {
+		t.Error("sectors 3..7 not erased")
+	}
+	if !bytes.Equal(want[44<<10:], make([]byte, 20<<10)) {
+		t.Error("sectors after the torn erase were touched")
+	}
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if !bytes.Equal(g.Bytes(), want) {
+		t.Error("reloaded contents differ from the device's")
+	}
+	if !slices.Equal(g.Wear(), wear) {
+		t.Errorf("reloaded wear %v, want %v", g.Wear(), wear)
+	}
+}
+
 func TestTornWordIsSubset(t *testing.T) {
 	// Over many seeds the torn word must hold only bits of the target, and
 	// not always none or all of them.
@@ -287,5 +418,76 @@ func BenchmarkProgram1KiB(b *testing.B) {
 		if err := f.Program(off, data); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkProgram1KiBPersisted is BenchmarkProgram1KiB with the contents
+// persisted to a file, as every simulated board's flash is.
+func BenchmarkProgram1KiBPersisted(b *testing.B) {
+	f, err := New(Config{Sectors: Uniform(512<<10, 4<<10), WriteAlign: 4, Erased: 0xFF, Path: filepath.Join(b.TempDir(), "flash.bin")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	data := make([]byte, 1024)
+	b.SetBytes(1024)
+	for i := 0; b.Loop(); i++ {
+		off := (i % 512) * 1024
+		if off%4096 == 0 {
+			f.EraseSector(off / 4096)
+		}
+		if err := f.Program(off, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEraseRange496KiB erases all but the first 16 KiB of a
+// persisted 512 KiB device in 4 KiB sectors: what a probe's reflash of a
+// simulated board asks for before every baseline.
+func BenchmarkEraseRange496KiB(b *testing.B) {
+	f, err := New(Config{Sectors: Uniform(512<<10, 4<<10), WriteAlign: 4, Erased: 0xFF, Protected: 16 << 10, Path: filepath.Join(b.TempDir(), "flash.bin")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.SetBytes(496 << 10)
+	for b.Loop() {
+		if err := f.EraseRange(16<<10, 496<<10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNew512KiB makes a persisted 512 KiB device from scratch: part
+// of every simulated board's start.
+func BenchmarkNew512KiB(b *testing.B) {
+	dir := b.TempDir()
+	b.SetBytes(512 << 10)
+	for i := 0; b.Loop(); i++ {
+		f, err := New(Config{Sectors: Uniform(512<<10, 4<<10), WriteAlign: 4, Erased: 0xFF, Path: filepath.Join(dir, fmt.Sprintf("flash%d.bin", i))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+}
+
+// BenchmarkOpen512KiB opens an existing persisted 512 KiB device, as a
+// simulated board does at every start after its first.
+func BenchmarkOpen512KiB(b *testing.B) {
+	cfg := Config{Sectors: Uniform(512<<10, 4<<10), WriteAlign: 4, Erased: 0xFF, Path: filepath.Join(b.TempDir(), "flash.bin")}
+	f, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	b.SetBytes(512 << 10)
+	for b.Loop() {
+		f, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
 	}
 }

@@ -465,11 +465,20 @@ const readerPoll = 5 * time.Millisecond
 func (c *Console) watchLoop(p *port) {
 	defer p.wg.Done()
 	buf := make([]byte, 4096)
+	// While no reader has the port open, wait on a runtime timer, not in
+	// poll(2): a blocking system call every readerPoll per idle port holds
+	// an OS thread each time and cost hundreds of idle boards most of
+	// their CPU.
+	idle := time.NewTimer(readerPoll)
+	defer idle.Stop()
 	for {
 		if !p.reader.Load() {
 			if p.hungUp() {
-				if _, closing := p.wait(0, readerPoll); closing {
+				idle.Reset(readerPoll)
+				select {
+				case <-p.stop:
 					return
+				case <-idle.C:
 				}
 				continue
 			}

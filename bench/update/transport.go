@@ -1,0 +1,536 @@
+package update
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/fudbench/fudbench/bench/fwproto"
+)
+
+// maxDatagram is the largest UDP payload: reading into a buffer this size
+// never truncates a datagram or a DTLS record.
+const maxDatagram = 65535
+
+// ErrNoResponse is returned (wrapped, together with
+// context.DeadlineExceeded) when a request was transmitted MAX_RETRANSMIT+1
+// times, or until MAX_TRANSMIT_WAIT or the context's deadline, without an
+// answer.
+var ErrNoResponse = errors.New("coap: no response")
+
+// ErrReset is returned (wrapped) when the device rejected a request with a
+// Reset message.
+var ErrReset = errors.New("coap: reset by the device")
+
+// past is a deadline that has already expired: setting it wakes a blocked
+// read at once.
+var past = time.Unix(1, 0)
+
+// Client is a CoAP client connection to one device. Requests are lock-step:
+// a second Do waits until the first has its answer. OnRetransmit, when
+// set, is called on the requesting goroutine before each retransmission
+// with its number (1 for the first); set it before the first request.
+type Client struct {
+	OnRetransmit func(num int)
+
+	addr    string
+	sock    *net.UDPConn
+	conn    net.Conn // sock, or the DTLS session over it
+	tx      Transmission
+	maxWait time.Duration
+	closed  atomic.Bool
+
+	// DTLS: pion's session runs the handshake, then rl seals and opens
+	// the records (nil: pion does, when the take-over failed). The session
+	// is started again after a failed handshake or the device's alert.
+	dtlsOpts []piondtls.ClientOption
+	dtls     *piondtls.Conn
+	ps       *pionSock
+	rl       *recordLayer
+	shaken   bool
+	raw      []byte // received records
+	rec      []byte // record being sent
+
+	mu      sync.Mutex // one exchange at a time; guards what follows
+	mid     uint16
+	tokBase uint64
+	tokSeq  uint64
+	lastSep int32 // message ID of the last separate CON response taken, -1 none
+	out     []byte
+	in      []byte
+	msg     message.Message
+	opts    message.Options
+	pathBuf []byte
+	tagBuf  []byte
+	optBuf  [16]byte
+	ackBuf  [4]byte
+
+	// Cancellation of the context of the running exchange wakes its read.
+	// wmu also guards conn and dtls against Close and the wake-up.
+	wmu     sync.Mutex
+	watched context.Context
+	unwatch func() bool
+}
+
+// newDTLS starts a new DTLS client session over the socket.
+func (c *Client) newDTLS() error {
+	_ = c.sock.SetReadDeadline(time.Time{})
+	ps := newPionSock(c.sock)
+	dc, err := piondtls.ClientWithOptions(ps, c.sock.RemoteAddr(), c.dtlsOpts...)
+	if err != nil {
+		return fmt.Errorf("dtls: %w", err)
+	}
+	c.wmu.Lock()
+	c.dtls, c.ps, c.rl, c.conn, c.shaken = dc, ps, nil, dc, false
+	c.wmu.Unlock()
+	if c.raw == nil {
+		c.raw = make([]byte, maxDatagram)
+	}
+	return nil
+}
+
+// endDTLS drops the session without a word to the device.
+func (c *Client) endDTLS() {
+	_ = c.ps.Close()
+	_ = c.dtls.Close()
+}
+
+// takeOver moves the handshaken session's records from pion to the client.
+func (c *Client) takeOver() {
+	rl, err := newRecordLayer(c.dtls)
+	if err != nil {
+		return // pion keeps the session: slower, still correct
+	}
+	if !c.ps.detach() {
+		return
+	}
+	c.wmu.Lock()
+	c.rl, c.conn = rl, c.sock
+	c.wmu.Unlock()
+}
+
+// handshake runs the DTLS handshake unless done, bounded by deadline and
+// ctx. A failed session is replaced, so the next exchange tries afresh.
+func (c *Client) handshake(ctx context.Context, deadline time.Time) error {
+	if c.dtls == nil || c.shaken {
+		return nil
+	}
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	err := c.dtls.HandshakeContext(hctx)
+	if err == nil {
+		c.shaken = true
+		c.takeOver()
+		return nil
+	}
+	c.endDTLS()
+	if c.closed.Load() {
+		return fmt.Errorf("dtls handshake: %w", net.ErrClosed)
+	}
+	if nerr := c.newDTLS(); nerr != nil {
+		return errors.Join(fmt.Errorf("dtls handshake: %w", err), nerr)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("dtls handshake: %w", ErrNoResponse)
+	}
+	return fmt.Errorf("dtls handshake: %w", err)
+}
+
+// watch makes cancellation of ctx wake the exchange's blocked read. The
+// registration is kept for the next exchange with the same ctx: the blocks
+// of one transfer share one context.
+func (c *Client) watch(ctx context.Context) {
+	if ctx.Done() == nil {
+		return
+	}
+	c.wmu.Lock()
+	if c.watched == ctx {
+		c.wmu.Unlock()
+		return
+	}
+	old := c.unwatch
+	c.watched = ctx
+	c.unwatch = context.AfterFunc(ctx, func() {
+		c.wmu.Lock()
+		mine, conn := c.watched == ctx, c.conn
+		c.wmu.Unlock()
+		if mine {
+			_ = conn.SetReadDeadline(past)
+		}
+	})
+	c.wmu.Unlock()
+	if old != nil {
+		old()
+	}
+}
+
+// Do sends one confirmable request and waits for its response. A CoAP
+// error code is a response, not an error: check Response.Code.
+func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, c.wrap(&r, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resp, err := c.exchange(ctx, &r)
+	if err != nil {
+		return nil, c.wrap(&r, err)
+	}
+	return resp, nil
+}
+
+// wrap adds the request to err. The path is copied so that r does not
+// escape to the heap on the way that succeeds.
+func (c *Client) wrap(r *Request, err error) error {
+	return fmt.Errorf("coap: %v %s%s: %w", r.Code, c.addr, strings.Clone(r.Path), err)
+}
+
+// exchange runs one confirmable exchange (RFC 7252 §4.2, §5.2).
+func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
+	start := time.Now()
+	limit := start.Add(c.maxWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(limit) {
+		limit = d
+	}
+	c.watch(ctx)
+	if err := c.handshake(ctx, limit); err != nil {
+		return nil, err
+	}
+	c.mid++
+	mid := c.mid
+	c.tokSeq++
+	var tok [8]byte
+	binary.BigEndian.PutUint64(tok[:], c.tokBase+c.tokSeq)
+	out, err := c.encode(r, mid, tok[:])
+	if err != nil {
+		return nil, err
+	}
+
+	timeout := c.tx.AckTimeout + time.Duration(rand.Int64N(int64(c.tx.AckTimeout)/2+1))
+	next := start.Add(timeout) // next retransmission
+	retransmits := 0
+	acked := false // an empty ACK came: wait for the separate response
+	if err := c.send(out); err != nil {
+		return nil, err
+	}
+	for {
+		wake := limit
+		if !acked && next.Before(wake) {
+			wake = next
+		}
+		if err := c.conn.SetReadDeadline(wake); err != nil {
+			return nil, fmt.Errorf("read deadline: %w", err)
+		}
+		data, err := c.read()
+		if err != nil {
+			if errors.Is(err, errDTLSAlert) {
+				// The device ended the session: the next exchange starts
+				// a new one.
+				c.endDTLS()
+				if nerr := c.newDTLS(); nerr != nil {
+					return nil, errors.Join(err, nerr)
+				}
+				return nil, err
+			}
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, cerr
+			}
+			if c.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return nil, fmt.Errorf("read: %w", net.ErrClosed)
+			}
+			if refused(err) {
+				// The device's port is closed (it is off or rebooting):
+				// as good as a lost datagram.
+				continue
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
+				return nil, fmt.Errorf("read: %w", err)
+			}
+			now := time.Now()
+			if now.Before(wake) {
+				continue // a stale cancellation wake-up
+			}
+			if !now.Before(limit) || retransmits >= int(c.tx.MaxRetransmit) {
+				return nil, fmt.Errorf("%w after %d transmissions in %v: %w", ErrNoResponse, retransmits+1, now.Sub(start).Round(time.Millisecond), context.DeadlineExceeded)
+			}
+			retransmits++
+			timeout *= 2
+			next = now.Add(timeout)
+			if c.OnRetransmit != nil {
+				c.OnRetransmit(retransmits)
+			}
+			if err := c.send(out); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		resp, done, err := c.match(data, mid, tok[:], &acked)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			resp.Retransmits = retransmits
+			return resp, nil
+		}
+	}
+}
+
+// read reads one CoAP message; over DTLS, records that are not
+// application data for this session are skipped.
+func (c *Client) read() ([]byte, error) {
+	if c.rl == nil {
+		n, err := c.conn.Read(c.in)
+		return c.in[:n], err
+	}
+	for {
+		n, err := c.conn.Read(c.raw)
+		if err != nil {
+			return nil, err
+		}
+		pt, ok, err := c.rl.open(c.in[:0], c.raw[:n])
+		if err != nil || ok {
+			return pt, err
+		}
+	}
+}
+
+// send writes one datagram; a refused send (ICMP from an earlier one) is
+// a lost datagram.
+func (c *Client) send(b []byte) error {
+	if c.rl != nil {
+		c.rec = c.rl.seal(c.rec[:0], ctApplicationData, b)
+		b = c.rec
+	}
+	if _, err := c.conn.Write(b); err != nil && !refused(err) {
+		if c.closed.Load() {
+			return fmt.Errorf("write: %w", net.ErrClosed)
+		}
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// match looks at one datagram received during the exchange of (mid, tok).
+// done reports the response; anything else is handled (a separate CON
+// response acknowledged, a stray CON reset) or ignored.
+func (c *Client) match(data []byte, mid uint16, tok []byte, acked *bool) (resp *Response, done bool, err error) {
+	m := &c.msg
+	if err := c.decode(data); err != nil {
+		if len(data) >= 4 && data[0]>>6 == 1 && message.Type(data[0]>>4&3) == message.Confirmable {
+			c.control(message.Reset, binary.BigEndian.Uint16(data[2:4]))
+		}
+		return nil, false, nil
+	}
+	mmid := uint16(m.MessageID)
+	switch m.Type {
+	case message.Acknowledgement:
+		if mmid != mid {
+			return nil, false, nil
+		}
+		if m.Code == codes.Empty {
+			*acked = true
+			return nil, false, nil
+		}
+		if string(m.Token) != string(tok) {
+			return nil, false, nil
+		}
+		return c.response(), true, nil
+	case message.Reset:
+		if mmid == mid {
+			return nil, false, ErrReset
+		}
+		return nil, false, nil
+	}
+	// CON or NON: only a response with our token is awaited.
+	if m.Code >= 64 && string(m.Token) == string(tok) {
+		if m.Type == message.Confirmable {
+			c.control(message.Acknowledgement, mmid)
+			c.lastSep = int32(mmid)
+		}
+		return c.response(), true, nil
+	}
+	if m.Type == message.Confirmable {
+		if int32(mmid) == c.lastSep {
+			// A copy of a separate response already taken: its ACK was lost.
+			c.control(message.Acknowledgement, mmid)
+		} else {
+			c.control(message.Reset, mmid)
+		}
+	}
+	return nil, false, nil
+}
+
+// control sends an empty ACK or RST for mid.
+func (c *Client) control(typ message.Type, mid uint16) {
+	b := c.ackBuf[:]
+	b[0] = 1<<6 | byte(typ)<<4
+	b[1] = 0
+	binary.BigEndian.PutUint16(b[2:], mid)
+	_ = c.send(b)
+}
+
+// decode decodes data into c.msg, growing the options slice when a message
+// carries more options than it has room for.
+func (c *Client) decode(data []byte) error {
+	for {
+		_, err := coder.DefaultCoder.Decode(data, &c.msg)
+		if !errors.Is(err, message.ErrOptionsTooSmall) {
+			return err
+		}
+		// Every option takes at least one byte, so this ends.
+		c.msg.Options = make(message.Options, 0, 2*cap(c.msg.Options)+len(data))
+	}
+}
+
+// response copies the decoded response in c.msg out of the client's
+// buffers.
+func (c *Client) response() *Response {
+	m := &c.msg
+	out := &Response{Code: m.Code}
+	if len(m.Payload) > 0 {
+		out.Payload = append([]byte(nil), m.Payload...)
+	}
+	if v, ok := optUint(m.Options, message.Block1, 3); ok && v&7 != 7 {
+		out.block = Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}
+		out.Block1 = &out.block
+	}
+	if v, ok := optUint(m.Options, message.Size1, 4); ok {
+		out.Size1 = v
+	}
+	return out
+}
+
+// optUint decodes the first option id as a CoAP uint of at most maxLen
+// bytes; a longer value is reported as absent rather than truncated.
+func optUint(opts message.Options, id message.OptionID, maxLen int) (uint32, bool) {
+	for _, o := range opts {
+		if o.ID != id {
+			continue
+		}
+		if len(o.Value) > maxLen {
+			return 0, false
+		}
+		var v uint32
+		for _, b := range o.Value {
+			v = v<<8 | uint32(b)
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+// encode renders r as a confirmable request into c.out.
+func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
+	if r.Code > 31 || r.Code == codes.Empty {
+		return nil, fmt.Errorf("%v is not a request code", r.Code)
+	}
+	// Options in ascending number, so no sorting is needed: Uri-Path (11),
+	// Content-Format (12), Block1 (27), Size1 (60), Request-Tag (292).
+	opts := c.opts[:0]
+	c.pathBuf = append(c.pathBuf[:0], r.Path...)
+	for i := 0; i < len(c.pathBuf); {
+		if c.pathBuf[i] == '/' {
+			i++
+			continue
+		}
+		j := i
+		for j < len(c.pathBuf) && c.pathBuf[j] != '/' {
+			j++
+		}
+		if j-i > 255 {
+			return nil, errors.New("path segment longer than 255 bytes")
+		}
+		opts = append(opts, message.Option{ID: message.URIPath, Value: c.pathBuf[i:j]})
+		i = j
+	}
+	ob := c.optBuf[:]
+	if r.ContentFormat >= 0 && r.Payload != nil {
+		opts = append(opts, message.Option{ID: message.ContentFormat, Value: encodeUint(ob[0:4], uint32(r.ContentFormat))})
+	}
+	if b := r.Block1; b != nil {
+		if b.SZX > 6 || b.Num >= 1<<20 {
+			return nil, fmt.Errorf("block option: num %d szx %d out of range", b.Num, b.SZX)
+		}
+		v := b.Num<<4 | uint32(b.SZX)
+		if b.More {
+			v |= 8
+		}
+		opts = append(opts, message.Option{ID: message.Block1, Value: encodeUint(ob[4:8], v)})
+	}
+	if r.Size1 != 0 {
+		opts = append(opts, message.Option{ID: message.Size1, Value: encodeUint(ob[8:12], r.Size1)})
+	}
+	if r.RequestTag != nil {
+		// Copied, so that no part of r outlives the call: the request and
+		// its Block1 stay on the caller's stack.
+		c.tagBuf = append(c.tagBuf[:0], r.RequestTag...)
+		opts = append(opts, message.Option{ID: fwproto.OptionRequestTag, Value: c.tagBuf})
+	}
+	c.opts = opts
+
+	buf := c.out[:cap(c.out)]
+	need := 4 + len(tok) + 1 + len(r.Payload)
+	for _, o := range opts {
+		need += 5 + len(o.Value) // header and extended delta/length at most 5
+	}
+	if need > len(buf) {
+		buf = make([]byte, need)
+		c.out = buf[:0]
+	}
+	buf[0] = 1<<6 | byte(message.Confirmable)<<4 | byte(len(tok))
+	buf[1] = byte(r.Code)
+	binary.BigEndian.PutUint16(buf[2:4], mid)
+	n := 4 + copy(buf[4:], tok)
+	on, err := opts.Marshal(buf[n:])
+	if err != nil {
+		return nil, fmt.Errorf("options: %w", err)
+	}
+	n += on
+	if len(r.Payload) > 0 {
+		buf[n] = 0xff
+		n++
+		n += copy(buf[n:], r.Payload)
+	}
+	return buf[:n], nil
+}
+
+// encodeUint writes v as a minimal CoAP uint into buf and returns it.
+func encodeUint(buf []byte, v uint32) []byte {
+	n := 0
+	for x := v; x != 0; x >>= 8 {
+		n++
+	}
+	for i := n - 1; i >= 0; i-- {
+		buf[i] = byte(v)
+		v >>= 8
+	}
+	return buf[:n]
+}
+
+// refused reports an ICMP port unreachable, which a connected UDP socket
+// hands to the next read or write.
+func refused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,673 @@
+package report
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fudbench/fudbench/results"
+)
+
+// Limits that keep a report of a long soak run small: the plots and lists
+// aggregate, and only the first MaxFailedShown failed cycles get their own
+// timeline.
+const (
+	MaxFailedShown   = 50
+	MaxTimelineItems = 80  // rows of one failed cycle's event list
+	MaxRTTPoints     = 400 // points per line of the round-trip plot
+	MaxTimeColumns   = 60  // columns of the outcome map of time cuts
+	MaxTrendRuns     = 60  // runs on the trend plots
+	rttSample        = 1000
+)
+
+// Input is what a report is drawn from: one run, its cycles and events,
+// and the history of the same job for the trend.
+type Input struct {
+	Run     results.RunRecord
+	Summary results.Summary
+	Cycles  []results.Cycle
+	Events  []results.Event
+	// History is every run of the same job, oldest first, this one
+	// included; empty when the source holds only this run.
+	History []RunStat
+	// Source names the file or directory the data came from.
+	Source string
+	// Firmware lists the image versions when the caller knows them
+	// ("baseline 1.0.0", "update 2.0.0"); otherwise the report names the
+	// versions the devices reported.
+	Firmware []string
+}
+
+// RunStat is one run's point on the trend.
+type RunStat struct {
+	ID      string
+	Started time.Time
+	// Cycles counts the cycles that ran; Infra those that ended in an
+	// infra error; Failed the others that did not end updated.
+	Cycles, Failed, Infra int
+	// Rate is Failed over Cycles−Infra, with its 95 % Wilson interval.
+	Rate, Lo, Hi float64
+	// RecoveryMs is the median power-on to new version running; NaN
+	// when no cycle reached it.
+	RecoveryMs float64
+}
+
+// NewRunStat derives a run's trend point from its summary.
+func NewRunStat(s results.Summary) RunStat {
+	r := RunStat{ID: s.RunID, Started: s.Started, Cycles: s.Cycles, Infra: s.InfraErrors, RecoveryMs: math.NaN()}
+	r.Failed = s.Cycles - s.Outcomes[results.Updated] - s.InfraErrors
+	r.Failed = max(r.Failed, 0)
+	n := s.Cycles - s.InfraErrors
+	if n > 0 {
+		r.Rate = float64(r.Failed) / float64(n)
+	}
+	r.Lo, r.Hi = Wilson(r.Failed, n, Z95)
+	if s.RecoveryVersion.N > 0 {
+		r.RecoveryMs = s.RecoveryVersion.P50Ms
+	}
+	return r
+}
+
+// cycleFailed is the report's notion of a failed cycle: the update did
+// not land (any outcome but updated), or the job did not accept the
+// outcome. A bricked cycle of a board whose job accepts bricks is still
+// listed: the job expects it, the reader wants to see it.
+func cycleFailed(c results.Cycle) bool {
+	return c.Outcome != results.Updated || !c.Accepted
+}
+
+// severity orders outcomes for colouring a cell that holds several
+// cycles: the worst one shows.
+func severity(o results.Outcome) int {
+	switch o {
+	case results.Updated:
+		return 0
+	case results.InfraError:
+		return 1
+	case results.RolledBack:
+		return 2
+	case results.StuckRecovery:
+		return 3
+	case results.Bricked:
+		return 4
+	}
+	return 5
+}
+
+// Axis kinds of the outcome map.
+const (
+	AxisBlock = "block"
+	AxisTime  = "time"
+)
+
+// Cell is one (row, column) of the outcome map.
+type Cell struct {
+	X      float64 // block number, or the start of a time bin in ms
+	Width  float64 // 1 block, or the time bin's width
+	Counts map[results.Outcome]int
+	Worst  results.Outcome
+	N      int
+}
+
+// Row is one board of the outcome map.
+type Row struct {
+	Label string // board, with its update profile when known
+	Board string
+	Cells []Cell // ordered by X
+	// NoCut counts the cycles of this row whose cut never fired.
+	NoCut map[results.Outcome]int
+	// Fragile describes, in words, where the row failed.
+	Fragile []string
+}
+
+// Grid is the outcome map of one kind of cut position.
+type Grid struct {
+	Axis       string // AxisBlock or AxisTime
+	XMin, XMax float64
+	Rows       []Row
+}
+
+// cutPos is where one cycle's power went off.
+type cutPos struct {
+	axis string // AxisBlock, AxisTime, or "" when no cut fired
+	x    float64
+}
+
+// cycleKey identifies a cycle within a run.
+type cycleKey struct {
+	board string
+	cycle int
+}
+
+// timeline indexes a run's events by cycle.
+type timeline map[cycleKey][]results.Event
+
+func indexEvents(evs []results.Event) timeline {
+	tl := timeline{}
+	for _, e := range evs {
+		k := cycleKey{e.Board, e.Cycle}
+		tl[k] = append(tl[k], e)
+	}
+	return tl
+}
+
+// cutPosition: a cut planned at a time is placed at its time into the
+// transfer; any other cut at the block being written when the power went
+// (the block in flight, or the last one acknowledged for a cut between
+// blocks).
+func cutPosition(c results.Cycle, evs []results.Event) cutPos {
+	if c.Cut == nil {
+		return cutPos{}
+	}
+	if strings.Contains(c.Plan, "at_time") {
+		var start, cut time.Duration = -1, -1
+		for _, e := range evs {
+			switch {
+			case e.Kind == results.UpdateStart && start < 0:
+				start = e.T
+			case e.Kind == results.CutTrigger && cut < 0:
+				cut = e.T
+			}
+		}
+		if start >= 0 && cut >= start {
+			return cutPos{AxisTime, msOf(cut - start)}
+		}
+		if d, ok := planTime(c.Plan); ok {
+			return cutPos{AxisTime, msOf(d)}
+		}
+	}
+	b := c.Cut.InFlight
+	if b < 0 {
+		b = c.Cut.LastAcked
+	}
+	return cutPos{AxisBlock, float64(max(b, 0))}
+}
+
+// planTime reads the duration of an at_time plan ("at_time 150ms",
+// "random at_time 1.5s").
+func planTime(plan string) (time.Duration, bool) {
+	_, rest, ok := strings.Cut(plan, "at_time ")
+	if !ok {
+		return 0, false
+	}
+	f := strings.Fields(rest)
+	if len(f) == 0 {
+		return 0, false
+	}
+	d, err := time.ParseDuration(f[0])
+	if err != nil || d < 0 {
+		return 0, false
+	}
+	return d, true
+}
+
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BuildGrids shapes the outcome maps: one over blocks, one over time
+// into the transfer, each only when some cycle's cut falls on it. Rows
+// follow boards; labels map a board to its row label.
+func BuildGrids(boards []string, labels map[string]string, cycles []results.Cycle, tl timeline) []Grid {
+	type entry struct {
+		c   results.Cycle
+		pos cutPos
+	}
+	var es []entry
+	for _, c := range cycles {
+		es = append(es, entry{c, cutPosition(c, tl[cycleKey{c.Board, c.Cycle}])})
+	}
+	var grids []Grid
+	for _, axis := range []string{AxisBlock, AxisTime} {
+		g := Grid{Axis: axis, XMin: math.Inf(1), XMax: math.Inf(-1)}
+		any := false
+		for _, e := range es {
+			if e.pos.axis == axis {
+				any = true
+				g.XMin, g.XMax = min(g.XMin, e.pos.x), max(g.XMax, e.pos.x)
+			}
+		}
+		if !any {
+			continue
+		}
+		width := 1.0
+		if axis == AxisBlock {
+			// Show the whole image, also where no cut fell.
+			for _, e := range es {
+				if e.c.Blocks > 0 {
+					g.XMax = max(g.XMax, float64(e.c.Blocks-1))
+				}
+			}
+			g.XMin = min(g.XMin, 0)
+		} else {
+			g.XMin = 0
+			width = niceBin((g.XMax - g.XMin) / MaxTimeColumns)
+		}
+		for _, b := range boards {
+			row := Row{Label: b, Board: b, NoCut: map[results.Outcome]int{}}
+			if l := labels[b]; l != "" {
+				row.Label = l
+			}
+			cells := map[int]*Cell{}
+			has := false
+			for _, e := range es {
+				if e.c.Board != b {
+					continue
+				}
+				if e.pos.axis == "" {
+					if axis == AxisBlock {
+						row.NoCut[e.c.Outcome]++
+					}
+					continue
+				}
+				if e.pos.axis != axis {
+					continue
+				}
+				has = true
+				i := int(math.Floor((e.pos.x - g.XMin) / width))
+				cl := cells[i]
+				if cl == nil {
+					cl = &Cell{X: g.XMin + float64(i)*width, Width: width, Counts: map[results.Outcome]int{}, Worst: results.Updated}
+					cells[i] = cl
+				}
+				cl.Counts[e.c.Outcome]++
+				cl.N++
+				if severity(e.c.Outcome) > severity(cl.Worst) {
+					cl.Worst = e.c.Outcome
+				}
+			}
+			if !has && len(row.NoCut) == 0 {
+				continue
+			}
+			for _, i := range sortedKeys(cells) {
+				row.Cells = append(row.Cells, *cells[i])
+			}
+			row.Fragile = fragile(row.Cells, axis)
+			g.Rows = append(g.Rows, row)
+		}
+		if len(g.Rows) == 0 {
+			continue // the cuts fell on boards the run does not list
+		}
+		if axis == AxisTime {
+			g.XMax = g.XMin + width*math.Ceil((g.XMax-g.XMin)/width+1e-9)
+		}
+		grids = append(grids, g)
+	}
+	return grids
+}
+
+func sortedKeys[V any](m map[int]V) []int {
+	ks := make([]int, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// niceBin rounds a bin width up to 1, 2 or 5 times a power of ten.
+func niceBin(w float64) float64 {
+	if w <= 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(w)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= w {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// fragile describes the runs of adjacent cells whose worst outcome was
+// not updated: "bricked at blocks 0–15".
+func fragile(cells []Cell, axis string) []string {
+	var out []string
+	for i := 0; i < len(cells); {
+		c := cells[i]
+		if c.Worst == results.Updated {
+			i++
+			continue
+		}
+		j := i
+		for j+1 < len(cells) && cells[j+1].Worst == c.Worst && cells[j+1].X-cells[j].X <= c.Width*1.0001 {
+			j++
+		}
+		failed, n := 0, 0
+		for _, cc := range cells[i : j+1] {
+			n += cc.N
+			failed += cc.N - cc.Counts[results.Updated]
+		}
+		var where string
+		if axis == AxisBlock {
+			if i == j {
+				where = fmt.Sprintf("block %d", int(c.X))
+			} else {
+				where = fmt.Sprintf("blocks %d–%d", int(c.X), int(cells[j].X))
+			}
+		} else {
+			where = fmt.Sprintf("%s–%s into the transfer", fmtMs(c.X), fmtMs(cells[j].X+cells[j].Width))
+		}
+		out = append(out, fmt.Sprintf("%s at %s (%d of %d cycles failed)", c.Worst, where, failed, n))
+		i = j + 1
+	}
+	return out
+}
+
+// fmtMs formats milliseconds briefly: 850µs, 12.3ms, 1.25s.
+func fmtMs(ms float64) string {
+	if math.IsNaN(ms) {
+		return "–"
+	}
+	d := time.Duration(ms * float64(time.Millisecond))
+	return results.FormatDuration(d)
+}
+
+// Board holds one board's recovery samples (milliseconds).
+type Board struct {
+	Name, Label       string
+	Answer, Version   []float64
+	AnswerS, VersionS Stats
+}
+
+// buildRecovery collects each board's recovery times.
+func buildRecovery(boards []string, labels map[string]string, cycles []results.Cycle) []Board {
+	var out []Board
+	for _, b := range boards {
+		bd := Board{Name: b, Label: cmp.Or(labels[b], b)}
+		for _, c := range cycles {
+			if c.Board != b {
+				continue
+			}
+			if c.RecoveryAnswer > 0 {
+				bd.Answer = append(bd.Answer, msOf(c.RecoveryAnswer))
+			}
+			if c.RecoveryVersion > 0 {
+				bd.Version = append(bd.Version, msOf(c.RecoveryVersion))
+			}
+		}
+		bd.AnswerS, bd.VersionS = StatsOf(bd.Answer), StatsOf(bd.Version)
+		out = append(out, bd)
+	}
+	return out
+}
+
+// Throughput is the median transfer rate of one board at one block size.
+type Throughput struct {
+	Board     string
+	BlockSize int
+	N         int
+	Bps       float64 // bytes per second
+}
+
+// buildThroughput uses the definition of summary.json: bytes sent
+// (blocks sent × block size) per second of transfer, median over cycles.
+func buildThroughput(boards []string, cycles []results.Cycle) []Throughput {
+	var out []Throughput
+	for _, b := range boards {
+		by := map[int][]float64{}
+		for _, c := range cycles {
+			if c.Board != b || c.Transfer <= 0 || c.BlockSize <= 0 {
+				continue // from an output directory alone the block size may be unknown
+			}
+			bytes := float64(c.BlocksSent) * float64(c.BlockSize)
+			if bytes == 0 {
+				bytes = float64(c.ImageSize)
+			}
+			by[c.BlockSize] = append(by[c.BlockSize], bytes/c.Transfer.Seconds())
+		}
+		for _, bs := range sortedKeys(by) {
+			out = append(out, Throughput{Board: b, BlockSize: bs, N: len(by[bs]), Bps: Percentile(by[bs], 50)})
+		}
+	}
+	return out
+}
+
+// RTTSeries is one board's block round-trip times over the transfer: for
+// each point, the blocks [From, From+Width) pooled.
+type RTTSeries struct {
+	Board   string
+	X       []float64 // first block of each point
+	P50     []float64 // ms
+	P95     []float64 // ms
+	Samples int       // round trips seen
+}
+
+// buildRTT pools block.acked round trips per board and block; with more
+// blocks than MaxRTTPoints neighbouring blocks share a point. Each point
+// keeps a fixed-seed reservoir sample of at most rttSample round trips,
+// so memory stays bounded on long runs and the figures are repeatable.
+func buildRTT(boards []string, evs []results.Event) []RTTSeries {
+	maxBlock := map[string]int64{}
+	for _, e := range evs {
+		if e.Kind == results.BlockAcked && e.Block >= 0 {
+			maxBlock[e.Board] = max(maxBlock[e.Board], e.Block)
+		}
+	}
+	var out []RTTSeries
+	for _, b := range boards {
+		mb, ok := maxBlock[b]
+		if !ok {
+			continue
+		}
+		width := (mb + MaxRTTPoints) / MaxRTTPoints
+		type res struct {
+			seen int
+			vals []float64
+		}
+		rng := rand.New(rand.NewPCG(1, uint64(len(b))))
+		bins := make([]res, mb/width+1)
+		s := RTTSeries{Board: b}
+		for _, e := range evs {
+			if e.Kind != results.BlockAcked || e.Board != b || e.Block < 0 || e.Dur <= 0 {
+				continue
+			}
+			s.Samples++
+			r := &bins[e.Block/width]
+			r.seen++
+			v := msOf(e.Dur)
+			if len(r.vals) < rttSample {
+				r.vals = append(r.vals, v)
+			} else if j := rng.IntN(r.seen); j < rttSample {
+				r.vals[j] = v
+			}
+		}
+		for i, r := range bins {
+			if len(r.vals) == 0 {
+				continue
+			}
+			s.X = append(s.X, float64(int64(i)*width))
+			s.P50 = append(s.P50, Percentile(r.vals, 50))
+			s.P95 = append(s.P95, Percentile(r.vals, 95))
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// ResentPoint is the mean number of blocks sent again after cuts at one
+// position.
+type ResentPoint struct {
+	X    float64
+	Mean float64
+	Max  int
+	N    int
+}
+
+// ResentSeries is one board's re-sent blocks over cut positions.
+type ResentSeries struct {
+	Board  string
+	Axis   string
+	Points []ResentPoint
+}
+
+func buildResent(boards []string, cycles []results.Cycle, tl timeline) []ResentSeries {
+	var out []ResentSeries
+	for _, b := range boards {
+		for _, axis := range []string{AxisBlock, AxisTime} {
+			type acc struct{ sum, max, n int }
+			by := map[float64]*acc{}
+			for _, c := range cycles {
+				if c.Board != b || c.Cut == nil {
+					continue
+				}
+				p := cutPosition(c, tl[cycleKey{c.Board, c.Cycle}])
+				if p.axis != axis {
+					continue
+				}
+				a := by[p.x]
+				if a == nil {
+					a = &acc{}
+					by[p.x] = a
+				}
+				a.sum += c.BlocksResent
+				a.max = max(a.max, c.BlocksResent)
+				a.n++
+			}
+			if len(by) == 0 {
+				continue
+			}
+			s := ResentSeries{Board: b, Axis: axis}
+			for x, a := range by {
+				s.Points = append(s.Points, ResentPoint{X: x, Mean: float64(a.sum) / float64(a.n), Max: a.max, N: a.n})
+			}
+			slices.SortFunc(s.Points, func(p, q ResentPoint) int { return cmp.Compare(p.X, q.X) })
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TimelineItem is one line of a failed cycle's event list.
+type TimelineItem struct {
+	TMs   float64 // since the cycle's first event
+	Kind  string
+	Text  string
+	Class string // for styling: power-on, power-off, cut, block, console, recovery, outcome, other
+}
+
+// FailedCycle is one failed cycle with its timeline.
+type FailedCycle struct {
+	results.Cycle
+	Events    []results.Event // this cycle's events, in time order
+	Items     []TimelineItem
+	Truncated int // items left out of Items
+}
+
+// buildItems turns a cycle's events into a readable list: runs of block
+// events collapse into one line, console lines and power edges stay.
+func buildItems(evs []results.Event) ([]TimelineItem, int) {
+	if len(evs) == 0 {
+		return nil, 0
+	}
+	t0 := evs[0].T
+	var items []TimelineItem
+	for i := 0; i < len(evs); i++ {
+		e := evs[i]
+		it := TimelineItem{TMs: msOf(e.T - t0), Kind: string(e.Kind), Text: e.Text}
+		switch e.Kind {
+		case results.BlockSent, results.BlockAcked, results.BlockRetry:
+			j, sent, acked, retries := i, 0, 0, 0
+			first, last := e.Block, e.Block
+			var rtts []float64
+			for ; j < len(evs); j++ {
+				k := evs[j].Kind
+				if k != results.BlockSent && k != results.BlockAcked && k != results.BlockRetry {
+					break
+				}
+				switch k {
+				case results.BlockSent:
+					sent++
+				case results.BlockAcked:
+					acked++
+					rtts = append(rtts, msOf(evs[j].Dur))
+				default:
+					retries++
+				}
+				first, last = min(first, evs[j].Block), max(last, evs[j].Block)
+			}
+			it.Kind, it.Class = "blocks", "block"
+			it.Text = fmt.Sprintf("blocks %d–%d: %d sent, %d acknowledged", first, last, sent, acked)
+			if retries > 0 {
+				it.Text += fmt.Sprintf(", %d retransmitted", retries)
+			}
+			if len(rtts) > 0 {
+				it.Text += ", round trip p50 " + fmtMs(Percentile(rtts, 50))
+			}
+			i = j - 1
+		case results.PowerOn:
+			it.Class = "power-on"
+		case results.PowerOff, results.PowerError:
+			it.Class = "power-off"
+		case results.CutTrigger:
+			it.Class = "cut"
+			inFlight := e.Attrs["in_flight"]
+			if inFlight == "" || strings.HasPrefix(inFlight, "-") {
+				inFlight = "none"
+			}
+			acked := "none"
+			if e.Block >= 0 {
+				acked = fmt.Sprint(e.Block)
+			}
+			it.Text = fmt.Sprintf("%s (last acknowledged %s, in flight %s, latency %s)", e.Text, acked, inFlight, fmtMs(msOf(e.Dur)))
+		case results.ConsoleLine:
+			it.Class = "console"
+		case results.Recovery:
+			it.Class = "recovery"
+			it.Text = fmt.Sprintf("%s after %s", e.Text, fmtMs(msOf(e.Dur)))
+		case results.CycleOutcome:
+			it.Class = "outcome"
+			if r := e.Attrs["reason"]; r != "" {
+				it.Text += ": " + r
+			}
+		default:
+			it.Class = "other"
+			if e.Block >= 0 {
+				it.Text = strings.TrimSpace(fmt.Sprintf("%s (block %d)", e.Text, e.Block))
+			}
+			if e.Dur > 0 {
+				it.Text = strings.TrimSpace(it.Text + " " + fmtMs(msOf(e.Dur)))
+			}
+		}
+		items = append(items, it)
+	}
+	if len(items) > MaxTimelineItems {
+		// Keep the start and the end: the cut and what followed it are
+		// usually at the end.
+		head := MaxTimelineItems / 4
+		tail := MaxTimelineItems - head
+		cut := len(items) - MaxTimelineItems
+		return append(items[:head:head], items[len(items)-tail:]...), cut
+	}
+	return items, 0
+}
+
+// profiles reads each board's update profile from its update.start
+// events.
+func profiles(evs []results.Event) map[string]string {
+	p := map[string]string{}
+	for _, e := range evs {
+		if e.Kind == results.UpdateStart && e.Text != "" && p[e.Board] == "" {
+			p[e.Board] = e.Text
+		}
+	}
+	return p
+}
+
+// deviceVersions lists the versions devices reported before their
+// update ("running 1.0.0" notes), per board.
+func deviceVersions(evs []results.Event) map[string][]string {
+	out := map[string][]string{}
+	for _, e := range evs {
+		if e.Kind != results.Note {
+			continue
+		}
+		v, ok := strings.CutPrefix(e.Text, "running ")
+		if ok && v != "" && !slices.Contains(out[e.Board], v) {
+			out[e.Board] = append(out[e.Board], v)
+		}
+	}
+	return out
+}
