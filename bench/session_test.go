@@ -301,15 +301,17 @@ func BenchmarkCutPrecision(b *testing.B) {
 		}
 		c := cuts[len(cuts)-1]
 		total++
+		ok := false
 		switch tr := trig.(type) {
 		case *bench.AfterBlock:
-			if c.Flash.Kind == "idle" && c.LastAcked == int64(tr.N) && c.Block == -1 {
-				match++
-			}
+			ok = c.Flash.Kind == "idle" && c.LastAcked == int64(tr.N) && c.Block == -1
 		case *bench.DuringBlock:
-			if c.Block == int64(tr.N) {
-				match++
-			}
+			ok = c.Block == int64(tr.N)
+		}
+		if ok {
+			match++
+		} else {
+			b.Logf("cycle %d: %v missed: board's record %+v, trigger latency %v", i, trig, c, res.Cut.Latency)
 		}
 		lat = append(lat, res.Cut.Latency)
 		resent += res.BlocksResent
