@@ -129,6 +129,13 @@ func startFaultSims(t *testing.T, cfgs ...sim.Config) (*sim.Sim, string) {
 		c.Name = fmt.Sprintf("f%d-%s", simSeq.Add(1), c.Name)
 		c.Pins, c.UDPAddrs, c.DTLSAddr, c.StateDir = true, []string{"127.0.0.1:0"}, "-", t.TempDir()
 	}
+	return serveSims(t, cfgs)
+}
+
+// serveSims starts the boards, waits until they have booted, switches
+// them off (the run powers them) and returns their bench file text.
+func serveSims(t *testing.T, cfgs []sim.Config) (*sim.Sim, string) {
+	t.Helper()
 	s, err := sim.Start(cfgs, true, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -789,24 +796,8 @@ func TestHelperDiskFullRun(t *testing.T) {
 		cfgs = append(cfgs, sim.Config{Name: fmt.Sprintf("d%d-%s", simSeq.Add(1), n), Pins: true,
 			UDPAddrs: []string{"127.0.0.1:0"}, DTLSAddr: "-", GDBAddr: "127.0.0.1:0"})
 	}
-	s, err := sim.Start(cfgs, true, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range s.Boards {
-		b.SetPower(false)
-	}
-	text, err := sim.Inventory(s.Boards)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv := parseInventory(t, string(text))
+	s, text := serveSims(t, cfgs)
+	inv := parseInventory(t, text)
 	j := parseJob(t, fmt.Sprintf(`boards: [%s, %s]
 %s
 block_size: 512

@@ -20,6 +20,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fudbench/fudbench/bench/fwproto"
+	"github.com/fudbench/fudbench/internal/coapopt"
 )
 
 // maxDatagram is the largest UDP payload: reading into a buffer this size
@@ -407,33 +408,14 @@ func (c *Client) response() *Response {
 	if len(m.Payload) > 0 {
 		out.Payload = append([]byte(nil), m.Payload...)
 	}
-	if v, ok := optUint(m.Options, message.Block1, 3); ok && v&7 != 7 {
+	if v, ok := coapopt.Uint(m.Options, message.Block1, 3); ok && v&7 != 7 {
 		out.block = Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}
 		out.Block1 = &out.block
 	}
-	if v, ok := optUint(m.Options, message.Size1, 4); ok {
+	if v, ok := coapopt.Uint(m.Options, message.Size1, 4); ok {
 		out.Size1 = v
 	}
 	return out
-}
-
-// optUint decodes the first option id as a CoAP uint of at most maxLen
-// bytes; a longer value is reported as absent rather than truncated.
-func optUint(opts message.Options, id message.OptionID, maxLen int) (uint32, bool) {
-	for _, o := range opts {
-		if o.ID != id {
-			continue
-		}
-		if len(o.Value) > maxLen {
-			return 0, false
-		}
-		var v uint32
-		for _, b := range o.Value {
-			v = v<<8 | uint32(b)
-		}
-		return v, true
-	}
-	return 0, false
 }
 
 // encode renders r as a confirmable request into c.out.
@@ -462,7 +444,7 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 	}
 	ob := c.optBuf[:]
 	if r.ContentFormat >= 0 && r.Payload != nil {
-		opts = append(opts, message.Option{ID: message.ContentFormat, Value: encodeUint(ob[0:4], uint32(r.ContentFormat))})
+		opts = append(opts, message.Option{ID: message.ContentFormat, Value: coapopt.PutUint(ob[0:4], uint32(r.ContentFormat))})
 	}
 	if b := r.Block1; b != nil {
 		if b.SZX > 6 || b.Num >= 1<<20 {
@@ -472,10 +454,10 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		if b.More {
 			v |= 8
 		}
-		opts = append(opts, message.Option{ID: message.Block1, Value: encodeUint(ob[4:8], v)})
+		opts = append(opts, message.Option{ID: message.Block1, Value: coapopt.PutUint(ob[4:8], v)})
 	}
 	if r.Size1 != 0 {
-		opts = append(opts, message.Option{ID: message.Size1, Value: encodeUint(ob[8:12], r.Size1)})
+		opts = append(opts, message.Option{ID: message.Size1, Value: coapopt.PutUint(ob[8:12], r.Size1)})
 	}
 	if r.RequestTag != nil {
 		// Copied, so that no part of r outlives the call: the request and
@@ -509,19 +491,6 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		n += copy(buf[n:], r.Payload)
 	}
 	return buf[:n], nil
-}
-
-// encodeUint writes v as a minimal CoAP uint into buf and returns it.
-func encodeUint(buf []byte, v uint32) []byte {
-	n := 0
-	for x := v; x != 0; x >>= 8 {
-		n++
-	}
-	for i := n - 1; i >= 0; i-- {
-		buf[i] = byte(v)
-		v >>= 8
-	}
-	return buf[:n]
 }
 
 // refused reports an ICMP port unreachable, which a connected UDP socket

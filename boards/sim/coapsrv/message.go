@@ -5,6 +5,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/fudbench/fudbench/internal/coapopt"
 )
 
 // Request is one decoded CoAP request as the handler sees it.
@@ -39,7 +41,7 @@ func (b Block) Size() int { return 16 << b.SZX }
 // Block1 returns the request's Block1 option. ok is false when it is
 // absent, longer than 3 bytes, or uses the reserved SZX 7.
 func (r *Request) Block1() (Block, bool) {
-	v, ok := optUint(r.Options, message.Block1, 3)
+	v, ok := coapopt.Uint(r.Options, message.Block1, 3)
 	if !ok || v&7 == 7 {
 		return Block{}, false
 	}
@@ -49,7 +51,7 @@ func (r *Request) Block1() (Block, bool) {
 // Size1 returns the request's Size1 option (RFC 7959 §4), the size of the
 // whole body the client means to send.
 func (r *Request) Size1() (uint32, bool) {
-	return optUint(r.Options, message.Size1, 4)
+	return coapopt.Uint(r.Options, message.Size1, 4)
 }
 
 // RequestTag returns the value of the Request-Tag option (292, RFC 9175).
@@ -65,28 +67,8 @@ func (r *Request) RequestTag() ([]byte, bool) {
 
 // ContentFormat returns the request's Content-Format option.
 func (r *Request) ContentFormat() (message.MediaType, bool) {
-	v, ok := optUint(r.Options, message.ContentFormat, 2)
+	v, ok := coapopt.Uint(r.Options, message.ContentFormat, 2)
 	return message.MediaType(v), ok
-}
-
-// optUint decodes the first option id as a CoAP uint of at most maxLen
-// bytes, by hand so that an over-long value is reported instead of being
-// silently truncated.
-func optUint(opts message.Options, id message.OptionID, maxLen int) (uint32, bool) {
-	for _, o := range opts {
-		if o.ID != id {
-			continue
-		}
-		if len(o.Value) > maxLen {
-			return 0, false
-		}
-		var v uint32
-		for _, b := range o.Value {
-			v = v<<8 | uint32(b)
-		}
-		return v, true
-	}
-	return 0, false
 }
 
 // NoContentFormat leaves the Content-Format option out of a Response.
@@ -109,17 +91,4 @@ type Response struct {
 	// AfterSend, if set, runs once the reply has been written, still in
 	// the server's handling turn: a device that reboots after answering.
 	AfterSend func()
-}
-
-// encodeUint writes v as a minimal CoAP uint into buf and returns the value.
-func encodeUint(buf []byte, v uint32) []byte {
-	n := 0
-	for x := v; x != 0; x >>= 8 {
-		n++
-	}
-	for i := n - 1; i >= 0; i-- {
-		buf[i] = byte(v)
-		v >>= 8
-	}
-	return buf[:n]
 }

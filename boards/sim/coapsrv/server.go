@@ -47,6 +47,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/fudbench/fudbench/internal/coapopt"
 )
 
 // Handler answers one request. It returns nil to send no reply at all (a
@@ -478,17 +480,17 @@ func (w *worker) encode(resp *Response) []byte {
 	}
 	opts := w.respOpts[:0]
 	if resp.ContentFormat >= 0 && len(resp.Payload) > 0 {
-		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: encodeUint(w.optBuf[0:4], uint32(resp.ContentFormat))})
+		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: coapopt.PutUint(w.optBuf[0:4], uint32(resp.ContentFormat))})
 	}
 	if b := resp.Block1; b != nil {
 		v := b.Num<<4 | uint32(b.SZX&7)
 		if b.More {
 			v |= 8
 		}
-		opts = opts.Add(message.Option{ID: message.Block1, Value: encodeUint(w.optBuf[4:8], v)})
+		opts = opts.Add(message.Option{ID: message.Block1, Value: coapopt.PutUint(w.optBuf[4:8], v)})
 	}
 	if resp.Size1 != 0 {
-		opts = opts.Add(message.Option{ID: message.Size1, Value: encodeUint(w.optBuf[8:12], resp.Size1)})
+		opts = opts.Add(message.Option{ID: message.Size1, Value: coapopt.PutUint(w.optBuf[8:12], resp.Size1)})
 	}
 	for _, o := range resp.Options {
 		opts = opts.Add(o)

@@ -20,6 +20,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/fudbench/fudbench/internal/coapopt"
 )
 
 // blockOpt encodes a Block1 option.
@@ -28,7 +30,7 @@ func blockOpt(num uint32, more bool, szx uint8) message.Option {
 	if more {
 		v |= 8
 	}
-	return message.Option{ID: message.Block1, Value: encodeUint(make([]byte, 4), v)}
+	return message.Option{ID: message.Block1, Value: coapopt.PutUint(make([]byte, 4), v)}
 }
 
 // uploadBlocks PUTs data to path one confirmable block at a time, the way
