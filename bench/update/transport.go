@@ -331,6 +331,16 @@ func (c *Client) send(b []byte) error {
 // match looks at one datagram received during the exchange of (mid, tok).
 // done reports the response; anything else is handled (a separate CON
 // response acknowledged, a stray CON reset) or ignored.
+// isResponse reports a response code: class 2 (success), 4 (client
+// error) or 5 (server error). Classes 1, 3, 6 and 7 are reserved over UDP.
+func isResponse(c codes.Code) bool {
+	switch c >> 5 {
+	case 2, 4, 5:
+		return true
+	}
+	return false
+}
+
 func (c *Client) match(data []byte, mid uint16, tok []byte, acked *bool) (resp *Response, done bool, err error) {
 	m := &c.msg
 	if err := c.decode(data); err != nil {
@@ -349,7 +359,9 @@ func (c *Client) match(data []byte, mid uint16, tok []byte, acked *bool) (resp *
 			*acked = true
 			return nil, false, nil
 		}
-		if string(m.Token) != string(tok) {
+		// An ACK carries a response or nothing (RFC 7252 §4.2): any other
+		// code is a format error, silently ignored.
+		if !isResponse(m.Code) || string(m.Token) != string(tok) {
 			return nil, false, nil
 		}
 		return c.response(), true, nil
@@ -360,7 +372,7 @@ func (c *Client) match(data []byte, mid uint16, tok []byte, acked *bool) (resp *
 		return nil, false, nil
 	}
 	// CON or NON: only a response with our token is awaited.
-	if m.Code >= 64 && string(m.Token) == string(tok) {
+	if isResponse(m.Code) && string(m.Token) == string(tok) {
 		if m.Type == message.Confirmable {
 			c.control(message.Acknowledgement, mmid)
 			c.lastSep = int32(mmid)
