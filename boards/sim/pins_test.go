@@ -136,13 +136,11 @@ func TestBusyPin(t *testing.T) {
 	if _, err := resumable(t, b, img, 6, []byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	finished := time.Now()
-	at, ok := <-edge
-	if !ok {
+	// The board was idle (no edge) until the update began; the watcher's
+	// own clock is not compared with the update's end, as its goroutine
+	// may be scheduled only after a fast update has finished.
+	if _, ok := <-edge; !ok {
 		t.Fatal("no busy edge during an update")
-	}
-	if at.After(finished) {
-		t.Errorf("busy edge at %v, after the update finished at %v", at, finished)
 	}
 	if runningDigest(t, b) != sha256.Sum256(img) {
 		t.Fatal("update did not boot")
