@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench/console"
-	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
 )
@@ -163,9 +163,9 @@ func (b *Board) powerCall(ctx context.Context, limit time.Duration, call func(co
 
 // Endpoint is how the bench reaches a device over CoAP.
 type Endpoint struct {
-	Addr string      // host:port
-	PSK  *update.PSK // nil: plain UDP
-	Tx   update.Transmission
+	Addr string    // host:port
+	PSK  *coap.PSK // nil: plain UDP
+	Tx   coap.Transmission
 	// Poll bounds each attempt while waiting for a device to answer after
 	// power-on; it sets the resolution of the recovery times (default
 	// 20 ms; raise it for slow links such as 6LoWPAN).
@@ -258,8 +258,8 @@ func (b *Board) Safe() error {
 }
 
 // Dial opens a CoAP client to the board.
-func (b *Board) Dial(ctx context.Context) (*update.Client, error) {
-	c, err := update.Dial(ctx, b.Endpoint.Addr, b.Endpoint.PSK, b.Endpoint.Tx)
+func (b *Board) Dial(ctx context.Context) (*coap.Client, error) {
+	c, err := coap.Dial(ctx, b.Endpoint.Addr, b.Endpoint.PSK, b.Endpoint.Tx)
 	if err != nil {
 		return nil, fmt.Errorf("board %s: %w", b.Name, err)
 	}

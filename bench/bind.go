@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench/console"
-	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/power"
 )
 
@@ -21,7 +21,7 @@ var ErrNotWired = errors.New("not wired")
 // BindOptions choose what Bind opens.
 type BindOptions struct {
 	Console bool // open the serial console (it follows the port if it vanishes)
-	Tx      update.Transmission
+	Tx      coap.Transmission
 	Log     *slog.Logger
 	// PowerTimeout bounds each power switch call (0: DefaultPowerTimeout).
 	PowerTimeout time.Duration
@@ -50,7 +50,7 @@ func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (*Bo
 			if err != nil {
 				return nil, fmt.Errorf("%w: board %s: %w", boards.ErrConfig, bd.Name, err)
 			}
-			b.Endpoint.PSK = &update.PSK{Identity: c.DTLS.Identity, Key: key}
+			b.Endpoint.PSK = &coap.PSK{Identity: c.DTLS.Identity, Key: key}
 		}
 	}
 	if c := bd.Console; c != nil {

@@ -16,8 +16,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/power/powertest"
 	"github.com/fudbench/fudbench/results"
 )
@@ -33,7 +33,7 @@ import (
 type hreq struct {
 	Code    codes.Code
 	Path    string
-	Block1  *update.Block
+	Block1  *coap.Block
 	Tag     []byte
 	Payload []byte
 }
@@ -159,7 +159,7 @@ func startHostile(t *testing.T, dev *protoDevice) string {
 			r := hreq{Code: m.Code, Payload: append([]byte(nil), m.Payload...)}
 			r.Path, _ = m.Options.Path()
 			if v, err := m.Options.GetUint32(message.Block1); err == nil {
-				r.Block1 = &update.Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}
+				r.Block1 = &coap.Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}
 			}
 			r.Tag, _ = m.Options.GetBytes(fwproto.OptionRequestTag)
 			resp := dev.handle(r)
@@ -216,7 +216,7 @@ func hostileBoard(t *testing.T, dev *protoDevice) (*bench.Board, *results.Memory
 	addr := startHostile(t, dev)
 	mem := &results.Memory{}
 	hub := bench.NewHub(results.NewClock(), mem)
-	ep := bench.Endpoint{Addr: addr, Tx: update.Transmission{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 1}, Poll: 50 * time.Millisecond}
+	ep := bench.Endpoint{Addr: addr, Tx: coap.Transmission{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 1}, Poll: 50 * time.Millisecond}
 	return bench.NewBoard("hostile", &powertest.Switch{}, ep, bench.SimPatterns, hub), mem
 }
 
@@ -479,7 +479,7 @@ func TestHostileSilentMidTransfer(t *testing.T) {
 	if res.BlocksSent != 6 || len(mem.OfKind(results.BlockAcked)) != 5 {
 		t.Errorf("%d blocks sent, %d acknowledged", res.BlocksSent, len(mem.OfKind(results.BlockAcked)))
 	}
-	if errors.Is(res.Err, update.ErrResync) {
+	if errors.Is(res.Err, coap.ErrResync) {
 		t.Errorf("silence taken for a resync: %v", res.Err)
 	}
 }

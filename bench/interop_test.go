@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -84,11 +84,11 @@ func TestBlock1ToLibcoapServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			ep := bench.Endpoint{Addr: fmt.Sprintf("127.0.0.1:%d", port), Tx: update.Transmission{AckTimeout: 500 * time.Millisecond}}
+			ep := bench.Endpoint{Addr: fmt.Sprintf("127.0.0.1:%d", port), Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond}}
 			scheme := "coap"
 			if tc.dtls {
 				ep.Addr = fmt.Sprintf("127.0.0.1:%d", port+1)
-				ep.PSK = &update.PSK{Identity: "bench", Key: key}
+				ep.PSK = &coap.PSK{Identity: "bench", Key: key}
 				scheme = "coaps"
 			}
 			b := bench.NewBoard("coap-server", nil, ep, bench.Patterns{}, bench.NewHub(results.NewClock(), nil))

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/boards/sim"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // dropOnce relays datagrams between the bench and a device and drops the

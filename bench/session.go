@@ -12,8 +12,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -256,7 +256,7 @@ func (s *session) run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if !s.cutFired() {
-			var rs *update.ResyncError
+			var rs *coap.ResyncError
 			if errors.As(err, &rs) {
 				err = s.checkResync(rs.State, restarts)
 				if err == nil {
@@ -327,7 +327,7 @@ func (s *session) resetCut() {
 }
 
 // prepare checks the running version and posts the transfer parameters.
-func (s *session) prepare(ctx context.Context, c **update.Client) error {
+func (s *session) prepare(ctx context.Context, c **coap.Client) error {
 	v, err := (*c).Version(ctx)
 	if err != nil {
 		return s.deviceOrInfra(err, "read version before the update")
@@ -348,7 +348,7 @@ func (s *session) deviceOrInfra(err error, what string) error {
 }
 
 // waitRecovery polls /fw/state until the device reports recovery mode.
-func (s *session) waitRecovery(ctx context.Context, c **update.Client, afterCut bool) (fwproto.State, error) {
+func (s *session) waitRecovery(ctx context.Context, c **coap.Client, afterCut bool) (fwproto.State, error) {
 	deadline := time.Now().Add(s.u.RecoveryTimeout)
 	p := fwproto.Prepare{Size: uint32(len(s.u.Image)), Digest: s.digest[:], SZX: s.u.SZX, Tag: s.u.Tag}
 	var last error
@@ -356,7 +356,7 @@ func (s *session) waitRecovery(ctx context.Context, c **update.Client, afterCut 
 		if ctx.Err() != nil {
 			return fwproto.State{}, ctx.Err()
 		}
-		st, err := s.poll(ctx, c, func(cl *update.Client, ctx context.Context) (any, error) { return cl.State(ctx) })
+		st, err := s.poll(ctx, c, func(cl *coap.Client, ctx context.Context) (any, error) { return cl.State(ctx) })
 		if err == nil {
 			st := st.(fwproto.State)
 			if st.State == fwproto.StateFailed && st.Size == 0 {
@@ -369,7 +369,7 @@ func (s *session) waitRecovery(ctx context.Context, c **update.Client, afterCut 
 			return st, nil
 		}
 		last = err
-		var se *update.StatusError
+		var se *coap.StatusError
 		if errors.As(err, &se) && se.Code == codes.NotFound {
 			// Still the app: the reboot into recovery has not happened yet.
 			time.Sleep(5 * time.Millisecond)
@@ -381,7 +381,7 @@ func (s *session) waitRecovery(ctx context.Context, c **update.Client, afterCut 
 
 // poll runs one request with a short timeout, redialling on transport
 // errors: after a power cycle the old socket may be dead.
-func (s *session) poll(ctx context.Context, c **update.Client, f func(*update.Client, context.Context) (any, error)) (any, error) {
+func (s *session) poll(ctx context.Context, c **coap.Client, f func(*coap.Client, context.Context) (any, error)) (any, error) {
 	base := s.b.Endpoint.poll()
 	s.pollWait = max(s.pollWait, base)
 	pctx, cancel := context.WithTimeout(ctx, s.pollWait)
@@ -397,7 +397,7 @@ func (s *session) poll(ctx context.Context, c **update.Client, f func(*update.Cl
 		// requests and fresh sockets that only add to the load.
 		s.pollWait = min(2*s.pollWait, maxPollWait)
 	}
-	var se *update.StatusError
+	var se *coap.StatusError
 	if errors.As(err, &se) {
 		return nil, err
 	}
@@ -422,7 +422,7 @@ func (s *session) mark(name string) {
 
 // transfer sends blocks from next until the last one is taken (done), the
 // cut fires, or an error. It returns the block it stopped at.
-func (s *session) transfer(ctx context.Context, c *update.Client, next uint32, szx uint8) (done bool, at uint32, newSZX uint8, err error) {
+func (s *session) transfer(ctx context.Context, c *coap.Client, next uint32, szx uint8) (done bool, at uint32, newSZX uint8, err error) {
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()
@@ -467,7 +467,7 @@ func (s *session) transfer(ctx context.Context, c *update.Client, next uint32, s
 			return false, num, szx, nil
 		}
 		if err != nil {
-			var se *update.StatusError
+			var se *coap.StatusError
 			if resp != nil && resp.Code == codes.RequestEntityTooLarge && num == 0 && s.u.Profile == Block1 {
 				if resp.Block1 != nil && resp.Block1.SZX < szx {
 					// The device asked for smaller blocks: start again with them.
@@ -485,7 +485,7 @@ func (s *session) transfer(ctx context.Context, c *update.Client, next uint32, s
 			if errors.As(err, &se) {
 				return false, num, szx, fmt.Errorf("board %s: %w", s.b.Name, err)
 			}
-			var rs *update.ResyncError
+			var rs *coap.ResyncError
 			if errors.As(err, &rs) {
 				return false, num, szx, err
 			}
@@ -520,7 +520,7 @@ func (s *session) transfer(ctx context.Context, c *update.Client, next uint32, s
 
 // recover powers the board back on after the off-time and follows it
 // until the transfer can continue; it returns the block to continue from.
-func (s *session) recover(ctx context.Context, c **update.Client) (uint32, error) {
+func (s *session) recover(ctx context.Context, c **coap.Client) (uint32, error) {
 	if s.u.OffTime > 0 {
 		select {
 		case <-time.After(s.u.OffTime):
@@ -569,7 +569,7 @@ func (s *session) recover(ctx context.Context, c **update.Client) (uint32, error
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		v, err := s.poll(ctx, c, func(cl *update.Client, ctx context.Context) (any, error) { return cl.Boot(ctx) })
+		v, err := s.poll(ctx, c, func(cl *coap.Client, ctx context.Context) (any, error) { return cl.Boot(ctx) })
 		if err != nil {
 			last = err
 			time.Sleep(2 * time.Millisecond)
@@ -628,14 +628,14 @@ func (s *session) recover(ctx context.Context, c **update.Client) (uint32, error
 }
 
 // waitNewVersion waits until the new image runs.
-func (s *session) waitNewVersion(ctx context.Context, c **update.Client) error {
+func (s *session) waitNewVersion(ctx context.Context, c **coap.Client) error {
 	deadline := time.Now().Add(s.u.RecoveryTimeout)
 	var last error
 	for time.Now().Before(deadline) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		v, err := s.poll(ctx, c, func(cl *update.Client, ctx context.Context) (any, error) { return cl.Version(ctx) })
+		v, err := s.poll(ctx, c, func(cl *coap.Client, ctx context.Context) (any, error) { return cl.Version(ctx) })
 		if err == nil {
 			ver := v.(fwproto.Version)
 			s.res.Final = &ver
@@ -646,7 +646,7 @@ func (s *session) waitNewVersion(ctx context.Context, c **update.Client) error {
 			last = fmt.Errorf("running %s, not the new image", ver.Version)
 		} else {
 			last = err
-			var se *update.StatusError
+			var se *coap.StatusError
 			if errors.As(err, &se) && se.Code == codes.NotFound {
 				if st, err := (*c).State(ctx); err == nil {
 					s.res.Recovery = &st

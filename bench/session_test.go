@@ -15,12 +15,12 @@ import (
 
 	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/bench/console"
-	"github.com/fudbench/fudbench/bench/update"
-	"github.com/fudbench/fudbench/boards/sim"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/power"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
 )
 
 var boardSeq atomic.Int64
@@ -63,13 +63,13 @@ func simBoard(t testing.TB, cfg sim.Config, baseline []byte) (*sim.Board, *bench
 		t.Fatal(err)
 	}
 	udp, _ := sb.Endpoints()
-	b := bench.NewBoard(cfg.Name, sw, bench.Endpoint{Addr: udp[0], Tx: update.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}}, bench.SimPatterns, hub)
+	b := bench.NewBoard(cfg.Name, sw, bench.Endpoint{Addr: udp[0], Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}}, bench.SimPatterns, hub)
 	return sb, b, mem
 }
 
 func img(t testing.TB, version string, seq uint32, size int, seed int64) []byte {
 	t.Helper()
-	b, err := image.Build(image.Spec{Version: version, Seq: seq, Size: size, Seed: seed}, image.DevKey())
+	b, err := fwimage.Build(fwimage.Spec{Version: version, Seq: seq, Size: size, Seed: seed}, fwimage.DevKey())
 	if err != nil {
 		t.Fatal(err)
 	}

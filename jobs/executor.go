@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/results"
@@ -42,7 +42,7 @@ type RunOptions struct {
 	Log     *slog.Logger
 	Out     io.Writer // progress and the final table
 	TTY     bool
-	Tx      update.Transmission
+	Tx      coap.Transmission
 	Console bool // open the boards' consoles
 	// PowerTimeout bounds each power switch call; 0 is
 	// bench.DefaultPowerTimeout.
@@ -605,7 +605,7 @@ func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (_ 
 		if serr == nil {
 			return results.StuckRecovery, fmt.Sprintf("recovery state %s next %d/%d: %s", st.State, st.Next, fwproto.Blocks(st.Size, st.SZX), why), false
 		}
-		var se *update.StatusError
+		var se *coap.StatusError
 		if errors.As(verr, &se) || errors.As(serr, &se) {
 			// Answering but neither app nor recovery state yet: it may
 			// still be booting; look again until the deadline.
@@ -707,7 +707,7 @@ func (r *runner) waitApp(ctx context.Context, w *worker) (fwproto.Version, error
 		if errors.Is(err, context.DeadlineExceeded) {
 			wait = min(2*wait, time.Second)
 		}
-		var se *update.StatusError
+		var se *coap.StatusError
 		if errors.As(err, &se) {
 			return fwproto.Version{}, err // answering, but not an app
 		}

@@ -8,14 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/boards/sim"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/jobs"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/probes/gdbrsp"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
 )
 
 var simSeq atomic.Int64
@@ -57,7 +57,7 @@ func startSims(t testing.TB, n int, strategy sim.Strategy) (*sim.Sim, *boards.Be
 
 func build(t testing.TB, v string, seq uint32, size int, seed int64) []byte {
 	t.Helper()
-	img, err := image.Build(image.Spec{Version: v, Seq: seq, Size: size, Seed: seed}, image.DevKey())
+	img, err := fwimage.Build(fwimage.Spec{Version: v, Seq: seq, Size: size, Seed: seed}, fwimage.DevKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *
 		Job: job, Inventory: inv, Baseline: base, Update: upd,
 		Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
-		Tx: update.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
+		Tx: coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
 	})
 	if err != nil {
 		t.Fatal(err)

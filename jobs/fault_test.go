@@ -22,13 +22,13 @@ import (
 	"periph.io/x/conn/v3/gpio/gpioreg"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/boards/sim"
+	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/power"
 	_ "github.com/fudbench/fudbench/power/simctl"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // The fault suite: each test injects one fault into one board of a job
@@ -206,7 +206,7 @@ func runFaultJob(t *testing.T, job string, inv *boards.Bench, base, upd []byte, 
 		Job: j, Inventory: inv, Baseline: base, Update: upd,
 		Run:    results.RunInfo{ID: fmt.Sprintf("fault%d", simSeq.Add(1)), Job: j.Name, JobHash: "h", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
-		Tx: update.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},
+		Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},
 	}
 	if opt != nil {
 		opt(&o)
@@ -821,7 +821,7 @@ recovery_timeout: 5s
 		Job: j, Inventory: inv, Baseline: base, Update: upd,
 		Run:    results.RunInfo{ID: "diskfull", Job: j.Name, JobHash: "diskfull-hash", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
-		Tx: update.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},
+		Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},
 	})
 	out := diskFullChild{Err: fmt.Sprint(err)}
 	if rep != nil {

@@ -20,11 +20,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/boards/sim"
+	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // scaleJob is the job the scale and soak benchmarks run on every board:
@@ -351,7 +351,7 @@ func scaleExecute(job *jobs.Job, inv *boards.Bench, dir string, base, upd []byte
 		Job: job, Inventory: inv, Baseline: base, Update: upd,
 		Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
-		Tx: update.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},
+		Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},
 	})
 }
 

@@ -16,8 +16,8 @@ import (
 	"github.com/creack/pty"
 	"go.bug.st/serial/enumerator"
 
-	"github.com/fudbench/fudbench/boards/sim/simconsole"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim/simconsole"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench/console"
-	"github.com/fudbench/fudbench/boards/sim/simconsole"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim/simconsole"
 )
 
 // Waiting for a board's recovery banner across a power cycle that

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/results"
 )
@@ -145,7 +145,7 @@ func badImages(t *testing.T, dir string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	good, err := image.Build(image.Spec{Version: "2.0.0", Seq: 2, Size: 4 << 10, Seed: 2}, image.DevKey())
+	good, err := fwimage.Build(fwimage.Spec{Version: "2.0.0", Seq: 2, Size: 4 << 10, Seed: 2}, fwimage.DevKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func badImages(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherImg, err := image.Build(image.Spec{Version: "2.0.0", Seq: 2, Size: 4 << 10, Seed: 2}, other)
+	otherImg, err := fwimage.Build(fwimage.Spec{Version: "2.0.0", Seq: 2, Size: 4 << 10, Seed: 2}, other)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +163,8 @@ func badImages(t *testing.T, dir string) {
 		return b
 	}
 	for name, b := range map[string][]byte{
-		"bad-signature.bin": flip(image.SignedSize + 5), // inside the signature
-		"bad-digest.bin":    flip(len(good) - 1),        // a payload byte
+		"bad-signature.bin": flip(fwimage.SignedSize + 5), // inside the signature
+		"bad-digest.bin":    flip(len(good) - 1),          // a payload byte
 		"other-key.bin":     otherImg,
 		"truncated.bin":     good[:1000],
 	} {
@@ -298,7 +298,7 @@ func TestBadInputCorpusBaseIsGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := image.DevKey().Public().(ed25519.PublicKey)
+	pub := fwimage.DevKey().Public().(ed25519.PublicKey)
 	g := &globals{log: discardLog()}
 	for _, im := range []struct {
 		spec jobs.ImageSpec
@@ -328,9 +328,9 @@ func TestBadInputCorpusBaseIsGood(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s verifies", name)
 		}
-		if name == "bad-signature.bin" && !errors.Is(err, image.ErrSignature) ||
-			name == "bad-digest.bin" && !errors.Is(err, image.ErrDigest) ||
-			name == "truncated.bin" && !errors.Is(err, image.ErrTruncated) {
+		if name == "bad-signature.bin" && !errors.Is(err, fwimage.ErrSignature) ||
+			name == "bad-digest.bin" && !errors.Is(err, fwimage.ErrDigest) ||
+			name == "truncated.bin" && !errors.Is(err, fwimage.ErrTruncated) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}

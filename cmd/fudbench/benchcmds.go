@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
 )
@@ -341,7 +341,7 @@ func endpointFromURL(raw, pskID, pskFile string) (bench.Endpoint, string, error)
 		if err != nil {
 			return ep, "", err
 		}
-		ep.PSK = &update.PSK{Identity: pskID, Key: key}
+		ep.PSK = &coap.PSK{Identity: pskID, Key: key}
 	default:
 		return ep, "", fmt.Errorf("--url %q: want coap:// or coaps://", raw)
 	}

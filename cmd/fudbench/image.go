@@ -8,13 +8,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/fwimage"
 )
 
 func newImageCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Build and inspect signed test images"}
 	var (
-		spec    image.Spec
+		spec    fwimage.Spec
 		size    string
 		keyPath string
 		out     string
@@ -31,22 +31,22 @@ func newImageCmd(g *globals) *cobra.Command {
 				return usageErr(fmt.Errorf("--size: %w", err))
 			}
 			spec.Size = n
-			key := image.DevKey()
+			key := fwimage.DevKey()
 			if keyPath != "" {
-				if key, err = image.LoadPrivateKey(keyPath); err != nil {
+				if key, err = fwimage.LoadPrivateKey(keyPath); err != nil {
 					return usageErr(err)
 				}
 			} else {
 				g.log.Warn("signing with the built-in development key (public, not for production)")
 			}
-			img, err := image.Build(spec, key)
+			img, err := fwimage.Build(spec, key)
 			if err != nil {
 				return usageErr(err)
 			}
 			if err := os.WriteFile(out, img, 0o644); err != nil {
 				return infraErr(fmt.Errorf("write %s: %w", out, err))
 			}
-			fmt.Fprintf(c.OutOrStdout(), "%s: version %s seq %d, %d bytes, digest %x\n", out, spec.Version, spec.Seq, len(img), image.Digest(img))
+			fmt.Fprintf(c.OutOrStdout(), "%s: version %s seq %d, %d bytes, digest %x\n", out, spec.Version, spec.Seq, len(img), fwimage.Digest(img))
 			return nil
 		},
 	}
@@ -69,14 +69,14 @@ func newImageCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageErr(fmt.Errorf("read image: %w", err))
 			}
-			h, err := image.ParseHeader(img)
+			h, err := fwimage.ParseHeader(img)
 			if err != nil {
 				return usageErr(fmt.Errorf("%s: %w", args[0], err))
 			}
-			var pub ed25519.PublicKey = image.DevKey().Public().(ed25519.PublicKey)
+			var pub ed25519.PublicKey = fwimage.DevKey().Public().(ed25519.PublicKey)
 			keyName := "development key"
 			if pubPath != "" {
-				if pub, err = image.LoadPublicKey(pubPath); err != nil {
+				if pub, err = fwimage.LoadPublicKey(pubPath); err != nil {
 					return usageErr(err)
 				}
 				keyName = pubPath
@@ -88,8 +88,8 @@ func newImageCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "payload size:  %d\n", h.PayloadSize)
 			fmt.Fprintf(w, "payload sha256: %x\n", h.PayloadSHA256)
 			fmt.Fprintf(w, "key id:        %x\n", h.KeyID)
-			fmt.Fprintf(w, "digest:        %x (SHA-256 of the whole file)\n", image.Digest(img))
-			if _, err := image.Verify(img, pub); err != nil {
+			fmt.Fprintf(w, "digest:        %x (SHA-256 of the whole file)\n", fwimage.Digest(img))
+			if _, err := fwimage.Verify(img, pub); err != nil {
 				fmt.Fprintf(w, "signature:     INVALID with %s: %v\n", keyName, err)
 				return &exitError{ExitDeviceFail, fmt.Errorf("%s does not verify: %w", args[0], err)}
 			}

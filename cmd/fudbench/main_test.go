@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/boards/sim"
+	"github.com/fudbench/fudbench/sim"
 )
 
 var binary string

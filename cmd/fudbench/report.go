@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/results"
 	"github.com/fudbench/fudbench/results/report"
 )
@@ -83,7 +83,7 @@ func writeRunReport(db *results.DB, outDir, runID, path string, firmware []strin
 // an image built on the fly, or the one in the header of an image in
 // fudbench's format; "" when unknown.
 func imageVersion(img []byte) string {
-	if h, err := image.ParseHeader(img); err == nil {
+	if h, err := fwimage.ParseHeader(img); err == nil {
 		return fmt.Sprintf("%s (seq %d)", h.Version, h.Seq)
 	}
 	return ""

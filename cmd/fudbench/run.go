@@ -17,14 +17,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fudbench/fudbench/bench/update"
 	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/boards/sim"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // version is fudbench's own version, recorded with every run.
@@ -90,18 +90,18 @@ func checkImage(g *globals, what string, spec jobs.ImageSpec, img []byte, pub ed
 	if name == "" {
 		name = "(built)"
 	}
-	if !bytes.HasPrefix(img, []byte(image.Magic)) {
+	if !bytes.HasPrefix(img, []byte(fwimage.Magic)) {
 		g.log.Info("image is not in fudbench's format; the device verifies it", "image", what, "file", name)
 		return nil
 	}
-	h, err := image.ParseHeader(img)
+	h, err := fwimage.ParseHeader(img)
 	if err != nil {
 		return fmt.Errorf("%s image %s: %w", what, name, err)
 	}
-	if !keyGiven && h.KeyID != image.KeyID(pub) {
+	if !keyGiven && h.KeyID != fwimage.KeyID(pub) {
 		return fmt.Errorf("%s image %s: signed by key id %x, not the development key: give its public key with --image-key", what, name, h.KeyID)
 	}
-	if _, err := image.Verify(img, pub); err != nil {
+	if _, err := fwimage.Verify(img, pub); err != nil {
 		return fmt.Errorf("%s image %s: %w", what, name, err)
 	}
 	return nil
@@ -150,7 +150,7 @@ func checkWiring(inv *boards.Bench, names []string) error {
 func loadImage(spec jobs.ImageSpec) ([]byte, error) {
 	if spec.Build != nil {
 		b := spec.Build
-		return image.Build(image.Spec{Version: b.Version, Seq: b.Seq, Size: b.Size, Seed: b.Seed}, image.DevKey())
+		return fwimage.Build(fwimage.Spec{Version: b.Version, Seq: b.Seq, Size: b.Size, Seed: b.Seed}, fwimage.DevKey())
 	}
 	data, err := os.ReadFile(spec.File)
 	if err != nil {
@@ -212,9 +212,9 @@ job or bench file; 3 the bench failed (infra-error); 130 interrupted.`,
 				return usageErr(fmt.Errorf("update %w", err))
 			}
 			if !skipImageCheck {
-				pub := image.DevKey().Public().(ed25519.PublicKey)
+				pub := fwimage.DevKey().Public().(ed25519.PublicKey)
 				if imageKey != "" {
-					if pub, err = image.LoadPublicKey(imageKey); err != nil {
+					if pub, err = fwimage.LoadPublicKey(imageKey); err != nil {
 						return usageErr(fmt.Errorf("--image-key: %w", err))
 					}
 				}
@@ -300,7 +300,7 @@ job or bench file; 3 the bench failed (infra-error); 130 interrupted.`,
 				OutDir: outDir, DB: db, Resume: resume,
 				Locker: &jobs.FileLocker{Dir: lockDir, Wait: lockWait},
 				Log:    g.log, Out: out, TTY: isTerminal(os.Stdout) && !jsonOut,
-				Tx:      update.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},
+				Tx:      coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},
 				Console: true,
 			})
 			if rep == nil {

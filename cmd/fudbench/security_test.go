@@ -25,8 +25,8 @@ import (
 
 	_ "modernc.org/sqlite"
 
-	"github.com/fudbench/fudbench/bench/update"
-	"github.com/fudbench/fudbench/boards/sim"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // argvRecorder is a program that writes its arguments, NUL-separated, to
@@ -487,7 +487,7 @@ func TestSecurityLoopbackOnly(t *testing.T) {
 		}
 	}()
 	// The addresses it prints.
-	var coap, coaps []string
+	var udpAddrs, coaps []string
 	lines := bufio.NewScanner(pr)
 	printed := make(chan struct{})
 	go func() {
@@ -497,7 +497,7 @@ func TestSecurityLoopbackOnly(t *testing.T) {
 			f := strings.Fields(lines.Text())
 			switch {
 			case len(f) >= 2 && f[0] == "coap":
-				coap = append(coap, strings.TrimPrefix(f[1], "coap://"))
+				udpAddrs = append(udpAddrs, strings.TrimPrefix(f[1], "coap://"))
 			case len(f) >= 2 && f[0] == "coaps":
 				coaps = append(coaps, strings.TrimPrefix(f[1], "coaps://"))
 			case len(f) >= 2 && f[0] == "power":
@@ -513,22 +513,22 @@ func TestSecurityLoopbackOnly(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("sim printed no addresses")
 	}
-	if len(coap) < 4 || len(coaps) != 2 {
-		t.Fatalf("endpoints: coap %v coaps %v", coap, coaps)
+	if len(udpAddrs) < 4 || len(coaps) != 2 {
+		t.Fatalf("endpoints: coap %v coaps %v", udpAddrs, coaps)
 	}
 	// The bench side: a client to every endpoint, kept open while the
 	// sockets are listed.
-	tx := update.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 3}
-	var clients []*update.Client
+	tx := coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 3}
+	var clients []*coap.Client
 	defer func() {
 		for _, c := range clients {
 			c.Close()
 		}
 	}()
-	dial := func(addr string, psk *update.PSK) {
+	dial := func(addr string, psk *coap.PSK) {
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer dcancel()
-		c, err := update.Dial(dctx, addr, psk, tx)
+		c, err := coap.Dial(dctx, addr, psk, tx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -537,11 +537,11 @@ func TestSecurityLoopbackOnly(t *testing.T) {
 			t.Errorf("GET /boot at %s: %v", addr, err)
 		}
 	}
-	for _, a := range coap {
+	for _, a := range udpAddrs {
 		dial(a, nil)
 	}
 	for _, a := range coaps {
-		dial(a, &update.PSK{Identity: "fudbench", Key: sim.DevPSK})
+		dial(a, &coap.PSK{Identity: "fudbench", Key: sim.DevPSK})
 	}
 
 	socks := socketAddrs(t)
@@ -553,7 +553,7 @@ func TestSecurityLoopbackOnly(t *testing.T) {
 	}
 	// Per board: UDP v4 and v6, DTLS, GDB; the control endpoint; one
 	// client socket per endpoint.
-	if len(fresh) < 2*4+1+len(coap)+len(coaps) {
+	if len(fresh) < 2*4+1+len(udpAddrs)+len(coaps) {
 		t.Errorf("found only %d new sockets: %v", len(fresh), fresh)
 	}
 	for _, s := range socks {

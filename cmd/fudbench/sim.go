@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/boards/sim"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // simConfigs turns a bench file's sim sections into board configs; with

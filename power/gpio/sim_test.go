@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/boards/sim"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/power"
 	_ "github.com/fudbench/fudbench/power/gpio"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // TestSimBoard drives a simulated board's power input through the same
@@ -19,7 +19,7 @@ func TestSimBoard(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { board.Close() })
-	img, err := image.Build(sim.BaselineSpec, image.DevKey())
+	img, err := fwimage.Build(sim.BaselineSpec, fwimage.DevKey())
 	if err != nil {
 		t.Fatal(err)
 	}

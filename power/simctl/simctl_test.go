@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/boards/sim"
 	"github.com/fudbench/fudbench/power"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // startSim runs a real simulated bench with its control endpoint.

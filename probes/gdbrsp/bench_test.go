@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fudbench/fudbench/boards/sim"
 	"github.com/fudbench/fudbench/probes/gdbrsp"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // BenchmarkSimFlash flashes 64 KiB into the simulated board (instant flash

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/fudbench/fudbench/boards/sim/gdbstub"
+	"github.com/fudbench/fudbench/sim/gdbstub"
 )
 
 // fakeServer is a scripted GDB server for the failure modes a real server

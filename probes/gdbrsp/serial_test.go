@@ -16,8 +16,8 @@ import (
 
 	"github.com/creack/pty"
 
-	"github.com/fudbench/fudbench/boards/sim/gdbstub"
 	"github.com/fudbench/fudbench/probes"
+	"github.com/fudbench/fudbench/sim/gdbstub"
 )
 
 // These tests run the client over a real pseudo-terminal, opened with

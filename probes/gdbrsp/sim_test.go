@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/boards/sim"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/probes/gdbrsp"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // The simulated board's GDB server is a real peer for the vFlash path: its
@@ -63,7 +63,7 @@ func TestSimFlashAndBoot(t *testing.T) {
 			if m, err := b.WaitMode(ctx, sim.ModeHalted, sim.ModeRecovery); err != nil {
 				t.Fatalf("empty board: mode %s: %v", m, err)
 			}
-			img, err := image.Build(image.Spec{Version: "2.0.0", Seq: 2, Size: 20<<10 + 5, Seed: 3}, image.DevKey())
+			img, err := fwimage.Build(fwimage.Spec{Version: "2.0.0", Seq: 2, Size: 20<<10 + 5, Seed: 3}, fwimage.DevKey())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,9 +13,9 @@ import (
 
 	"go.bug.st/serial"
 
-	"github.com/fudbench/fudbench/boards/sim/an3155"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/probes/stm32uart"
+	"github.com/fudbench/fudbench/sim/an3155"
 )
 
 const flashBase = an3155.FlashBase

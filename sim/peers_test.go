@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
+	"github.com/fudbench/fudbench/fwproto"
 )
 
 // Interop with programs someone else wrote: libcoap's coap-client (CoAP over

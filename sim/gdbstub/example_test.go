@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"fmt"
 
-	"github.com/fudbench/fudbench/boards/sim/gdbstub"
+	"github.com/fudbench/fudbench/sim/gdbstub"
 )
 
 // A vFlashWrite request framed and read back the way the stub reads it.

@@ -8,9 +8,9 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/boards/sim/coapsrv"
-	"github.com/fudbench/fudbench/boards/sim/flash"
+	"github.com/fudbench/fudbench/fwproto"
+	"github.com/fudbench/fudbench/sim/coapsrv"
+	"github.com/fudbench/fudbench/sim/flash"
 )
 
 // startCoAP binds the board's CoAP endpoints for power epoch ep. Ports

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 
-	"github.com/fudbench/fudbench/boards/sim/flash"
+	"github.com/fudbench/fudbench/sim/flash"
 )
 
 // Layout is where the bootloader keeps things in flash. It is derived

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/fudbench/fudbench/boards/sim/gdbstub"
+	"github.com/fudbench/fudbench/sim/gdbstub"
 )
 
 // The board's probe port: a GDB remote serial protocol server through

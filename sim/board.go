@@ -38,11 +38,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/boards/sim/coapsrv"
-	"github.com/fudbench/fudbench/boards/sim/flash"
-	"github.com/fudbench/fudbench/boards/sim/image"
-	"github.com/fudbench/fudbench/boards/sim/simconsole"
+	"github.com/fudbench/fudbench/fwimage"
+	"github.com/fudbench/fudbench/fwproto"
+	"github.com/fudbench/fudbench/sim/coapsrv"
+	"github.com/fudbench/fudbench/sim/flash"
+	"github.com/fudbench/fudbench/sim/simconsole"
 )
 
 // Strategy is a board's update strategy.
@@ -171,7 +171,7 @@ type Board struct {
 type ram struct {
 	epoch      uint64
 	mode       string
-	app        *image.Header
+	app        *fwimage.Header
 	appDigest  [32]byte
 	rec        *record
 	next       uint32
@@ -230,7 +230,7 @@ func (c *Config) defaults() error {
 		c.GDBAddr = "127.0.0.1:0"
 	}
 	if c.PublicKey == nil {
-		c.PublicKey = image.DevKey().Public().(ed25519.PublicKey)
+		c.PublicKey = fwimage.DevKey().Public().(ed25519.PublicKey)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -849,17 +849,17 @@ func (b *Board) bootloader(r *ram) {
 }
 
 // verifyApp checks the image in the app slot.
-func (b *Board) verifyApp() (*image.Header, [32]byte, error) {
+func (b *Board) verifyApp() (*fwimage.Header, [32]byte, error) {
 	var none [32]byte
-	head := make([]byte, image.HeaderSize)
+	head := make([]byte, fwimage.HeaderSize)
 	if err := b.fl.Read(b.lay.AppStart, head); err != nil {
 		return nil, none, err
 	}
-	h, err := image.ParseHeader(head)
+	h, err := fwimage.ParseHeader(head)
 	if err != nil {
 		return nil, none, fmt.Errorf("app header: %w", err)
 	}
-	total := image.HeaderSize + int(h.PayloadSize)
+	total := fwimage.HeaderSize + int(h.PayloadSize)
 	if total > b.lay.AppSize() {
 		return nil, none, fmt.Errorf("app size %d exceeds the slot", total)
 	}
@@ -867,7 +867,7 @@ func (b *Board) verifyApp() (*image.Header, [32]byte, error) {
 	if err := b.fl.Read(b.lay.AppStart, img); err != nil {
 		return nil, none, err
 	}
-	h, err = image.Verify(img, b.pub)
+	h, err = fwimage.Verify(img, b.pub)
 	if err != nil {
 		return nil, none, fmt.Errorf("app image: %w", err)
 	}
@@ -876,7 +876,7 @@ func (b *Board) verifyApp() (*image.Header, [32]byte, error) {
 
 // checkRollback refuses an image older than the stored counter and bumps
 // the counter when a newer one boots.
-func (b *Board) checkRollback(h *image.Header) error {
+func (b *Board) checkRollback(h *fwimage.Header) error {
 	ctr, used := b.readCounter()
 	if h.Seq < ctr {
 		return fmt.Errorf("rollback refused: image seq %d below counter %d", h.Seq, ctr)
@@ -1023,7 +1023,7 @@ func (b *Board) finishRecovery(r *ram) {
 		b.console.Printf("RECOVERY verify failed: %s", r.failure)
 		return
 	}
-	h, err := image.Verify(img, b.pub)
+	h, err := fwimage.Verify(img, b.pub)
 	if err == nil {
 		ctr, _ := b.readCounter()
 		if h.Seq < ctr {

@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/bench/update"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwimage"
+	"github.com/fudbench/fudbench/fwproto"
 )
 
 func buildImage(t testing.TB, version string, seq uint32, size int, seed int64) []byte {
 	t.Helper()
-	img, err := image.Build(image.Spec{Version: version, Seq: seq, Size: size, Seed: seed}, image.DevKey())
+	img, err := fwimage.Build(fwimage.Spec{Version: version, Seq: seq, Size: size, Seed: seed}, fwimage.DevKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,12 +69,12 @@ func powerOn(t testing.TB, b *Board, want ...string) string {
 	return m
 }
 
-var fastTx = update.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}
+var fastTx = coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}
 
-func dial(t testing.TB, b *Board) *update.Client {
+func dial(t testing.TB, b *Board) *coap.Client {
 	t.Helper()
 	udp, _ := b.Endpoints()
-	c, err := update.Dial(context.Background(), udp[0], nil, fastTx)
+	c, err := coap.Dial(context.Background(), udp[0], nil, fastTx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func resumable(t testing.TB, b *Board, img []byte, szx uint8, tag []byte) (resum
 	boots := b.Boots()
 	for num := st.Next; num < n; num++ {
 		_, err := c.SendBlock(ctx, fwproto.PathFW, img, num, szx, tag)
-		var rs *update.ResyncError
+		var rs *coap.ResyncError
 		if errors.As(err, &rs) {
 			num = rs.State.Next - 1
 			resumedAt = append(resumedAt, rs.State.Next)
@@ -339,14 +339,14 @@ func TestCutAfterBlockResumesNext(t *testing.T) {
 	}
 	// A block above next gets 4.08 with the state; one below is
 	// acknowledged again without a rewrite.
-	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 12, 5, tag); !errors.Is(err, update.ErrResync) {
+	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 12, 5, tag); !errors.Is(err, coap.ErrResync) {
 		t.Errorf("block ahead: %v", err)
 	}
 	wear := b.Flash().Wear()
 	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 3, 5, tag); err != nil {
 		t.Errorf("block already written: %v", err)
 	}
-	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 10, 5, []byte{9}); !errors.Is(err, update.ErrResync) {
+	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 10, 5, []byte{9}); !errors.Is(err, coap.ErrResync) {
 		t.Errorf("wrong tag: %v", err)
 	}
 	if fmt.Sprint(wear) != fmt.Sprint(b.Flash().Wear()) {
@@ -362,7 +362,7 @@ func TestBadImageNeverBoots(t *testing.T) {
 		bad := append([]byte(nil), good...)
 		bad[len(bad)-1] ^= 1 // payload changed after signing
 		_, err := resumable(t, b, bad, 4, []byte{1})
-		var se *update.StatusError
+		var se *coap.StatusError
 		if !errors.As(err, &se) {
 			t.Fatalf("err %v, want a device error", err)
 		}
@@ -410,7 +410,7 @@ func TestBadImageNeverBoots(t *testing.T) {
 		defer c.Close()
 		d := sha256.Sum256(good)
 		err := c.Prepare(context.Background(), fwproto.Prepare{Size: 1 << 20, Digest: d[:], SZX: 6, Tag: []byte{1}})
-		var se *update.StatusError
+		var se *coap.StatusError
 		if !errors.As(err, &se) || se.Code.String() != "RequestEntityTooLarge" {
 			t.Fatalf("oversized prepare: %v", err)
 		}
@@ -535,7 +535,7 @@ func TestNaiveBricksAndReflash(t *testing.T) {
 	}
 	powerOn(t, b, ModeHalted)
 	udp, _ := b.Endpoints()
-	c, _ := update.Dial(context.Background(), udp[0], nil, update.Transmission{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 1})
+	c, _ := coap.Dial(context.Background(), udp[0], nil, coap.Transmission{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 1})
 	if _, err := c.Boot(context.Background()); err == nil {
 		t.Fatal("a bricked board answered CoAP")
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwproto"
 )
 
 // controlClient speaks to a Sim's control endpoint.
@@ -72,7 +72,7 @@ func bootReport(t *testing.T, addr string) fwproto.Boot {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := update.Dial(ctx, addr, nil, fastTx)
+	c, err := coap.Dial(ctx, addr, nil, fastTx)
 	if err != nil {
 		t.Fatal(err)
 	}

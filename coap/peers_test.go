@@ -1,4 +1,4 @@
-package update_test
+package coap_test
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/fudbench/fudbench/bench/update"
+	"github.com/fudbench/fudbench/coap"
 )
 
 // needTool finds a libcoap program; without it the test skips on a laptop
@@ -53,7 +53,7 @@ type libcoapServer struct {
 	p      peer
 	client string // coap-client path
 	addr   string // CoAP endpoint: the DTLS one for a dtls peer
-	psk    *update.PSK
+	psk    *coap.PSK
 }
 
 func (s *libcoapServer) url(path string) string {
@@ -133,7 +133,7 @@ func startLibcoap(t testing.TB, p peer) *libcoapServer {
 	s := &libcoapServer{p: p, client: cli, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	if p.dtls {
 		s.addr = fmt.Sprintf("127.0.0.1:%d", port+1)
-		s.psk = &update.PSK{Identity: "bench", Key: []byte(peerKey)}
+		s.psk = &coap.PSK{Identity: "bench", Key: []byte(peerKey)}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -181,7 +181,7 @@ func uploadCPU(t testing.TB, s *libcoapServer, path string, img []byte, szx uint
 	cpu0 := cpuTime()
 	defer func() { cpu = cpuTime() - cpu0 }()
 	start := time.Now()
-	c, err := update.Dial(context.Background(), s.addr, s.psk, update.Transmission{})
+	c, err := coap.Dial(context.Background(), s.addr, s.psk, coap.Transmission{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestLibcoapPeers(t *testing.T) {
 				uploadTo(t, s, path, img, szx)
 				s.readBack(t, path, img)
 			}
-			c := dial(t, s.addr, s.psk, update.Transmission{AckTimeout: 500 * time.Millisecond})
+			c := dial(t, s.addr, s.psk, coap.Transmission{AckTimeout: 500 * time.Millisecond})
 			r, err := c.Get(context.Background(), "/")
 			if err != nil {
 				t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/fwimage"
 )
 
 // DefaultBench is the built-in simulated bench: sim-safe runs the
@@ -29,7 +29,7 @@ func DefaultBench() []Config {
 
 // BaselineSpec is the image a new simulated board is factory-programmed
 // with when it has none.
-var BaselineSpec = image.Spec{Version: "1.0.0", Seq: 1, Size: 64 << 10, Seed: 1}
+var BaselineSpec = fwimage.Spec{Version: "1.0.0", Seq: 1, Size: 64 << 10, Seed: 1}
 
 // Sim is a set of running boards.
 type Sim struct {
@@ -64,7 +64,7 @@ func Start(cfgs []Config, powerOn bool, log *slog.Logger) (*Sim, error) {
 		}
 		s.Boards = append(s.Boards, b)
 		if _, _, err := b.verifyApp(); err != nil {
-			img, err := image.Build(BaselineSpec, image.DevKey())
+			img, err := fwimage.Build(BaselineSpec, fwimage.DevKey())
 			if err != nil {
 				s.Close()
 				return nil, err

@@ -1,4 +1,4 @@
-// Package image defines the signed application image that the simulated
+// Package fwimage defines the signed application image that the simulated
 // board's bootloader verifies before it boots an application, and that the
 // update protocol transfers. The format is small and fixed so that a real
 // bootloader can implement the same check in a few hundred lines of C.
@@ -74,7 +74,7 @@
 // everyone. Use it for the simulator, tests and demos only; real devices get
 // a key made with, for example, `openssl genpkey -algorithm ed25519`, loaded
 // with LoadPrivateKey and LoadPublicKey.
-package image
+package fwimage
 
 import (
 	"bytes"

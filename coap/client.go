@@ -1,4 +1,4 @@
-// Package update is the bench's side of a firmware update over CoAP: a
+// Package coap is the bench's side of a firmware update over CoAP: a
 // client that drives RFC 7959 Block1 transfers one confirmable request per
 // block (so a cut trigger can act between and during blocks), and the
 // resumable in-place protocol of package fwproto on top of it.
@@ -18,7 +18,7 @@
 // Automatic block-wise transfer is not offered on purpose: go-coap's covers
 // the whole upload with one timeout, resends bytes when a server asks for a
 // smaller block, and has no resume.
-package update
+package coap
 
 import (
 	"context"
@@ -33,7 +33,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
+	"github.com/fudbench/fudbench/fwproto"
 )
 
 // PSK is a DTLS pre-shared key and its identity. The key is never logged.

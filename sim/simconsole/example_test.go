@@ -10,7 +10,7 @@ import (
 
 	"go.bug.st/serial"
 
-	"github.com/fudbench/fudbench/boards/sim/simconsole"
+	"github.com/fudbench/fudbench/sim/simconsole"
 )
 
 func Example() {

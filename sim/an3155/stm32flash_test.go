@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/boards/sim/an3155"
+	"github.com/fudbench/fudbench/sim/an3155"
 )
 
 // needProgram returns the path of an external program, or skips the test

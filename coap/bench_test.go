@@ -1,4 +1,4 @@
-package update_test
+package coap_test
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/fudbench/fudbench/bench/update"
-	"github.com/fudbench/fudbench/boards/sim/coapsrv"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/sim/coapsrv"
 )
 
 // BenchmarkSendBlock measures one 1024-byte Block1 exchange with an
@@ -32,9 +32,9 @@ func BenchmarkSendBlock(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			var srv *coapsrv.Server
 			var err error
-			var psk *update.PSK
+			var psk *coap.PSK
 			if dtls {
-				psk = &update.PSK{Identity: "bench", Key: key}
+				psk = &coap.PSK{Identity: "bench", Key: key}
 				srv, err = coapsrv.ListenDTLS("127.0.0.1:0", func([]byte) ([]byte, error) { return key, nil }, cont, coapsrv.Options{MaxCached: 64})
 			} else {
 				srv, err = coapsrv.ListenUDP("127.0.0.1:0", cont, coapsrv.Options{MaxCached: 64})
@@ -56,7 +56,7 @@ func BenchmarkSendBlock(b *testing.B) {
 			num := uint32(0)
 			for b.Loop() {
 				if _, err := c.SendBlock(ctx, "/upload", img, num%(n-1), 6, nil); err != nil {
-					var se *update.StatusError
+					var se *coap.StatusError
 					if !errors.As(err, &se) {
 						b.Fatal(err)
 					}

@@ -1,4 +1,4 @@
-package update
+package coap
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
+	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/internal/coapopt"
 )
 

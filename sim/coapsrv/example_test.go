@@ -7,7 +7,7 @@ import (
 	"log"
 	"time"
 
-	"github.com/fudbench/fudbench/boards/sim/coapsrv"
+	"github.com/fudbench/fudbench/sim/coapsrv"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp"

@@ -1,4 +1,4 @@
-package update_test
+package coap_test
 
 import (
 	"bytes"
@@ -16,14 +16,14 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
-	"github.com/fudbench/fudbench/bench/update"
-	"github.com/fudbench/fudbench/boards/sim"
-	"github.com/fudbench/fudbench/boards/sim/coapsrv"
-	"github.com/fudbench/fudbench/boards/sim/image"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/fwimage"
+	"github.com/fudbench/fudbench/fwproto"
+	"github.com/fudbench/fudbench/sim"
+	"github.com/fudbench/fudbench/sim/coapsrv"
 )
 
-var fastTx = update.Transmission{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 3}
+var fastTx = coap.Transmission{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 3}
 
 // uploadSink is a CoAP server that takes a Block1 PUT upload, as a device
 // would, and keeps the bytes.
@@ -83,7 +83,7 @@ func randomBytes(n int, seed uint64) []byte {
 }
 
 // upload sends img in blocks of 16<<szx to path with the block1 profile.
-func upload(ctx context.Context, c *update.Client, path string, img []byte, szx uint8) (retransmits int, err error) {
+func upload(ctx context.Context, c *coap.Client, path string, img []byte, szx uint8) (retransmits int, err error) {
 	n := fwproto.Blocks(uint32(len(img)), szx)
 	for num := uint32(0); num < n; num++ {
 		r, err := c.SendBlock(ctx, path, img, num, szx, nil)
@@ -95,9 +95,9 @@ func upload(ctx context.Context, c *update.Client, path string, img []byte, szx 
 	return retransmits, nil
 }
 
-func dial(t testing.TB, addr string, psk *update.PSK, tx update.Transmission) *update.Client {
+func dial(t testing.TB, addr string, psk *coap.PSK, tx coap.Transmission) *coap.Client {
 	t.Helper()
-	c, err := update.Dial(context.Background(), addr, psk, tx)
+	c, err := coap.Dial(context.Background(), addr, psk, tx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestSimBoard(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sb.Close() })
-	base, err := image.Build(image.Spec{Version: "1.0.0", Seq: 1, Size: 4096, Seed: 1}, image.DevKey())
+	base, err := fwimage.Build(fwimage.Spec{Version: "1.0.0", Seq: 1, Size: 4096, Seed: 1}, fwimage.DevKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +130,10 @@ func TestSimBoard(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		addr string
-		psk  *update.PSK
+		psk  *coap.PSK
 	}{
 		{"udp", udp[0], nil},
-		{"dtls", dtls, &update.PSK{Identity: "fudbench", Key: sim.DevPSK}},
+		{"dtls", dtls, &coap.PSK{Identity: "fudbench", Key: sim.DevPSK}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dial(t, tc.addr, tc.psk, fastTx)
@@ -154,7 +154,7 @@ func TestSimBoard(t *testing.T) {
 			// A block for a resource the app does not have is a status,
 			// not a transport error.
 			_, err = c.SendBlock(ctx, "/no/such", []byte("x"), 0, 6, nil)
-			var se *update.StatusError
+			var se *coap.StatusError
 			if !errors.As(err, &se) || se.Code != codes.NotFound {
 				t.Fatalf("PUT /no/such: %v, want a 4.04 StatusError", err)
 			}
@@ -171,9 +171,9 @@ func TestUploadUDPAndDTLS(t *testing.T) {
 		u := &uploadSink{}
 		var srv *coapsrv.Server
 		var err error
-		var psk *update.PSK
+		var psk *coap.PSK
 		if dtls {
-			psk = &update.PSK{Identity: "bench", Key: key}
+			psk = &coap.PSK{Identity: "bench", Key: key}
 			srv, err = coapsrv.ListenDTLS("127.0.0.1:0", func(id []byte) ([]byte, error) {
 				if string(id) != "bench" {
 					return nil, errors.New("unknown identity")
@@ -291,7 +291,7 @@ func TestLossyPath(t *testing.T) {
 		}
 		return mid%7 == 3
 	})
-	c := dial(t, p.conn.LocalAddr().String(), nil, update.Transmission{AckTimeout: 20 * time.Millisecond, MaxRetransmit: 4})
+	c := dial(t, p.conn.LocalAddr().String(), nil, coap.Transmission{AckTimeout: 20 * time.Millisecond, MaxRetransmit: 4})
 	var hook atomic.Int64
 	c.OnRetransmit = func(int) { hook.Add(1) }
 	img := randomBytes(40*256, 2)
@@ -366,9 +366,9 @@ func TestSeparateResponse(t *testing.T) {
 	for _, typ := range []message.Type{message.Confirmable, message.NonConfirmable} {
 		t.Run(typ.String(), func(t *testing.T) {
 			d := newRawDevice(t)
-			c := dial(t, d.addr(), nil, update.Transmission{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 3})
+			c := dial(t, d.addr(), nil, coap.Transmission{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 3})
 			type result struct {
-				r   *update.Response
+				r   *coap.Response
 				err error
 			}
 			done := make(chan result, 1)
@@ -434,9 +434,9 @@ func TestSeparateResponse(t *testing.T) {
 // token, an RST for another message ID and bytes that are not CoAP.
 func TestIgnoresStrayAnswers(t *testing.T) {
 	d := newRawDevice(t)
-	c := dial(t, d.addr(), nil, update.Transmission{AckTimeout: 5 * time.Second, MaxRetransmit: 1})
+	c := dial(t, d.addr(), nil, coap.Transmission{AckTimeout: 5 * time.Second, MaxRetransmit: 1})
 	done := make(chan error, 1)
-	var resp *update.Response
+	var resp *coap.Response
 	go func() {
 		var err error
 		resp, err = c.Get(context.Background(), "/x")
@@ -459,7 +459,7 @@ func TestIgnoresStrayAnswers(t *testing.T) {
 // TestReset: an RST for the request ends the exchange with ErrReset.
 func TestReset(t *testing.T) {
 	d := newRawDevice(t)
-	c := dial(t, d.addr(), nil, update.Transmission{AckTimeout: 5 * time.Second, MaxRetransmit: 1})
+	c := dial(t, d.addr(), nil, coap.Transmission{AckTimeout: 5 * time.Second, MaxRetransmit: 1})
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Get(context.Background(), "/x")
@@ -467,7 +467,7 @@ func TestReset(t *testing.T) {
 	}()
 	req, from := d.read(t)
 	d.send(t, from, message.Message{Type: message.Reset, MessageID: req.MessageID})
-	if err := <-done; !errors.Is(err, update.ErrReset) {
+	if err := <-done; !errors.Is(err, coap.ErrReset) {
 		t.Fatalf("err %v, want ErrReset", err)
 	}
 }
@@ -477,7 +477,7 @@ func TestReset(t *testing.T) {
 // MAX_TRANSMIT_WAIT.
 func TestSilentDevice(t *testing.T) {
 	d := newRawDevice(t)
-	tx := update.Transmission{AckTimeout: 30 * time.Millisecond, MaxRetransmit: 3}
+	tx := coap.Transmission{AckTimeout: 30 * time.Millisecond, MaxRetransmit: 3}
 	c := dial(t, d.addr(), nil, tx)
 	var hook []int
 	c.OnRetransmit = func(n int) { hook = append(hook, n) }
@@ -499,7 +499,7 @@ func TestSilentDevice(t *testing.T) {
 	start := time.Now()
 	_, err := c.Get(context.Background(), "/x")
 	took := time.Since(start)
-	if !errors.Is(err, update.ErrNoResponse) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, coap.ErrNoResponse) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want ErrNoResponse", err)
 	}
 	// Generous: the bound is MAX_TRANSMIT_WAIT, plus scheduling on a busy
@@ -532,9 +532,9 @@ func TestPortUnreachable(t *testing.T) {
 	}
 	addr := hold.LocalAddr().String()
 	hold.Close()
-	c := dial(t, addr, nil, update.Transmission{AckTimeout: 20 * time.Millisecond, MaxRetransmit: 2})
+	c := dial(t, addr, nil, coap.Transmission{AckTimeout: 20 * time.Millisecond, MaxRetransmit: 2})
 	_, err = c.Get(context.Background(), "/x")
-	if !errors.Is(err, update.ErrNoResponse) {
+	if !errors.Is(err, coap.ErrNoResponse) {
 		t.Fatalf("err %v, want ErrNoResponse while the port is closed", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
@@ -562,7 +562,7 @@ func TestPortUnreachable(t *testing.T) {
 // to a silent device at once, long before its ACK timeout.
 func TestCancel(t *testing.T) {
 	d := newRawDevice(t)
-	tx := update.Transmission{AckTimeout: 20 * time.Second, MaxRetransmit: 4}
+	tx := coap.Transmission{AckTimeout: 20 * time.Second, MaxRetransmit: 4}
 	t.Run("context", func(t *testing.T) {
 		c := dial(t, d.addr(), nil, tx)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -594,7 +594,7 @@ func TestCancel(t *testing.T) {
 		}
 	})
 	t.Run("close", func(t *testing.T) {
-		c, err := update.Dial(context.Background(), d.addr(), nil, tx)
+		c, err := coap.Dial(context.Background(), d.addr(), nil, tx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -627,7 +627,7 @@ func TestDTLSDeviceOff(t *testing.T) {
 	addr := hold.LocalAddr().String()
 	hold.Close()
 	key := []byte("k")
-	c := dial(t, addr, &update.PSK{Identity: "bench", Key: key}, update.Transmission{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 3})
+	c := dial(t, addr, &coap.PSK{Identity: "bench", Key: key}, coap.Transmission{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 3})
 	start := time.Now()
 	if _, err := c.Get(context.Background(), "/x"); err == nil {
 		t.Fatal("request to a device that is off succeeded")

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/bench/fwproto"
+	"github.com/fudbench/fudbench/fwproto"
 )
 
 // BenchmarkUpdate256KiB runs one whole resumable update of a 256 KiB image
