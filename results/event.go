@@ -33,8 +33,21 @@ const (
 	CutTrigger    Kind = "cut.trigger" // a cut trigger fired; Dur: trigger event to switch call returned
 	Recovery      Kind = "recovery"    // a recovery milestone; Text names it
 	FlashProgress Kind = "flash.progress"
+	CycleStart    Kind = "cycle.start" // Text: the planned cut; Attrs "planned": the board's cycles
+	Phase         Kind = "phase"       // a board enters a phase of its cycle; Text is one of the Phase… names
 	CycleOutcome  Kind = "cycle.outcome"
 	Note          Kind = "note"
+)
+
+// Phases of a cycle, as the Text of Phase events.
+const (
+	PhaseBaseline = "baseline" // making sure the baseline image runs
+	PhaseTransfer = "transfer" // sending blocks (block.sent events say which)
+	PhaseOff      = "off"      // power cut, waiting out the off-time
+	PhaseRecovery = "recovery" // power back, following the device's recovery
+	PhaseVerify   = "verify"   // waiting for the new image to run
+	PhaseReflash  = "reflash"  // writing the baseline over the probe
+	PhaseClassify = "classify" // asking the device how the cycle ended
 )
 
 // Event is one point on the timeline.
