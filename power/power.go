@@ -8,7 +8,8 @@
 // package's import list is the driver set. Each driver also keeps a direct
 // constructor for tests. power/powertest holds a fake Switch.
 //
-// The base interface is Switch; StateReader, Meter, Halter and Bounded are optional
+// The base interface is Switch; StateReader, Meter, Halter, Bounded and
+// CutWitness are optional
 // abilities found by type assertion, and callers fall back when they are
 // missing (Safe uses Off when a Switch is no Halter).
 //
@@ -56,6 +57,26 @@ type Meter interface {
 // more than the switch.
 type Bounded interface {
 	Bounded() bool
+}
+
+// CutRecord is a device's own account of a power cut: where it was when
+// its supply went. Block numbers count from 0; -1 means none.
+type CutRecord struct {
+	// Seq numbers the device's cuts from 1, so a caller can tell a new
+	// record from the one it saw before.
+	Seq       int       `json:"seq"`
+	At        time.Time `json:"at"`
+	Writing   int64     `json:"writing"`    // block being written
+	LastAcked int64     `json:"last_acked"` // last block acknowledged
+	Flash     string    `json:"flash"`      // flash operation under way: program, erase or idle
+}
+
+// CutWitness is a Switch that can tell where the device was when its
+// power went: a simulated board's power input keeps the board's own record
+// of every cut. The bench compares it with the cut it planned. ok is false
+// when the device has no cut on record.
+type CutWitness interface {
+	LastCut(ctx context.Context) (rec CutRecord, ok bool, err error)
 }
 
 // Halter is a Switch with a configured safe (exit) state: Halt drives the

@@ -505,6 +505,17 @@ func (b *Board) Boots() uint32 {
 	return b.boots
 }
 
+// LastCut returns the board's record of its latest power cut and how many
+// it has recorded (0: none, and rec is zero).
+func (b *Board) LastCut() (rec CutRecord, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.cuts) == 0 {
+		return CutRecord{}, 0
+	}
+	return b.cuts[len(b.cuts)-1], len(b.cuts)
+}
+
 // Cuts returns the board's record of every power cut.
 func (b *Board) Cuts() []CutRecord {
 	b.mu.Lock()

@@ -120,6 +120,13 @@ func (s *Sim) Close() error {
 	return errors.Join(errs...)
 }
 
+// LastCutInfo is the control endpoint's answer about a board's latest
+// cut: Seq is the number of cuts recorded (0: none yet).
+type LastCutInfo struct {
+	Seq int `json:"seq"`
+	CutRecord
+}
+
 // Info is what the control endpoint and `fudbench sim` report per board.
 type Info struct {
 	Name        string   `json:"name"`
@@ -164,6 +171,7 @@ func (b *Board) Info() Info {
 //	PUT  /boards/{name}/power     body "on" or "off": drive the power input
 //	POST /boards/{name}/reset     software reset
 //	GET  /boards/{name}/cuts      the board's record of every power cut
+//	GET  /boards/{name}/cuts/last the latest one and its number ({"seq": 0} when none)
 func (s *Sim) ServeControl(addr string) (net.Addr, error) {
 	mux := http.NewServeMux()
 	get := func(w http.ResponseWriter, r *http.Request) *Board {
@@ -233,6 +241,12 @@ func (s *Sim) ServeControl(addr string) (net.Addr, error) {
 	mux.HandleFunc("GET /boards/{name}/cuts", func(w http.ResponseWriter, r *http.Request) {
 		if b := get(w, r); b != nil {
 			writeJSON(w, b.Cuts())
+		}
+	})
+	mux.HandleFunc("GET /boards/{name}/cuts/last", func(w http.ResponseWriter, r *http.Request) {
+		if b := get(w, r); b != nil {
+			rec, n := b.LastCut()
+			writeJSON(w, LastCutInfo{Seq: n, CutRecord: rec})
 		}
 	})
 	ln, err := net.Listen("tcp", addr)

@@ -13,6 +13,7 @@ package simctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,9 +46,10 @@ var (
 
 // Switch drives one simulated board's power input.
 type Switch struct {
-	board  string
-	power  string // the power resource's URL
-	client *http.Client
+	board   string
+	power   string // the power resource's URL
+	lastCut string // the board's latest cut record
+	client  *http.Client
 }
 
 // New returns a Switch for board behind the control endpoint at baseURL.
@@ -78,8 +80,8 @@ func New(baseURL, board string, client *http.Client) (*Switch, error) {
 	if client == nil {
 		client = &http.Client{Timeout: DefaultTimeout}
 	}
-	u = u.JoinPath("boards", board, "power")
-	return &Switch{board: board, power: u.String(), client: client}, nil
+	return &Switch{board: board, power: u.JoinPath("boards", board, "power").String(),
+		lastCut: u.JoinPath("boards", board, "cuts", "last").String(), client: client}, nil
 }
 
 // String names the switch after its board, e.g. "sim:sim-safe".
@@ -102,6 +104,43 @@ func (s *Switch) State(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("%s: state: %w: %w", s, power.ErrDriver, err)
 	}
 	return on, nil
+}
+
+var _ power.CutWitness = (*Switch)(nil)
+
+// LastCut asks the simulated board for its own record of its latest power
+// cut (GET /boards/{board}/cuts/last).
+func (s *Switch) LastCut(ctx context.Context) (power.CutRecord, bool, error) {
+	body, err := s.doURL(ctx, "last cut", http.MethodGet, s.lastCut, nil, false)
+	if err != nil {
+		return power.CutRecord{}, false, err
+	}
+	rec, err := ParseLastCut(body)
+	if err != nil {
+		return power.CutRecord{}, false, fmt.Errorf("%s: last cut: %w: %w", s, power.ErrDriver, err)
+	}
+	return rec, rec.Seq > 0, nil
+}
+
+// ParseLastCut parses the control endpoint's answer to GET .../cuts/last:
+// {"seq": N, "at": …, "flash": {"Kind": …}, "block": …, "last_acked": …}.
+func ParseLastCut(body []byte) (power.CutRecord, error) {
+	var v struct {
+		Seq   int       `json:"seq"`
+		At    time.Time `json:"at"`
+		Block int64     `json:"block"`
+		Acked int64     `json:"last_acked"`
+		Flash struct {
+			Kind string
+		} `json:"flash"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return power.CutRecord{}, fmt.Errorf("answer is not a cut record: %w", err)
+	}
+	if v.Seq < 0 || v.Block < -1 || v.Acked < -1 {
+		return power.CutRecord{}, fmt.Errorf("cut record out of range: seq %d block %d last acked %d", v.Seq, v.Block, v.Acked)
+	}
+	return power.CutRecord{Seq: v.Seq, At: v.At, Writing: v.Block, LastAcked: v.Acked, Flash: v.Flash.Kind}, nil
 }
 
 // ParseState parses the control endpoint's answer to GET .../power.
@@ -128,11 +167,16 @@ func (s *Switch) do(ctx context.Context, op, method, body string) ([]byte, error
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, s.power, rd)
+	return s.doURL(ctx, op, method, s.power, rd, body != "")
+}
+
+func (s *Switch) doURL(ctx context.Context, op, method, url string, rd io.Reader, text bool) ([]byte, error) {
+	body := text
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s: %w: %w", s, op, power.ErrDriver, err)
 	}
-	if body != "" {
+	if body {
 		req.Header.Set("Content-Type", "text/plain")
 	}
 	resp, err := s.client.Do(req)
@@ -145,7 +189,7 @@ func (s *Switch) do(ctx context.Context, op, method, body string) ([]byte, error
 		return nil, s.wrap(op, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("%s: %s: %w: %s %s: %s: %q", s, op, power.ErrDriver, method, s.power, resp.Status, strings.TrimSpace(string(b)))
+		return nil, fmt.Errorf("%s: %s: %w: %s %s: %s: %q", s, op, power.ErrDriver, method, url, resp.Status, strings.TrimSpace(string(b)))
 	}
 	return b, nil
 }

@@ -51,6 +51,10 @@ func TestSimBoard(t *testing.T) {
 	}
 
 	state(false)
+	w := sw.(power.CutWitness)
+	if _, ok, err := w.LastCut(ctx); ok || err != nil {
+		t.Errorf("LastCut before any cut: ok %v err %v", ok, err)
+	}
 	if err := sw.On(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +70,12 @@ func TestSimBoard(t *testing.T) {
 	}
 	if cuts := board.Cuts(); len(cuts) != 1 || cuts[0].Cause != "power-input" {
 		t.Errorf("cuts = %+v, want one from the power input", cuts)
+	}
+	// The board's own record, through the control endpoint: the app was
+	// idle, nothing being written.
+	rec, ok, err := w.LastCut(ctx)
+	if err != nil || !ok || rec.Seq != 1 || rec.Writing != -1 || rec.LastAcked != -1 || rec.Flash != "idle" || !rec.At.Equal(board.Cuts()[0].At) {
+		t.Errorf("LastCut = %+v ok %v err %v", rec, ok, err)
 	}
 	state(false)
 
@@ -231,6 +241,31 @@ func TestParseState(t *testing.T) {
 			t.Errorf("ParseState(%q) = %v, %v; want %v, error %v", tt.body, got, err, tt.want, tt.wantErr)
 		}
 	}
+}
+
+func TestParseLastCut(t *testing.T) {
+	rec, err := ParseLastCut([]byte(`{"seq":3,"at":"2026-12-02T05:00:00Z","mode":"recovery","flash":{"Op":7,"Kind":"program","Addr":32768,"Torn":true},"block":5,"last_acked":4,"cause":"power-input"}`))
+	if err != nil || rec.Seq != 3 || rec.Writing != 5 || rec.LastAcked != 4 || rec.Flash != "program" {
+		t.Errorf("parse: %+v %v", rec, err)
+	}
+	for _, bad := range []string{``, `[]`, `{"seq":-1}`, `{"seq":1,"block":-7}`, `{"seq":"x"}`} {
+		if _, err := ParseLastCut([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// FuzzParseLastCut: whatever a control endpoint answers, the parser
+// returns a record in range or an error.
+func FuzzParseLastCut(f *testing.F) {
+	f.Add([]byte(`{"seq":1,"flash":{"Kind":"erase"},"block":-1,"last_acked":-1}`))
+	f.Add([]byte(`{"seq":0}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec, err := ParseLastCut(body)
+		if err == nil && (rec.Seq < 0 || rec.Writing < -1 || rec.LastAcked < -1) {
+			t.Fatalf("out of range record accepted: %+v", rec)
+		}
+	})
 }
 
 func FuzzParseState(f *testing.F) {
