@@ -6,51 +6,90 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fudbench/fudbench/bench/console"
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/inputs"
+	"github.com/fudbench/fudbench/internal/config"
+	"github.com/fudbench/fudbench/internal/gpiopin"
 	"github.com/fudbench/fudbench/power"
+	"github.com/fudbench/fudbench/probes"
 )
-
-// ErrNotWired marks a board that lacks what an operation needs (no power
-// switch, no CoAP endpoint): a configuration error.
-var ErrNotWired = errors.New("not wired")
 
 // BindOptions choose what Bind opens.
 type BindOptions struct {
 	Console bool // open the serial console (it follows the port if it vanishes)
+	Probe   bool // open the probe driver (it connects when first used)
+	Inputs  bool // open the trigger inputs
 	Tx      coap.Transmission
 	Log     *slog.Logger
 	// PowerTimeout bounds each power switch call (0: DefaultPowerTimeout).
 	PowerTimeout time.Duration
+	// Witness is the device's own cut record when the caller has it (a
+	// simulated board in this process); otherwise a power switch that is
+	// a power.CutWitness serves.
+	Witness power.CutWitness
 }
 
-// Bind opens a board's drivers as its inventory entry describes them. It
-// powers nothing. Configuration errors (an unknown driver, bad settings,
-// a missing key) wrap boards.ErrConfig.
-func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (*Board, error) {
-	b := &Board{Name: bd.Name, hub: hub, Patterns: SimPatterns, PowerTimeout: opt.PowerTimeout}
+// Bind opens a board's drivers as its inventory entry describes them and
+// reads its DTLS key. It powers nothing. A wiring mistake (an unknown
+// driver, bad settings, a pin that is not on this host, an unreadable
+// key) is a *config.Error at its line in the bench file; other failures
+// are the bench's (infra).
+func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (_ *Board, err error) {
+	b := &Board{Name: bd.Name, hub: hub, Patterns: SimPatterns, PowerTimeout: opt.PowerTimeout,
+		Flash: bd.Flash, Entry: bd, Profile: boards.ProfileResumable, Inputs: map[string]inputs.Input{}}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
 	if bd.Power != nil {
 		sw, err := power.Open(bd.Power.Driver, bd.Power)
 		if err != nil {
-			if errors.Is(err, boards.ErrConfig) {
-				return nil, err
-			}
-			line, col := bd.Power.Pos()
-			return nil, fmt.Errorf("%w: board %s: power (%d:%d): %w", boards.ErrConfig, bd.Name, line, col, err)
+			return nil, wiringError(bd, &bd.Power.Section, "power", err)
 		}
 		b.Power = sw
+		if w, ok := sw.(power.CutWitness); ok {
+			b.Witness = w
+		}
+	}
+	if opt.Witness != nil {
+		b.Witness = opt.Witness
 	}
 	if c := bd.CoAP; c != nil {
 		b.Endpoint = Endpoint{Addr: c.Address, Tx: opt.Tx}
+		b.Profile, b.Path = c.Profile, c.Path
 		if c.DTLS != nil {
 			key, err := c.DTLS.Key()
 			if err != nil {
-				return nil, fmt.Errorf("%w: board %s: %w", boards.ErrConfig, bd.Name, err)
+				return nil, config.Errorf(bd.File, c.DTLS.IdentityAt, "board %s: %v", bd.Name, err)
 			}
 			b.Endpoint.PSK = &coap.PSK{Identity: c.DTLS.Identity, Key: key}
+			b.Endpoint.DTLS = c.DTLS
+		}
+	}
+	if opt.Probe && bd.Probe != nil {
+		if !slices.Contains(probes.Drivers(), bd.Probe.Driver) {
+			return nil, bd.Probe.Errorf("board %s: probe driver %q is not built into this fudbench (have: %s)", bd.Name, bd.Probe.Driver, strings.Join(probes.Drivers(), ", "))
+		}
+		p, err := probes.Open(bd.Probe.Driver, bd.Probe)
+		if err != nil {
+			return nil, wiringError(bd, &bd.Probe.Section, "probe", err)
+		}
+		b.Probe = p
+	}
+	if opt.Inputs {
+		for _, in := range bd.Inputs {
+			i, err := inputs.Open(in.Driver, in.DriverConfig)
+			if err != nil {
+				return nil, wiringError(bd, &in.Section, "input "+in.Name, err)
+			}
+			b.Inputs[in.Name] = i
 		}
 	}
 	if c := bd.Console; c != nil {
@@ -77,27 +116,20 @@ func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (*Bo
 	return b, nil
 }
 
-// Close releases the board's console. It does not touch power: callers
-// use Safe for that.
-func (b *Board) Close() error {
-	if b.Console != nil {
-		return b.Console.Close()
+// wiringError places a driver's open error in the bench file: its own
+// position when it has one, else the driver's entry. A pin that is not on
+// this host is a wiring mistake too (a typo in the bench file, or the
+// wrong host); a driver that failed otherwise is the bench's.
+func wiringError(bd *boards.Board, sec *boards.Section, what string, err error) error {
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		if ce.Line > 0 {
+			return &config.Error{File: ce.File, Line: ce.Line, Column: ce.Column, Msg: fmt.Sprintf("board %s: %s", bd.Name, ce.Msg)}
+		}
+		return sec.Errorf("board %s: %s: %s", bd.Name, what, ce.Msg)
 	}
-	return nil
-}
-
-// NeedPower returns ErrNotWired unless the board has a power switch.
-func (b *Board) NeedPower() error {
-	if b.Power == nil {
-		return fmt.Errorf("board %s has no power switch: %w", b.Name, ErrNotWired)
+	if errors.Is(err, gpiopin.ErrNotFound) || !(errors.Is(err, power.ErrDriver) || errors.Is(err, probes.ErrProbe) || errors.Is(err, inputs.ErrDriver)) {
+		return sec.Errorf("board %s: %s: %v", bd.Name, what, err)
 	}
-	return nil
-}
-
-// NeedCoAP returns ErrNotWired unless the board has a CoAP endpoint.
-func (b *Board) NeedCoAP() error {
-	if b.Endpoint.Addr == "" {
-		return fmt.Errorf("board %s has no coap endpoint: %w", b.Name, ErrNotWired)
-	}
-	return nil
+	return fmt.Errorf("board %s: %s: %w", bd.Name, what, err)
 }

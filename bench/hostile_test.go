@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/bench/fwclient"
+	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/power/powertest"
@@ -210,6 +213,16 @@ func encodeResp(t *testing.T, req message.Message, r *hresp) []byte {
 	return b
 }
 
+// afterBlock cuts once block n is acknowledged (the cut kinds proper live
+// in package jobs).
+type afterBlock struct{ n uint32 }
+
+func (t *afterBlock) String() string                        { return fmt.Sprintf("after_block %d", t.n) }
+func (t *afterBlock) Arm(context.Context, bench.Fire) error { return nil }
+func (t *afterBlock) Sent(uint32, time.Time)                {}
+func (t *afterBlock) Acked(num uint32, _ time.Time) bool    { return num == t.n }
+func (t *afterBlock) Disarm()                               {}
+
 // hostileBoard binds a board to dev with short CoAP timers.
 func hostileBoard(t *testing.T, dev *protoDevice) (*bench.Board, *results.Memory) {
 	t.Helper()
@@ -217,7 +230,7 @@ func hostileBoard(t *testing.T, dev *protoDevice) (*bench.Board, *results.Memory
 	mem := &results.Memory{}
 	hub := bench.NewHub(results.NewClock(), mem)
 	ep := bench.Endpoint{Addr: addr, Tx: coap.Transmission{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 1}, Poll: 50 * time.Millisecond}
-	return bench.NewBoard("hostile", &powertest.Switch{}, ep, bench.SimPatterns, hub), mem
+	return bench.NewBoard("hostile", &powertest.Switch{}, ep, "", hub), mem
 }
 
 // hostileRun runs one update against a hostile device and checks what
@@ -235,7 +248,7 @@ func hostileRun(t *testing.T, dev *protoDevice, u bench.Update, want string) (*b
 		u.Image = img(t, "2.0.0", 2, 2<<10, 2)
 	}
 	if u.Profile == "" {
-		u.Profile = bench.Resumable
+		u.Profile = boards.ProfileResumable
 	}
 	if u.RecoveryTimeout == 0 {
 		u.RecoveryTimeout = time.Second
@@ -393,7 +406,7 @@ func TestHostileBlock1Answers(t *testing.T) {
 			}
 			return nil, false
 		}}
-		hostileRun(t, dev, bench.Update{Profile: bench.Block1, SZX: 4, NoVerify: true}, "4.13")
+		hostileRun(t, dev, bench.Update{Profile: boards.ProfileBlock1, SZX: 4, NoVerify: true}, "4.13")
 	})
 	t.Run("ack of a huge block number", func(t *testing.T) {
 		dev := &protoDevice{recovery: true, hook: func(d *protoDevice, r hreq) (*hresp, bool) {
@@ -403,7 +416,7 @@ func TestHostileBlock1Answers(t *testing.T) {
 			}
 			return nil, false
 		}}
-		res, _ := hostileRun(t, dev, bench.Update{Profile: bench.Block1, SZX: 4, NoVerify: true}, "device acknowledged block 1048575")
+		res, _ := hostileRun(t, dev, bench.Update{Profile: boards.ProfileBlock1, SZX: 4, NoVerify: true}, "device acknowledged block 1048575")
 		if res.BlocksSent != 2 {
 			t.Errorf("%d blocks sent after a bad acknowledgement", res.BlocksSent)
 		}
@@ -415,7 +428,7 @@ func TestHostileBlock1Answers(t *testing.T) {
 			}
 			return nil, false
 		}}
-		hostileRun(t, dev, bench.Update{Profile: bench.Block1, SZX: 4, NoVerify: true}, "block1 transfer")
+		hostileRun(t, dev, bench.Update{Profile: boards.ProfileBlock1, SZX: 4, NoVerify: true}, "block1 transfer")
 	})
 }
 
@@ -434,7 +447,7 @@ func TestHostileBiggerBlockSize(t *testing.T) {
 	dev.running = d[:]
 	b, _ := hostileBoard(t, dev)
 	up := img(t, "2.0.0", 2, 2<<10, 2)
-	res := b.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 2, RecoveryTimeout: 2 * time.Second})
+	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 2, RecoveryTimeout: 2 * time.Second})
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -479,7 +492,7 @@ func TestHostileSilentMidTransfer(t *testing.T) {
 	if res.BlocksSent != 6 || len(mem.OfKind(results.BlockAcked)) != 5 {
 		t.Errorf("%d blocks sent, %d acknowledged", res.BlocksSent, len(mem.OfKind(results.BlockAcked)))
 	}
-	if errors.Is(res.Err, coap.ErrResync) {
+	if errors.Is(res.Err, fwclient.ErrResync) {
 		t.Errorf("silence taken for a resync: %v", res.Err)
 	}
 }
@@ -493,7 +506,7 @@ func TestHostileGarbageBootAfterCut(t *testing.T) {
 		}
 		return nil, false
 	}}
-	res, _ := hostileRun(t, dev, bench.Update{SZX: 4, Trigger: &bench.AfterBlock{N: 2}}, "no usable answer on CoAP")
+	res, _ := hostileRun(t, dev, bench.Update{SZX: 4, Trigger: &afterBlock{2}}, "no usable answer on CoAP")
 	if res.Cut == nil || res.Cut.LastAcked != 2 {
 		t.Errorf("cut %+v", res.Cut)
 	}
@@ -538,7 +551,7 @@ func FuzzHostileAnswer(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		start := time.Now()
-		res := b.Run(ctx, bench.Update{Profile: bench.Resumable, Image: img, SZX: 0, RecoveryTimeout: 100 * time.Millisecond, MaxRestarts: 3, Tag: []byte("1")})
+		res := b.Run(ctx, bench.Update{Profile: boards.ProfileResumable, Image: img, SZX: 0, RecoveryTimeout: 100 * time.Millisecond, MaxRestarts: 3, Tag: []byte("1")})
 		if took := time.Since(start); took > 30*time.Second {
 			t.Errorf("update took %v", took)
 		}

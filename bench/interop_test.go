@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/results"
 )
@@ -91,12 +92,12 @@ func TestBlock1ToLibcoapServer(t *testing.T) {
 				ep.PSK = &coap.PSK{Identity: "bench", Key: key}
 				scheme = "coaps"
 			}
-			b := bench.NewBoard("coap-server", nil, ep, bench.Patterns{}, bench.NewHub(results.NewClock(), nil))
+			b := bench.NewBoard("coap-server", nil, ep, boards.ProfileBlock1, bench.NewHub(results.NewClock(), nil))
 			var res *bench.Result
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				// The server needs a moment to bind.
-				res = b.Run(context.Background(), bench.Update{Profile: bench.Block1, Image: data, SZX: 6, Path: "/upload", NoVerify: true})
+				res = b.Run(context.Background(), bench.Update{Profile: boards.ProfileBlock1, Image: data, SZX: 6, Path: "/upload", NoVerify: true})
 				if res.Err == nil || time.Now().After(deadline) || res.BlocksSent > 1 {
 					break
 				}

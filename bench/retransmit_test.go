@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/results"
 	"github.com/fudbench/fudbench/sim"
 )
@@ -88,7 +89,7 @@ func TestRetransmissionsOnTheTimeline(t *testing.T) {
 	const lost = 3 // block 3 of 1024-byte blocks
 	p := startDropOnce(t, b.Endpoint.Addr, up[lost*1024:lost*1024+32])
 	b.Endpoint.Addr = p.conn.LocalAddr().String()
-	res := b.Run(context.Background(), bench.Update{Profile: bench.Resumable, Image: up, SZX: 6, RecoveryTimeout: 5 * time.Second})
+	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6, RecoveryTimeout: 5 * time.Second})
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}

@@ -12,25 +12,16 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
+	"github.com/fudbench/fudbench/bench/fwclient"
+	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/results"
 )
 
-// Profile is how an image is pushed.
-type Profile string
-
-// Profiles.
-const (
-	// Block1 is a plain RFC 7959 PUT (or POST) from block 0 to any path.
-	Block1 Profile = "block1"
-	// Resumable is the protocol of package fwproto: prepare, recovery,
-	// resume from the device's next block.
-	Resumable Profile = "resumable"
-)
-
 // Recovery milestones, recorded as results.Recovery events and in
-// Result.Milestones (time since power came back).
+// Result.Milestones: time from power coming back to the evidence (a
+// console line's first byte, a CoAP answer).
 const (
 	MilestoneConsole  = "first-console-byte"
 	MilestoneBanner   = "recovery-banner"
@@ -38,23 +29,27 @@ const (
 	MilestoneResumed  = "transfer-resumed"
 	MilestoneVersion  = "new-version-running"
 	MilestoneAppUp    = "app-running"
-	MilestoneStuck    = "stuck"
 	defaultRecoveryTO = 30 * time.Second
 )
 
 // Update is one update of one board, possibly with a power cut.
 type Update struct {
-	Profile Profile
+	// Profile is boards.ProfileResumable or boards.ProfileBlock1; "" is
+	// the board's.
+	Profile string
 	Image   []byte
 	SZX     uint8
 	Tag     []byte // resumable; default derived from the cycle
-	Path    string // block1: default /fw
+	Path    string // block1: default the board's, else /fw
 	Method  codes.Code
 	Trigger Trigger // nil: no cut
 	OffTime time.Duration
 	// RecoveryTimeout bounds each wait for the device after power comes
 	// back, and the wait for the new version.
 	RecoveryTimeout time.Duration
+	// Connect bounds the first contact with the device before the update
+	// (0: RecoveryTimeout). A device that never answers is Unreachable.
+	Connect time.Duration
 	// NoVerify ends the update when the last block is taken, without
 	// waiting for the device to run the new image: for any CoAP server
 	// that is not a device (block1 to a URL).
@@ -65,33 +60,25 @@ type Update struct {
 	MaxRestarts int
 }
 
-// Cut describes the cut a trigger fired.
-type Cut struct {
-	Trigger string        `json:"trigger"`
-	T       time.Duration `json:"t"`       // on the run's clock, switch call returned
-	Latency time.Duration `json:"latency"` // triggering event to switch call returned
-	// LastAcked is the last block acknowledged before the cut (-1 none);
-	// InFlight the block sent and not yet acknowledged (-1 none).
-	LastAcked int64 `json:"last_acked"`
-	InFlight  int64 `json:"in_flight"`
-}
-
 // Result is what an update did.
 type Result struct {
-	Cut          *Cut                     `json:"cut,omitempty"`
+	Cut          *results.CutInfo         `json:"cut,omitempty"`
 	Resumes      []uint32                 `json:"resumes,omitempty"` // next reported by recovery, per resume
 	BlocksSent   int                      `json:"blocks_sent"`
 	BlocksResent int                      `json:"blocks_resent"` // sends of a block already acknowledged
 	Blocks       uint32                   `json:"blocks"`
 	Transfer     time.Duration            `json:"transfer"` // time spent sending blocks
 	Milestones   map[string]time.Duration `json:"milestones,omitempty"`
+	Start        *fwproto.Boot            `json:"start,omitempty"` // what the device said before the update
 	Final        *fwproto.Version         `json:"final,omitempty"` // what runs at the end
 	Answering    bool                     `json:"answering"`       // the device answered after the cut
 	Recovery     *fwproto.State           `json:"recovery,omitempty"`
-	// Infra is set when the bench itself failed (power driver, socket):
-	// never the device's fault.
-	Infra bool  `json:"infra,omitempty"`
-	Err   error `json:"-"`
+	// Infra is set when the bench itself failed (power driver, socket, a
+	// trigger that could not arm): never the device's fault.
+	Infra bool `json:"infra,omitempty"`
+	// Unreachable is set when the device never answered at all.
+	Unreachable bool  `json:"unreachable,omitempty"`
+	Err         error `json:"-"`
 }
 
 // session is the state of one Update run.
@@ -100,6 +87,7 @@ type session struct {
 	u       Update
 	digest  [32]byte
 	res     *Result
+	p       *poller
 	mu      sync.Mutex
 	cutOnce sync.Once
 	pending bool // a cut fired and recovery has not run yet
@@ -110,14 +98,11 @@ type session struct {
 	sent    int64 // block in flight, -1 none
 	maxAck  int64
 	cutErr  error
-	powerOn results.Event
-	// pollWait bounds the next poll attempt: Endpoint.Poll, doubled
-	// after each attempt that timed out, up to maxPollWait.
-	pollWait time.Duration
+	// witnessed is the device's cut count before the transfer, when the
+	// board keeps a record of its cuts.
+	witnessed int
+	powerOn   results.Event
 }
-
-// maxPollWait caps the backed-off bound of a poll attempt.
-const maxPollWait = time.Second
 
 // Run pushes u.Image to the board, firing u.Trigger's cut, recovering and
 // finishing the update. It returns what happened; Result.Err is set when
@@ -126,8 +111,17 @@ func (b *Board) Run(ctx context.Context, u Update) *Result {
 	if u.RecoveryTimeout == 0 {
 		u.RecoveryTimeout = defaultRecoveryTO
 	}
+	if u.Connect == 0 {
+		u.Connect = u.RecoveryTimeout
+	}
 	if u.MaxRestarts == 0 {
 		u.MaxRestarts = 8
+	}
+	if u.Profile == "" {
+		u.Profile = b.Profile
+	}
+	if u.Path == "" {
+		u.Path = b.Path
 	}
 	if u.Path == "" {
 		u.Path = fwproto.PathFW
@@ -139,7 +133,8 @@ func (b *Board) Run(ctx context.Context, u Update) *Result {
 		u.Tag = []byte(strconv.Itoa(b.Cycle() & 0xffffff))
 	}
 	s := &session{b: b, u: u, digest: sha256.Sum256(u.Image), res: &Result{Milestones: map[string]time.Duration{}},
-		firedCh: make(chan struct{}), acked: -1, sent: -1, maxAck: -1}
+		firedCh: make(chan struct{}), acked: -1, sent: -1, maxAck: -1, p: b.poll(nil)}
+	defer s.p.Close()
 	s.res.Blocks = fwproto.Blocks(uint32(len(u.Image)), u.SZX)
 	if err := s.run(ctx); err != nil {
 		s.res.Err = err
@@ -172,7 +167,7 @@ func (s *session) fire(at time.Time, why string) {
 		ev, err := s.b.PowerOff(context.Background())
 		ret := ev.Wall // stamped when the switch call returned, before the event is written
 		s.mu.Lock()
-		cut := &Cut{Trigger: why, T: ev.T, Latency: ret.Sub(at), LastAcked: s.acked, InFlight: s.sent}
+		cut := &results.CutInfo{Trigger: why, T: ev.T, Latency: ret.Sub(at), LastAcked: s.acked, InFlight: s.sent}
 		s.res.Cut = cut
 		s.cutErr = err
 		cancel := s.cancel
@@ -205,30 +200,43 @@ func (s *session) cutFired() bool {
 }
 
 func (s *session) run(ctx context.Context) error {
-	c, err := s.b.Dial(ctx)
-	if err != nil {
-		return s.infra(err)
-	}
-	defer func() { c.Close() }()
-
-	s.emit(results.UpdateStart, -1, string(s.u.Profile), 0)
+	s.emit(results.UpdateStart, -1, s.u.Profile, 0)
 	next := uint32(0)
 	szx := s.u.SZX
-	if s.u.Profile == Resumable {
-		if err := s.prepare(ctx, &c); err != nil {
+	if s.u.Profile == boards.ProfileResumable {
+		if err := s.prepare(ctx); err != nil {
 			return err
 		}
-		st, err := s.waitRecovery(ctx, &c, false)
+		st, err := s.waitRecovery(ctx)
 		if err != nil {
 			return err
 		}
 		next = st.Next
+	} else if err := s.contact(ctx); err != nil {
+		return err
+	}
+	if s.b.Witness != nil {
+		// The device's cut count now, so the record of this cycle's cut is
+		// told from older ones. A witness that does not answer only costs
+		// the device's view of the cut.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if rec, ok, err := s.b.Witness.LastCut(wctx); err == nil && ok {
+			s.witnessed = rec.Seq
+		}
+		cancel()
 	}
 	if s.u.Trigger != nil {
-		s.u.Trigger.Arm(ctx, s.fire)
+		if err := s.u.Trigger.Arm(ctx, s.fire); err != nil {
+			return s.infra(fmt.Errorf("board %s: arming the cut (%s): %w", s.b.Name, s.u.Trigger, err))
+		}
 	}
+	s.b.Phase(results.PhaseTransfer)
 	restarts := 0
 	for {
+		c, err := s.p.Client(ctx)
+		if err != nil {
+			return s.infra(err)
+		}
 		done, n, newSZX, err := s.transfer(ctx, c, next, szx)
 		szx = newSZX
 		if done {
@@ -243,7 +251,7 @@ func (s *session) run(ctx context.Context) error {
 			if s.cutErr != nil {
 				return s.infra(s.cutErr)
 			}
-			if next, err = s.recover(ctx, &c); err != nil {
+			if next, err = s.recover(ctx); err != nil {
 				return err
 			}
 			s.resetCut()
@@ -256,7 +264,7 @@ func (s *session) run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if !s.cutFired() {
-			var rs *coap.ResyncError
+			var rs *fwclient.ResyncError
 			if errors.As(err, &rs) {
 				err = s.checkResync(rs.State, restarts)
 				if err == nil {
@@ -283,7 +291,7 @@ func (s *session) run(ctx context.Context) error {
 			return fmt.Errorf("board %s: gave up after %d restarts", s.b.Name, restarts)
 		}
 		restarts++
-		next, err = s.recover(ctx, &c)
+		next, err = s.recover(ctx)
 		if err != nil {
 			return err
 		}
@@ -292,7 +300,39 @@ func (s *session) run(ctx context.Context) error {
 	if s.u.NoVerify {
 		return nil
 	}
-	return s.waitNewVersion(ctx, &c)
+	return s.waitNewVersion(ctx)
+}
+
+// contact makes sure the device answers before a block1 transfer starts:
+// GET /boot, and any CoAP answer at all (a plain CoAP server answers 4.04)
+// counts. A device that never answers is Unreachable.
+func (s *session) contact(ctx context.Context) error {
+	err := s.p.until(ctx, s.u.Connect, "first answer", func(ctx context.Context, c *fwclient.Client) error {
+		boot, err := c.Boot(ctx)
+		if err == nil {
+			s.res.Start = &boot
+			return nil
+		}
+		if answered(err) {
+			return nil // answering, if not as a fwproto device
+		}
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		return s.unreachable(err)
+	}
+	return err
+}
+
+// unreachable says a device did not answer: the bench's matter when
+// nothing at all came back, the device's when it sent something the
+// client could not take for an answer.
+func (s *session) unreachable(err error) error {
+	if s.p.Heard() {
+		return fmt.Errorf("board %s: read version before the update: the device sends, but no answer to the request: %w", s.b.Name, err)
+	}
+	s.res.Unreachable = true
+	return s.infra(fmt.Errorf("board %s unreachable at %s: %w", s.b.Name, s.b.Endpoint.Addr, err))
 }
 
 // checkResync decides whether a 4.08 answer's state may be followed: it
@@ -301,11 +341,10 @@ func (s *session) run(ctx context.Context) error {
 // on after MaxRestarts resynchronisations, so it cannot hold the bench in
 // a loop.
 func (s *session) checkResync(st fwproto.State, restarts int) error {
-	if s.u.Profile != Resumable {
+	if s.u.Profile != boards.ProfileResumable {
 		return fmt.Errorf("board %s: device answered 4.08 with a resume state to a block1 transfer", s.b.Name)
 	}
-	p := fwproto.Prepare{Size: uint32(len(s.u.Image)), Digest: s.digest[:], SZX: s.u.SZX, Tag: s.u.Tag}
-	if !fwproto.SameTransfer(st, p) {
+	if !fwproto.SameTransfer(st, s.prep()) {
 		return fmt.Errorf("board %s: device asked to resynchronise another transfer (size %d szx %d, state %s)", s.b.Name, st.Size, st.SZX, st.State)
 	}
 	if st.Next > s.res.Blocks {
@@ -326,103 +365,99 @@ func (s *session) resetCut() {
 	s.mu.Unlock()
 }
 
-// prepare checks the running version and posts the transfer parameters.
-func (s *session) prepare(ctx context.Context, c **coap.Client) error {
-	v, err := (*c).Version(ctx)
-	if err != nil {
-		return s.deviceOrInfra(err, "read version before the update")
+func (s *session) prep() fwproto.Prepare {
+	return fwproto.Prepare{Size: uint32(len(s.u.Image)), Digest: s.digest[:], SZX: s.u.SZX, Tag: s.u.Tag}
+}
+
+// prepare asks the device where it is and posts the transfer parameters.
+// Both modes accept them: an application reboots into recovery, a
+// recovery bootloader (left there by an interrupted update) replaces its
+// transfer and restarts.
+func (s *session) prepare(ctx context.Context) error {
+	var v fwproto.Version
+	err := s.p.until(ctx, s.u.Connect, "first answer", func(ctx context.Context, c *fwclient.Client) error {
+		var err error
+		if v, err = c.Version(ctx); answered(err) {
+			// An answer that is not a version will not become one by
+			// waiting: the device is in recovery, or misbehaves.
+			return stop(err)
+		}
+		return err
+	})
+	if err != nil && ctx.Err() != nil {
+		return err
 	}
-	s.emit(results.Note, -1, "running "+v.Version, 0)
-	p := fwproto.Prepare{Size: uint32(len(s.u.Image)), Digest: s.digest[:], SZX: s.u.SZX, Tag: s.u.Tag}
-	if err := (*c).Prepare(ctx, p); err != nil {
-		return s.deviceOrInfra(err, "prepare")
+	c, cerr := s.p.Client(ctx)
+	if cerr != nil {
+		return s.infra(cerr)
+	}
+	var se *coap.StatusError
+	switch {
+	case err == nil:
+		s.res.Start = &fwproto.Boot{Mode: fwproto.ModeApp, Version: v.Version}
+		s.emit(results.Note, -1, "running "+v.Version, 0)
+	case errors.As(err, &se) && se.Code == codes.NotFound:
+		// No application: a recovery bootloader answers /fw/state.
+		st, serr := c.State(ctx)
+		if serr != nil {
+			return fmt.Errorf("board %s: read version before the update: %w (and /fw/state: %v)", s.b.Name, err, serr)
+		}
+		s.res.Start = &fwproto.Boot{Mode: fwproto.ModeRecovery}
+		s.emit(results.Note, -1, fmt.Sprintf("in recovery (state %s, next %d/%d): preparing the update there", st.State, st.Next, fwproto.Blocks(st.Size, st.SZX)), 0)
+	case answered(err):
+		return fmt.Errorf("board %s: read version before the update: %w", s.b.Name, err)
+	default:
+		return s.unreachable(err)
+	}
+	if err := c.Prepare(ctx, s.prep()); err != nil {
+		return fmt.Errorf("board %s: prepare: %w", s.b.Name, err)
 	}
 	return nil
 }
 
-// deviceOrInfra labels an error: a CoAP status is the device's answer, a
-// transport error after the device answered before is the device's too
-// (it stopped answering); only local failures are the bench's.
-func (s *session) deviceOrInfra(err error, what string) error {
-	return fmt.Errorf("board %s: %s: %w", s.b.Name, what, err)
+// waitRecovery polls /fw/state until the device reports recovery mode
+// with this transfer.
+func (s *session) waitRecovery(ctx context.Context) (fwproto.State, error) {
+	var st fwproto.State
+	p := s.prep()
+	err := s.p.until(ctx, s.u.RecoveryTimeout, "no recovery", func(ctx context.Context, c *fwclient.Client) error {
+		var err error
+		if st, err = c.State(ctx); err != nil {
+			return err // still the app (4.04) until it reboots into recovery
+		}
+		if st.State == fwproto.StateFailed && st.Size == 0 {
+			return stop(fmt.Errorf("board %s: recovery has no transfer (prepare lost)", s.b.Name))
+		}
+		if !fwproto.SameTransfer(st, p) {
+			// A recovery left from before the prepare took effect answers
+			// with its old transfer until it reboots.
+			return pending(fmt.Errorf("board %s: recovery reports another transfer (size %d szx %d)", s.b.Name, st.Size, st.SZX))
+		}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	s.res.Recovery = &st
+	return st, nil
 }
 
-// waitRecovery polls /fw/state until the device reports recovery mode.
-func (s *session) waitRecovery(ctx context.Context, c **coap.Client, afterCut bool) (fwproto.State, error) {
-	deadline := time.Now().Add(s.u.RecoveryTimeout)
-	p := fwproto.Prepare{Size: uint32(len(s.u.Image)), Digest: s.digest[:], SZX: s.u.SZX, Tag: s.u.Tag}
-	var last error
-	for time.Now().Before(deadline) {
-		if ctx.Err() != nil {
-			return fwproto.State{}, ctx.Err()
-		}
-		st, err := s.poll(ctx, c, func(cl *coap.Client, ctx context.Context) (any, error) { return cl.State(ctx) })
-		if err == nil {
-			st := st.(fwproto.State)
-			if st.State == fwproto.StateFailed && st.Size == 0 {
-				return st, fmt.Errorf("board %s: recovery has no transfer (prepare lost)", s.b.Name)
-			}
-			if !fwproto.SameTransfer(st, p) {
-				return st, fmt.Errorf("board %s: recovery reports another transfer (size %d szx %d)", s.b.Name, st.Size, st.SZX)
-			}
-			s.res.Recovery = &st
-			return st, nil
-		}
-		last = err
-		var se *coap.StatusError
-		if errors.As(err, &se) && se.Code == codes.NotFound {
-			// Still the app: the reboot into recovery has not happened yet.
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-	}
-	return fwproto.State{}, fmt.Errorf("board %s: no recovery within %v: %w", s.b.Name, s.u.RecoveryTimeout, last)
-}
-
-// poll runs one request with a short timeout, redialling on transport
-// errors: after a power cycle the old socket may be dead.
-func (s *session) poll(ctx context.Context, c **coap.Client, f func(*coap.Client, context.Context) (any, error)) (any, error) {
-	base := s.b.Endpoint.poll()
-	s.pollWait = max(s.pollWait, base)
-	pctx, cancel := context.WithTimeout(ctx, s.pollWait)
-	defer cancel()
-	v, err := f(*c, pctx)
-	if err == nil {
-		s.pollWait = base
-		return v, nil
-	}
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		// No answer within the bound: a device (or a host) too busy to
-		// answer in time gets a longer one next, rather than a flood of
-		// requests and fresh sockets that only add to the load.
-		s.pollWait = min(2*s.pollWait, maxPollWait)
-	}
-	var se *coap.StatusError
-	if errors.As(err, &se) {
-		return nil, err
-	}
-	if nc, derr := s.b.Dial(ctx); derr == nil {
-		(*c).Close()
-		*c = nc
-	}
-	return nil, err
-}
-
-func (s *session) mark(name string) {
+// mark records a milestone seen at the instant at, once per update.
+func (s *session) mark(name string, at time.Time) {
 	if _, ok := s.res.Milestones[name]; ok {
 		return
 	}
-	if s.powerOn.Wall.IsZero() {
+	if s.powerOn.Wall.IsZero() || at.Before(s.powerOn.Wall) {
 		return // milestones count from power coming back after a cut
 	}
-	since := time.Since(s.powerOn.Wall)
+	since := at.Sub(s.powerOn.Wall)
 	s.res.Milestones[name] = since
 	s.emit(results.Recovery, -1, name, since)
 }
 
 // transfer sends blocks from next until the last one is taken (done), the
 // cut fires, or an error. It returns the block it stopped at.
-func (s *session) transfer(ctx context.Context, c *coap.Client, next uint32, szx uint8) (done bool, at uint32, newSZX uint8, err error) {
+func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32, szx uint8) (done bool, at uint32, newSZX uint8, err error) {
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()
@@ -432,7 +467,7 @@ func (s *session) transfer(ctx context.Context, c *coap.Client, next uint32, szx
 		return false, next, szx, nil
 	}
 	tag := s.u.Tag
-	if s.u.Profile == Block1 {
+	if s.u.Profile == boards.ProfileBlock1 {
 		tag = nil
 	}
 	n := fwproto.Blocks(uint32(len(s.u.Image)), szx)
@@ -467,8 +502,7 @@ func (s *session) transfer(ctx context.Context, c *coap.Client, next uint32, szx
 			return false, num, szx, nil
 		}
 		if err != nil {
-			var se *coap.StatusError
-			if resp != nil && resp.Code == codes.RequestEntityTooLarge && num == 0 && s.u.Profile == Block1 {
+			if resp != nil && resp.Code == codes.RequestEntityTooLarge && num == 0 && s.u.Profile == boards.ProfileBlock1 {
 				if resp.Block1 != nil && resp.Block1.SZX < szx {
 					// The device asked for smaller blocks: start again with them.
 					s.emit(results.Note, 0, fmt.Sprintf("device asked for %d-byte blocks", fwproto.BlockSize(resp.Block1.SZX)), 0)
@@ -482,12 +516,12 @@ func (s *session) transfer(ctx context.Context, c *coap.Client, next uint32, szx
 					return false, num, szx, fmt.Errorf("board %s: device refused the %d-byte image with 4.13 although it announces room for %d bytes: %w", s.b.Name, len(s.u.Image), resp.Size1, err)
 				}
 			}
-			if errors.As(err, &se) {
-				return false, num, szx, fmt.Errorf("board %s: %w", s.b.Name, err)
-			}
-			var rs *coap.ResyncError
+			var rs *fwclient.ResyncError
 			if errors.As(err, &rs) {
 				return false, num, szx, err
+			}
+			if answered(err) {
+				return false, num, szx, fmt.Errorf("board %s: %w", s.b.Name, err)
 			}
 			return false, num, szx, fmt.Errorf("board %s: block %d: %w", s.b.Name, num, err)
 		}
@@ -501,7 +535,7 @@ func (s *session) transfer(ctx context.Context, c *coap.Client, next uint32, szx
 		s.maxAck = max(s.maxAck, int64(num))
 		s.mu.Unlock()
 		s.emit(results.BlockAcked, int64(num), "", ackAt.Sub(sentAt))
-		if resp.Block1 != nil && resp.Block1.SZX < szx && s.u.Profile == Block1 && num < n-1 {
+		if resp.Block1 != nil && resp.Block1.SZX < szx && s.u.Profile == boards.ProfileBlock1 && num < n-1 {
 			// RFC 7959 §2.5: continue at the next offset in the smaller size.
 			off := (num + 1) * uint32(fwproto.BlockSize(szx))
 			szx = resp.Block1.SZX
@@ -518,145 +552,147 @@ func (s *session) transfer(ctx context.Context, c *coap.Client, next uint32, szx
 	return true, n, szx, nil
 }
 
+// witness reads the device's own record of the cut that just happened,
+// when the board keeps one. The device is off: nothing here is on a
+// clock that matters.
+func (s *session) witness(ctx context.Context) {
+	if s.b.Witness == nil || s.res.Cut == nil || s.res.Cut.Device != nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	rec, ok, err := s.b.Witness.LastCut(wctx)
+	if err != nil || !ok || rec.Seq <= s.witnessed {
+		return
+	}
+	s.res.Cut.Device = &results.DeviceCut{Writing: rec.Writing, LastAcked: rec.LastAcked, Flash: rec.Flash}
+	e := s.b.Event(results.Note)
+	e.Text = fmt.Sprintf("device's record of the cut: writing block %d, last acknowledged %d, flash %s", rec.Writing, rec.LastAcked, rec.Flash)
+	s.b.Emit(e)
+}
+
 // recover powers the board back on after the off-time and follows it
 // until the transfer can continue; it returns the block to continue from.
-func (s *session) recover(ctx context.Context, c **coap.Client) (uint32, error) {
-	if s.u.OffTime > 0 {
+func (s *session) recover(ctx context.Context) (uint32, error) {
+	s.b.Phase(results.PhaseOff)
+	offEnd := time.Now().Add(s.u.OffTime)
+	s.witness(ctx)
+	if wait := time.Until(offEnd); wait > 0 {
 		select {
-		case <-time.After(s.u.OffTime):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
 	}
 	name := s.b.Name
-	lines, stop := s.b.hub.Watch(func(e *results.Event) bool { return e.Kind == results.ConsoleLine && e.Board == name })
-	defer stop()
+	lines, stopWatch := s.b.hub.Watch(func(e *results.Event) bool { return e.Kind == results.ConsoleLine && e.Board == name })
+	defer stopWatch()
+	s.b.Phase(results.PhaseRecovery)
 	if err := s.b.PowerOn(ctx); err != nil {
 		return 0, s.infra(err)
 	}
 	s.powerOn = s.b.Event(results.PowerOn)
-	// Console milestones come from the timeline as the lines arrive.
-	stopConsole := make(chan struct{})
-	defer close(stopConsole)
-	milestones := make(chan string, 4)
-	go func() {
-		for {
-			select {
-			case e := <-lines:
-				milestones <- MilestoneConsole
-				if s.b.Patterns.Recovery != nil && s.b.Patterns.Recovery.MatchString(e.Text) {
-					milestones <- MilestoneBanner
-				}
-			case <-stopConsole:
-				return
-			}
-		}
-	}()
+	// Console milestones carry the instant their line's first byte was
+	// read, whenever this goroutine gets to look at them: a device whose
+	// console comes up long before its network must not have its console
+	// figures stamped when CoAP answers.
 	drain := func() {
 		for {
 			select {
-			case m := <-milestones:
-				s.mark(m)
+			case e := <-lines:
+				s.mark(MilestoneConsole, e.Wall)
+				if s.b.Patterns.Recovery != nil && s.b.Patterns.Recovery.MatchString(e.Text) {
+					s.mark(MilestoneBanner, e.Wall)
+				}
 			default:
 				return
 			}
 		}
 	}
-	deadline := time.Now().Add(s.u.RecoveryTimeout)
-	var last error
-	for time.Now().Before(deadline) {
+	defer drain()
+	var boot fwproto.Boot
+	var answeredAt time.Time
+	err := s.p.until(ctx, s.u.RecoveryTimeout, "no usable answer on CoAP after power-on", func(ctx context.Context, c *fwclient.Client) error {
 		drain()
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
+		var err error
+		boot, err = c.Boot(ctx)
+		answeredAt = time.Now()
+		if err != nil && answered(err) && s.u.Profile == boards.ProfileBlock1 {
+			// Any answer means a plain block1 device is up.
+			boot = fwproto.Boot{}
+			return nil
 		}
-		v, err := s.poll(ctx, c, func(cl *coap.Client, ctx context.Context) (any, error) { return cl.Boot(ctx) })
-		if err != nil {
-			last = err
-			time.Sleep(2 * time.Millisecond)
-			continue
-		}
-		boot := v.(fwproto.Boot)
-		s.mark(MilestoneCoAP)
-		s.res.Answering = true
-		drain()
-		switch {
-		case s.u.Profile == Resumable && boot.Mode == fwproto.ModeRecovery:
-			st, err := s.waitRecovery(ctx, c, true)
-			if err != nil {
-				return 0, err
-			}
-			s.res.Resumes = append(s.res.Resumes, st.Next)
-			s.mark(MilestoneResumed)
-			return st.Next, nil
-		case s.u.Profile == Resumable && boot.Mode == fwproto.ModeApp:
-			// Cut before the record was written, or after the new image
-			// booted: see what runs.
-			ver, err := (*c).Version(ctx)
-			if err != nil {
-				continue
-			}
-			if bytes.Equal(ver.Digest, s.digest[:]) {
-				return s.res.Blocks, nil
-			}
-			s.mark(MilestoneAppUp)
-			if err := s.prepare(ctx, c); err != nil {
-				return 0, err
-			}
-			st, err := s.waitRecovery(ctx, c, true)
-			if err != nil {
-				return 0, err
-			}
-			s.res.Resumes = append(s.res.Resumes, st.Next)
-			s.mark(MilestoneResumed)
-			return st.Next, nil
-		default:
-			// block1 has no resume: start again from block 0, unless the
-			// new image already runs.
-			if ver, err := (*c).Version(ctx); err == nil && bytes.Equal(ver.Digest, s.digest[:]) {
-				return s.res.Blocks, nil
-			}
-			s.mark(MilestoneAppUp)
-			s.mark(MilestoneResumed)
-			return 0, nil
-		}
-	}
+		return err
+	})
 	drain()
-	if last != nil {
-		return 0, fmt.Errorf("board %s: no usable answer on CoAP within %v after power-on: %w", s.b.Name, s.u.RecoveryTimeout, last)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("board %s: no answer on CoAP within %v after power-on", s.b.Name, s.u.RecoveryTimeout)
+	s.mark(MilestoneCoAP, answeredAt)
+	s.res.Answering = true
+	c, err := s.p.Client(ctx)
+	if err != nil {
+		return 0, s.infra(err)
+	}
+	switch {
+	case s.u.Profile == boards.ProfileResumable && boot.Mode == fwproto.ModeRecovery:
+	case s.u.Profile == boards.ProfileResumable && boot.Mode == fwproto.ModeApp:
+		// Cut before the record was written, or after the new image
+		// booted: see what runs.
+		ver, err := c.Version(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("board %s: read version after power-on: %w", s.b.Name, err)
+		}
+		if bytes.Equal(ver.Digest, s.digest[:]) {
+			return s.res.Blocks, nil
+		}
+		s.mark(MilestoneAppUp, time.Now())
+		if err := c.Prepare(ctx, s.prep()); err != nil {
+			return 0, fmt.Errorf("board %s: prepare again: %w", s.b.Name, err)
+		}
+	default:
+		// block1 has no resume: start again from block 0, unless the new
+		// image already runs.
+		if ver, err := c.Version(ctx); err == nil && bytes.Equal(ver.Digest, s.digest[:]) {
+			return s.res.Blocks, nil
+		}
+		s.mark(MilestoneAppUp, time.Now())
+		s.mark(MilestoneResumed, time.Now())
+		s.b.Phase(results.PhaseTransfer)
+		return 0, nil
+	}
+	st, err := s.waitRecovery(ctx)
+	if err != nil {
+		return 0, err
+	}
+	s.res.Resumes = append(s.res.Resumes, st.Next)
+	s.mark(MilestoneResumed, time.Now())
+	s.b.Phase(results.PhaseTransfer)
+	return st.Next, nil
 }
 
 // waitNewVersion waits until the new image runs.
-func (s *session) waitNewVersion(ctx context.Context, c **coap.Client) error {
-	deadline := time.Now().Add(s.u.RecoveryTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		v, err := s.poll(ctx, c, func(cl *coap.Client, ctx context.Context) (any, error) { return cl.Version(ctx) })
+func (s *session) waitNewVersion(ctx context.Context) error {
+	s.b.Phase(results.PhaseVerify)
+	return s.p.until(ctx, s.u.RecoveryTimeout, "new version not running", func(ctx context.Context, c *fwclient.Client) error {
+		ver, err := c.Version(ctx)
 		if err == nil {
-			ver := v.(fwproto.Version)
 			s.res.Final = &ver
 			if bytes.Equal(ver.Digest, s.digest[:]) {
-				s.mark(MilestoneVersion)
+				s.mark(MilestoneVersion, time.Now())
 				return nil
 			}
-			last = fmt.Errorf("running %s, not the new image", ver.Version)
-		} else {
-			last = err
-			var se *coap.StatusError
-			if errors.As(err, &se) && se.Code == codes.NotFound {
-				if st, err := (*c).State(ctx); err == nil {
-					s.res.Recovery = &st
-					if st.State == fwproto.StateFailed {
-						return fmt.Errorf("board %s: recovery failed the new image", s.b.Name)
-					}
+			return pending(fmt.Errorf("running %s, not the new image", ver.Version))
+		}
+		var se *coap.StatusError
+		if errors.As(err, &se) && se.Code == codes.NotFound {
+			if st, serr := c.State(ctx); serr == nil {
+				s.res.Recovery = &st
+				if st.State == fwproto.StateFailed {
+					return stop(fmt.Errorf("board %s: recovery failed the new image", s.b.Name))
 				}
 			}
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return fmt.Errorf("board %s: new version not running within %v: %w", s.b.Name, s.u.RecoveryTimeout, last)
+		return err
+	})
 }

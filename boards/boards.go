@@ -1,519 +1,605 @@
 // Package boards is the bench inventory: a YAML file that lists boards and
-// how each is wired. Decoding is strict — an unknown key, a wrong type or
-// a bad value is an error naming the file, line and column — and happens
-// before anything is powered.
+// how each is wired — its power switch, probe, console, trigger inputs,
+// CoAP endpoint and update profile, and flash layout. It is passive data:
+// drivers act on it (power, probes, inputs), the bench binds it.
 //
-// Today a board entry carries its name, its tags and, for simulated
-// boards, a sim section that `fudbench sim` serves. See docs/bench.md.
+// Decoding is strict and happens before anything is powered: an unknown
+// key, a wrong type or a bad value is a *config.Error naming the file, line
+// and column. Each driver's settings, and a simulated board's sim section,
+// stay YAML nodes (a Section) until their owner decodes them, with the
+// same positions. See docs/bench.md.
 package boards
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
-	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
 
+	"github.com/fudbench/fudbench/inputs"
+	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/power"
 )
 
-// ErrConfig marks every configuration error (exit code 2 in the CLI).
-var ErrConfig = errors.New("configuration error")
-
-// ConfigError is a configuration error at a place in a file.
-type ConfigError struct {
-	File         string
-	Line, Column int // 0 when unknown
-	Msg          string
-}
-
-func (e *ConfigError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", e.File, e.Msg)
-}
-
-func (e *ConfigError) Unwrap() error { return ErrConfig }
-
 // Bench is a decoded bench file.
 type Bench struct {
-	File   string  `yaml:"-"`
-	Boards []Board `yaml:"boards"`
+	File   string
+	Boards []Board
 }
 
-// Board is one board of the bench: passive data on what is wired where.
-// Drivers act on it; their own settings are decoded strictly by the
-// driver through a DriverConfig.
+// Board is one board of the bench: what is wired where.
 type Board struct {
-	Name    string        `yaml:"name"`
-	Tags    []string      `yaml:"tags"`
-	Power   *DriverConfig `yaml:"power"`
-	Probe   *DriverConfig `yaml:"probe"`
-	Console *Console      `yaml:"console"`
-	CoAP    *CoAP         `yaml:"coap"`
-	Flash   *Flash        `yaml:"flash"`
-	Sim     *Sim          `yaml:"sim"`
+	Name    string
+	Tags    []string
+	Power   *DriverConfig
+	Probe   *DriverConfig
+	Console *Console
+	// Inputs are the board's trigger inputs, by the name a job uses
+	// (on_gpio: {input: busy}), in file order.
+	Inputs []Input
+	CoAP   *CoAP
+	Flash  *Flash
+	// Sim is a simulated board's settings, decoded by the simulator
+	// (`fudbench sim`); the inventory does not look inside.
+	Sim *Section
+	// At is the board's entry in File.
+	At   config.Pos
+	File string
+}
+
+// Input is one trigger input of a board.
+type Input struct {
+	Name string
+	*DriverConfig
 }
 
 // Console is how a board's serial console is reached.
 type Console struct {
-	Port     string    `yaml:"port"` // path or stable symlink
-	USB      *USBMatch `yaml:"usb"`  // or a USB adapter's identity
-	Baud     int       `yaml:"baud"`
-	Patterns Patterns  `yaml:"patterns"`
+	Port     string    // path or stable symlink
+	USB      *USBMatch // or a USB adapter's identity
+	Baud     int
+	Patterns Patterns
+	At       config.Pos
 }
 
 // USBMatch finds a USB serial adapter again after it re-enumerates.
 type USBMatch struct {
-	VID    string `yaml:"vid"`
-	PID    string `yaml:"pid"`
-	Serial string `yaml:"serial"`
+	VID, PID, Serial string
 }
 
-// Patterns are regular expressions for console lines.
+// Patterns are regular expressions for console lines; validated at load.
 type Patterns struct {
-	Boot     string `yaml:"boot"`
-	App      string `yaml:"app"`
-	Recovery string `yaml:"recovery"`
+	Boot     string
+	App      string
+	Recovery string
 }
+
+// Update profiles a board's CoAP endpoint speaks.
+const (
+	ProfileResumable = "resumable" // the protocol of package fwproto: prepare, recovery, resume
+	ProfileBlock1    = "block1"    // plain RFC 7959 PUT from block 0
+)
 
 // CoAP is a board's update endpoint.
 type CoAP struct {
-	Address string `yaml:"address"` // host:port; IPv6 as [addr]:port
-	Profile string `yaml:"profile"` // resumable (default) | block1
-	Path    string `yaml:"path"`    // block1 resource, default /fw
-	DTLS    *DTLS  `yaml:"dtls"`
+	Address string // host:port; IPv6 as [addr]:port
+	Profile string // ProfileResumable or ProfileBlock1; never empty after load
+	Path    string // block1 resource; "" is /fw
+	DTLS    *DTLS
+	At      config.Pos
+	// ProfileAt is where the profile was set; zero when defaulted.
+	ProfileAt config.Pos
 }
 
 // DTLS is a pre-shared key identity and where its key is kept. The key
 // itself never appears in a bench file, a log or a result.
 type DTLS struct {
-	Identity string `yaml:"identity"`
-	KeyFile  string `yaml:"key_file"` // or
-	KeyEnv   string `yaml:"key_env"`  // the name of an environment variable
+	Identity string
+	KeyFile  string // resolved against the bench file's directory; or
+	KeyEnv   string // the name of an environment variable
+	// File and IdentityAt place the identity for errors about it (a device
+	// that refuses it).
+	File       string
+	IdentityAt config.Pos
 }
 
 // Flash describes a board's flash as the bench needs it.
 type Flash struct {
-	Size     Size  `yaml:"size"`
-	SlotSize Size  `yaml:"slot_size"` // room for an update image
-	Base     Hex32 `yaml:"base"`
-	AppAddr  Hex32 `yaml:"app_address"` // where a probe writes the app image
+	Size     int64
+	SlotSize int64 // room for an update image; 0 unknown
+	Base     uint32
+	AppAddr  uint32 // where a probe writes the app image
 	// EraseFrom starts the range a baseline flash over the probe erases
 	// first, up to the end of flash: records, journals and counters as
 	// well as the app slot (a mass erase that keeps the bootloader).
-	EraseFrom Hex32 `yaml:"erase_from"`
+	EraseFrom uint32
+	// ProgramTime is how long the device takes to program WriteUnit
+	// bytes, when the bench file says (Timed): it lets the bench refuse a
+	// during_block delay that is longer than a block's write, which could
+	// never land during the block.
+	ProgramTime time.Duration
+	WriteUnit   int
+	Timed       bool
+	At          config.Pos
 }
 
-// DriverConfig is a driver name and the driver's own settings, kept as a
-// YAML node so the driver decodes them strictly with positions.
+// BlockWriteTime is the least time the device spends programming a block
+// of size bytes, and whether the bench file gives the timing at all.
+func (f *Flash) BlockWriteTime(size int) (time.Duration, bool) {
+	if f == nil || !f.Timed || f.WriteUnit <= 0 {
+		return 0, false
+	}
+	units := (size + f.WriteUnit - 1) / f.WriteUnit
+	return time.Duration(units) * f.ProgramTime, true
+}
+
+// Section is a mapping of a bench file kept as a YAML node, for the
+// driver (or the simulator) that owns it to decode strictly, with
+// positions in the file.
+type Section struct {
+	d    *config.Decoder
+	node ast.Node
+	skip []string
+	// At is where the section stands in the file.
+	At config.Pos
+}
+
+// Decode decodes the section strictly into v (a struct with yaml tags):
+// an unknown key or a value of the wrong kind is a *config.Error at its
+// line. It implements power.Settings, probes.Settings and
+// inputs.Settings.
+func (s *Section) Decode(v any) error {
+	if s == nil || s.d == nil {
+		return nil
+	}
+	return s.d.DecodeNode(s.node, v, s.skip...)
+}
+
+// Errorf makes a *config.Error at the section.
+func (s *Section) Errorf(format string, a ...any) error {
+	file := ""
+	if s.d != nil {
+		file = s.d.File
+	}
+	return config.Errorf(file, s.At, format, a...)
+}
+
+// Dir is the directory of the bench file, against which relative paths in
+// the section are resolved.
+func (s *Section) Dir() string {
+	if s == nil || s.d == nil {
+		return "."
+	}
+	return filepath.Dir(s.d.File)
+}
+
+// DriverConfig is a driver name and the driver's own settings.
 type DriverConfig struct {
 	Driver string
-	file   string
-	node   *ast.MappingNode
-	pos    [2]int
-}
-
-// UnmarshalYAML keeps the node.
-func (d *DriverConfig) UnmarshalYAML(n ast.Node) error {
-	m, ok := n.(*ast.MappingNode)
-	if !ok {
-		return fmt.Errorf("want a mapping with a driver: key")
-	}
-	d.node = m
-	d.pos = nodePos(n)
-	for _, v := range m.Values {
-		if v.Key.String() == "driver" {
-			d.Driver = strings.Trim(v.Value.String(), `"'`)
-		}
-	}
-	return nil
-}
-
-// Decode implements power.Settings and the probe drivers' settings: the
-// mapping without its driver key, decoded strictly into v.
-func (d *DriverConfig) Decode(v any) error {
-	if d.node == nil {
-		return nil
-	}
-	rest := *d.node
-	rest.Values = nil
-	for _, mv := range d.node.Values {
-		if mv.Key.String() != "driver" {
-			rest.Values = append(rest.Values, mv)
-		}
-	}
-	if len(rest.Values) == 0 {
-		return nil
-	}
-	if err := yaml.NodeToValue(&rest, v, yaml.DisallowUnknownField()); err != nil {
-		return yamlError(d.file, err)
-	}
-	return nil
+	Section
 }
 
 // Pos is the driver entry's line and column.
-func (d *DriverConfig) Pos() (line, col int) { return d.pos[0], d.pos[1] }
+func (d *DriverConfig) Pos() (line, col int) { return d.At.Line, d.At.Column }
 
-// Errorf makes a ConfigError at the driver entry.
-func (d *DriverConfig) Errorf(format string, a ...any) error {
-	return &ConfigError{File: d.file, Line: d.pos[0], Column: d.pos[1], Msg: fmt.Sprintf(format, a...)}
-}
+// ProbeDrivers are the probe drivers the schema accepts (a build may
+// compile in fewer; the run says so when a board needs a missing one).
+var ProbeDrivers = []string{"gdbrsp", "openocd", "stm32uart", "probe-rs", "pyocd"}
 
-// Sim configures a simulated board (boards/sim).
-type Sim struct {
-	Strategy    string   `yaml:"strategy"` // inplace-recovery | naive-inplace
-	Flash       SimFlash `yaml:"flash"`
-	TimeScale   *float64 `yaml:"time_scale"`
-	BootDelay   Duration `yaml:"boot_delay"`
-	CoAP        []string `yaml:"coap"`
-	CoAPS       string   `yaml:"coaps"`
-	PSKIdentity string   `yaml:"psk_identity"`
-	PSKFile     string   `yaml:"psk_file"`
-	GDB         string   `yaml:"gdb"`
-	ConsoleLink string   `yaml:"console_link"`
-	Reenumerate bool     `yaml:"reenumerate"`
-}
-
-// SimFlash is the flash of a simulated board.
-type SimFlash struct {
-	Size        Size     `yaml:"size"`
-	Sector      Size     `yaml:"sector"`
-	Layout      string   `yaml:"layout"` // uniform | stm32f4
-	WriteAlign  int      `yaml:"write_align"`
-	Erased      *Hex8    `yaml:"erased"`
-	ProgramTime Duration `yaml:"program_time"`
-	EraseTime   Duration `yaml:"erase_time"`
-	Base        Hex32    `yaml:"base"`
-}
-
-// Size is a byte count written as 524288, 512KiB or 1MiB.
-type Size int
-
-var sizeRE = regexp.MustCompile(`^\s*(\d+)\s*(|B|KiB|K|k|KB|MiB|M|MB)\s*$`)
-
-// ParseSize reads a Size.
-func ParseSize(s string) (Size, error) {
-	m := sizeRE.FindStringSubmatch(s)
-	if m == nil {
-		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with KiB or MiB", s)
+// Board returns the board called name.
+func (b *Bench) Board(name string) (*Board, error) {
+	for i := range b.Boards {
+		if b.Boards[i].Name == name {
+			return &b.Boards[i], nil
+		}
 	}
-	n, err := strconv.Atoi(m[1])
-	if err != nil {
-		return 0, fmt.Errorf("size %q: %w", s, err)
-	}
-	switch m[2] {
-	case "KiB", "K", "k", "KB":
-		n <<= 10
-	case "MiB", "M", "MB":
-		n <<= 20
-	}
-	return Size(n), nil
+	return nil, config.Errorf(b.File, config.Pos{}, "no board %q (boards: %s)", name, strings.Join(b.Names(), ", "))
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (s *Size) UnmarshalText(b []byte) error {
-	v, err := ParseSize(string(b))
-	*s = v
-	return err
-}
-
-// Duration is a time.Duration written as "20ms", "1.5s".
-type Duration time.Duration
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("duration %q: want e.g. 20ms or 1.5s", b)
+// Names lists the boards' names in file order.
+func (b *Bench) Names() []string {
+	names := make([]string, len(b.Boards))
+	for i, bd := range b.Boards {
+		names[i] = bd.Name
 	}
-	if v < 0 {
-		return fmt.Errorf("duration %q is negative", b)
-	}
-	*d = Duration(v)
-	return nil
+	return names
 }
 
-// Hex8 is a byte written as 0xff or 255.
-type Hex8 uint8
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (h *Hex8) UnmarshalText(b []byte) error {
-	v, err := strconv.ParseUint(string(b), 0, 8)
-	if err != nil {
-		return fmt.Errorf("byte %q: want 0x00-0xff", b)
-	}
-	*h = Hex8(v)
-	return nil
-}
-
-// Hex32 is an address written as 0x08000000.
-type Hex32 uint32
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (h *Hex32) UnmarshalText(b []byte) error {
-	v, err := strconv.ParseUint(string(b), 0, 32)
-	if err != nil {
-		return fmt.Errorf("address %q: want a 32-bit number such as 0x08000000", b)
-	}
-	*h = Hex32(v)
-	return nil
-}
-
-// posError is a value error at a node; yamlError adds the file name.
-type posError struct {
-	line, col int
-	err       error
-}
-
-func (e *posError) Error() string { return e.err.Error() }
-
-// scalar feeds a scalar node's text to parse, keeping its position for
-// errors (goccy reports none for a custom type's own errors).
-func scalar(n ast.Node, parse func([]byte) error) error {
-	text := strings.Trim(n.String(), `"'`)
-	if err := parse([]byte(text)); err != nil {
-		p := nodePos(n)
-		return &posError{line: p[0], col: p[1], err: err}
+// Input returns the board's trigger input called name, or nil.
+func (b *Board) Input(name string) *Input {
+	for i := range b.Inputs {
+		if b.Inputs[i].Name == name {
+			return &b.Inputs[i]
+		}
 	}
 	return nil
 }
 
-// UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (s *Size) UnmarshalYAML(n ast.Node) error { return scalar(n, s.UnmarshalText) }
+// InputNames lists the board's trigger inputs.
+func (b *Board) InputNames() []string {
+	var out []string
+	for _, in := range b.Inputs {
+		out = append(out, in.Name)
+	}
+	return out
+}
 
-// UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (d *Duration) UnmarshalYAML(n ast.Node) error { return scalar(n, d.UnmarshalText) }
+// Errorf makes a *config.Error at the board's entry.
+func (b *Board) Errorf(format string, a ...any) error {
+	return config.Errorf(b.File, b.At, "board %s: "+format, append([]any{b.Name}, a...)...)
+}
 
-// UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (h *Hex8) UnmarshalYAML(n ast.Node) error { return scalar(n, h.UnmarshalText) }
-
-// UnmarshalYAML implements yaml.NodeUnmarshaler.
-func (h *Hex32) UnmarshalYAML(n ast.Node) error { return scalar(n, h.UnmarshalText) }
+// HasTag reports whether the board carries tag.
+func (b *Board) HasTag(tag string) bool { return slices.Contains(b.Tags, tag) }
 
 // Load reads and validates a bench file.
 func Load(path string) (*Bench, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &ConfigError{File: path, Msg: fmt.Sprintf("cannot read bench file: %v", err)}
+		return nil, config.Errorf(path, config.Pos{}, "cannot read bench file: %v", err)
 	}
 	return Parse(path, data)
 }
 
-// Parse decodes and validates bench file contents; name is used in errors.
+// Parse decodes and validates bench file contents; name is used in errors
+// and relative paths (key files) are resolved against its directory.
 func Parse(name string, data []byte) (*Bench, error) {
-	if err := CheckUTF8(name, data); err != nil {
+	d, body, err := config.Parse(name, data)
+	if err != nil {
 		return nil, err
 	}
-	var b Bench
-	dec := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField(), yaml.UseOrderedMap())
-	if err := dec.Decode(&b); err != nil {
-		return nil, yamlError(name, err)
+	if body == nil {
+		return nil, config.Errorf(name, config.Pos{Line: 1, Column: 1}, "empty file: want a boards: list")
 	}
-	b.File = name
-	if err := b.validate(name, data); err != nil {
+	fs, err := d.Fields(body, "bench", "boards")
+	if err != nil {
 		return nil, err
 	}
-	return &b, nil
-}
-
-// CheckUTF8 returns a ConfigError at the first byte of data that is not
-// valid UTF-8: YAML is Unicode text, and names and patterns end up in
-// reports that must stay valid text (JSON, JUnit XML).
-func CheckUTF8(file string, data []byte) error {
-	if utf8.Valid(data) {
-		return nil
+	f, ok := fs["boards"]
+	if !ok {
+		return nil, d.Errf(body, "no boards: the file needs a boards: list")
 	}
-	line, col := 1, 1
-	for len(data) > 0 {
-		r, size := utf8.DecodeRune(data)
-		if r == utf8.RuneError && size <= 1 {
-			return &ConfigError{File: file, Line: line, Column: col, Msg: "not valid UTF-8 text"}
+	items, err := d.Seq(f.Val, "boards", false)
+	if err != nil {
+		return nil, err
+	}
+	if len(items) == 0 {
+		return nil, d.Errf(f.Key, "no boards: the boards: list is empty")
+	}
+	b := &Bench{File: name}
+	seen := map[string]int{}
+	for i, it := range items {
+		bd, err := decodeBoard(d, it, fmt.Sprintf("boards[%d]", i))
+		if err != nil {
+			return nil, err
 		}
-		if r == '\n' {
-			line, col = line+1, 1
-		} else {
-			col++
+		if j, dup := seen[bd.Name]; dup {
+			return nil, d.ErrAt(bd.nameAt, "duplicate board name %q (first at boards[%d])", bd.Name, j)
 		}
-		data = data[size:]
+		seen[bd.Name] = i
+		b.Boards = append(b.Boards, bd.Board)
 	}
-	return nil
-}
-
-// yamlError turns a decoder error into a ConfigError with a position.
-func yamlError(file string, err error) error {
-	var pe *posError
-	if errors.As(err, &pe) {
-		return &ConfigError{File: file, Line: pe.line, Column: pe.col, Msg: pe.err.Error()}
-	}
-	var ye yaml.Error
-	if errors.As(err, &ye) {
-		msg := ye.GetMessage()
-		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-			return &ConfigError{File: file, Line: tk.Position.Line, Column: tk.Position.Column, Msg: msg}
-		}
-		return &ConfigError{File: file, Msg: msg}
-	}
-	msg := err.Error()
-	if msg == "EOF" {
-		msg = "empty file: want a boards: list"
-	}
-	return &ConfigError{File: file, Msg: msg}
+	return b, nil
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// validate checks what the types cannot; errors point at the offending
-// node through a YAML path.
-func (b *Bench) validate(file string, data []byte) error {
-	pos := positions(data)
-	at := func(path, format string, a ...any) error {
-		p := pos(path)
-		return &ConfigError{File: file, Line: p[0], Column: p[1], Msg: fmt.Sprintf(format, a...)}
-	}
-	if len(b.Boards) == 0 {
-		return at("$", "no boards: the file needs a boards: list")
-	}
-	seen := map[string]int{}
-	for i, bd := range b.Boards {
-		p := fmt.Sprintf("$.boards[%d]", i)
-		if bd.Name == "" {
-			return at(p, "board %d has no name", i+1)
-		}
-		if !nameRE.MatchString(bd.Name) {
-			return at(p+".name", "board name %q: use letters, digits, '.', '_' or '-'", bd.Name)
-		}
-		if j, dup := seen[bd.Name]; dup {
-			return at(p+".name", "duplicate board name %q (first at boards[%d])", bd.Name, j)
-		}
-		seen[bd.Name] = i
-		if err := b.validateWiring(at, p, &b.Boards[i], file); err != nil {
-			return err
-		}
-		if s := bd.Sim; s != nil {
-			sp := p + ".sim"
-			switch s.Strategy {
-			case "", "inplace-recovery", "naive-inplace":
-			default:
-				return at(sp+".strategy", "unknown strategy %q: want inplace-recovery or naive-inplace", s.Strategy)
-			}
-			switch s.Flash.Layout {
-			case "", "uniform", "stm32f4":
-			default:
-				return at(sp+".flash.layout", "unknown flash layout %q: want uniform or stm32f4", s.Flash.Layout)
-			}
-			switch s.Flash.WriteAlign {
-			case 0, 1, 4, 8:
-			default:
-				return at(sp+".flash.write_align", "write_align %d: want 1, 4 or 8", s.Flash.WriteAlign)
-			}
-			if e := s.Flash.Erased; e != nil && *e != 0xFF && *e != 0x00 {
-				return at(sp+".flash.erased", "erased value %#x: want 0xff or 0x00", uint8(*e))
-			}
-			if s.Flash.Size != 0 && (s.Flash.Size < 64<<10 || s.Flash.Size > 64<<20) {
-				return at(sp+".flash.size", "flash size %d: want 64KiB to 64MiB", s.Flash.Size)
-			}
-			if sec := s.Flash.Sector; sec != 0 && (sec < 512 || sec&(sec-1) != 0) {
-				return at(sp+".flash.sector", "sector size %d: want a power of two of at least 512", sec)
-			}
-			if s.TimeScale != nil && (*s.TimeScale < 0 || *s.TimeScale > 1000) {
-				return at(sp+".time_scale", "time_scale %v: want 0 (instant) to 1000", *s.TimeScale)
-			}
-			if s.PSKFile != "" {
-				// Made relative to the bench file by validateWiring.
-				if _, err := os.Stat(s.PSKFile); err != nil {
-					return at(sp+".psk_file", "psk_file: %v", err)
-				}
-			}
-		}
-	}
-	return nil
+// NameOK reports whether s is a valid board, tag or input name.
+func NameOK(s string) bool { return nameRE.MatchString(s) }
+
+type decodedBoard struct {
+	Board
+	nameAt config.Pos
 }
 
-// ProbeDrivers are the probe drivers the schema accepts.
-var ProbeDrivers = []string{"gdbrsp", "openocd", "stm32uart", "probe-rs", "pyocd"}
+var boardKeys = []string{"name", "tags", "power", "probe", "console", "inputs", "coap", "flash", "sim"}
 
-func (b *Bench) validateWiring(at func(path, format string, a ...any) error, p string, bd *Board, file string) error {
-	dir := filepath.Dir(file)
-	rel := func(path string) string {
-		if path == "" || filepath.IsAbs(path) {
-			return path
-		}
-		return filepath.Join(dir, path)
+func decodeBoard(d *config.Decoder, n ast.Node, w string) (decodedBoard, error) {
+	var out decodedBoard
+	fs, err := d.Fields(n, w, boardKeys...)
+	if err != nil {
+		return out, err
 	}
-	if d := bd.Power; d != nil {
-		d.file = file
-		if d.Driver == "" {
-			return at(p+".power", "power needs a driver: one of %s", strings.Join(power.Drivers(), ", "))
-		}
-		if !slices.Contains(power.Drivers(), d.Driver) {
-			return at(p+".power.driver", "unknown power driver %q (known: %s)", d.Driver, strings.Join(power.Drivers(), ", "))
-		}
+	bd := &out.Board
+	bd.File, bd.At = d.File, config.PosOf(n)
+	nf, ok := fs["name"]
+	if !ok {
+		return out, d.Errf(n, "%s has no name", w)
 	}
-	if d := bd.Probe; d != nil {
-		d.file = file
-		if !slices.Contains(ProbeDrivers, d.Driver) {
-			return at(p+".probe.driver", "unknown probe driver %q (known: %s)", d.Driver, strings.Join(ProbeDrivers, ", "))
-		}
+	if bd.Name, err = d.Str(nf.Val, w+".name"); err != nil {
+		return out, err
 	}
-	if c := bd.Console; c != nil {
-		if (c.Port == "") == (c.USB == nil) {
-			return at(p+".console", "console needs exactly one of port: or usb:")
+	out.nameAt = config.PosOf(nf.Val)
+	if !NameOK(bd.Name) {
+		return out, d.Errf(nf.Val, "board name %q: use letters, digits, '.', '_' or '-'", bd.Name)
+	}
+	w = "board " + bd.Name
+	if f, ok := fs["tags"]; ok {
+		items, err := d.Seq(f.Val, w+": tags", false)
+		if err != nil {
+			return out, err
 		}
-		if c.USB != nil && (c.USB.VID == "" || c.USB.PID == "") {
-			return at(p+".console.usb", "usb match needs vid and pid")
-		}
-		if c.Baud < 0 || c.Baud > 12_000_000 {
-			return at(p+".console.baud", "baud %d out of range", c.Baud)
-		}
-		for k, re := range map[string]string{"boot": c.Patterns.Boot, "app": c.Patterns.App, "recovery": c.Patterns.Recovery} {
-			if _, err := regexp.Compile(re); err != nil {
-				return at(p+".console.patterns."+k, "bad pattern: %v", err)
+		for _, it := range items {
+			tag, err := d.Str(it, w+": tags")
+			if err != nil {
+				return out, err
+			}
+			if !NameOK(tag) {
+				return out, d.Errf(it, "%s: tag %q: use letters, digits, '.', '_' or '-'", w, tag)
+			}
+			if !bd.HasTag(tag) {
+				bd.Tags = append(bd.Tags, tag)
 			}
 		}
 	}
-	if c := bd.CoAP; c != nil {
-		if _, _, err := net.SplitHostPort(c.Address); err != nil {
-			return at(p+".coap.address", "coap address %q: want host:port ([addr]:port for IPv6): %v", c.Address, err)
+	if f, ok := fs["power"]; ok {
+		if bd.Power, err = driver(d, f, w+": power", "power", power.Drivers()); err != nil {
+			return out, err
 		}
-		switch c.Profile {
-		case "", "resumable", "block1":
-		default:
-			return at(p+".coap.profile", "unknown profile %q: want resumable or block1", c.Profile)
+	}
+	if f, ok := fs["probe"]; ok {
+		if bd.Probe, err = driver(d, f, w+": probe", "probe", ProbeDrivers); err != nil {
+			return out, err
 		}
-		if d := c.DTLS; d != nil {
-			if d.Identity == "" {
-				return at(p+".coap.dtls", "dtls needs an identity")
+	}
+	if f, ok := fs["console"]; ok {
+		if bd.Console, err = decodeConsole(d, f, w+": console"); err != nil {
+			return out, err
+		}
+	}
+	if f, ok := fs["inputs"]; ok {
+		named, err := d.FieldsAny(f.Val, w+": inputs", false)
+		if err != nil {
+			return out, err
+		}
+		for _, nf := range named {
+			if !NameOK(nf.Name) {
+				return out, d.Errf(nf.Key, "%s: input name %q: use letters, digits, '.', '_' or '-'", w, nf.Name)
 			}
-			if (d.KeyFile == "") == (d.KeyEnv == "") {
-				return at(p+".coap.dtls", "dtls needs exactly one of key_file or key_env")
+			dc, err := driver(d, config.Field{Key: nf.Key, Val: nf.Val}, w+": inputs."+nf.Name, "input", inputs.Drivers())
+			if err != nil {
+				return out, err
 			}
-			if d.KeyFile != "" {
-				d.KeyFile = rel(d.KeyFile)
-				if fi, err := os.Stat(d.KeyFile); err != nil {
-					return at(p+".coap.dtls.key_file", "key file: %v", err)
-				} else if fi.IsDir() {
-					return at(p+".coap.dtls.key_file", "key file: %s is a directory", d.KeyFile)
+			bd.Inputs = append(bd.Inputs, Input{Name: nf.Name, DriverConfig: dc})
+		}
+	}
+	if f, ok := fs["coap"]; ok {
+		if bd.CoAP, err = decodeCoAP(d, f, w+": coap"); err != nil {
+			return out, err
+		}
+	}
+	if f, ok := fs["flash"]; ok {
+		if bd.Flash, err = decodeFlash(d, f, w+": flash"); err != nil {
+			return out, err
+		}
+	}
+	if f, ok := fs["sim"]; ok {
+		if !d.IsMap(f.Val) {
+			r, _ := d.Resolve(f.Val)
+			return out, d.Errf(f.Val, "%s: sim: want a mapping, got %s", w, config.KindName(r))
+		}
+		bd.Sim = &Section{d: d, node: f.Val, At: config.PosOf(f.Key)}
+	}
+	return out, nil
+}
+
+// driver reads {driver: NAME, ...settings}: the name must be among known;
+// the rest stays a node for the driver.
+func driver(d *config.Decoder, f config.Field, w, kind string, known []string) (*DriverConfig, error) {
+	r, err := d.Resolve(f.Val)
+	if err != nil {
+		return nil, err
+	}
+	mn, ok := r.(ast.MapNode)
+	if !ok {
+		return nil, d.Errf(f.Val, "%s: want a mapping with a driver: key, got %s", w, config.KindName(r))
+	}
+	dc := &DriverConfig{Section: Section{d: d, node: f.Val, skip: []string{"driver"}, At: config.PosOf(f.Val)}}
+	it := mn.MapRange()
+	for it.Next() {
+		kv := it.KeyValue()
+		if k, _ := config.ScalarText(kv.Key); k == "driver" {
+			if dc.Driver, err = d.Str(kv.Value, w+".driver"); err != nil {
+				return nil, err
+			}
+			if !slices.Contains(known, dc.Driver) {
+				return nil, d.Errf(kv.Value, "unknown %s driver %q (known: %s)", kind, dc.Driver, strings.Join(known, ", "))
+			}
+			return dc, nil
+		}
+	}
+	return nil, d.Errf(f.Val, "%s needs a driver: one of %s", kind, strings.Join(known, ", "))
+}
+
+func decodeConsole(d *config.Decoder, f config.Field, w string) (*Console, error) {
+	fs, err := d.Fields(f.Val, w, "port", "usb", "baud", "patterns")
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{At: config.PosOf(f.Key)}
+	if pf, ok := fs["port"]; ok {
+		if c.Port, err = d.Str(pf.Val, w+".port"); err != nil {
+			return nil, err
+		}
+		if c.Port == "" {
+			return nil, d.Errf(pf.Val, "%s.port: empty", w)
+		}
+	}
+	if uf, ok := fs["usb"]; ok {
+		us, err := d.Fields(uf.Val, w+".usb", "vid", "pid", "serial")
+		if err != nil {
+			return nil, err
+		}
+		c.USB = &USBMatch{}
+		for k, dst := range map[string]*string{"vid": &c.USB.VID, "pid": &c.USB.PID, "serial": &c.USB.Serial} {
+			if v, ok := us[k]; ok {
+				if *dst, err = d.Str(v.Val, w+".usb."+k); err != nil {
+					return nil, err
 				}
 			}
 		}
+		if c.USB.VID == "" || c.USB.PID == "" {
+			return nil, d.Errf(uf.Val, "%s: usb match needs vid and pid", w)
+		}
 	}
-	if s := bd.Sim; s != nil && s.PSKFile != "" {
-		s.PSKFile = rel(s.PSKFile)
+	if (c.Port == "") == (c.USB == nil) {
+		return nil, d.Errf(f.Val, "console needs exactly one of port: or usb:")
 	}
-	return nil
+	if bf, ok := fs["baud"]; ok {
+		v, err := d.IntIn(bf.Val, w+".baud", 1, 12_000_000)
+		if err != nil {
+			return nil, err
+		}
+		c.Baud = int(v)
+	}
+	if pf, ok := fs["patterns"]; ok {
+		ps, err := d.Fields(pf.Val, w+".patterns", "boot", "app", "recovery")
+		if err != nil {
+			return nil, err
+		}
+		for k, dst := range map[string]*string{"boot": &c.Patterns.Boot, "app": &c.Patterns.App, "recovery": &c.Patterns.Recovery} {
+			v, ok := ps[k]
+			if !ok {
+				continue
+			}
+			if *dst, err = d.Str(v.Val, w+".patterns."+k); err != nil {
+				return nil, err
+			}
+			if _, err := regexp.Compile(*dst); err != nil {
+				return nil, d.Errf(v.Val, "%s.patterns.%s: bad pattern: %v", w, k, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
+	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls")
+	if err != nil {
+		return nil, err
+	}
+	c := &CoAP{Profile: ProfileResumable, At: config.PosOf(f.Key)}
+	af, ok := fs["address"]
+	if !ok {
+		return nil, d.Errf(f.Key, "%s: address is required", w)
+	}
+	if c.Address, err = d.Str(af.Val, w+".address"); err != nil {
+		return nil, err
+	}
+	if _, _, err := net.SplitHostPort(c.Address); err != nil {
+		return nil, d.Errf(af.Val, "coap address %q: want host:port ([addr]:port for IPv6): %v", c.Address, err)
+	}
+	if pf, ok := fs["profile"]; ok {
+		if c.Profile, err = d.Str(pf.Val, w+".profile"); err != nil {
+			return nil, err
+		}
+		if c.Profile != ProfileResumable && c.Profile != ProfileBlock1 {
+			return nil, d.Errf(pf.Val, "unknown profile %q: want resumable or block1", c.Profile)
+		}
+		c.ProfileAt = config.PosOf(pf.Val)
+	}
+	if pf, ok := fs["path"]; ok {
+		if c.Path, err = d.Str(pf.Val, w+".path"); err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(c.Path, "/") || strings.ContainsAny(c.Path, "?# ") {
+			return nil, d.Errf(pf.Val, "%s.path %q: want an absolute URI path such as /fw", w, c.Path)
+		}
+	}
+	if df, ok := fs["dtls"]; ok {
+		ds, err := d.Fields(df.Val, w+".dtls", "identity", "key_file", "key_env")
+		if err != nil {
+			return nil, err
+		}
+		dt := &DTLS{File: d.File, IdentityAt: config.PosOf(df.Key)}
+		if v, ok := ds["identity"]; ok {
+			if dt.Identity, err = d.Str(v.Val, w+".dtls.identity"); err != nil {
+				return nil, err
+			}
+			dt.IdentityAt = config.PosOf(v.Val)
+		}
+		if dt.Identity == "" {
+			return nil, d.Errf(df.Val, "dtls needs an identity")
+		}
+		kf, hasFile := ds["key_file"]
+		ke, hasEnv := ds["key_env"]
+		if hasFile == hasEnv {
+			return nil, d.Errf(df.Val, "dtls needs exactly one of key_file or key_env")
+		}
+		if hasFile {
+			p, err := d.Str(kf.Val, w+".dtls.key_file")
+			if err != nil {
+				return nil, err
+			}
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(filepath.Dir(d.File), p)
+			}
+			if fi, err := os.Stat(p); err != nil {
+				return nil, d.Errf(kf.Val, "key file: %v", err)
+			} else if fi.IsDir() {
+				return nil, d.Errf(kf.Val, "key file: %s is a directory", p)
+			}
+			dt.KeyFile = p
+		} else {
+			if dt.KeyEnv, err = d.Str(ke.Val, w+".dtls.key_env"); err != nil {
+				return nil, err
+			}
+			if dt.KeyEnv == "" {
+				return nil, d.Errf(ke.Val, "%s.dtls.key_env: empty", w)
+			}
+		}
+		c.DTLS = dt
+	}
+	return c, nil
+}
+
+func decodeFlash(d *config.Decoder, f config.Field, w string) (*Flash, error) {
+	fs, err := d.Fields(f.Val, w, "size", "slot_size", "base", "app_address", "erase_from", "program_time", "write_unit")
+	if err != nil {
+		return nil, err
+	}
+	fl := &Flash{At: config.PosOf(f.Key)}
+	for k, dst := range map[string]*int64{"size": &fl.Size, "slot_size": &fl.SlotSize} {
+		if v, ok := fs[k]; ok {
+			if *dst, err = d.Size(v.Val, w+"."+k, 0, 1<<32); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for k, dst := range map[string]*uint32{"base": &fl.Base, "app_address": &fl.AppAddr, "erase_from": &fl.EraseFrom} {
+		if v, ok := fs[k]; ok {
+			n, err := d.Hex(v.Val, w+"."+k, 32)
+			if err != nil {
+				return nil, err
+			}
+			*dst = uint32(n)
+		}
+	}
+	pt, hasTime := fs["program_time"]
+	wu, hasUnit := fs["write_unit"]
+	if hasTime != hasUnit {
+		return nil, d.Errf(f.Val, "%s: program_time and write_unit go together (the time to program write_unit bytes)", w)
+	}
+	if hasTime {
+		if fl.ProgramTime, err = d.Duration(pt.Val, w+".program_time", time.Second); err != nil {
+			return nil, err
+		}
+		n, err := d.IntIn(wu.Val, w+".write_unit", 1, 4096)
+		if err != nil {
+			return nil, err
+		}
+		fl.WriteUnit, fl.Timed = int(n), true
+	}
+	if fl.Size > 0 && fl.SlotSize > fl.Size {
+		return nil, d.Errf(fs["slot_size"].Val, "%s: slot_size %d is larger than the flash (%d)", w, fl.SlotSize, fl.Size)
+	}
+	return fl, nil
 }
 
 // Key reads the DTLS pre-shared key from its file or environment variable.
@@ -526,61 +612,6 @@ func (d *DTLS) Key() ([]byte, error) {
 		return []byte(v), nil
 	}
 	return ReadPSK(d.KeyFile)
-}
-
-// Board returns the board called name.
-func (b *Bench) Board(name string) (*Board, error) {
-	for i := range b.Boards {
-		if b.Boards[i].Name == name {
-			return &b.Boards[i], nil
-		}
-	}
-	var names []string
-	for _, bd := range b.Boards {
-		names = append(names, bd.Name)
-	}
-	return nil, &ConfigError{File: b.File, Msg: fmt.Sprintf("no board %q (boards: %s)", name, strings.Join(names, ", "))}
-}
-
-// positions returns a function mapping a YAML path to [line, column],
-// falling back to the nearest parent that exists.
-func positions(data []byte) func(string) [2]int {
-	f, err := parser.ParseBytes(data, 0)
-	return func(path string) [2]int {
-		if err != nil || len(f.Docs) == 0 {
-			return [2]int{0, 0}
-		}
-		for p := path; p != ""; p = parent(p) {
-			yp, perr := yaml.PathString(p)
-			if perr != nil {
-				continue
-			}
-			n, ferr := yp.FilterFile(f)
-			if ferr == nil && n != nil {
-				return nodePos(n)
-			}
-		}
-		return [2]int{1, 1}
-	}
-}
-
-func nodePos(n ast.Node) [2]int {
-	tk := n.GetToken()
-	if tk == nil || tk.Position == nil {
-		return [2]int{1, 1}
-	}
-	return [2]int{tk.Position.Line, tk.Position.Column}
-}
-
-func parent(p string) string {
-	if p == "$" {
-		return ""
-	}
-	i := strings.LastIndexAny(p, ".[")
-	if i <= 0 {
-		return "$"
-	}
-	return p[:i]
 }
 
 // ReadPSK reads a pre-shared key file: the key is the file's bytes with

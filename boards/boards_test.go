@@ -8,7 +8,9 @@ import (
 	"testing"
 
 	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/power"
+	_ "github.com/fudbench/fudbench/inputs/gpio"
 	_ "github.com/fudbench/fudbench/power/exec"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/power/simctl"
@@ -67,9 +69,22 @@ func TestLoadGood(t *testing.T) {
 	if _, err := b.Board("nope"); err == nil || !strings.Contains(err.Error(), "nrf52-a, sim-x") {
 		t.Errorf("unknown board: %v", err)
 	}
+	// The sim section is the simulator's to decode, strictly and with
+	// positions.
 	s, _ := b.Board("sim-x")
-	if s.Sim.Flash.Layout != "stm32f4" || *s.Sim.Flash.Erased != 0 || *s.Sim.TimeScale != 0.5 {
-		t.Errorf("sim %+v", s.Sim)
+	var sim struct {
+		Strategy  string         `yaml:"strategy"`
+		Flash     map[string]any `yaml:"flash"`
+		TimeScale float64        `yaml:"time_scale"`
+	}
+	if err := s.Sim.Decode(&sim); err != nil || sim.Strategy != "naive-inplace" || sim.Flash["layout"] != "stm32f4" || sim.TimeScale != 0.5 {
+		t.Errorf("sim %+v %v", sim, err)
+	}
+	var strict struct {
+		Strategy string `yaml:"strategy"`
+	}
+	if err := s.Sim.Decode(&strict); err == nil || !strings.Contains(err.Error(), p+":16:") {
+		t.Errorf("strict sim decode: %v", err)
 	}
 }
 
@@ -78,7 +93,7 @@ func TestBadBenchFiles(t *testing.T) {
 	for _, tc := range []struct {
 		name, text, want string
 	}{
-		{"unknown key", "boards:\n  - name: a\n    powr: {}\n", `:3:5: unknown field "powr"`},
+		{"unknown key", "boards:\n  - name: a\n    powr: {}\n", `:3:5: boards[0]: unknown key "powr"`},
 		{"wrong type", "boards:\n  - name: a\n    tags: 7\n", ":3:11:"},
 		{"unknown power driver", "boards:\n  - name: a\n    power: {driver: relayz}\n", `:3:21: unknown power driver "relayz" (known: exec, gpio, sim)`},
 		{"no power driver", "boards:\n  - name: a\n    power: {pin: X}\n", ":3:12: power needs a driver"},
@@ -86,12 +101,19 @@ func TestBadBenchFiles(t *testing.T) {
 		{"missing key file", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", dtls: {identity: x, key_file: nope.psk}}\n", ":3:69: key file:"},
 		{"duplicate name", "boards:\n  - name: a\n  - name: a\n", `:3:11: duplicate board name "a"`},
 		{"bad address", "boards:\n  - name: a\n    coap: {address: fd00::1}\n", ":3:21: coap address"},
-		{"bad pattern", "boards:\n  - name: a\n    console: {port: /dev/ttyUSB0, patterns: {boot: \"(\"}}\n", ":3:52: bad pattern"},
+		{"bad pattern", "boards:\n  - name: a\n    console: {port: /dev/ttyUSB0, patterns: {boot: \"(\"}}\n", ":3:52: board a: console.patterns.boot: bad pattern"},
 		{"port and usb", "boards:\n  - name: a\n    console: {port: /dev/x, usb: {vid: \"1\", pid: \"2\"}}\n", ":3:14: console needs exactly one of port: or usb:"},
-		{"bad strategy", "boards:\n  - name: a\n    sim: {strategy: yolo}\n", `:3:21: unknown strategy "yolo"`},
-		{"bad size", "boards:\n  - name: a\n    sim: {flash: {size: 12 parsecs}}\n", ":3:25: size \"12 parsecs\""},
+		{"sim not a mapping", "boards:\n  - name: a\n    sim: yolo\n", `:3:10: board a: sim: want a mapping`},
+		{"bad size", "boards:\n  - name: a\n    flash: {size: 12 parsecs}\n", ":3:19: board a: flash.size: size \"12 parsecs\""},
+		{"unknown input driver", "boards:\n  - name: a\n    inputs: {busy: {driver: scope}}\n", `:3:29: unknown input driver "scope"`},
+		{"input without driver", "boards:\n  - name: a\n    inputs: {busy: {pin: X}}\n", `:3:20: input needs a driver`},
+		{"bad input name", "boards:\n  - name: a\n    inputs: {\"b u s y\": {driver: gpio}}\n", `:3:14: board a: input name "b u s y"`},
+		{"timing half given", "boards:\n  - name: a\n    flash: {program_time: 41us}\n", `:3:12: board a: flash: program_time and write_unit go together`},
+		{"bad profile", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", profile: block2}\n", `:3:48: unknown profile "block2"`},
 		{"empty", "", "empty file"},
+		{"comments only", "# nothing yet\n", "empty file"},
 		{"no boards", "boards: []\n", "no boards"},
+		{"not a list", "boards: {a: 1}\n", ":1:9: boards: want a list"},
 		{"syntax", "boards:\n  - name: a\n   tags: [\n", ":"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,7 +122,7 @@ func TestBadBenchFiles(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if !errors.Is(err, boards.ErrConfig) {
+			if !errors.Is(err, config.ErrConfig) {
 				t.Errorf("not a config error: %v", err)
 			}
 			if !strings.HasPrefix(err.Error(), p) || !strings.Contains(err.Error(), tc.want) {
@@ -134,7 +156,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("{"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := boards.Parse("fuzz.yaml", data)
-		if err != nil && !errors.Is(err, boards.ErrConfig) {
+		if err != nil && !errors.Is(err, config.ErrConfig) {
 			t.Fatalf("non-config error: %v", err)
 		}
 	})

@@ -1,7 +1,8 @@
-// Package coap is the bench's side of a firmware update over CoAP: a
-// client that drives RFC 7959 Block1 transfers one confirmable request per
-// block (so a cut trigger can act between and during blocks), and the
-// resumable in-place protocol of package fwproto on top of it.
+// Package coap is the bench's CoAP client (RFC 7252) over UDP and DTLS:
+// confirmable requests, and RFC 7959 Block1 transfers driven one block per
+// request by the caller, so that a cut trigger can act between and during
+// blocks. The firmware-update protocol (package fwproto) is spoken on top
+// of it by bench/fwclient.
 //
 // The client is lock-step: one request at a time, written and answered on
 // the caller's goroutine over one socket connected to the device. Over DTLS
@@ -32,8 +33,6 @@ import (
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-
-	"github.com/fudbench/fudbench/fwproto"
 )
 
 // PSK is a DTLS pre-shared key and its identity. The key is never logged.
@@ -180,6 +179,11 @@ func (c *Client) DTLSRecords() string {
 	return ""
 }
 
+// Heard reports whether anything ever came back from the device on this
+// client, even a message that answered nothing asked: a device that sends
+// garbage is there, one that sends nothing may not be.
+func (c *Client) Heard() bool { return c.heard.Load() }
+
 // Addr is the device address.
 func (c *Client) Addr() string { return c.addr }
 
@@ -227,15 +231,12 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	msg := fmt.Sprintf("coap: %s: device answered %v", e.Op, e.Code)
-	if f, err := fwproto.DecodeFailure(e.Payload); err == nil && f.Error != "" {
-		msg += ": " + f.Error
-	}
-	return msg
+	return fmt.Sprintf("coap: %s: device answered %v", e.Op, e.Code)
 }
 
-// expect turns an unexpected response code into a StatusError.
-func expect(op string, r *Response, want ...codes.Code) error {
+// Expect turns a response whose code is none of want into a
+// *StatusError for op.
+func Expect(op string, r *Response, want ...codes.Code) error {
 	for _, w := range want {
 		if r.Code == w {
 			return nil
@@ -244,75 +245,19 @@ func expect(op string, r *Response, want ...codes.Code) error {
 	return &StatusError{Op: op, Code: r.Code, Payload: r.Payload}
 }
 
-// Boot reads /boot.
-func (c *Client) Boot(ctx context.Context) (fwproto.Boot, error) {
-	r, err := c.Get(ctx, fwproto.PathBoot)
-	if err != nil {
-		return fwproto.Boot{}, err
-	}
-	if err := expect("GET /boot", r, codes.Content); err != nil {
-		return fwproto.Boot{}, err
-	}
-	return fwproto.DecodeBoot(r.Payload)
-}
+// OptionRequestTag is the Request-Tag option (RFC 9175 §3), sent on every
+// block of a transfer so a device can tell one transfer from another.
+const OptionRequestTag message.OptionID = 292
 
-// Version reads /fw/version.
-func (c *Client) Version(ctx context.Context) (fwproto.Version, error) {
-	r, err := c.Get(ctx, fwproto.PathVersion)
-	if err != nil {
-		return fwproto.Version{}, err
-	}
-	if err := expect("GET /fw/version", r, codes.Content); err != nil {
-		return fwproto.Version{}, err
-	}
-	return fwproto.DecodeVersion(r.Payload)
-}
-
-// State reads /fw/state.
-func (c *Client) State(ctx context.Context) (fwproto.State, error) {
-	r, err := c.Get(ctx, fwproto.PathState)
-	if err != nil {
-		return fwproto.State{}, err
-	}
-	if err := expect("GET /fw/state", r, codes.Content); err != nil {
-		return fwproto.State{}, err
-	}
-	return fwproto.DecodeState(r.Payload)
-}
-
-// Prepare posts the transfer parameters; the device answers 2.04 and
-// reboots into recovery.
-func (c *Client) Prepare(ctx context.Context, p fwproto.Prepare) error {
-	body, err := fwproto.Marshal(p)
-	if err != nil {
-		return err
-	}
-	r, err := c.Do(ctx, Request{Code: codes.POST, Path: fwproto.PathPrepare, Payload: body, ContentFormat: fwproto.MediaTypeCBOR})
-	if err != nil {
-		return err
-	}
-	return expect("POST /fw/prepare", r, codes.Changed)
-}
-
-// ErrResync is returned by SendBlock when the device answered 4.08 with
-// its state: the caller continues from State.Next.
-var ErrResync = errors.New("coap: device asked to resynchronise")
-
-// ResyncError carries the device's state from a 4.08 answer.
-type ResyncError struct{ State fwproto.State }
-
-func (e *ResyncError) Error() string {
-	return fmt.Sprintf("coap: device asked to resynchronise at block %d", e.State.Next)
-}
-
-func (e *ResyncError) Unwrap() error { return ErrResync }
+// BlockSize is the block size of an RFC 7959 SZX (16 << szx).
+func BlockSize(szx uint8) int { return 16 << szx }
 
 // SendBlock sends block num of img at szx with the Request-Tag tag (nil:
 // none) to path, and returns the device's answer: 2.31 for a block taken,
-// 2.04 for the last one. A 4.08 with a state payload becomes a
-// *ResyncError.
+// 2.04 (or 2.01) for the last one. Any other code is also returned, with
+// a *StatusError.
 func (c *Client) SendBlock(ctx context.Context, path string, img []byte, num uint32, szx uint8, tag []byte) (*Response, error) {
-	bs := uint32(fwproto.BlockSize(szx))
+	bs := uint32(BlockSize(szx))
 	off := num * bs
 	if off >= uint32(len(img)) && !(len(img) == 0 && num == 0) {
 		return nil, fmt.Errorf("coap: block %d beyond a %d-byte image", num, len(img))
@@ -338,10 +283,6 @@ func (c *Client) SendBlock(ctx context.Context, path string, img []byte, num uin
 		return r, nil
 	case codes.Changed, codes.Created:
 		return r, nil
-	case codes.RequestEntityIncomplete:
-		if st, err := fwproto.DecodeState(r.Payload); err == nil {
-			return r, &ResyncError{State: st}
-		}
 	}
 	return r, &StatusError{Op: fmt.Sprintf("PUT %s block %d", path, num), Code: r.Code, Payload: r.Payload}
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
-	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/internal/coapopt"
 )
 
@@ -32,6 +31,11 @@ const maxDatagram = 65535
 // times, or until MAX_TRANSMIT_WAIT or the context's deadline, without an
 // answer.
 var ErrNoResponse = errors.New("coap: no response")
+
+// ErrRefused is returned (wrapped) when the device answered the DTLS
+// handshake with a fatal alert: it does not accept the PSK identity or
+// key, a configuration matter.
+var ErrRefused = errors.New("coap: the device refused the DTLS handshake")
 
 // ErrReset is returned (wrapped) when the device rejected a request with a
 // Reset message.
@@ -54,6 +58,7 @@ type Client struct {
 	tx      Transmission
 	maxWait time.Duration
 	closed  atomic.Bool
+	heard   atomic.Bool // a datagram came from the device
 
 	// DTLS: pion's session runs the handshake, then rl seals and opens
 	// the records (nil: pion does, when the take-over failed). The session
@@ -150,6 +155,12 @@ func (c *Client) handshake(ctx context.Context, deadline time.Time) error {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("dtls handshake: %w", ErrNoResponse)
+	}
+	// A fatal alert is the device's answer: it refuses the handshake
+	// (an unknown PSK identity, a key that does not match).
+	var alert interface{ IsFatalOrCloseNotify() bool }
+	if errors.As(err, &alert) && alert.IsFatalOrCloseNotify() {
+		return fmt.Errorf("dtls handshake: %w: %w", ErrRefused, err)
 	}
 	return fmt.Errorf("dtls handshake: %w", err)
 }
@@ -282,6 +293,9 @@ func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
 			}
 			continue
 		}
+		// Something came from the device, even if it answers nothing we
+		// asked: it is there, and misbehaving is its own matter.
+		c.heard.Store(true)
 		resp, done, err := c.match(data, mid, tok[:], &acked)
 		if err != nil {
 			return nil, err
@@ -475,7 +489,7 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		// Copied, so that no part of r outlives the call: the request and
 		// its Block1 stay on the caller's stack.
 		c.tagBuf = append(c.tagBuf[:0], r.RequestTag...)
-		opts = append(opts, message.Option{ID: fwproto.OptionRequestTag, Value: c.tagBuf})
+		opts = append(opts, message.Option{ID: OptionRequestTag, Value: c.tagBuf})
 	}
 	c.opts = opts
 

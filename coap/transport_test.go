@@ -16,6 +16,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/fudbench/fudbench/bench/fwclient"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/fwproto"
@@ -136,7 +137,7 @@ func TestSimBoard(t *testing.T) {
 		{"dtls", dtls, &coap.PSK{Identity: "fudbench", Key: sim.DevPSK}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := dial(t, tc.addr, tc.psk, fastTx)
+			c := fwclient.New(dial(t, tc.addr, tc.psk, fastTx))
 			boot, err := c.Boot(ctx)
 			if err != nil {
 				t.Fatal(err)

@@ -1,52 +1,45 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
-	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
-	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/power"
-	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/results"
-	"periph.io/x/conn/v3/gpio/gpioreg"
 )
 
-// RunOptions configure one execution of a job.
+// RunOptions configure one execution of a prepared job.
 type RunOptions struct {
-	Job       *Job
-	Inventory *boards.Bench
-	// Baseline and Update are the image bytes (files read or images built
-	// by the caller).
-	Baseline, Update []byte
+	Prepared *Prepared
 	// Run names the run; JobHash identifies the job and its images for
 	// --resume.
-	Run     results.RunInfo
-	OutDir  string
-	DB      *results.DB
-	Resume  bool
-	Locker  Locker
-	Log     *slog.Logger
-	Out     io.Writer // progress and the final table
-	TTY     bool
+	Run    results.RunInfo
+	OutDir string
+	DB     *results.DB
+	Resume bool
+	Locker Locker
+	Log    *slog.Logger
+	Out    io.Writer // the final table
+	// Watch receives every event of the run as well (a live status).
+	Watch   results.Sink
 	Tx      coap.Transmission
 	Console bool // open the boards' consoles
 	// PowerTimeout bounds each power switch call; 0 is
 	// bench.DefaultPowerTimeout.
 	PowerTimeout time.Duration
+	// Witnesses are the boards' own cut records when the caller has them
+	// (simulated boards in this process), by board name.
+	Witnesses map[string]power.CutWitness
 }
 
 // Report is what a run ended with.
@@ -58,19 +51,16 @@ type Report struct {
 	Interrupted bool
 }
 
-// ErrPrepare marks a failure before any board was powered: bad wiring,
-// a board that cannot be locked, an image too large for its slot.
+// ErrPrepare marks a failure before any board was powered: a board that
+// cannot be locked or bound.
 var ErrPrepare = errors.New("run not started")
 
 // worker is one board of a run.
 type worker struct {
-	b        *bench.Board
-	bd       *boards.Board
-	probe    probes.Flasher
-	profile  bench.Profile
-	accepted []results.Outcome
-	lease    Lease
-	done     map[int]bool // cycles recorded by a run being resumed
+	b     *bench.Board
+	st    *bench.Strategy
+	lease Lease
+	done  map[int]bool // cycles recorded by a run being resumed
 }
 
 // fanout emits every event to several sinks.
@@ -82,22 +72,19 @@ func (f fanout) Emit(e results.Event) {
 	}
 }
 
-// Execute runs the job: every selected board, every planned cycle. It
-// records as it goes, so an interruption or a crash loses nothing already
-// finished, and leaves every board it touched in its safe state.
+// Execute runs a prepared job: every selected board, every planned cycle.
+// It records as it goes, so an interruption or a crash loses nothing
+// already finished, and leaves every board it touched in its safe state.
 func Execute(ctx context.Context, o RunOptions) (*Report, error) {
-	j := o.Job
+	p := o.Prepared
+	j := p.Job
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	names, plan, err := Check(j, o.Inventory, o.Baseline, o.Update)
-	if err != nil {
-		return nil, err
-	}
-
+	names := p.Names()
 	run := o.Run
 	var prior []results.Cycle
 	resuming := false
@@ -140,7 +127,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	run.Boards = names
 	run.Planned = map[string]int{}
 	for _, n := range names {
-		run.Planned[n] = len(plan)
+		run.Planned[n] = len(p.Plan)
 	}
 
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
@@ -170,53 +157,47 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		defer dbEvents.Close()
 		sinks = append(sinks, dbEvents)
 	}
+	if o.Watch != nil {
+		sinks = append(sinks, o.Watch)
+	}
 	clock := results.NewClock()
 	hub := bench.NewHub(clock, sinks)
 
-	// Bind and lock every board, still without powering anything.
+	// Bind every board, still without powering anything.
 	var workers []*worker
 	release := func() {
 		releaseLeases()
 		for _, w := range workers {
-			if w.probe != nil {
-				w.probe.Close()
-			}
 			w.b.Close()
 		}
 	}
-	for _, n := range names {
-		bd, _ := o.Inventory.Board(n)
-		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: o.Console && bd.Console != nil, Tx: o.Tx, Log: o.Log, PowerTimeout: o.PowerTimeout})
+	for _, bd := range p.Boards {
+		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{
+			Console: o.Console && bd.Console != nil, Probe: true, Inputs: true,
+			Tx: o.Tx, Log: o.Log, PowerTimeout: o.PowerTimeout, Witness: o.Witnesses[bd.Name],
+		})
 		if err != nil {
 			release()
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrPrepare, err)
 		}
-		w := &worker{b: b, bd: bd, profile: j.ProfileFor(n), accepted: j.AcceptedFor(n), done: map[int]bool{}}
-		workers = append(workers, w)
-		if bd.CoAP.Profile != "" && j.Profiles[n] == "" && j.Profile == "" {
-			w.profile = bench.Profile(bd.CoAP.Profile)
+		st := &bench.Strategy{
+			Board: b, Baseline: p.Baseline, Update: p.Update, SZX: j.SZX(),
+			Profile: j.ProfileFor(bd.Name, b.Profile), OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
+			Reflash: j.Reflash, Accepted: j.AcceptedFor(bd.Name), Run: run.ID,
 		}
-		if bd.Probe != nil && bd.Probe.Driver != "" && slices.Contains(probes.Drivers(), bd.Probe.Driver) {
-			if w.probe, err = probes.Open(bd.Probe.Driver, bd.Probe); err != nil {
-				release()
-				return nil, fmt.Errorf("%w: board %s: probe: %w", boards.ErrConfig, n, err)
-			}
-		}
-		w.lease = leases[n]
+		w := &worker{b: b, st: st, lease: leases[bd.Name], done: map[int]bool{}}
 		for _, c := range prior {
-			if c.Board == n {
+			if c.Board == bd.Name {
 				w.done[c.Cycle] = true
 			}
 		}
+		workers = append(workers, w)
 	}
 	defer release()
 
 	rep := &Report{Run: run}
 	cycles := append([]results.Cycle(nil), prior...)
 	var mu sync.Mutex
-	total := len(plan) * len(workers)
-	prog := results.NewProgress(o.Out, o.TTY, total)
-	prog.Skip(len(prior))
 	record := func(c results.Cycle) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -228,17 +209,11 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		// Only a durable cycle counts in the summary: summary.json and the
 		// database agree, and --resume runs the lost one again.
 		cycles = append(cycles, c)
-		// Reported once durable: a cycle shown finished survives a crash.
-		prog.Cycle(c.Board, c.Cycle, c.Outcome)
 		// A timeline that can no longer be written (a full disk) stops the
 		// run: cycles without their events cannot be explained.
-		if err := jl.Err(); err != nil {
-			return err
-		}
-		return nil
+		return jl.Err()
 	}
-	r := &runner{o: o, run: run, plan: plan, hub: hub, record: record,
-		baseDigest: sha256.Sum256(o.Baseline), updDigest: sha256.Sum256(o.Update)}
+	r := &runner{o: o, run: run, hub: hub, record: record}
 
 	// On interruption (Ctrl-C, SIGTERM) boards go to their safe state at
 	// once, not after the workers notice.
@@ -274,7 +249,6 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	wg.Wait()
 	close(finished)
 	<-safeDone
-	prog.Done()
 	// Safe state for every board the run touched (done above already when
 	// the run was interrupted).
 	for _, w := range workers {
@@ -296,10 +270,9 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	rep.Cycles = cycles
 	rep.Summary = results.Summarize(run, cycles)
-	status := string(rep.Summary.Verdict)
 	var outErr error
 	if o.DB != nil && !rep.Interrupted && !stopped {
-		outErr = o.DB.FinishRun(run.ID, status, rep.Summary)
+		outErr = o.DB.FinishRun(run.ID, string(rep.Summary.Verdict), rep.Summary)
 	}
 	if jlErr != nil && !stopped {
 		outErr = errors.Join(outErr, jlErr)
@@ -318,55 +291,12 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	return rep, outErr
 }
 
-// Check validates a job against a bench and its images without touching
-// anything: the boards it selects, their wiring (a power switch and a CoAP
-// endpoint each), whether both images fit every board's slot, and the
-// cycle plan. It returns the selected boards and the plan. Execute calls
-// it first; a caller that creates outputs (a results database) calls it
-// before, so a bad job leaves no trace.
-func Check(j *Job, inv *boards.Bench, baseline, update []byte) ([]string, []CycleSpec, error) {
-	names, err := j.SelectBoards(inv.Boards)
-	if err != nil {
-		return nil, nil, err
-	}
-	plan, err := j.Cycles(j.Blocks(len(update)))
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, n := range names {
-		bd, err := inv.Board(n)
-		if err != nil {
-			return nil, nil, err
-		}
-		if bd.Power == nil {
-			return nil, nil, &boards.ConfigError{File: inv.File, Msg: fmt.Sprintf("board %s has no power switch: a power-cut job needs one", n)}
-		}
-		if bd.CoAP == nil {
-			return nil, nil, &boards.ConfigError{File: inv.File, Msg: fmt.Sprintf("board %s has no coap endpoint", n)}
-		}
-		if f := bd.Flash; f != nil && f.SlotSize > 0 {
-			for _, im := range []struct {
-				what string
-				b    []byte
-			}{{"baseline", baseline}, {"update", update}} {
-				if len(im.b) > int(f.SlotSize) {
-					return nil, nil, &boards.ConfigError{File: j.File, Msg: fmt.Sprintf("%s image of %d bytes does not fit board %s's %d-byte slot", im.what, len(im.b), n, int(f.SlotSize))}
-				}
-			}
-		}
-	}
-	return names, plan, nil
-}
-
 type runner struct {
-	stop       context.CancelCauseFunc // stops every board
-	o          RunOptions
-	run        results.RunInfo
-	plan       []CycleSpec
-	hub        *bench.Hub
-	record     func(results.Cycle) error
-	baseDigest [32]byte
-	updDigest  [32]byte
+	stop   context.CancelCauseFunc // stops every board
+	o      RunOptions
+	run    results.RunInfo
+	hub    *bench.Hub
+	record func(results.Cycle) error
 }
 
 // board runs every planned cycle on one board.
@@ -379,9 +309,11 @@ type runner struct {
 // that names the fault, so every planned cycle has an outcome and no
 // outcome is blamed on the device. The other boards go on.
 func (r *runner) board(ctx context.Context, w *worker) error {
+	j := r.o.Prepared.Job
+	plan := r.o.Prepared.Plan
 	var out error // why the board was taken out of the run
 	outAt := 0
-	for i, spec := range r.plan {
+	for i, spec := range plan {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -390,12 +322,26 @@ func (r *runner) board(ctx context.Context, w *worker) error {
 			continue
 		}
 		w.b.SetCycle(n)
+		e := w.b.Event(results.CycleStart)
+		e.Text, e.Block = spec.Desc, spec.Block()
+		e.Attrs = map[string]string{"planned": strconv.Itoa(len(plan))}
+		r.hub.Emit(e)
 		var c results.Cycle
 		if out != nil {
 			c = r.skipped(w, spec, n, outAt, out)
 		} else {
 			var fault error
-			c, fault = r.cycle(ctx, w, spec, n)
+			c, fault = w.st.Cycle(ctx, n, spec.Cut)
+			if fault == nil && ctx.Err() == nil && c.Outcome == results.MissedCut && j.MissedCut == MissedRetry {
+				// The bench missed its own plan: the cycle tested nothing
+				// it names. Once more, and what that attempt gives counts.
+				note := w.b.Event(results.Note)
+				note.Text = "missed cut, running the cycle again: " + c.Missed
+				r.hub.Emit(note)
+				r.o.Log.Warn("missed cut, running the cycle again", "board", w.b.Name, "cycle", n, "plan", spec.Desc, "why", c.Missed)
+				c, fault = w.st.Cycle(ctx, n, spec.Cut)
+				c.Attempts = 2
+			}
 			if ctx.Err() != nil {
 				// Interrupted mid-cycle: the cycle is not recorded; --resume
 				// runs it again.
@@ -414,10 +360,17 @@ func (r *runner) board(ctx context.Context, w *worker) error {
 		// The outcome goes on the timeline once the cycle is durable, so
 		// events.jsonl never shows an outcome the database lost (an
 		// interrupted cycle is not recorded and runs again on --resume).
-		e := w.b.Event(results.CycleOutcome)
+		e = w.b.Event(results.CycleOutcome)
 		e.Text = string(c.Outcome)
+		e.Attrs = map[string]string{}
 		if c.Reason != "" {
-			e.Attrs = map[string]string{"reason": c.Reason}
+			e.Attrs["reason"] = c.Reason
+		}
+		if c.Reflashed {
+			e.Attrs["reflashed"] = "true"
+		}
+		if !c.Accepted {
+			e.Attrs["accepted"] = "false"
 		}
 		r.hub.Emit(e)
 	}
@@ -439,323 +392,12 @@ func (r *runner) takeOut(w *worker, n int, why error) {
 // skipped is the record of a cycle not run because its board was taken
 // out of the run at cycle outAt.
 func (r *runner) skipped(w *worker, spec CycleSpec, n, outAt int, why error) results.Cycle {
+	p := r.o.Prepared
 	now := r.hub.Clock().Since()
-	reason := fmt.Sprintf("not run: board %s out of the run since cycle %d: %v", w.b.Name, outAt, why)
 	return results.Cycle{
-		Run: r.run.ID, Board: w.b.Name, Cycle: n, Plan: spec.Desc, PlannedBlock: spec.Block,
-		Blocks: int(r.o.Job.Blocks(len(r.o.Update))), BlockSize: fwproto.BlockSize(r.o.Job.SZX()), ImageSize: len(r.o.Update),
-		Outcome: results.InfraError, Accepted: slices.Contains(w.accepted, results.InfraError), Reason: reason,
+		Run: r.run.ID, Board: w.b.Name, Cycle: n, Plan: spec.Desc, PlannedBlock: spec.Block(),
+		Blocks: int(p.Job.Blocks(len(p.Update))), BlockSize: p.Job.BlockSize, ImageSize: len(p.Update),
+		Outcome: results.InfraError, Reason: fmt.Sprintf("not run: board %s out of the run since cycle %d: %v", w.b.Name, outAt, why),
 		Start: now, End: now,
 	}
-}
-
-func (r *runner) event(w *worker, k results.Kind, text string, d time.Duration) {
-	e := w.b.Event(k)
-	e.Text, e.Dur = text, d
-	r.hub.Emit(e)
-}
-
-// cycle makes sure the baseline runs, runs the update with the planned
-// cut, and classifies how it ended. A non-nil fault takes the board out of
-// the run (see board).
-func (r *runner) cycle(ctx context.Context, w *worker, spec CycleSpec, n int) (_ results.Cycle, fault error) {
-	j := r.o.Job
-	start := r.hub.Clock().Since()
-	szx := j.SZX()
-	c := results.Cycle{
-		Run: r.run.ID, Board: w.b.Name, Cycle: n, Plan: spec.Desc, PlannedBlock: spec.Block,
-		Blocks: int(j.Blocks(len(r.o.Update))), BlockSize: fwproto.BlockSize(szx), ImageSize: len(r.o.Update),
-		Start: start,
-	}
-	finish := func(o results.Outcome, reason string) results.Cycle {
-		c.Outcome, c.Reason = o, reason
-		c.Accepted = slices.Contains(w.accepted, o)
-		c.End = r.hub.Clock().Since()
-		if w.b.Console != nil {
-			for _, l := range w.b.Console.Last(20) {
-				c.LastConsole = append(c.LastConsole, l.Text)
-			}
-		}
-		return c
-	}
-	if err := r.ensureBaseline(ctx, w); err != nil {
-		if ctx.Err() != nil {
-			return c, nil
-		}
-		// Every later cycle would start from an unknown image.
-		return finish(results.InfraError, "baseline: "+err.Error()), fmt.Errorf("baseline: %w", err)
-	}
-	trig, err := r.trigger(w, spec)
-	if err != nil {
-		return finish(results.InfraError, err.Error()), nil
-	}
-	res := w.b.Run(ctx, bench.Update{
-		Profile: w.profile, Image: r.o.Update, SZX: szx, Path: j.Path, Trigger: trig,
-		OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
-	})
-	if ctx.Err() != nil {
-		return c, nil
-	}
-	c.BlocksSent, c.BlocksResent, c.Resumes, c.Transfer = res.BlocksSent, res.BlocksResent, res.Resumes, res.Transfer
-	if res.Cut != nil {
-		c.Cut = &results.CutInfo{Trigger: res.Cut.Trigger, T: res.Cut.T, Latency: res.Cut.Latency, LastAcked: res.Cut.LastAcked, InFlight: res.Cut.InFlight}
-	}
-	c.RecoveryAnswer = res.Milestones[bench.MilestoneCoAP]
-	c.RecoveryVersion = res.Milestones[bench.MilestoneVersion]
-	if res.Err == nil {
-		return finish(results.Updated, ""), nil
-	}
-	if res.Infra {
-		if errors.Is(res.Err, bench.ErrPower) {
-			fault = res.Err
-		}
-		return finish(results.InfraError, res.Err.Error()), fault
-	}
-	outcome, reason, lost := r.classify(ctx, w, res)
-	if lost {
-		// The device went silent and its power switch is gone too: the
-		// bench lost the board.
-		return finish(outcome, reason), errors.New(reason)
-	}
-	if outcome == results.Bricked && j.Reflash {
-		if err := r.reflash(ctx, w, "reflash"); err != nil {
-			// The device's outcome stands; the next cycle tries to
-			// restore the baseline once more and takes the board out of
-			// the run if that fails too.
-			reason += "; reflash failed: " + err.Error()
-		} else {
-			c.Reflashed = true
-		}
-	}
-	return finish(outcome, reason), nil
-}
-
-// switchLost asks a board's power switch, when it can be read back,
-// whether it is still there and on: a device that stopped answering is
-// bricked only if the bench still powers it. It returns "" when the
-// switch answers on (or cannot be read back).
-func (r *runner) switchLost(w *worker) string {
-	sr, ok := w.b.Power.(power.StateReader)
-	if !ok || !w.b.PoweredOn() {
-		return ""
-	}
-	to := 5 * time.Second
-	if w.b.PowerTimeout > 0 {
-		to = min(to, w.b.PowerTimeout)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), to)
-	defer cancel()
-	type answer struct {
-		on  bool
-		err error
-	}
-	ch := make(chan answer, 1)
-	go func() { on, err := sr.State(ctx); ch <- answer{on, err} }()
-	var a answer
-	select {
-	case a = <-ch:
-	case <-ctx.Done():
-		a.err = fmt.Errorf("no answer: %w", ctx.Err())
-	}
-	switch {
-	case errors.Is(a.err, errors.ErrUnsupported):
-		return "" // a switch that cannot read back tells nothing
-	case a.err != nil:
-		return fmt.Sprintf("board %s: no answer on CoAP and its power switch (%s) fails too: %v", w.b.Name, w.b.Power, a.err)
-	case !a.on:
-		return fmt.Sprintf("board %s: no answer on CoAP and its power switch (%s) reads off although the bench switched it on", w.b.Name, w.b.Power)
-	}
-	return ""
-}
-
-// classify looks at a device whose update did not finish. lost is set
-// when the device is silent and its power switch is gone or reads off:
-// the bench, not the device, lost the board.
-func (r *runner) classify(ctx context.Context, w *worker, res *bench.Result) (_ results.Outcome, _ string, lost bool) {
-	why := res.Err.Error()
-	cl, err := w.b.Dial(ctx)
-	if err != nil {
-		return results.InfraError, err.Error(), false
-	}
-	defer cl.Close()
-	// The session already waited the recovery timeout for an answer; a
-	// device that never answered gets one more short look.
-	wait := min(r.o.Job.RecoveryTimeout, 2*time.Second)
-	if !res.Answering {
-		wait = 300 * time.Millisecond
-	}
-	deadline := time.Now().Add(wait)
-	last := ""
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		v, verr := cl.Version(qctx)
-		if verr == nil {
-			cancel()
-			switch {
-			case bytes.Equal(v.Digest, r.updDigest[:]):
-				return results.Updated, "", false
-			case bytes.Equal(v.Digest, r.baseDigest[:]):
-				return results.RolledBack, "the old image runs: " + why, false
-			default:
-				return results.RolledBack, fmt.Sprintf("another image runs (%s): %s", v.Version, why), false
-			}
-		}
-		st, serr := cl.State(qctx)
-		cancel()
-		if serr == nil {
-			return results.StuckRecovery, fmt.Sprintf("recovery state %s next %d/%d: %s", st.State, st.Next, fwproto.Blocks(st.Size, st.SZX), why), false
-		}
-		var se *coap.StatusError
-		if errors.As(verr, &se) || errors.As(serr, &se) {
-			// Answering but neither app nor recovery state yet: it may
-			// still be booting; look again until the deadline.
-			last = fmt.Sprintf("device answers %v: %s", se.Code, why)
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		if nc, derr := w.b.Dial(ctx); derr == nil {
-			cl.Close()
-			cl = nc
-		}
-	}
-	if last != "" {
-		return results.StuckRecovery, last, false
-	}
-	if lost := r.switchLost(w); lost != "" {
-		return results.InfraError, lost + ": " + why, true
-	}
-	if res.Answering {
-		return results.StuckRecovery, "device stopped answering: " + why, false
-	}
-	return results.Bricked, "no answer on CoAP within the recovery timeout: " + why, false
-}
-
-// trigger builds the cycle's cut trigger.
-func (r *runner) trigger(w *worker, s CycleSpec) (bench.Trigger, error) {
-	switch s.Kind {
-	case KindNone:
-		return nil, nil
-	case KindAfterBlock:
-		return &bench.AfterBlock{N: uint32(s.Block)}, nil
-	case KindDuringBlock:
-		return &bench.DuringBlock{N: uint32(s.Block), Delay: s.Delay}, nil
-	case KindAtTime:
-		return &bench.AtTime{T: s.At}, nil
-	case KindOnConsole:
-		re, err := regexp.Compile(s.Pattern)
-		if err != nil {
-			return nil, err
-		}
-		return &bench.OnConsole{Pattern: re, Board: w.b, Delay: s.Delay}, nil
-	case KindOnGPIO:
-		pin := gpioreg.ByName(s.Pin)
-		if pin == nil {
-			return nil, fmt.Errorf("on_gpio: no pin %q in gpioreg", s.Pin)
-		}
-		return &bench.OnGPIO{Pin: pin, Edge: s.GPIOEdge(), Nth: s.Nth, Delay: s.Delay}, nil
-	}
-	return nil, fmt.Errorf("unknown cut kind %q", s.Kind)
-}
-
-// ensureBaseline powers the board and makes sure the baseline image runs:
-// flashed over the probe when it has one, otherwise pushed over CoAP.
-func (r *runner) ensureBaseline(ctx context.Context, w *worker) error {
-	if err := w.b.PowerOn(ctx); err != nil {
-		return err
-	}
-	ver, err := r.waitApp(ctx, w)
-	if err == nil && bytes.Equal(ver.Digest, r.baseDigest[:]) {
-		return nil
-	}
-	if w.probe != nil {
-		return r.reflash(ctx, w, "baseline")
-	}
-	if err != nil {
-		return fmt.Errorf("board %s does not run an application and has no probe: %w", w.b.Name, err)
-	}
-	res := w.b.Run(ctx, bench.Update{Profile: w.profile, Image: r.o.Baseline, SZX: r.o.Job.SZX(), Path: r.o.Job.Path, RecoveryTimeout: r.o.Job.RecoveryTimeout})
-	if res.Err != nil {
-		return fmt.Errorf("restoring the baseline over CoAP (the board has no probe): %w", res.Err)
-	}
-	return nil
-}
-
-// waitApp waits until the application answers /fw/version.
-func (r *runner) waitApp(ctx context.Context, w *worker) (fwproto.Version, error) {
-	cl, err := w.b.Dial(ctx)
-	if err != nil {
-		return fwproto.Version{}, err
-	}
-	defer func() { cl.Close() }()
-	deadline := time.Now().Add(r.o.Job.RecoveryTimeout)
-	var last error
-	// A request sent while the board boots is lost: a short first bound
-	// so the answer comes soon after the app is up, doubled after each
-	// attempt that timed out so a busy host is not flooded.
-	wait := 20 * time.Millisecond
-	for time.Now().Before(deadline) {
-		if ctx.Err() != nil {
-			return fwproto.Version{}, ctx.Err()
-		}
-		qctx, cancel := context.WithTimeout(ctx, wait)
-		v, err := cl.Version(qctx)
-		cancel()
-		if err == nil {
-			return v, nil
-		}
-		last = err
-		if errors.Is(err, context.DeadlineExceeded) {
-			wait = min(2*wait, time.Second)
-		}
-		var se *coap.StatusError
-		if errors.As(err, &se) {
-			return fwproto.Version{}, err // answering, but not an app
-		}
-		if nc, derr := w.b.Dial(ctx); derr == nil {
-			cl.Close()
-			cl = nc
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return fwproto.Version{}, fmt.Errorf("no application answer within %v: %w", r.o.Job.RecoveryTimeout, last)
-}
-
-// reflash writes the baseline over the probe: erase what the board's
-// flash entry names (records, journal, counters and the app slot), write
-// the image at the app address, reset, and wait for the app.
-func (r *runner) reflash(ctx context.Context, w *worker, why string) error {
-	if w.probe == nil {
-		return fmt.Errorf("board %s has no probe", w.b.Name)
-	}
-	f := w.bd.Flash
-	if f == nil {
-		return fmt.Errorf("board %s: flash: app_address is needed to flash over the probe", w.b.Name)
-	}
-	start := time.Now()
-	if !w.b.PoweredOn() {
-		if err := w.b.PowerOn(ctx); err != nil {
-			return err
-		}
-	}
-	if er, ok := w.probe.(probes.Eraser); ok && f.EraseFrom != 0 {
-		end := uint32(f.Base) + uint32(f.Size)
-		if err := er.Erase(ctx, uint32(f.EraseFrom), end-uint32(f.EraseFrom)); err != nil {
-			return fmt.Errorf("%s over %s: %w", why, w.probe, err)
-		}
-	}
-	if err := w.probe.Flash(ctx, uint32(f.AppAddr), r.o.Baseline, nil); err != nil {
-		return fmt.Errorf("%s over %s: %w", why, w.probe, err)
-	}
-	if err := w.probe.Reset(ctx); err != nil {
-		return fmt.Errorf("%s over %s: reset: %w", why, w.probe, err)
-	}
-	r.event(w, results.FlashProgress, why, time.Since(start))
-	v, err := r.waitApp(ctx, w)
-	if err != nil {
-		return fmt.Errorf("after %s: %w", why, err)
-	}
-	if !bytes.Equal(v.Digest, r.baseDigest[:]) {
-		return fmt.Errorf("after %s the board runs %s, not the baseline", why, v.Version)
-	}
-	return nil
 }

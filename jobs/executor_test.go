@@ -11,6 +11,7 @@ import (
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwimage"
+	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/jobs"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/probes/gdbrsp"
@@ -44,7 +45,7 @@ func startSims(t testing.TB, n int, strategy sim.Strategy) (*sim.Sim, *boards.Be
 	for _, b := range s.Boards {
 		b.SetPower(false)
 	}
-	text, err := sim.Inventory(s.Boards)
+	text, err := simbench.Inventory(s.Boards, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *
 	}
 	defer db.Close()
 	rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
-		Job: job, Inventory: inv, Baseline: base, Update: upd,
+		Prepared: mustPrepare(t, job, inv, base, upd),
 		Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
@@ -82,6 +83,23 @@ func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *
 		t.Fatal(err)
 	}
 	return rep
+}
+
+// mustPrepare prepares job on inv as `fudbench run` does; base and upd,
+// when not nil, replace the images the job builds.
+func mustPrepare(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *jobs.Prepared {
+	t.Helper()
+	p, err := jobs.Prepare(context.Background(), job, inv, jobs.PrepareOptions{Use: jobs.UseRun})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base != nil {
+		p.Baseline = base
+	}
+	if upd != nil {
+		p.Update = upd
+	}
+	return p
 }
 
 func parseJob(t testing.TB, text string) *jobs.Job {

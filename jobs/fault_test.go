@@ -24,6 +24,7 @@ import (
 	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/power"
 	_ "github.com/fudbench/fudbench/power/simctl"
@@ -149,7 +150,7 @@ func serveSims(t *testing.T, cfgs []sim.Config) (*sim.Sim, string) {
 	for _, b := range s.Boards {
 		b.SetPower(false)
 	}
-	text, err := sim.Inventory(s.Boards)
+	text, err := simbench.Inventory(s.Boards, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +204,7 @@ func runFaultJob(t *testing.T, job string, inv *boards.Bench, base, upd []byte, 
 	}
 	defer db.Close()
 	o := jobs.RunOptions{
-		Job: j, Inventory: inv, Baseline: base, Update: upd,
+		Prepared: mustPrepare(t, j, inv, base, upd),
 		Run:    results.RunInfo{ID: fmt.Sprintf("fault%d", simSeq.Add(1)), Job: j.Name, JobHash: "h", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},
@@ -646,7 +647,7 @@ func TestFaultSimProcessKilled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		text, err := sim.Inventory(s.Boards)
+		text, err := simbench.Inventory(s.Boards, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -752,7 +753,7 @@ func TestFaultPowerTimeoutDefault(t *testing.T) {
 	}
 	hs := &hangSwitch{release: make(chan struct{})}
 	defer close(hs.release)
-	b := bench.NewBoard("b", hs, bench.Endpoint{}, bench.SimPatterns, bench.NewHub(results.NewClock(), nil))
+	b := bench.NewBoard("b", hs, bench.Endpoint{}, "", bench.NewHub(results.NewClock(), nil))
 	b.PowerTimeout = 50 * time.Millisecond
 	err := b.PowerOn(context.Background())
 	if !errors.Is(err, power.ErrTimeout) || !errors.Is(err, bench.ErrPower) || !strings.Contains(err.Error(), "board b") {
@@ -818,7 +819,7 @@ recovery_timeout: 5s
 	}
 	base, upd := faultBase(t)
 	rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
-		Job: j, Inventory: inv, Baseline: base, Update: upd,
+		Prepared: mustPrepare(t, j, inv, base, upd),
 		Run:    results.RunInfo{ID: "diskfull", Job: j.Name, JobHash: "diskfull-hash", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},

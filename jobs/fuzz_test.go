@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/internal/config"
 )
 
 // FuzzParse: arbitrary bytes never panic, every error is a configuration
@@ -30,7 +30,7 @@ func FuzzParse(f *testing.F) {
 		"image: &x *x",
 		head + "cuts: [{after_block: {from: last, to: 0}}]\n",
 		head + "cuts: [{random: {count: 3, kind: during_block, window: {from: last}}}]\n",
-		head + "cuts: [{on_gpio: {pin: P, nth: {from: 1, to: 4294967295}}}]\n",
+		head + "cuts: [{on_gpio: {input: busy, nth: {from: 1, to: 4294967295}}}]\n",
 		head + "cuts: [none]\nrepeat: 100000\n",
 		head + "cuts: [!!map {none: {}}]\n",
 	} {
@@ -39,7 +39,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		j, err := Parse("fuzz.yaml", data)
 		if err != nil {
-			if !errors.Is(err, boards.ErrConfig) {
+			if !errors.Is(err, config.ErrConfig) {
 				t.Fatalf("error %v (%T) is not a configuration error", err, err)
 			}
 			return
@@ -47,7 +47,7 @@ func FuzzParse(f *testing.F) {
 		for _, n := range []uint32{0, 1, 16, 1000} {
 			cs, err := j.Cycles(n)
 			if err != nil {
-				if !errors.Is(err, boards.ErrConfig) {
+				if !errors.Is(err, config.ErrConfig) {
 					t.Fatalf("Cycles(%d): %v is not a configuration error", n, err)
 				}
 				continue
@@ -56,7 +56,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Cycles(%d): %d cycles", n, len(cs))
 			}
 			for _, c := range cs {
-				if c.Block >= int64(n) || (c.Block < 0 && (c.Kind == KindAfterBlock || c.Kind == KindDuringBlock)) {
+				if c.Block() >= int64(n) || (c.Block() < 0 && (c.Kind == "after_block" || c.Kind == "during_block")) {
 					t.Fatalf("Cycles(%d): %+v outside the image", n, c)
 				}
 			}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/results"
 	"github.com/fudbench/fudbench/sim"
@@ -163,7 +164,7 @@ func scaleCampaign(b *testing.B, n, repeat int) scaleFigures {
 	b.StartTimer()
 	start := time.Now()
 	dir := b.TempDir()
-	rep, runErr := scaleExecute(job, inv, dir, base, upd)
+	rep, runErr := scaleExecute(b, job, inv, dir, base, upd)
 	wall := time.Since(start)
 	b.StopTimer()
 	cpu := rusage() - ru0
@@ -216,7 +217,7 @@ func scaleCampaign(b *testing.B, n, repeat int) scaleFigures {
 		recs := bd.Cuts()[before[bd.Name()]:]
 		for _, c := range byBoard[bd.Name()] {
 			miss, writing := missedCut(c, plan[c.Cycle-1], clockStart, recs)
-			if plan[c.Cycle-1].Kind == jobs.KindDuringBlock && c.Cut != nil {
+			if plan[c.Cycle-1].Kind == "during_block" && c.Cut != nil {
 				f.during++
 				if writing {
 					f.duringWriting++
@@ -255,7 +256,7 @@ func startSimsLogged(b *testing.B, n int, log *slog.Logger) (*sim.Sim, *boards.B
 	for _, bd := range s.Boards {
 		bd.SetPower(false)
 	}
-	text, err := sim.Inventory(s.Boards)
+	text, err := simbench.Inventory(s.Boards, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func (l *lockedBuffer) String() string {
 // where planned, and whether the board was writing the planned block.
 // clockStart is the wall time of the run clock's zero.
 func missedCut(c results.Cycle, spec jobs.CycleSpec, clockStart time.Time, recs []sim.CutRecord) (string, bool) {
-	if spec.Kind != jobs.KindAfterBlock && spec.Kind != jobs.KindDuringBlock {
+	if spec.Kind != "after_block" && spec.Kind != "during_block" {
 		return "", false
 	}
 	if c.Cut == nil {
@@ -306,13 +307,13 @@ func missedCut(c results.Cycle, spec jobs.CycleSpec, clockStart time.Time, recs 
 		return fmt.Sprintf("%s fired but the board recorded no cut during the cycle", spec.Desc), false
 	}
 	r := recs[i]
-	n := spec.Block
+	n := spec.Block()
 	switch spec.Kind {
-	case jobs.KindAfterBlock:
+	case "after_block":
 		if r.Flash.Kind != "idle" || r.Block != -1 || r.LastAcked != n {
 			return fmt.Sprintf("%s: board recorded flash %s, block %d being written, last acknowledged %d", spec.Desc, r.Flash.Kind, r.Block, r.LastAcked), false
 		}
-	case jobs.KindDuringBlock:
+	case "during_block":
 		if r.LastAcked != n-1 || (r.Block != n && r.Block != -1) {
 			return fmt.Sprintf("%s: board recorded block %d being written, last acknowledged %d", spec.Desc, r.Block, r.LastAcked), false
 		}
@@ -341,14 +342,14 @@ func runClockStart(b *testing.B, path string) time.Time {
 
 // scaleExecute runs job as `fudbench run` does (results database, event
 // file, file locks, the same transmission parameters), writing into dir.
-func scaleExecute(job *jobs.Job, inv *boards.Bench, dir string, base, upd []byte) (*jobs.Report, error) {
+func scaleExecute(t testing.TB, job *jobs.Job, inv *boards.Bench, dir string, base, upd []byte) (*jobs.Report, error) {
 	db, err := results.OpenDB(filepath.Join(dir, "results.db"))
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
 	return jobs.Execute(context.Background(), jobs.RunOptions{
-		Job: job, Inventory: inv, Baseline: base, Update: upd,
+		Prepared: mustPrepare(t, job, inv, base, upd),
 		Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
 		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},

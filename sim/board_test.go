@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fudbench/fudbench/bench/fwclient"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/fwproto"
@@ -71,10 +72,10 @@ func powerOn(t testing.TB, b *Board, want ...string) string {
 
 var fastTx = coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}
 
-func dial(t testing.TB, b *Board) *coap.Client {
+func dial(t testing.TB, b *Board) *fwclient.Client {
 	t.Helper()
 	udp, _ := b.Endpoints()
-	c, err := coap.Dial(context.Background(), udp[0], nil, fastTx)
+	c, err := fwclient.Dial(context.Background(), udp[0], nil, fastTx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func resumable(t testing.TB, b *Board, img []byte, szx uint8, tag []byte) (resum
 	boots := b.Boots()
 	for num := st.Next; num < n; num++ {
 		_, err := c.SendBlock(ctx, fwproto.PathFW, img, num, szx, tag)
-		var rs *coap.ResyncError
+		var rs *fwclient.ResyncError
 		if errors.As(err, &rs) {
 			num = rs.State.Next - 1
 			resumedAt = append(resumedAt, rs.State.Next)
@@ -339,14 +340,14 @@ func TestCutAfterBlockResumesNext(t *testing.T) {
 	}
 	// A block above next gets 4.08 with the state; one below is
 	// acknowledged again without a rewrite.
-	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 12, 5, tag); !errors.Is(err, coap.ErrResync) {
+	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 12, 5, tag); !errors.Is(err, fwclient.ErrResync) {
 		t.Errorf("block ahead: %v", err)
 	}
 	wear := b.Flash().Wear()
 	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 3, 5, tag); err != nil {
 		t.Errorf("block already written: %v", err)
 	}
-	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 10, 5, []byte{9}); !errors.Is(err, coap.ErrResync) {
+	if _, err := c.SendBlock(ctx, fwproto.PathFW, img, 10, 5, []byte{9}); !errors.Is(err, fwclient.ErrResync) {
 		t.Errorf("wrong tag: %v", err)
 	}
 	if fmt.Sprint(wear) != fmt.Sprint(b.Flash().Wear()) {
@@ -535,7 +536,7 @@ func TestNaiveBricksAndReflash(t *testing.T) {
 	}
 	powerOn(t, b, ModeHalted)
 	udp, _ := b.Endpoints()
-	c, _ := coap.Dial(context.Background(), udp[0], nil, coap.Transmission{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 1})
+	c, _ := fwclient.Dial(context.Background(), udp[0], nil, coap.Transmission{AckTimeout: 50 * time.Millisecond, MaxRetransmit: 1})
 	if _, err := c.Boot(context.Background()); err == nil {
 		t.Fatal("a bricked board answered CoAP")
 	}

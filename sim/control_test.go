@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/bench/fwclient"
 	"github.com/fudbench/fudbench/fwproto"
 )
 
@@ -72,7 +72,7 @@ func bootReport(t *testing.T, addr string) fwproto.Boot {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := coap.Dial(ctx, addr, nil, fastTx)
+	c, err := fwclient.Dial(ctx, addr, nil, fastTx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,56 +7,69 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/template"
 
 	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/internal/config"
+	"github.com/fudbench/fudbench/internal/simbench"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // builtinName is how the built-in simulated bench is named in messages.
 const builtinName = "(built-in simulated bench)"
 
-// simBenchTmpl is the built-in simulated bench: the boards `fudbench sim`
-// serves by default, on fixed loopback ports, with power through its
-// control endpoint. The same text configures the sim and the commands
-// that talk to it, so the two cannot disagree.
-var simBenchTmpl = template.Must(template.New("sim").Parse(`boards:
-  - name: sim-safe
-    tags: [sim, safe]
-    power: {driver: sim, url: "http://{{.Control}}", board: sim-safe}
-    probe: {driver: gdbrsp, address: "127.0.0.1:3333", reset: reset}
+// builtinBoard is one board of the built-in simulated bench. One list
+// defines them for `fudbench sim`, for the commands that talk to it, and
+// for the boards `fudbench run` starts in its own process, so names and
+// tags are the same everywhere.
+type builtinBoard struct {
+	Name        string
+	Strategy    sim.Strategy
+	Tags        []string
+	Reenumerate bool
+	// Ports of `fudbench sim`'s boards: CoAP, CoAP over DTLS, GDB.
+	CoAP, CoAPS, GDB int
+}
+
+var builtinBoards = []builtinBoard{
+	{Name: "sim-safe", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "safe", "inplace-recovery"}, CoAP: 5683, CoAPS: 5684, GDB: 3333},
+	{Name: "sim-naive", Strategy: sim.NaiveInplace, Tags: []string{"sim", "naive", "naive-inplace"}, Reenumerate: true, CoAP: 5693, CoAPS: 5694, GDB: 3334},
+}
+
+// simBenchTmpl is the built-in simulated bench as `fudbench sim` serves it:
+// fixed loopback ports, power through its control endpoint. The same text
+// configures the sim and the commands that talk to it, so the two cannot
+// disagree. The flash timing is the sim's at its default time scale (1).
+var simBenchTmpl = template.Must(template.New("sim").Funcs(template.FuncMap{"join": strings.Join}).Parse(`boards:
+{{- range .Boards}}
+  - name: {{.Name}}
+    tags: [{{join .Tags ", "}}]
+    power: {driver: sim, url: "http://{{$.Control}}", board: {{.Name}}}
+    probe: {driver: gdbrsp, address: "127.0.0.1:{{.GDB}}", reset: reset}
     console:
-      port: {{.Dir}}/sim-safe.console
+      port: {{$.Dir}}/{{.Name}}.console
       patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
-    coap: {address: "127.0.0.1:5683", profile: resumable}
-    flash: {size: 512KiB, base: 0x0, app_address: 0x8000, erase_from: 0x4000, slot_size: 480KiB}
+    coap: {address: "127.0.0.1:{{.CoAP}}", profile: {{if eq .Strategy "naive-inplace"}}block1{{else}}resumable{{end}}}
+    flash: {size: 512KiB, base: 0x0, app_address: 0x8000, erase_from: 0x4000, slot_size: 480KiB, program_time: 41us, write_unit: 4}
     sim:
-      strategy: inplace-recovery
-      coap: ["127.0.0.1:5683", "[::1]:5683"]
-      coaps: "127.0.0.1:5684"
-      gdb: "127.0.0.1:3333"
-  - name: sim-naive
-    tags: [sim, naive]
-    power: {driver: sim, url: "http://{{.Control}}", board: sim-naive}
-    probe: {driver: gdbrsp, address: "127.0.0.1:3334", reset: reset}
-    console:
-      port: {{.Dir}}/sim-naive.console
-      patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
-    coap: {address: "127.0.0.1:5693", profile: block1}
-    flash: {size: 512KiB, base: 0x0, app_address: 0x8000, erase_from: 0x4000, slot_size: 480KiB}
-    sim:
-      strategy: naive-inplace
-      coap: ["127.0.0.1:5693", "[::1]:5693"]
-      coaps: "127.0.0.1:5694"
-      gdb: "127.0.0.1:3334"
+      strategy: {{.Strategy}}
+      coap: ["127.0.0.1:{{.CoAP}}", "[::1]:{{.CoAP}}"]
+      coaps: "127.0.0.1:{{.CoAPS}}"
+      gdb: "127.0.0.1:{{.GDB}}"
+{{- if .Reenumerate}}
       reenumerate: true
+{{- end}}
+{{- end}}
 `))
 
 const defaultControl = "127.0.0.1:7890"
 
 func defaultStateDir() string { return filepath.Join(os.TempDir(), "fudbench-sim") }
 
-// loadBench reads a bench file, or the built-in simulated bench.
+// loadBench reads a bench file, or the built-in simulated bench as
+// `fudbench sim` serves it.
 func loadBench(file string) (*boards.Bench, error) {
 	if file != "" {
 		b, err := boards.Load(file)
@@ -66,7 +79,7 @@ func loadBench(file string) (*boards.Bench, error) {
 		return b, nil
 	}
 	var buf bytes.Buffer
-	if err := simBenchTmpl.Execute(&buf, map[string]string{"Control": defaultControl, "Dir": defaultStateDir()}); err != nil {
+	if err := simBenchTmpl.Execute(&buf, map[string]any{"Control": defaultControl, "Dir": defaultStateDir(), "Boards": builtinBoards}); err != nil {
 		return nil, err
 	}
 	b, err := boards.Parse(builtinName, buf.Bytes())
@@ -74,6 +87,19 @@ func loadBench(file string) (*boards.Bench, error) {
 		return nil, fmt.Errorf("built-in bench: %w", err)
 	}
 	return b, nil
+}
+
+// inProcessBoards are the built-in boards as `fudbench run` starts them in
+// its own process, at timeScale, keeping their state in dir.
+func inProcessBoards(timeScale float64, dir string) []simbench.Board {
+	var out []simbench.Board
+	for _, b := range builtinBoards {
+		out = append(out, simbench.Board{Tags: b.Tags, Config: sim.Config{
+			Name: b.Name, Strategy: b.Strategy, Reenumerate: b.Reenumerate,
+			TimeScale: timeScale, StateDir: dir, DTLSAddr: "-",
+		}})
+	}
+	return out
 }
 
 // bindBoard loads the bench and binds one board.
@@ -88,10 +114,20 @@ func bindBoard(ctx context.Context, benchFile, name string, hub *bench.Hub, opt 
 	}
 	b, err := bench.Bind(ctx, bd, hub, opt)
 	if err != nil {
-		if errors.Is(err, boards.ErrConfig) {
-			return nil, nil, usageErr(err)
-		}
-		return nil, nil, infraErr(err)
+		return nil, nil, classify(err)
 	}
 	return b, bd, nil
+}
+
+// classify gives an error its exit code: a configuration error is a
+// usage error (2), anything else the bench's (3).
+func classify(err error) error {
+	var ee *exitError
+	switch {
+	case err == nil, errors.As(err, &ee):
+		return err
+	case errors.Is(err, config.ErrConfig):
+		return usageErr(err)
+	}
+	return infraErr(err)
 }

@@ -22,10 +22,8 @@ import (
 	"sync"
 
 	"periph.io/x/conn/v3/gpio"
-	"periph.io/x/conn/v3/gpio/gpioreg"
-	"periph.io/x/host/v3"
-	"periph.io/x/host/v3/gpioioctl"
 
+	"github.com/fudbench/fudbench/internal/gpiopin"
 	"github.com/fudbench/fudbench/power"
 )
 
@@ -152,11 +150,9 @@ func (s *Switch) ctxErr(op string, err error) error {
 
 // settings is the driver's part of the inventory.
 type settings struct {
-	Pin       string `json:"pin" yaml:"pin"`
-	Chip      string `json:"chip" yaml:"chip"`
-	Line      *int   `json:"line" yaml:"line"`
-	ActiveLow bool   `json:"active_low" yaml:"active_low"`
-	Exit      string `json:"exit" yaml:"exit"`
+	gpiopin.Settings `yaml:",inline"`
+	ActiveLow        bool   `json:"active_low" yaml:"active_low"`
+	Exit             string `json:"exit" yaml:"exit"`
 }
 
 func (c *settings) validate() (Options, error) {
@@ -166,44 +162,7 @@ func (c *settings) validate() (Options, error) {
 	default:
 		return opts, fmt.Errorf("exit: %q is not off, on or keep", c.Exit)
 	}
-	switch {
-	case c.Pin != "" && (c.Chip != "" || c.Line != nil):
-		return opts, errors.New("pin: give either pin, or chip and line, not both")
-	case c.Pin != "":
-	case c.Chip == "" && c.Line == nil:
-		return opts, errors.New("pin: required (or chip and line)")
-	case c.Chip == "":
-		return opts, errors.New("chip: required with line")
-	case c.Line == nil:
-		return opts, errors.New("line: required with chip")
-	case *c.Line < 0:
-		return opts, fmt.Errorf("line: %d is negative", *c.Line)
-	}
-	return opts, nil
-}
-
-var (
-	hostOnce sync.Once
-	hostErr  error
-)
-
-// initHost loads periph's host drivers once per process. A driver that
-// failed (rather than one skipped for want of hardware) is an error only
-// if the pin is then not found, so its message goes into that error.
-func initHost() error {
-	hostOnce.Do(func() {
-		state, err := host.Init()
-		if err != nil {
-			hostErr = fmt.Errorf("periph host init: %w", err)
-			return
-		}
-		var errs []error
-		for _, f := range state.Failed {
-			errs = append(errs, fmt.Errorf("periph driver %s: %w", f.D, f.Err))
-		}
-		hostErr = errors.Join(errs...)
-	})
-	return hostErr
+	return opts, c.Settings.Validate()
 }
 
 func open(st power.Settings) (power.Switch, error) {
@@ -215,59 +174,12 @@ func open(st power.Settings) (power.Switch, error) {
 	if err != nil {
 		return nil, err
 	}
-	hostErr := initHost()
-	var p gpio.PinIO
-	if c.Pin != "" {
-		p = gpioreg.ByName(c.Pin)
-		if p == nil {
-			return nil, notFound(fmt.Sprintf("no GPIO pin %q", c.Pin), hostErr)
-		}
-	} else {
-		chip := findChip(c.Chip)
-		if chip == nil {
-			return nil, notFound(fmt.Sprintf("no GPIO chip %q", c.Chip), hostErr)
-		}
-		if *c.Line >= chip.LineCount() {
-			return nil, fmt.Errorf("line: %d out of range: chip %s has %d lines", *c.Line, chip.Name(), chip.LineCount())
-		}
-		p = chip.ByNumber(*c.Line)
+	p, err := gpiopin.Open(c.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", power.ErrDriver, err)
 	}
-	if unsafeRead(p) {
+	if gpiopin.UnsafeRead(p) {
 		opts.NoReadBack = true
 	}
 	return New(p, opts), nil
-}
-
-func notFound(msg string, hostErr error) error {
-	if hostErr != nil {
-		return fmt.Errorf("%s: %w (%w)", msg, power.ErrDriver, hostErr)
-	}
-	return fmt.Errorf("%s: %w", msg, power.ErrDriver)
-}
-
-func findChip(name string) *gpioioctl.GPIOChip {
-	for _, c := range gpioioctl.Chips {
-		if c.Name() == name || c.Label() == name || c.Path() == name {
-			return c
-		}
-	}
-	return nil
-}
-
-// unsafeRead reports pins whose Read reconfigures an output as an input.
-func unsafeRead(p gpio.PinIO) bool {
-	for {
-		if _, ok := p.(*gpioioctl.GPIOLine); ok {
-			return true
-		}
-		r, ok := p.(gpio.RealPin)
-		if !ok {
-			return false
-		}
-		next := r.Real()
-		if next == nil || next == p {
-			return false
-		}
-		p = next
-	}
 }

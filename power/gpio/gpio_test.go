@@ -1,6 +1,8 @@
 package gpio
 
 import (
+	"github.com/fudbench/fudbench/internal/gpiopin"
+
 	"context"
 	"errors"
 	"strings"
@@ -129,15 +131,17 @@ func TestSettings(t *testing.T) {
 		want    Options
 		wantErr string
 	}{
-		{name: "pin", s: settings{Pin: "GPIO17"}, want: Options{}},
-		{name: "chip and line", s: settings{Chip: "gpiochip0", Line: line(0), ActiveLow: true, Exit: "keep"}, want: Options{ActiveLow: true, Exit: ExitKeep}},
-		{name: "exit on", s: settings{Pin: "X", Exit: "on"}, want: Options{Exit: ExitOn}},
-		{name: "bad exit", s: settings{Pin: "X", Exit: "high"}, wantErr: `exit: "high" is not off, on or keep`},
+		{name: "pin", s: settings{Settings: gpiopin.Settings{Pin: "GPIO17"}}, want: Options{}},
+		{name: "chip and line", s: settings{Settings: gpiopin.Settings{Chip: "gpiochip0", Line: line(0)}, ActiveLow: true, Exit: "keep"}, want: Options{ActiveLow: true, Exit: ExitKeep}},
+		{name: "exit on", s: settings{Settings: gpiopin.Settings{Pin: "X"}, Exit: "on"}, want: Options{Exit: ExitOn}},
+		{name: "bad exit", s: settings{Settings: gpiopin.Settings{Pin: "X"}, Exit: "high"}, wantErr: `exit: "high" is not off, on or keep`},
 		{name: "nothing", s: settings{}, wantErr: "pin: required"},
-		{name: "both", s: settings{Pin: "X", Chip: "gpiochip0"}, wantErr: "either pin, or chip and line"},
-		{name: "line without chip", s: settings{Line: line(3)}, wantErr: "chip: required with line"},
-		{name: "chip without line", s: settings{Chip: "gpiochip0"}, wantErr: "line: required with chip"},
-		{name: "negative line", s: settings{Chip: "gpiochip0", Line: line(-1)}, wantErr: "line: -1 is negative"},
+		{name: "both", s: settings{Settings: gpiopin.Settings{Pin: "X", Chip: "gpiochip0"}}, wantErr: "either pin, or chip and line"},
+		{name: "line without chip", s: settings{Settings: gpiopin.Settings{Line: line(3)}}, wantErr: "chip: required with line"},
+		{name: "chip without line", s: settings{Settings: gpiopin.Settings{Chip: "gpiochip0"}}, wantErr: "line: required with chip"},
+		{name: "chip:line pin", s: settings{Settings: gpiopin.Settings{Pin: "gpiochip0:17"}}, want: Options{}},
+		{name: "bad chip:line pin", s: settings{Settings: gpiopin.Settings{Pin: "gpiochip0:x"}}, wantErr: "CHIP:LINE"},
+		{name: "negative line", s: settings{Settings: gpiopin.Settings{Chip: "gpiochip0", Line: line(-1)}}, wantErr: "line: -1 is negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,7 +208,7 @@ func TestUnsafeRead(t *testing.T) {
 		{"alias of a fake pin", alias{PinIO: &gpiotest.Pin{}, real: &gpiotest.Pin{}}, false},
 	}
 	for _, tt := range tests {
-		if got := unsafeRead(tt.p); got != tt.want {
+		if got := gpiopin.UnsafeRead(tt.p); got != tt.want {
 			t.Errorf("%s: unsafeRead = %v, want %v", tt.name, got, tt.want)
 		}
 	}

@@ -1,0 +1,45 @@
+package jobs
+
+import "fmt"
+
+// demoYAML is the built-in demo job; examples/demo.yaml is the same job
+// written out (a test keeps them equal).
+const demoYAML = `name: demo
+# No bench: the built-in simulated bench (sim-safe and sim-naive). Each
+# board's update profile comes from the bench: sim-safe speaks the
+# resumable protocol, sim-naive plain block1.
+boards: [sim-safe, sim-naive]
+baseline:
+  build: {version: 1.0.0, seq: 1, size: 16KiB, seed: 1}
+image:
+  build: {version: 2.0.0, seq: 2, size: 16KiB, seed: 2}
+block_size: 1024 # 16 KiB / 1024 = 16 blocks
+cuts:
+  # One cycle per block: cut once block N is acknowledged.
+  - after_block: {from: 0, to: last, step: 1}
+  # Four cuts 300 µs into a random block's transfer and write.
+  - random: {count: 4, kind: during_block, window: {from: 0, to: last}, delay: 300us}
+off_time: 20ms
+recovery_timeout: 1s # sim boards boot in milliseconds; silence for 1 s is a brick
+accept:
+  sim-safe: [updated]
+  sim-naive: [updated, bricked] # naive in-place may brick; it is reflashed
+repeat: 1
+seed: 1
+parallel: true
+reflash: true
+missed_cut: retry # a cut that misses its planned point runs once more
+`
+
+// Demo is the built-in demo job (`fudbench run` with no job): both
+// default simulated boards, 16 KiB images built on the fly, a cut after
+// every block plus four random cuts during blocks. sim-safe must update
+// every time; sim-naive may brick, to be reflashed.
+func Demo() *Job {
+	j, err := Parse(DemoFile, []byte(demoYAML))
+	if err != nil {
+		panic(fmt.Sprintf("jobs: the built-in demo does not parse: %v", err))
+	}
+	j.File = ""
+	return j
+}

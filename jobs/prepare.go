@@ -1,0 +1,243 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+
+	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/fwimage"
+	"github.com/fudbench/fudbench/results"
+)
+
+// Use is what a command will do with the prepared boards; it decides what
+// each board must have.
+type Use int
+
+// Uses.
+const (
+	// UseRun: a campaign. Every board needs a power switch and a CoAP
+	// endpoint; images must fit its slot; its cuts must fit its wiring.
+	UseRun Use = iota
+	// UseUpdate: one update, cut or not. The board needs a CoAP endpoint,
+	// and a power switch when a cut is planned.
+	UseUpdate
+	// UseFlash: write the image over the board's probe, at its
+	// flash.app_address.
+	UseFlash
+	// UseFlashAt: write the image over the board's probe at an address
+	// the caller gives.
+	UseFlashAt
+)
+
+// PrepareOptions tune Prepare.
+type PrepareOptions struct {
+	Use Use
+	// ImageKey verifies images in fudbench's signed format; nil is the
+	// development key. KeyGiven says the caller named the key (an image
+	// signed by another key is then an error in the image, not a hint to
+	// give the key).
+	ImageKey ed25519.PublicKey
+	KeyGiven bool
+	// SkipImageCheck passes images that do not verify (to test that a
+	// device refuses them).
+	SkipImageCheck bool
+	// NoDrivers skips opening the boards' drivers: for a first look at a
+	// bench whose boards are not up yet (the built-in simulated boards
+	// before they are started).
+	NoDrivers bool
+	Log       *slog.Logger
+}
+
+// Prepared is a job checked against a bench and ready to run: nothing is
+// powered, no output exists.
+type Prepared struct {
+	Job   *Job
+	Bench *boards.Bench
+	// Boards are the selected boards in run order.
+	Boards []*boards.Board
+	// Baseline is nil for a job without one (an update).
+	Baseline, Update []byte
+	Plan             []CycleSpec
+}
+
+// Names lists the selected boards.
+func (p *Prepared) Names() []string {
+	var out []string
+	for _, b := range p.Boards {
+		out = append(out, b.Name)
+	}
+	return out
+}
+
+// Prepare checks a job against a bench before anything is powered or
+// written, in the order a user fixes things: the images (read or built,
+// signature checked), the boards the job selects, the plan, then each
+// board — what it is wired with, whether both images fit its slot,
+// whether its wiring and timing can make every planned cut — and finally
+// its drivers, opened once and closed, and its DTLS key read. Every
+// mistake is a *config.Error naming the file and line (exit 2); a driver
+// that fails for another reason is the bench's.
+func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (*Prepared, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Prepared{Job: j, Bench: inv}
+	var err error
+	if !j.Baseline.IsZero() {
+		if p.Baseline, err = j.loadImage("baseline", j.Baseline, o); err != nil {
+			return nil, err
+		}
+	}
+	if p.Update, err = j.loadImage("update", j.Image, o); err != nil {
+		return nil, err
+	}
+	names, err := j.SelectBoards(inv.Boards)
+	if err != nil {
+		return nil, err
+	}
+	flash := o.Use == UseFlash || o.Use == UseFlashAt
+	if !flash {
+		if p.Plan, err = j.Cycles(j.Blocks(len(p.Update))); err != nil {
+			return nil, err
+		}
+	}
+	cuts := slices.ContainsFunc(p.Plan, func(c CycleSpec) bool { return c.Cut != NoCut })
+	block1 := false
+	for _, n := range names {
+		bd, err := inv.Board(n)
+		if err != nil {
+			return nil, err
+		}
+		if err := j.checkBoard(bd, p, o.Use, cuts); err != nil {
+			return nil, err
+		}
+		if bd.CoAP != nil && j.ProfileFor(n, bd.CoAP.Profile) == boards.ProfileBlock1 {
+			block1 = true
+		}
+		p.Boards = append(p.Boards, bd)
+	}
+	if j.Path != "" && !block1 && !flash {
+		return nil, j.errAt(j.pathAt, "path: only the block1 profile uploads to a path, and none of the job's boards uses it")
+	}
+	if o.NoDrivers {
+		return p, nil
+	}
+	hub := bench.NewHub(results.NewClock(), nil)
+	for _, bd := range p.Boards {
+		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Probe: o.Use != UseUpdate, Inputs: o.Use == UseRun})
+		if err != nil {
+			return nil, err
+		}
+		b.Close()
+	}
+	return p, nil
+}
+
+// checkBoard checks what one board needs for the use.
+func (j *Job) checkBoard(bd *boards.Board, p *Prepared, use Use, cuts bool) error {
+	need := func(ok bool, what string) error {
+		if ok {
+			return nil
+		}
+		return bd.Errorf("has no %s in %s", what, bd.File)
+	}
+	var err error
+	switch use {
+	case UseRun:
+		if err = need(bd.Power != nil, "power switch: a power-cut job needs one"); err == nil {
+			err = need(bd.CoAP != nil, "coap endpoint")
+		}
+	case UseUpdate:
+		err = need(bd.CoAP != nil, "coap endpoint")
+		if err == nil && cuts {
+			err = need(bd.Power != nil, "power switch: a cut needs one")
+		}
+	case UseFlash, UseFlashAt:
+		err = need(bd.Probe != nil, "probe")
+		if err == nil && use == UseFlash && (bd.Flash == nil || bd.Flash.AppAddr == 0) {
+			err = bd.Errorf("flash.app_address is not set in %s: give the address to write to", bd.File)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if f := bd.Flash; f != nil && f.SlotSize > 0 {
+		for _, im := range []struct {
+			what string
+			spec ImageSpec
+			b    []byte
+		}{{"baseline", j.Baseline, p.Baseline}, {"update", j.Image, p.Update}} {
+			if len(im.b) > int(f.SlotSize) {
+				return j.errAt(im.spec.At, "%s image of %d bytes does not fit board %s's %d-byte slot (%s)", im.what, len(im.b), bd.Name, f.SlotSize, bd.File)
+			}
+		}
+	}
+	if use == UseRun || (use == UseUpdate && cuts) {
+		return j.CheckBoard(bd)
+	}
+	return nil
+}
+
+// loadImage reads or builds one of the job's images and, when it is in
+// fudbench's signed format (magic "FUDI"), verifies it: header, payload
+// digest and signature, so a corrupt or wrongly signed image fails the job
+// before anything is powered. An image in another format is passed on as
+// it is: the device verifies it.
+func (j *Job) loadImage(what string, spec ImageSpec, o PrepareOptions) ([]byte, error) {
+	var img []byte
+	name := spec.File
+	if spec.Build != nil {
+		b := spec.Build
+		var err error
+		if img, err = fwimage.Build(fwimage.Spec{Version: b.Version, Seq: b.Seq, Size: b.Size, Seed: b.Seed}, fwimage.DevKey()); err != nil {
+			return nil, j.errAt(spec.At, "%s image: %v", what, err)
+		}
+		name = "(built)"
+	} else {
+		var err error
+		if img, err = os.ReadFile(spec.File); err != nil {
+			return nil, j.errAt(spec.At, "%s image: %v", what, err)
+		}
+	}
+	if o.SkipImageCheck {
+		return img, nil
+	}
+	if !bytes.HasPrefix(img, []byte(fwimage.Magic)) {
+		o.Log.Info("image is not in fudbench's format; the device verifies it", "image", what, "file", name)
+		return img, nil
+	}
+	pub := o.ImageKey
+	if pub == nil {
+		pub = fwimage.DevKey().Public().(ed25519.PublicKey)
+	}
+	h, err := fwimage.ParseHeader(img)
+	if err != nil {
+		return nil, j.errAt(spec.At, "%s image %s: %v", what, name, err)
+	}
+	if !o.KeyGiven && h.KeyID != fwimage.KeyID(pub) {
+		return nil, j.errAt(spec.At, "%s image %s: signed by key id %x, not the development key: give its public key with --image-key", what, name, h.KeyID)
+	}
+	if _, err := fwimage.Verify(img, pub); err != nil {
+		return nil, j.errAt(spec.At, "%s image %s: %v", what, name, err)
+	}
+	return img, nil
+}
+
+// String names a use in messages.
+func (u Use) String() string {
+	switch u {
+	case UseRun:
+		return "run"
+	case UseUpdate:
+		return "update"
+	case UseFlash, UseFlashAt:
+		return "flash"
+	}
+	return fmt.Sprintf("use %d", int(u))
+}
