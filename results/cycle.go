@@ -15,17 +15,33 @@ const (
 	StuckRecovery Outcome = "stuck-recovery"
 	// Bricked: no answer on console or CoAP within the recovery timeout.
 	Bricked Outcome = "bricked"
-	// MissedCut: the planned cut did not happen at its planned point (it
-	// never fired, or fired outside its planned block): a bench failure,
-	// never a survived cut.
+	// MissedCut: the planned cut did not happen at its planned point (it never
+	// fired, or fired outside its planned block): a bench failure, never a
+	// survived cut.
 	MissedCut Outcome = "missed-cut"
 	// InfraError: the bench failed (a port vanished, a driver or probe
 	// failed); never blamed on the device.
 	InfraError Outcome = "infra-error"
 )
 
-// Outcomes lists every outcome in report order.
+// Outcomes lists every outcome in report order. Everything that lists
+// outcomes (summary counts, table columns, report colours and legends)
+// follows it, so an outcome added here shows up everywhere.
 var Outcomes = []Outcome{Updated, RolledBack, StuckRecovery, Bricked, MissedCut, InfraError}
+
+// BenchFailure reports whether o says the bench failed rather than the
+// device (an infra error, a missed cut): such a cycle is never accepted,
+// is a JUnit <error> rather than a <failure>, and gives the verdict
+// infra-error unless a device failed too.
+func (o Outcome) BenchFailure() bool { return o == InfraError || o == MissedCut }
+
+// DeviceCut is a device's own record of a power cut, for boards that keep one
+// (the simulated board does); the bench compares it with the planned point.
+type DeviceCut struct {
+	Writing   int64  `json:"writing"`         // block being written when power went; -1 none
+	LastAcked int64  `json:"last_acked"`      // last block the device acknowledged; -1 none
+	Flash     string `json:"flash,omitempty"` // flash operation under way: "program", "erase", "idle"
+}
 
 // CutInfo is the cut a cycle's trigger fired.
 type CutInfo struct {
@@ -36,18 +52,8 @@ type CutInfo struct {
 	// InFlight the block sent and not acknowledged (-1: none).
 	LastAcked int64 `json:"last_acked"`
 	InFlight  int64 `json:"in_flight"`
-	// Device is the device's own record of the cut, for boards that keep
-	// one (the simulated board does); nil otherwise.
+	// Device is the device's own record of the cut, when it keeps one.
 	Device *DeviceCut `json:"device,omitempty"`
-}
-
-// DeviceCut is a device's own record of a power cut, for boards that keep
-// one (the simulated board does); the bench compares it with the planned
-// point.
-type DeviceCut struct {
-	Writing   int64  `json:"writing"`         // block being written when power went; -1 none
-	LastAcked int64  `json:"last_acked"`      // last block the device acknowledged; -1 none
-	Flash     string `json:"flash,omitempty"` // flash operation under way: "program", "erase", "idle"
 }
 
 // Cycle is the record of one board's cycle: everything a summary, a
@@ -66,11 +72,9 @@ type Cycle struct {
 	// Accepted is whether the job accepts this outcome for this board.
 	Accepted bool   `json:"accepted"`
 	Reason   string `json:"reason,omitempty"`
-	// Missed says why the planned cut did not land; set with outcome
-	// MissedCut.
+	// Missed says why the planned cut did not land; set with outcome MissedCut.
 	Missed string `json:"missed,omitempty"`
-	// Attempts counts the runs of the cycle: 2 when a missed cut was run
-	// again.
+	// Attempts counts the runs of the cycle: 2 when a missed cut was run again.
 	Attempts int `json:"attempts,omitempty"`
 
 	Blocks       int           `json:"blocks"`

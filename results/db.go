@@ -28,7 +28,7 @@ const DefaultBusyTimeout = 10 * time.Second
 
 // schemaVersion is the PRAGMA user_version the code expects. Each entry
 // of migrations moves the schema from its index to index+1.
-const schemaVersion = 1
+const schemaVersion = 2
 
 var migrations = []string{
 	// 0 → 1: the first schema. Times are integer nanoseconds (wall times
@@ -95,6 +95,17 @@ CREATE TABLE events (
 	attrs TEXT               -- JSON object, NULL when none
 ) STRICT;
 CREATE INDEX events_run ON events (run, board, cycle);
+`,
+	// 1 → 2: missed cuts. Why a planned cut did not land, how often the
+	// cycle ran, and the device's own record of the cut (NULL when it
+	// keeps none). Rows of older runs read back as no miss, attempts
+	// unknown (0) and no device record.
+	`
+ALTER TABLE cycles ADD COLUMN missed TEXT NOT NULL DEFAULT '';
+ALTER TABLE cycles ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN cut_device_writing INTEGER;
+ALTER TABLE cycles ADD COLUMN cut_device_last_acked INTEGER;
+ALTER TABLE cycles ADD COLUMN cut_device_flash TEXT;
 `,
 }
 
@@ -411,8 +422,9 @@ func (d *DB) LatestUnfinished(jobHash string) (*RunInfo, []Cycle, error) {
 func (d *DB) RecordCycle(c Cycle) error {
 	op := fmt.Sprintf("record cycle %s/%s/%d", c.Run, c.Board, c.Cycle)
 	var (
-		trig                       sql.NullString
+		trig, devFlash             sql.NullString
 		cutT, lat, acked, inFlight sql.NullInt64
+		devWriting, devAcked       sql.NullInt64
 	)
 	if c.Cut != nil {
 		trig = sql.NullString{String: c.Cut.Trigger, Valid: true}
@@ -420,6 +432,11 @@ func (d *DB) RecordCycle(c Cycle) error {
 		lat = sql.NullInt64{Int64: int64(c.Cut.Latency), Valid: true}
 		acked = sql.NullInt64{Int64: c.Cut.LastAcked, Valid: true}
 		inFlight = sql.NullInt64{Int64: c.Cut.InFlight, Valid: true}
+		if d := c.Cut.Device; d != nil {
+			devWriting = sql.NullInt64{Int64: d.Writing, Valid: true}
+			devAcked = sql.NullInt64{Int64: d.LastAcked, Valid: true}
+			devFlash = sql.NullString{String: d.Flash, Valid: true}
+		}
 	}
 	resumes := c.Resumes
 	if resumes == nil {
@@ -438,8 +455,9 @@ func (d *DB) RecordCycle(c Cycle) error {
 			cut_trigger, cut_t, cut_latency, cut_last_acked, cut_in_flight,
 			outcome, reflashed, accepted, reason, blocks, block_size, image_size,
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
-			start_t, end_t, last_console)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			start_t, end_t, last_console,
+			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run, board, cycle) DO UPDATE SET
 			plan = excluded.plan, planned_block = excluded.planned_block,
 			cut_trigger = excluded.cut_trigger, cut_t = excluded.cut_t, cut_latency = excluded.cut_latency,
@@ -450,12 +468,16 @@ func (d *DB) RecordCycle(c Cycle) error {
 			blocks_resent = excluded.blocks_resent, resumes = excluded.resumes,
 			transfer = excluded.transfer, recovery_answer = excluded.recovery_answer,
 			recovery_version = excluded.recovery_version, start_t = excluded.start_t, end_t = excluded.end_t,
-			last_console = excluded.last_console`,
+			last_console = excluded.last_console,
+			missed = excluded.missed, attempts = excluded.attempts,
+			cut_device_writing = excluded.cut_device_writing, cut_device_last_acked = excluded.cut_device_last_acked,
+			cut_device_flash = excluded.cut_device_flash`,
 		c.Run, c.Board, c.Cycle, c.Plan, c.PlannedBlock,
 		trig, cutT, lat, acked, inFlight,
 		string(c.Outcome), c.Reflashed, c.Accepted, c.Reason, c.Blocks, c.BlockSize, c.ImageSize,
 		c.BlocksSent, c.BlocksResent, mustJSON(resumes), int64(c.Transfer), int64(c.RecoveryAnswer), int64(c.RecoveryVersion),
-		int64(c.Start), int64(c.End), mustJSON(console))
+		int64(c.Start), int64(c.End), mustJSON(console),
+		c.Missed, c.Attempts, devWriting, devAcked, devFlash)
 	if err != nil {
 		return d.wrap(op, err)
 	}
@@ -471,7 +493,8 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 			cut_trigger, cut_t, cut_latency, cut_last_acked, cut_in_flight,
 			outcome, reflashed, accepted, reason, blocks, block_size, image_size,
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
-			start_t, end_t, last_console
+			start_t, end_t, last_console,
+			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash
 		FROM cycles WHERE run = ? ORDER BY board, cycle`, runID)
 	if err != nil {
 		return nil, d.wrap("read cycles of "+runID, err)
@@ -481,8 +504,9 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 	for rows.Next() {
 		var (
 			c                                              Cycle
-			trig                                           sql.NullString
+			trig, devFlash                                 sql.NullString
 			cutT, lat, acked, inFlight                     sql.NullInt64
+			devWriting, devAcked                           sql.NullInt64
 			outcome, resumes, console                      string
 			transfer, recAnswer, recVersion, start, finish int64
 		)
@@ -490,12 +514,16 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 			&trig, &cutT, &lat, &acked, &inFlight,
 			&outcome, &c.Reflashed, &c.Accepted, &c.Reason, &c.Blocks, &c.BlockSize, &c.ImageSize,
 			&c.BlocksSent, &c.BlocksResent, &resumes, &transfer, &recAnswer, &recVersion,
-			&start, &finish, &console); err != nil {
+			&start, &finish, &console,
+			&c.Missed, &c.Attempts, &devWriting, &devAcked, &devFlash); err != nil {
 			return nil, d.wrap("read cycles of "+runID, err)
 		}
 		if trig.Valid {
 			c.Cut = &CutInfo{Trigger: trig.String, T: time.Duration(cutT.Int64), Latency: time.Duration(lat.Int64),
 				LastAcked: acked.Int64, InFlight: inFlight.Int64}
+			if devWriting.Valid {
+				c.Cut.Device = &DeviceCut{Writing: devWriting.Int64, LastAcked: devAcked.Int64, Flash: devFlash.String}
+			}
 		}
 		c.Outcome = Outcome(outcome)
 		c.Transfer, c.RecoveryAnswer, c.RecoveryVersion = time.Duration(transfer), time.Duration(recAnswer), time.Duration(recVersion)

@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -118,12 +119,16 @@ func TestRecordCycleRules(t *testing.T) {
 	if err := d.BeginRun(run); err != nil {
 		t.Fatal(err)
 	}
-	c := testCycles(run.ID)[0]
+	c := testCycles(run.ID)[7] // a missed cut with the device's record
+	if c.Outcome != MissedCut || c.Cut.Device == nil {
+		t.Fatalf("fixture changed: %+v", c)
+	}
 	if err := d.RecordCycle(c); err != nil {
 		t.Fatal(err)
 	}
-	// The same cycle again replaces it.
-	c.Outcome, c.Reason, c.Cut = Bricked, "again", nil
+	// The same cycle again replaces it, down to the fields it no longer
+	// has.
+	c.Outcome, c.Reason, c.Cut, c.Missed, c.Attempts = Bricked, "again", nil, "", 0
 	if err := d.RecordCycle(c); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +136,8 @@ func TestRecordCycleRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0].Outcome != Bricked || got[0].Reason != "again" || got[0].Cut != nil {
+	if len(got) != 1 || got[0].Outcome != Bricked || got[0].Reason != "again" || got[0].Cut != nil ||
+		got[0].Missed != "" || got[0].Attempts != 0 {
 		t.Fatalf("after re-record: %+v", got)
 	}
 	// A cycle of an unknown run is refused by the foreign key.
@@ -387,6 +393,109 @@ func TestEventSinkOverflowDrops(t *testing.T) {
 	if sink.Dropped() == 0 || n+sink.Dropped() != emitted {
 		t.Errorf("stored %d + dropped %d, want a sum of %d with some dropped", n, sink.Dropped(), emitted)
 	}
+}
+
+// TestDBMigratesSchema1 opens a database written by fudbench before
+// missed cuts (testdata/schema1.db: schema 1, made by the results
+// package of commit 96edfa1, one unfinished run with one cycle and one
+// event), as --resume would: the old rows read back unchanged, and a
+// missed cut is stored and read back in full.
+func TestDBMigratesSchema1(t *testing.T) {
+	old, err := os.ReadFile(filepath.Join("testdata", "schema1.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "results.db")
+	if err := os.WriteFile(path, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := raw.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 1 {
+		t.Fatalf("fixture schema version %d (%v), want 1", v, err)
+	}
+	raw.Close()
+
+	d, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if v, err := d.SchemaVersion(); err != nil || v != schemaVersion || schemaVersion != 2 {
+		t.Fatalf("schema version %d (%v) after the upgrade, want %d = 2", v, err, schemaVersion)
+	}
+	if err := d.IntegrityCheck(); err != nil {
+		t.Fatal(err)
+	}
+	info, cs, err := d.LatestUnfinished("hash-old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info == nil || info.ID != "old-run" || len(cs) != 1 {
+		t.Fatalf("unfinished run %+v with %d cycles, want old-run with 1", info, len(cs))
+	}
+	oldCycle := cs[0]
+	if c := oldCycle; c.Outcome != Updated || c.Plan != "after_block 17" || c.Cut == nil || c.Cut.LastAcked != 17 ||
+		c.Cut.Device != nil || c.Missed != "" || c.Attempts != 0 || c.BlocksSent != 65 || !reflect.DeepEqual(c.Resumes, []uint32{18}) {
+		t.Fatalf("old cycle after the upgrade: %+v (cut %+v)", c, c.Cut)
+	}
+	if n, err := d.CountEvents("old-run"); err != nil || n != 1 {
+		t.Fatalf("old events: %d, %v", n, err)
+	}
+
+	// The resumed run records a cut that fired late and one that never
+	// fired.
+	if err := d.ResumeRun("old-run"); err != nil {
+		t.Fatal(err)
+	}
+	late := Cycle{Run: "old-run", Board: "sim-safe", Cycle: 2, Plan: "after_block 30", PlannedBlock: 30,
+		Cut: &CutInfo{Trigger: "after_block 30", T: 9 * time.Second, Latency: 45 * time.Microsecond, LastAcked: 33, InFlight: 34,
+			Device: &DeviceCut{Writing: 34, LastAcked: 33, Flash: "program"}},
+		Outcome: MissedCut, Missed: "fired after block 33, planned after block 30", Attempts: 2,
+		Blocks: 64, BlockSize: 1024, BlocksSent: 35, Start: 5 * time.Second, End: 10 * time.Second}
+	never := Cycle{Run: "old-run", Board: "sim-safe", Cycle: 3, Plan: "console /never/", PlannedBlock: -1,
+		Outcome: MissedCut, Missed: "the trigger never fired", Attempts: 1, Blocks: 64, BlocksSent: 64}
+	for _, c := range []Cycle{late, never} {
+		if err := d.RecordCycle(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A second open of the upgraded file migrates nothing more.
+	d2, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	_, cs, err = d2.LatestUnfinished("hash-old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Cycle{oldCycle, late, never}
+	if !reflect.DeepEqual(cs, want) {
+		t.Errorf("cycles after the upgrade:\n got %+v\nwant %+v", cs, want)
+	}
+	if cs[1].Cut == nil || cs[1].Cut.Device == nil || *cs[1].Cut.Device != *late.Cut.Device {
+		t.Errorf("device record read back as %+v", cs[1].Cut)
+	}
+	s := Summarize(*infoOf(t, d2, "old-run"), cs)
+	if s.MissedCuts != 2 || s.Verdict != VerdictInfraError || len(s.Failures) != 2 {
+		t.Errorf("summary of the resumed run: missed %d verdict %s failures %d", s.MissedCuts, s.Verdict, len(s.Failures))
+	}
+}
+
+func infoOf(t *testing.T, d *DB, id string) *RunInfo {
+	t.Helper()
+	r, err := d.Run(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &r.RunInfo
 }
 
 func TestOpenDBRefusesNewerSchema(t *testing.T) {

@@ -22,9 +22,9 @@ func ExampleWriteTable() {
 	s := results.Summarize(run, cycles)
 	results.WriteTable(os.Stdout, s)
 	// Output:
-	// BOARD     CYCLES  UPDATED  ROLLBACK  STUCK  BRICKED  INFRA  RECOV p50  RECOV p95  TRIG p99  VERDICT
-	// sim-safe  2       2        0         0      0        0      640ms      710ms      41µs      pass
-	// verdict: pass (2 cycles, 0 failed, infra errors: 0)
+	// BOARD     CYCLES  UPDATED  ROLLBACK  STUCK  BRICKED  MISSED  INFRA  RECOV p50  RECOV p95  TRIG p99  VERDICT
+	// sim-safe  2       2        0         0      0        0       0      640ms      710ms      41µs      pass
+	// verdict: pass (2 cycles, 0 failed, infra errors: 0, missed cuts: 0)
 }
 
 // Progress on a CI log: one plain line per cycle.

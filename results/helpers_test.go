@@ -12,12 +12,13 @@ func testRun(id string) RunInfo {
 		Started: time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC),
 		Boards:  []string{"sim-safe", "sim-naive"},
 		Host:    "bench1", Version: "0.1.0-test",
-		Planned: map[string]int{"sim-safe": 4, "sim-naive": 3},
+		Planned: map[string]int{"sim-safe": 4, "sim-naive": 4},
 	}
 }
 
-// testCycles are two boards' cycles covering every outcome, with and
-// without cuts.
+// testCycles are two boards' cycles covering the outcomes but
+// stuck-recovery, with and without cuts, a device's record of a cut, and
+// a missed cut.
 func testCycles(run string) []Cycle {
 	ms := time.Millisecond
 	cut := func(block int64, lat time.Duration) *CutInfo {
@@ -43,8 +44,12 @@ func testCycles(run string) []Cycle {
 		c.RecoveryVersion = time.Duration(500+100*i) * ms
 		cs = append(cs, c)
 	}
+	// Cycle 2 landed on its second run, and its device kept a record.
+	cs[1].Attempts = 2
+	cs[1].Cut.Device = &DeviceCut{Writing: 18, LastAcked: 17, Flash: "program"}
 	// sim-naive: bricked and reflashed (accepted), rolled back (not
-	// accepted), infra error.
+	// accepted), infra error, a cut that fired past its planned block
+	// (marked accepted, which must not count).
 	c := base("sim-naive", 1, "after_block 5", 5)
 	c.Cut = cut(5, 50*time.Microsecond)
 	c.Outcome, c.Accepted, c.Reflashed = Bricked, true, true
@@ -65,6 +70,15 @@ func testCycles(run string) []Cycle {
 	c.Reason = "power: relay driver: i/o error"
 	c.Transfer = 0
 	c.BlocksSent = 0
+	cs = append(cs, c)
+	c = base("sim-naive", 4, "after_block 40", 40)
+	c.Cut = cut(44, 60*time.Microsecond)
+	c.Cut.Trigger = "after_block 40"
+	c.Cut.Device = &DeviceCut{Writing: 45, LastAcked: 44, Flash: "erase"}
+	c.Outcome, c.Accepted = MissedCut, true
+	c.Missed = "fired after block 44 was acknowledged, planned after block 40"
+	c.Attempts = 2
+	c.LastConsole = []string{"flash: erase sector 11"}
 	cs = append(cs, c)
 	return cs
 }

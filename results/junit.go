@@ -68,8 +68,9 @@ type JUnitProblem struct {
 
 // BuildJUnit makes the JUnit document of a run: s gives the boards and
 // their order, cycles the test cases. An outcome the job does not accept
-// is a <failure>, an infra error an <error>; both hold the reason and the
-// cycle's last console lines.
+// is a <failure>; a bench failure (an infra error, a missed cut) an
+// <error>, since the test itself did not run as planned. Both hold the
+// reason and the cycle's last console lines.
 func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
 	boards := boardOrder(s.Boards, cycles)
 	doc := JUnitSuites{Name: "fudbench " + s.Job}
@@ -101,7 +102,7 @@ func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
 			}
 			if failed(c) {
 				p := &JUnitProblem{Message: xmlSafe(problemMessage(c)), Type: string(c.Outcome), Text: xmlSafe(problemText(c))}
-				if c.Outcome == InfraError {
+				if c.Outcome.BenchFailure() {
 					tc.Error = p
 					suite.Errors++
 				} else {
@@ -125,10 +126,11 @@ func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
 func seconds(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
 
 func problemMessage(c Cycle) string {
-	if c.Reason == "" {
+	why := failureWhy(c.Missed, c.Reason)
+	if why == "" {
 		return string(c.Outcome)
 	}
-	return string(c.Outcome) + ": " + c.Reason
+	return string(c.Outcome) + ": " + why
 }
 
 func problemText(c Cycle) string {
@@ -141,8 +143,31 @@ func problemText(c Cycle) string {
 	if c.Reason != "" {
 		fmt.Fprintf(&b, "reason: %s\n", c.Reason)
 	}
+	if c.Missed != "" {
+		fmt.Fprintf(&b, "missed cut: %s\n", c.Missed)
+	}
+	if c.Attempts > 1 {
+		fmt.Fprintf(&b, "attempts: %d\n", c.Attempts)
+	}
+	if c.Outcome == MissedCut || (c.Cut != nil && c.Cut.Device != nil) {
+		// Planned beside actual: what the reader needs to judge the aim.
+		fmt.Fprintf(&b, "planned: %s", c.Plan)
+		if c.PlannedBlock >= 0 {
+			fmt.Fprintf(&b, " (block %d)", c.PlannedBlock)
+		}
+		b.WriteString("\n")
+	}
 	if c.Cut != nil {
 		fmt.Fprintf(&b, "cut: %s, last acked block %d, in flight %d\n", c.Cut.Trigger, c.Cut.LastAcked, c.Cut.InFlight)
+		if d := c.Cut.Device; d != nil {
+			fmt.Fprintf(&b, "device's record: writing block %d, last acked %d", d.Writing, d.LastAcked)
+			if d.Flash != "" {
+				fmt.Fprintf(&b, ", flash %s", d.Flash)
+			}
+			b.WriteString("\n")
+		}
+	} else if c.Outcome == MissedCut {
+		b.WriteString("cut: never fired\n")
 	}
 	if len(c.LastConsole) > 0 {
 		b.WriteString("last console lines:\n")
@@ -156,19 +181,27 @@ func problemText(c Cycle) string {
 }
 
 // caseOutput notes an accepted outcome other than updated (a bricked and
-// reflashed board the job allows), so it is visible in a green report.
+// reflashed board the job allows), and a cycle run again after a missed
+// cut, so they are visible in a green report.
 func caseOutput(c Cycle) string {
-	if failed(c) || c.Outcome == Updated {
+	if failed(c) {
 		return ""
 	}
-	s := "outcome: " + string(c.Outcome)
-	if c.Reflashed {
-		s += " (reflashed)"
+	var s string
+	if c.Outcome != Updated {
+		s = "outcome: " + string(c.Outcome)
+		if c.Reflashed {
+			s += " (reflashed)"
+		}
+		s += "\n"
+		if c.Reason != "" {
+			s += "reason: " + c.Reason + "\n"
+		}
 	}
-	if c.Reason != "" {
-		s += "\nreason: " + c.Reason
+	if c.Attempts > 1 {
+		s += fmt.Sprintf("attempts: %d (an earlier run missed its planned cut)\n", c.Attempts)
 	}
-	return s + "\n"
+	return s
 }
 
 // ansiCSI matches terminal control sequences (colours, cursor moves) that

@@ -39,8 +39,8 @@ func TestWriteJUnit(t *testing.T) {
 	if err := xml.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if doc.Tests != 7 || doc.Failures != 1 || doc.Errors != 1 {
-		t.Errorf("testsuites counts tests=%d failures=%d errors=%d, want 7 1 1", doc.Tests, doc.Failures, doc.Errors)
+	if doc.Tests != 8 || doc.Failures != 1 || doc.Errors != 2 {
+		t.Errorf("testsuites counts tests=%d failures=%d errors=%d, want 8 1 2", doc.Tests, doc.Failures, doc.Errors)
 	}
 	if len(doc.Suites) != 2 || doc.Suites[0].Name != "sim-safe" || doc.Suites[1].Name != "sim-naive" {
 		t.Fatalf("suites %+v", doc.Suites)
@@ -85,6 +85,26 @@ func TestWriteJUnit(t *testing.T) {
 	if e := naive[2].Error; e == nil || naive[2].Failure != nil || !strings.HasPrefix(e.Message, "infra-error: power:") {
 		t.Errorf("infra error case %+v", naive[2])
 	}
+	// A missed cut is the bench's error, though the cycle says accepted.
+	mc := naive[3]
+	if mc.Failure != nil || mc.SystemOut != nil || mc.Error == nil || mc.Error.Type != "missed-cut" ||
+		mc.Error.Message != "missed-cut: fired after block 44 was acknowledged, planned after block 40" {
+		t.Fatalf("missed cut case %+v (error %+v)", mc, mc.Error)
+	}
+	for _, frag := range []string{"missed cut: fired after block 44", "attempts: 2\n", "planned: after_block 40 (block 40)\n",
+		"cut: after_block 40, last acked block 44, in flight -1\n", "device's record: writing block 45, last acked 44, flash erase\n",
+		"flash: erase sector 11"} {
+		if !strings.Contains(mc.Error.Text, frag) {
+			t.Errorf("missed cut text lacks %q:\n%s", frag, mc.Error.Text)
+		}
+	}
+	// A cycle that landed on its second run says so in a green report.
+	if out := safe.Cases[1].SystemOut; out == nil || out.Text != "attempts: 2 (an earlier run missed its planned cut)\n" {
+		t.Errorf("re-run cycle output %+v", out)
+	}
+	if safe.Cases[0].SystemOut != nil {
+		t.Errorf("a plain updated cycle has output %q", safe.Cases[0].SystemOut.Text)
+	}
 }
 
 func TestXMLSafe(t *testing.T) {
@@ -112,7 +132,9 @@ func FuzzJUnitConsole(f *testing.F) {
 	f.Add("\xff\xfe", "\uFFFF\r\n", "\t")
 	f.Fuzz(func(t *testing.T, reason, console, plan string) {
 		cs := []Cycle{{Board: "b<&>", Cycle: 1, Plan: plan, Outcome: Bricked, Reason: reason, LastConsole: []string{console}},
-			{Board: "b<&>", Cycle: 2, Plan: plan, Outcome: InfraError, Reason: reason}}
+			{Board: "b<&>", Cycle: 2, Plan: plan, Outcome: InfraError, Reason: reason},
+			{Board: "b<&>", Cycle: 3, Plan: plan, Outcome: MissedCut, Missed: reason, Attempts: 2,
+				Cut: &CutInfo{Trigger: plan, Device: &DeviceCut{Writing: 4, LastAcked: 3, Flash: console}}}}
 		s := Summarize(RunInfo{ID: "r", Job: plan}, cs)
 		b, err := MarshalJUnit(BuildJUnit(s, cs))
 		if err != nil {
@@ -129,7 +151,7 @@ func FuzzJUnitConsole(f *testing.F) {
 			}
 		}
 		var doc JUnitSuites
-		if err := xml.Unmarshal(b, &doc); err != nil || doc.Failures != 1 || doc.Errors != 1 {
+		if err := xml.Unmarshal(b, &doc); err != nil || doc.Failures != 1 || doc.Errors != 2 {
 			t.Fatalf("parsed %+v, %v", doc, err)
 		}
 	})

@@ -14,15 +14,17 @@ import (
 // Verdict is a run's (or a board's) overall result.
 type Verdict string
 
-// Verdicts. A device failure outranks an infra error: when both happened
-// the verdict is VerdictFail, since the device did fail where the bench
-// worked.
+// Verdicts. A device failure outranks a bench failure (an infra error or
+// a missed cut): when both happened the verdict is VerdictFail, since the
+// device did fail where the bench worked.
 const (
-	// VerdictPass: every cycle's outcome was accepted, no infra error.
+	// VerdictPass: every cycle's outcome was accepted, every planned cut
+	// landed, no infra error.
 	VerdictPass Verdict = "pass"
 	// VerdictFail: some cycle ended in an outcome the job does not accept.
 	VerdictFail Verdict = "fail"
-	// VerdictInfraError: the bench failed in some cycle, no device failure.
+	// VerdictInfraError: the bench failed in some cycle (an infra error or
+	// a missed cut), no device failure.
 	VerdictInfraError Verdict = "infra-error"
 )
 
@@ -55,8 +57,8 @@ type ResentStats struct {
 	Max  int     `json:"max"`
 }
 
-// Failure is a cycle whose outcome the job does not accept, or an infra
-// error.
+// Failure is a cycle whose outcome the job does not accept, or a bench
+// failure (infra error, missed cut).
 type Failure struct {
 	Board     string  `json:"board"`
 	Cycle     int     `json:"cycle"`
@@ -64,11 +66,15 @@ type Failure struct {
 	Outcome   Outcome `json:"outcome"`
 	Reflashed bool    `json:"reflashed,omitempty"`
 	Reason    string  `json:"reason,omitempty"`
+	// Missed says why the planned cut did not land (outcome missed-cut).
+	Missed string `json:"missed,omitempty"`
 }
 
 // CutPoint is where one cycle's power was cut and how the cycle ended.
 // Fired is false when no cut fired (plan "none", or the trigger never
-// matched); the cut fields are then -1 and zero.
+// matched); the cut fields are then -1 and zero. Landed is true when a
+// cut fired at its planned point: fired, and the outcome is not
+// missed-cut.
 type CutPoint struct {
 	Board        string  `json:"board"`
 	Cycle        int     `json:"cycle"`
@@ -82,6 +88,14 @@ type CutPoint struct {
 	InFlight     int64   `json:"in_flight"`
 	Outcome      Outcome `json:"outcome"`
 	Accepted     bool    `json:"accepted"`
+	Landed       bool    `json:"landed"`
+	// Missed says why the planned cut did not land (outcome missed-cut).
+	Missed string `json:"missed,omitempty"`
+	// Device is the device's own record of the cut, when it keeps one.
+	Device *DeviceCut `json:"device,omitempty"`
+	// Attempts counts the runs of the cycle: 2 when a missed cut was run
+	// again; 0 when the executor did not say.
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // BoardSummary is one board's share of a run.
@@ -91,10 +105,12 @@ type BoardSummary struct {
 	Planned int    `json:"planned"`
 	// Outcomes holds every outcome, zeros included.
 	Outcomes map[Outcome]int `json:"outcomes"`
-	// Failures counts failed cycles (outcome not accepted), infra errors
-	// included.
-	Failures        int           `json:"failures"`
-	InfraErrors     int           `json:"infra_errors"`
+	// Failures counts failed cycles (outcome not accepted), bench
+	// failures included.
+	Failures    int `json:"failures"`
+	InfraErrors int `json:"infra_errors"`
+	// MissedCuts counts cycles whose planned cut did not land.
+	MissedCuts      int           `json:"missed_cuts"`
 	RecoveryAnswer  DurationStats `json:"recovery_answer"`
 	RecoveryVersion DurationStats `json:"recovery_version"`
 	TriggerLatency  DurationStats `json:"trigger_latency"`
@@ -117,10 +133,12 @@ type Summary struct {
 	PerBoard []BoardSummary `json:"per_board"`
 	// Outcomes holds every outcome, zeros included.
 	Outcomes map[Outcome]int `json:"outcomes"`
-	// Failures lists the failed cycles (outcome not accepted), infra errors
-	// included.
+	// Failures lists the failed cycles (outcome not accepted), bench
+	// failures (infra errors, missed cuts) included.
 	Failures    []Failure `json:"failures"`
 	InfraErrors int       `json:"infra_errors"`
+	// MissedCuts counts cycles whose planned cut did not land.
+	MissedCuts int `json:"missed_cuts"`
 	// RecoveryVersion is power-on to the new version running, over the
 	// cycles that reached it; RecoveryAnswer power-on to the device
 	// answering.
@@ -163,14 +181,10 @@ func Summarize(run RunInfo, cycles []Cycle) Summary {
 	resentSum, deviceFailures := 0, 0
 	for _, c := range cs {
 		s.Outcomes[c.Outcome]++
-		if c.Outcome == InfraError {
-			s.InfraErrors++
-		} else if !c.Accepted {
-			deviceFailures++
-		}
+		deviceFailures += countFailure(c, &s.InfraErrors, &s.MissedCuts)
 		if failed(c) {
 			s.Failures = append(s.Failures, Failure{Board: c.Board, Cycle: c.Cycle, Plan: c.Plan,
-				Outcome: c.Outcome, Reflashed: c.Reflashed, Reason: c.Reason})
+				Outcome: c.Outcome, Reflashed: c.Reflashed, Reason: c.Reason, Missed: c.Missed})
 		}
 		if c.RecoveryAnswer > 0 {
 			answer = append(answer, c.RecoveryAnswer)
@@ -186,18 +200,13 @@ func Summarize(run RunInfo, cycles []Cycle) Summary {
 			}
 			throughput = append(throughput, bytes/c.Transfer.Seconds())
 		}
-		cp := CutPoint{Board: c.Board, Cycle: c.Cycle, Plan: c.Plan, PlannedBlock: c.PlannedBlock,
-			LastAcked: -1, InFlight: -1, Outcome: c.Outcome, Accepted: !failed(c)}
 		if c.Cut != nil {
 			latency = append(latency, c.Cut.Latency)
 			s.ResentPerCut.N++
 			resentSum += c.BlocksResent
 			s.ResentPerCut.Max = max(s.ResentPerCut.Max, c.BlocksResent)
-			cp.Fired, cp.Trigger = true, c.Cut.Trigger
-			cp.TMs, cp.LatencyMs = ms(c.Cut.T), ms(c.Cut.Latency)
-			cp.LastAcked, cp.InFlight = c.Cut.LastAcked, c.Cut.InFlight
 		}
-		s.Cuts = append(s.Cuts, cp)
+		s.Cuts = append(s.Cuts, c.CutPoint())
 	}
 	if s.ResentPerCut.N > 0 {
 		s.ResentPerCut.Mean = float64(resentSum) / float64(s.ResentPerCut.N)
@@ -210,7 +219,7 @@ func Summarize(run RunInfo, cycles []Cycle) Summary {
 		slices.Sort(throughput)
 		s.Transfer.ThroughputBps = throughput[nearestRank(50, len(throughput))]
 	}
-	s.Verdict = verdict(deviceFailures, s.InfraErrors)
+	s.Verdict = verdict(deviceFailures, s.InfraErrors+s.MissedCuts)
 
 	for _, b := range s.Boards {
 		s.Planned += run.Planned[b]
@@ -229,11 +238,7 @@ func boardSummary(board string, planned int, cs []Cycle) BoardSummary {
 		}
 		bs.Cycles++
 		bs.Outcomes[c.Outcome]++
-		if c.Outcome == InfraError {
-			bs.InfraErrors++
-		} else if !c.Accepted {
-			deviceFailures++
-		}
+		deviceFailures += countFailure(c, &bs.InfraErrors, &bs.MissedCuts)
 		if failed(c) {
 			bs.Failures++
 		}
@@ -250,19 +255,54 @@ func boardSummary(board string, planned int, cs []Cycle) BoardSummary {
 	bs.RecoveryAnswer = durationStats(answer)
 	bs.RecoveryVersion = durationStats(version)
 	bs.TriggerLatency = durationStats(latency)
-	bs.Verdict = verdict(deviceFailures, bs.InfraErrors)
+	bs.Verdict = verdict(deviceFailures, bs.InfraErrors+bs.MissedCuts)
 	return bs
 }
 
-// failed reports whether c counts as a failure: an outcome the job does
-// not accept, or an infra error (never acceptable).
-func failed(c Cycle) bool { return !c.Accepted || c.Outcome == InfraError }
+// CutPoint returns where c's power was cut, beside where it was planned,
+// and how c ended: its entry in summary.json's cuts.
+func (c Cycle) CutPoint() CutPoint {
+	cp := CutPoint{Board: c.Board, Cycle: c.Cycle, Plan: c.Plan, PlannedBlock: c.PlannedBlock,
+		LastAcked: -1, InFlight: -1, Outcome: c.Outcome, Accepted: !failed(c),
+		Missed: c.Missed, Attempts: c.Attempts}
+	if c.Cut != nil {
+		cp.Fired, cp.Trigger = true, c.Cut.Trigger
+		cp.TMs, cp.LatencyMs = ms(c.Cut.T), ms(c.Cut.Latency)
+		cp.LastAcked, cp.InFlight = c.Cut.LastAcked, c.Cut.InFlight
+		cp.Landed = c.Outcome != MissedCut
+		if c.Cut.Device != nil {
+			d := *c.Cut.Device // the summary must not alias the caller's cycle
+			cp.Device = &d
+		}
+	}
+	return cp
+}
 
-func verdict(deviceFailures, infra int) Verdict {
+// countFailure adds c to the infra error or missed cut count when the
+// bench failed, and returns 1 when the device failed instead (an outcome
+// the job does not accept).
+func countFailure(c Cycle, infra, missed *int) int {
+	switch {
+	case c.Outcome == InfraError:
+		*infra++
+	case c.Outcome == MissedCut:
+		*missed++
+	case !c.Accepted:
+		return 1
+	}
+	return 0
+}
+
+// failed reports whether c counts as a failure: an outcome the job does
+// not accept, or a bench failure (never acceptable, whatever the job
+// says: a missed cut tested nothing).
+func failed(c Cycle) bool { return !c.Accepted || c.Outcome.BenchFailure() }
+
+func verdict(deviceFailures, benchFailures int) Verdict {
 	switch {
 	case deviceFailures > 0:
 		return VerdictFail
-	case infra > 0:
+	case benchFailures > 0:
 		return VerdictInfraError
 	}
 	return VerdictPass

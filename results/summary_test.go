@@ -53,22 +53,26 @@ func TestSummarize(t *testing.T) {
 	run := testRun("r1")
 	s := Summarize(run, testCycles(run.ID))
 
-	if s.RunID != "r1" || s.Job != "demo" || s.Cycles != 7 || s.Planned != 7 {
+	if s.RunID != "r1" || s.Job != "demo" || s.Cycles != 8 || s.Planned != 8 {
 		t.Errorf("header: %+v", s)
 	}
 	if !reflect.DeepEqual(s.Boards, []string{"sim-safe", "sim-naive"}) {
 		t.Errorf("boards %v", s.Boards)
 	}
-	wantOutcomes := map[Outcome]int{Updated: 4, RolledBack: 1, StuckRecovery: 0, Bricked: 1, InfraError: 1}
+	wantOutcomes := map[Outcome]int{Updated: 4, RolledBack: 1, StuckRecovery: 0, Bricked: 1, MissedCut: 1, InfraError: 1}
 	if !reflect.DeepEqual(s.Outcomes, wantOutcomes) {
 		t.Errorf("outcomes %v, want %v", s.Outcomes, wantOutcomes)
 	}
-	if len(s.Failures) != 2 || s.Failures[0].Outcome != RolledBack || s.Failures[1].Outcome != InfraError ||
+	if len(s.Failures) != 3 || s.Failures[0].Outcome != RolledBack || s.Failures[1].Outcome != InfraError ||
 		s.Failures[0].Board != "sim-naive" || s.Failures[0].Cycle != 2 || s.Failures[0].Reason == "" {
 		t.Errorf("failures %+v", s.Failures)
 	}
-	if s.InfraErrors != 1 || s.Verdict != VerdictFail {
-		t.Errorf("infra %d verdict %s", s.InfraErrors, s.Verdict)
+	// The missed cut is a failure although the cycle says accepted.
+	if f := s.Failures[2]; f.Outcome != MissedCut || f.Cycle != 4 || f.Missed != "fired after block 44 was acknowledged, planned after block 40" {
+		t.Errorf("missed cut failure %+v", f)
+	}
+	if s.InfraErrors != 1 || s.MissedCuts != 1 || s.Verdict != VerdictFail {
+		t.Errorf("infra %d missed %d verdict %s", s.InfraErrors, s.MissedCuts, s.Verdict)
 	}
 
 	stats := []struct {
@@ -82,8 +86,8 @@ func TestSummarize(t *testing.T) {
 		{"recovery answer", s.RecoveryAnswer, 5, 110, 130, 130, 130},
 		// version: 500 600 700 800 ms
 		{"recovery version", s.RecoveryVersion, 4, 600, 800, 800, 800},
-		// latency: 20 30 40 50 50 80 µs
-		{"trigger latency", s.TriggerLatency, 6, 0.04, 0.08, 0.08, 0.08},
+		// latency: 20 30 40 50 50 60 80 µs (a missed cut fired too)
+		{"trigger latency", s.TriggerLatency, 7, 0.05, 0.08, 0.08, 0.08},
 		// transfer: 1000 1100 1200 1300 ms
 		{"transfer", s.Transfer.DurationStats, 4, 1100, 1300, 1300, 1300},
 	}
@@ -98,21 +102,31 @@ func TestSummarize(t *testing.T) {
 	if !near(s.Transfer.ThroughputBps, 66*1024/1.2) {
 		t.Errorf("throughput %v, want %v", s.Transfer.ThroughputBps, 66*1024/1.2)
 	}
-	// Resent over the six cycles with a cut: 0 1 2 3 10 0.
-	if s.ResentPerCut.N != 6 || !near(s.ResentPerCut.Mean, 16.0/6) || s.ResentPerCut.Max != 10 {
+	// Resent over the seven cycles with a cut: 0 1 2 3 10 0 0.
+	if s.ResentPerCut.N != 7 || !near(s.ResentPerCut.Mean, 16.0/7) || s.ResentPerCut.Max != 10 {
 		t.Errorf("resent %+v", s.ResentPerCut)
 	}
 
-	if len(s.Cuts) != 7 {
-		t.Fatalf("%d cut points, want 7", len(s.Cuts))
+	if len(s.Cuts) != 8 {
+		t.Fatalf("%d cut points, want 8", len(s.Cuts))
 	}
-	c0, last := s.Cuts[0], s.Cuts[6]
-	if c0.Board != "sim-safe" || c0.Cycle != 1 || !c0.Fired || c0.LastAcked != 0 || c0.InFlight != -1 ||
-		c0.Outcome != Updated || !c0.Accepted || c0.Plan != "after_block 0" || !near(c0.LatencyMs, 0.02) {
+	c0, infra := s.Cuts[0], s.Cuts[6]
+	if c0.Board != "sim-safe" || c0.Cycle != 1 || !c0.Fired || !c0.Landed || c0.LastAcked != 0 || c0.InFlight != -1 ||
+		c0.Outcome != Updated || !c0.Accepted || c0.Plan != "after_block 0" || !near(c0.LatencyMs, 0.02) ||
+		c0.Device != nil || c0.Attempts != 0 || c0.Missed != "" {
 		t.Errorf("first cut point %+v", c0)
 	}
-	if last.Board != "sim-naive" || last.Cycle != 3 || last.Fired || last.LastAcked != -1 || last.Outcome != InfraError || last.Accepted {
-		t.Errorf("last cut point %+v", last)
+	if c1 := s.Cuts[1]; !c1.Landed || c1.Attempts != 2 || c1.Device == nil || *c1.Device != (DeviceCut{Writing: 18, LastAcked: 17, Flash: "program"}) {
+		t.Errorf("cut point landed on its second run %+v", c1)
+	}
+	if infra.Board != "sim-naive" || infra.Cycle != 3 || infra.Fired || infra.Landed || infra.LastAcked != -1 || infra.Outcome != InfraError || infra.Accepted {
+		t.Errorf("infra error cut point %+v", infra)
+	}
+	missed := s.Cuts[7]
+	if missed.Cycle != 4 || !missed.Fired || missed.Landed || missed.Accepted || missed.PlannedBlock != 40 || missed.LastAcked != 44 ||
+		missed.Outcome != MissedCut || missed.Attempts != 2 || missed.Missed == "" ||
+		missed.Device == nil || *missed.Device != (DeviceCut{Writing: 45, LastAcked: 44, Flash: "erase"}) {
+		t.Errorf("missed cut point %+v", missed)
 	}
 
 	if len(s.PerBoard) != 2 {
@@ -123,7 +137,7 @@ func TestSummarize(t *testing.T) {
 		safe.Outcomes[Updated] != 4 || safe.Outcomes[Bricked] != 0 || safe.RecoveryVersion.N != 4 || safe.TriggerLatency.N != 4 {
 		t.Errorf("sim-safe %+v", safe)
 	}
-	if naive.Cycles != 3 || naive.Failures != 2 || naive.InfraErrors != 1 || naive.Verdict != VerdictFail ||
+	if naive.Cycles != 4 || naive.Failures != 3 || naive.InfraErrors != 1 || naive.MissedCuts != 1 || naive.Verdict != VerdictFail ||
 		len(naive.Outcomes) != len(Outcomes) || naive.RecoveryVersion.N != 0 || !near(naive.TriggerLatency.P99Ms, 0.08) {
 		t.Errorf("sim-naive %+v", naive)
 	}
@@ -134,17 +148,22 @@ func TestSummarizeVerdicts(t *testing.T) {
 		return Cycle{Board: "b", Outcome: o, Accepted: accepted, PlannedBlock: -1}
 	}
 	tests := []struct {
-		name   string
-		cycles []Cycle
-		want   Verdict
+		name                    string
+		cycles                  []Cycle
+		want                    Verdict
+		infra, missed, failures int
 	}{
-		{"no cycles", nil, VerdictPass},
-		{"all updated", []Cycle{cyc(Updated, true), cyc(Updated, true)}, VerdictPass},
-		{"bricked but allowed", []Cycle{cyc(Updated, true), cyc(Bricked, true)}, VerdictPass},
-		{"bricked not allowed", []Cycle{cyc(Updated, true), cyc(Bricked, false)}, VerdictFail},
-		{"infra only", []Cycle{cyc(Updated, true), cyc(InfraError, false)}, VerdictInfraError},
-		{"infra marked accepted is still infra", []Cycle{cyc(InfraError, true)}, VerdictInfraError},
-		{"fail outranks infra", []Cycle{cyc(InfraError, false), cyc(StuckRecovery, false)}, VerdictFail},
+		{"no cycles", nil, VerdictPass, 0, 0, 0},
+		{"all updated", []Cycle{cyc(Updated, true), cyc(Updated, true)}, VerdictPass, 0, 0, 0},
+		{"bricked but allowed", []Cycle{cyc(Updated, true), cyc(Bricked, true)}, VerdictPass, 0, 0, 0},
+		{"bricked not allowed", []Cycle{cyc(Updated, true), cyc(Bricked, false)}, VerdictFail, 0, 0, 1},
+		{"infra only", []Cycle{cyc(Updated, true), cyc(InfraError, false)}, VerdictInfraError, 1, 0, 1},
+		{"infra marked accepted is still infra", []Cycle{cyc(InfraError, true)}, VerdictInfraError, 1, 0, 1},
+		{"fail outranks infra", []Cycle{cyc(InfraError, false), cyc(StuckRecovery, false)}, VerdictFail, 1, 0, 2},
+		{"missed cut only", []Cycle{cyc(Updated, true), cyc(MissedCut, false)}, VerdictInfraError, 0, 1, 1},
+		{"missed cut marked accepted is still a bench failure", []Cycle{cyc(MissedCut, true)}, VerdictInfraError, 0, 1, 1},
+		{"fail outranks a missed cut", []Cycle{cyc(MissedCut, false), cyc(Bricked, false)}, VerdictFail, 0, 1, 2},
+		{"missed cut and infra error", []Cycle{cyc(MissedCut, false), cyc(InfraError, false)}, VerdictInfraError, 1, 1, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,13 +171,33 @@ func TestSummarizeVerdicts(t *testing.T) {
 				tt.cycles[i].Cycle = i + 1
 			}
 			s := Summarize(RunInfo{ID: "r", Boards: []string{"b"}}, tt.cycles)
-			if s.Verdict != tt.want {
-				t.Errorf("verdict %s, want %s", s.Verdict, tt.want)
+			if s.Verdict != tt.want || s.InfraErrors != tt.infra || s.MissedCuts != tt.missed || len(s.Failures) != tt.failures {
+				t.Errorf("verdict %s, infra errors %d, missed cuts %d, failures %d; want %s %d %d %d",
+					s.Verdict, s.InfraErrors, s.MissedCuts, len(s.Failures), tt.want, tt.infra, tt.missed, tt.failures)
 			}
-			if s.PerBoard[0].Verdict != tt.want {
-				t.Errorf("board verdict %s, want %s", s.PerBoard[0].Verdict, tt.want)
+			b := s.PerBoard[0]
+			if b.Verdict != tt.want || b.InfraErrors != tt.infra || b.MissedCuts != tt.missed || b.Failures != tt.failures {
+				t.Errorf("board: verdict %s, infra errors %d, missed cuts %d, failures %d; want %s %d %d %d",
+					b.Verdict, b.InfraErrors, b.MissedCuts, b.Failures, tt.want, tt.infra, tt.missed, tt.failures)
+			}
+			for _, cp := range s.Cuts {
+				if cp.Outcome.BenchFailure() && cp.Accepted {
+					t.Errorf("cut point of cycle %d (%s) says accepted", cp.Cycle, cp.Outcome)
+				}
 			}
 		})
+	}
+}
+
+func TestBenchFailure(t *testing.T) {
+	want := map[Outcome]bool{Updated: false, RolledBack: false, StuckRecovery: false, Bricked: false, MissedCut: true, InfraError: true}
+	if len(want) != len(Outcomes) {
+		t.Fatalf("test covers %d outcomes, Outcomes has %d", len(want), len(Outcomes))
+	}
+	for _, o := range Outcomes {
+		if got, ok := want[o]; !ok || o.BenchFailure() != got {
+			t.Errorf("%s.BenchFailure() = %v, want %v (known: %v)", o, o.BenchFailure(), got, ok)
+		}
 	}
 }
 
@@ -201,7 +240,7 @@ func TestWriteSummaryJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"job", "run_id", "boards", "cycles", "per_board", "outcomes", "failures",
-		"infra_errors", "recovery_version", "recovery_answer", "transfer", "resent_per_cut", "trigger_latency", "cuts", "verdict"} {
+		"infra_errors", "missed_cuts", "recovery_version", "recovery_answer", "transfer", "resent_per_cut", "trigger_latency", "cuts", "verdict"} {
 		if _, ok := generic[k]; !ok {
 			t.Errorf("summary.json lacks %q", k)
 		}
@@ -211,6 +250,23 @@ func TestWriteSummaryJSON(t *testing.T) {
 		if _, ok := outcomes[string(o)]; !ok {
 			t.Errorf("outcome %s missing (zeros must be present)", o)
 		}
+	}
+	if pb := generic["per_board"].([]any)[1].(map[string]any); pb["missed_cuts"] != 1.0 {
+		t.Errorf("per_board sim-naive missed_cuts = %v, want 1", pb["missed_cuts"])
+	}
+	cuts := generic["cuts"].([]any)
+	if c0 := cuts[0].(map[string]any); c0["landed"] != true || c0["missed"] != nil || c0["device"] != nil || c0["attempts"] != nil {
+		t.Errorf("a landed cut point in summary.json: %v", c0)
+	}
+	if c := cuts[6].(map[string]any); c["landed"] != false {
+		t.Errorf("a cycle without a cut must say landed false: %v", c)
+	}
+	missed := cuts[7].(map[string]any)
+	dev, _ := missed["device"].(map[string]any)
+	if missed["landed"] != false || missed["outcome"] != "missed-cut" || missed["attempts"] != 2.0 ||
+		missed["missed"] != "fired after block 44 was acknowledged, planned after block 40" ||
+		dev["writing"] != 45.0 || dev["last_acked"] != 44.0 || dev["flash"] != "erase" {
+		t.Errorf("the missed cut point in summary.json: %v", missed)
 	}
 	lat := generic["trigger_latency"].(map[string]any)
 	if _, ok := lat["p99_ms"]; !ok {

@@ -9,24 +9,35 @@ import (
 	"time"
 )
 
-// outcomeHeads are the short column heads of the outcomes in a table.
+// outcomeHeads are the short column heads of the outcomes in a table;
+// outcomeHead falls back to the outcome's name for one missing here, so
+// an outcome added to Outcomes always gets its column.
 var outcomeHeads = map[Outcome]string{
 	Updated:       "UPDATED",
 	RolledBack:    "ROLLBACK",
 	StuckRecovery: "STUCK",
 	Bricked:       "BRICKED",
+	MissedCut:     "MISSED",
 	InfraError:    "INFRA",
+}
+
+func outcomeHead(o Outcome) string {
+	if h, ok := outcomeHeads[o]; ok {
+		return h
+	}
+	return strings.ToUpper(string(o))
 }
 
 // WriteTable writes the end-of-run table: one row per board with its
 // cycles, the count of each outcome, recovery (power-on to new version)
 // p50/p95, trigger latency p99 and verdict; a total row; then the
-// failures, at most ten.
+// failures, at most ten, each with its reason (for a missed cut, why the
+// cut did not land).
 func WriteTable(w io.Writer, s Summary) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	head := []string{"BOARD", "CYCLES"}
 	for _, o := range Outcomes {
-		head = append(head, outcomeHeads[o])
+		head = append(head, outcomeHead(o))
 	}
 	head = append(head, "RECOV p50", "RECOV p95", "TRIG p99", "VERDICT")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
@@ -54,17 +65,29 @@ func WriteTable(w io.Writer, s Summary) error {
 			break
 		}
 		line := fmt.Sprintf("  FAIL %s cycle %d (%s): %s", f.Board, f.Cycle, f.Plan, f.Outcome)
-		if f.Reason != "" {
-			line += ": " + f.Reason
+		if why := failureWhy(f.Missed, f.Reason); why != "" {
+			line += ": " + why
 		}
 		fmt.Fprintln(w, line)
 	}
-	_, err := fmt.Fprintf(w, "verdict: %s (%d cycles, %d failed, infra errors: %d)\n",
-		s.Verdict, s.Cycles, len(s.Failures), s.InfraErrors)
+	_, err := fmt.Fprintf(w, "verdict: %s (%d cycles, %d failed, infra errors: %d, missed cuts: %d)\n",
+		s.Verdict, s.Cycles, len(s.Failures), s.InfraErrors, s.MissedCuts)
 	if err != nil {
 		return fmt.Errorf("results: table: %w", err)
 	}
 	return nil
+}
+
+// failureWhy joins why a cut missed and the cycle's reason, each once:
+// the executor may put the same words in both.
+func failureWhy(missed, reason string) string {
+	switch {
+	case missed == "" || missed == reason:
+		return reason
+	case reason == "":
+		return missed
+	}
+	return missed + "; " + reason
 }
 
 // fmtStat renders milliseconds as a short duration, or "-" without data.
@@ -106,7 +129,8 @@ type Progress struct {
 	tty    bool
 	total  int
 	done   int
-	failed int
+	failed int // outcome not updated, missed cuts aside
+	missed int // missed cuts: the device may well have updated
 	width  int // of the last line drawn, to blank its leftovers
 }
 
@@ -128,11 +152,17 @@ func (p *Progress) Skip(n int) {
 
 // Cycle reports that board finished cycle n with outcome. A failed cycle
 // is counted in the bar only; the caller knows whether it was accepted.
+// A missed cut is counted apart from the cycles not updated: its cut
+// never landed, so the update may well have gone through.
 func (p *Progress) Cycle(board string, n int, outcome Outcome) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done++
-	if outcome != Updated {
+	switch outcome {
+	case Updated:
+	case MissedCut:
+		p.missed++
+	default:
 		p.failed++
 	}
 	count := fmt.Sprintf("[%d/%d]", p.done, p.total)
@@ -150,8 +180,15 @@ func (p *Progress) Cycle(board string, n int, outcome Outcome) {
 		count = fmt.Sprintf("%d/%d", p.done, p.total)
 	}
 	line := fmt.Sprintf("%s%s  %s cycle %d: %s", bar, count, board, n, outcome)
+	var counts []string
 	if p.failed > 0 {
-		line += fmt.Sprintf("  (%d not updated)", p.failed)
+		counts = append(counts, fmt.Sprintf("%d not updated", p.failed))
+	}
+	if p.missed > 0 {
+		counts = append(counts, fmt.Sprintf("%d missed %s", p.missed, plural(p.missed, "cut", "cuts")))
+	}
+	if len(counts) > 0 {
+		line += "  (" + strings.Join(counts, ", ") + ")"
 	}
 	pad := max(p.width-len([]rune(line)), 0)
 	p.width = len([]rune(line))
@@ -166,4 +203,11 @@ func (p *Progress) Done() {
 		fmt.Fprintln(p.w)
 		p.width = 0
 	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

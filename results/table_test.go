@@ -18,10 +18,10 @@ func TestWriteTable(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
 	want := [][]string{
-		{"BOARD", "CYCLES", "UPDATED", "ROLLBACK", "STUCK", "BRICKED", "INFRA", "RECOV", "p50", "RECOV", "p95", "TRIG", "p99", "VERDICT"},
-		{"sim-safe", "4", "4", "0", "0", "0", "0", "600ms", "800ms", "50µs", "pass"},
-		{"sim-naive", "3", "0", "1", "0", "1", "1", "-", "-", "80µs", "fail"},
-		{"total", "7", "4", "1", "0", "1", "1", "600ms", "800ms", "80µs", "fail"},
+		{"BOARD", "CYCLES", "UPDATED", "ROLLBACK", "STUCK", "BRICKED", "MISSED", "INFRA", "RECOV", "p50", "RECOV", "p95", "TRIG", "p99", "VERDICT"},
+		{"sim-safe", "4", "4", "0", "0", "0", "0", "0", "600ms", "800ms", "50µs", "pass"},
+		{"sim-naive", "4", "0", "1", "0", "1", "1", "1", "-", "-", "80µs", "fail"},
+		{"total", "8", "4", "1", "0", "1", "1", "1", "600ms", "800ms", "80µs", "fail"},
 	}
 	if len(lines) < len(want)+3 {
 		t.Fatalf("table too short:\n%s", buf.String())
@@ -39,7 +39,9 @@ func TestWriteTable(t *testing.T) {
 		}
 	}
 	rest := strings.Join(lines[len(want):], "\n")
-	for _, frag := range []string{"FAIL sim-naive cycle 2", "rolled-back: version 1.0.0", "FAIL sim-naive cycle 3", "verdict: fail (7 cycles, 2 failed, infra errors: 1)"} {
+	for _, frag := range []string{"FAIL sim-naive cycle 2", "rolled-back: version 1.0.0", "FAIL sim-naive cycle 3",
+		"FAIL sim-naive cycle 4 (after_block 40): missed-cut: fired after block 44 was acknowledged, planned after block 40\n",
+		"verdict: fail (8 cycles, 3 failed, infra errors: 1, missed cuts: 1)"} {
 		if !strings.Contains(rest, frag) {
 			t.Errorf("table lacks %q:\n%s", frag, rest)
 		}
@@ -136,6 +138,71 @@ func TestProgressTTY(t *testing.T) {
 	p.Done()
 	if !strings.HasSuffix(buf.String(), "\n") {
 		t.Error("Done did not end the line")
+	}
+}
+
+func TestProgressMissedCuts(t *testing.T) {
+	tests := []struct {
+		name     string
+		outcomes []Outcome
+		want     string // the last draw's counts
+	}{
+		{"none failed", []Outcome{Updated}, ""},
+		{"one missed", []Outcome{MissedCut}, "  (1 missed cut)"},
+		{"missed apart from not updated", []Outcome{Bricked, MissedCut, InfraError, MissedCut, Updated}, "  (2 not updated, 2 missed cuts)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			p := NewProgress(&buf, true, 10)
+			for i, o := range tt.outcomes {
+				p.Cycle("b", i+1, o)
+			}
+			draws := strings.Split(buf.String(), "\r")
+			last := strings.TrimRight(draws[len(draws)-1], " ")
+			wantEnd := fmt.Sprintf("b cycle %d: %s%s", len(tt.outcomes), tt.outcomes[len(tt.outcomes)-1], tt.want)
+			if !strings.HasSuffix(last, wantEnd) {
+				t.Errorf("last draw %q, want it to end %q", last, wantEnd)
+			}
+		})
+	}
+	var buf bytes.Buffer
+	p := NewProgress(&buf, false, 2)
+	p.Cycle("b", 7, MissedCut)
+	if buf.String() != "[1/2] b cycle 7: missed-cut\n" {
+		t.Errorf("plain line %q", buf.String())
+	}
+}
+
+func TestFailureWhy(t *testing.T) {
+	tests := []struct{ missed, reason, want string }{
+		{"", "", ""},
+		{"", "no answer", "no answer"},
+		{"never fired", "", "never fired"},
+		{"never fired", "never fired", "never fired"}, // said once
+		{"never fired", "console gap", "never fired; console gap"},
+	}
+	for _, tt := range tests {
+		if got := failureWhy(tt.missed, tt.reason); got != tt.want {
+			t.Errorf("failureWhy(%q, %q) = %q, want %q", tt.missed, tt.reason, got, tt.want)
+		}
+	}
+}
+
+func TestEveryOutcomeHasAColumn(t *testing.T) {
+	seen := map[string]Outcome{}
+	for _, o := range Outcomes {
+		h, ok := outcomeHeads[o]
+		if !ok {
+			t.Errorf("outcome %s has no short head (it falls back to %q)", o, outcomeHead(o))
+		}
+		if prev, dup := seen[h]; dup {
+			t.Errorf("outcomes %s and %s share the head %q", prev, o, h)
+		}
+		seen[h] = o
+	}
+	if got := outcomeHead("new-outcome"); got != "NEW-OUTCOME" {
+		t.Errorf("fallback head %q", got)
 	}
 }
 

@@ -27,6 +27,12 @@ func FuzzFromFiles(f *testing.F) {
 			`{"t":-9000000000000000000,"board":"<x>","cycle":1,"kind":"cut.trigger","block":3,"attrs":{"in_flight":"<script>"}}`+"\n"+
 			`{"t":2,"board":"<x>","cycle":1,"kind":"block.acked","block":9000000000000,"dur":-1}`+"\n"+
 			`{"t":3,"board":"<x>","cycle":1,"kind":"console.line","block":-1,"text":"<script>alert(1)</script>"}`))
+	// Missed cuts: one that fired late with the device's record, one that
+	// never fired, planned far outside any image.
+	f.Add([]byte(`{"run_id":"r","boards":["b"],"missed_cuts":2,"cuts":[`+
+		`{"board":"b","cycle":1,"plan":"after_block 2","planned_block":2,"fired":true,"last_acked":4,"in_flight":5,"outcome":"missed-cut","missed":"<b>late</b>","attempts":2,"device":{"writing":5,"last_acked":-9000000000000000000,"flash":"<i>erase"}},`+
+		`{"board":"b","cycle":2,"plan":"at_time 1e9h","planned_block":9000000000000000000,"fired":false,"outcome":"missed-cut","missed":"never"}]}`),
+		[]byte(`{"t":1,"board":"b","cycle":1,"kind":"cut.trigger","block":4}`))
 	f.Fuzz(func(t *testing.T, sumJSON, eventsJSONL []byte) {
 		var sm results.Summary
 		if err := json.Unmarshal(sumJSON, &sm); err != nil {

@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,13 +223,14 @@ func FromFiles(s results.Summary, events []results.Event) *Input {
 	for _, cp := range s.Cuts {
 		k := cycleKey{cp.Board, cp.Cycle}
 		c := results.Cycle{Run: s.RunID, Board: cp.Board, Cycle: cp.Cycle, Plan: cp.Plan, PlannedBlock: cp.PlannedBlock,
-			Outcome: cp.Outcome, Accepted: cp.Accepted}
+			Outcome: cp.Outcome, Accepted: cp.Accepted, Missed: cp.Missed, Attempts: cp.Attempts}
 		if f, ok := reasons[k]; ok {
 			c.Reason, c.Reflashed = f.Reason, f.Reflashed
+			c.Missed = cmp.Or(c.Missed, f.Missed)
 		}
 		if cp.Fired {
 			c.Cut = &results.CutInfo{Trigger: cp.Trigger, T: fromMs(cp.TMs), Latency: fromMs(cp.LatencyMs),
-				LastAcked: cp.LastAcked, InFlight: cp.InFlight}
+				LastAcked: cp.LastAcked, InFlight: cp.InFlight, Device: cp.Device}
 		}
 		fillFromEvents(&c, tl[k])
 		in.Cycles = append(in.Cycles, c)

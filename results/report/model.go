@@ -21,7 +21,10 @@ const (
 	MaxRTTPoints     = 400 // points per line of the round-trip plot
 	MaxTimeColumns   = 60  // columns of the outcome map of time cuts
 	MaxTrendRuns     = 60  // runs on the trend plots
-	rttSample        = 1000
+	// MaxCutRows is the most cut points listed one by one: a run with
+	// more planned cuts lists only those that missed or ran again.
+	MaxCutRows = 200
+	rttSample  = 1000
 )
 
 // Input is what a report is drawn from: one run, its cycles and events,
@@ -47,9 +50,11 @@ type RunStat struct {
 	ID      string
 	Started time.Time
 	// Cycles counts the cycles that ran; Infra those that ended in an
-	// infra error; Failed the others that did not end updated.
-	Cycles, Failed, Infra int
-	// Rate is Failed over Cycles−Infra, with its 95 % Wilson interval.
+	// infra error; Missed those whose planned cut did not land; Failed
+	// the others that did not end updated.
+	Cycles, Failed, Infra, Missed int
+	// Rate is Failed over Cycles−Infra−Missed (the cycles that tested
+	// the device as planned), with its 95 % Wilson interval.
 	Rate, Lo, Hi float64
 	// RecoveryMs is the median power-on to new version running; NaN
 	// when no cycle reached it.
@@ -58,10 +63,11 @@ type RunStat struct {
 
 // NewRunStat derives a run's trend point from its summary.
 func NewRunStat(s results.Summary) RunStat {
-	r := RunStat{ID: s.RunID, Started: s.Started, Cycles: s.Cycles, Infra: s.InfraErrors, RecoveryMs: math.NaN()}
-	r.Failed = s.Cycles - s.Outcomes[results.Updated] - s.InfraErrors
+	r := RunStat{ID: s.RunID, Started: s.Started, Cycles: s.Cycles, Infra: s.InfraErrors, Missed: s.MissedCuts, RecoveryMs: math.NaN()}
+	// A bench failure tested nothing: it counts neither way.
+	r.Failed = s.Cycles - s.Outcomes[results.Updated] - s.InfraErrors - s.MissedCuts
 	r.Failed = max(r.Failed, 0)
-	n := s.Cycles - s.InfraErrors
+	n := max(s.Cycles-s.InfraErrors-s.MissedCuts, 0)
 	if n > 0 {
 		r.Rate = float64(r.Failed) / float64(n)
 	}
@@ -80,22 +86,23 @@ func cycleFailed(c results.Cycle) bool {
 	return c.Outcome != results.Updated || !c.Accepted
 }
 
-// severity orders outcomes for colouring a cell that holds several
-// cycles: the worst one shows.
+// severityOrder ranks outcomes, mildest first, for colouring a cell that
+// holds several cycles: the worst one shows. Bench failures rank below
+// every device failure, as in the verdict; a missed cut above an infra
+// error, since it says this very point went untested. It lists every
+// outcome of results.Outcomes (a test checks).
+var severityOrder = []results.Outcome{
+	results.Updated, results.InfraError, results.MissedCut,
+	results.RolledBack, results.StuckRecovery, results.Bricked,
+}
+
+// severity ranks o by severityOrder; an outcome it does not know (from a
+// newer fudbench's file) ranks worst, so it is never hidden.
 func severity(o results.Outcome) int {
-	switch o {
-	case results.Updated:
-		return 0
-	case results.InfraError:
-		return 1
-	case results.RolledBack:
-		return 2
-	case results.StuckRecovery:
-		return 3
-	case results.Bricked:
-		return 4
+	if i := slices.Index(severityOrder, o); i >= 0 {
+		return i
 	}
-	return 5
+	return len(severityOrder)
 }
 
 // Axis kinds of the outcome map.
@@ -118,7 +125,8 @@ type Row struct {
 	Label string // board, with its update profile when known
 	Board string
 	Cells []Cell // ordered by X
-	// NoCut counts the cycles of this row whose cut never fired.
+	// NoCut counts the cycles of this row whose cut never fired, but for
+	// missed cuts with a planned point (drawn there).
 	NoCut map[results.Outcome]int
 	// Fragile describes, in words, where the row failed.
 	Fragile []string
@@ -153,6 +161,21 @@ func indexEvents(evs []results.Event) timeline {
 		tl[k] = append(tl[k], e)
 	}
 	return tl
+}
+
+// mapPosition is where the outcome map shows a cycle: a missed cut at its
+// planned point, fired or not, so the map shows which planned points went
+// untested; any other cycle where its power was cut.
+func mapPosition(c results.Cycle, evs []results.Event) cutPos {
+	if c.Outcome == results.MissedCut {
+		if c.PlannedBlock >= 0 {
+			return cutPos{AxisBlock, float64(c.PlannedBlock)}
+		}
+		if d, ok := planTime(c.Plan); ok {
+			return cutPos{AxisTime, msOf(d)}
+		}
+	}
+	return cutPosition(c, evs)
 }
 
 // cutPosition: a cut planned at a time is placed at its time into the
@@ -217,7 +240,7 @@ func BuildGrids(boards []string, labels map[string]string, cycles []results.Cycl
 	}
 	var es []entry
 	for _, c := range cycles {
-		es = append(es, entry{c, cutPosition(c, tl[cycleKey{c.Board, c.Cycle}])})
+		es = append(es, entry{c, mapPosition(c, tl[cycleKey{c.Board, c.Cycle}])})
 	}
 	var grids []Grid
 	for _, axis := range []string{AxisBlock, AxisTime} {
@@ -335,10 +358,21 @@ func fragile(cells []Cell, axis string) []string {
 		for j+1 < len(cells) && cells[j+1].Worst == c.Worst && cells[j+1].X-cells[j].X <= c.Width*1.0001 {
 			j++
 		}
+		// Count the failures of the worst one's kind: a missed cut beside
+		// a brick is not the device's failure, nor a brick the bench's.
+		bench := c.Worst.BenchFailure()
 		failed, n := 0, 0
 		for _, cc := range cells[i : j+1] {
 			n += cc.N
-			failed += cc.N - cc.Counts[results.Updated]
+			for o, k := range cc.Counts {
+				if o != results.Updated && o.BenchFailure() == bench {
+					failed += k
+				}
+			}
+		}
+		what := "failed"
+		if bench {
+			what = "not tested as planned"
 		}
 		var where string
 		if axis == AxisBlock {
@@ -350,7 +384,7 @@ func fragile(cells []Cell, axis string) []string {
 		} else {
 			where = fmt.Sprintf("%s–%s into the transfer", fmtMs(c.X), fmtMs(cells[j].X+cells[j].Width))
 		}
-		out = append(out, fmt.Sprintf("%s at %s (%d of %d cycles failed)", c.Worst, where, failed, n))
+		out = append(out, fmt.Sprintf("%s at %s (%d of %d cycles %s)", c.Worst, where, failed, n, what))
 		i = j + 1
 	}
 	return out
@@ -363,6 +397,87 @@ func fmtMs(ms float64) string {
 	}
 	d := time.Duration(ms * float64(time.Millisecond))
 	return results.FormatDuration(d)
+}
+
+// CutTally counts one board's planned cuts by how they went.
+type CutTally struct {
+	Board string
+	// Planned counts the cycles that planned a cut (a plan other than
+	// "none"); Landed those whose cut fired at its planned point; Missed
+	// those whose cut did not (outcome missed-cut). The rest never got
+	// to their cut (an infra error before it).
+	Planned, Landed, Missed int
+	// Rerun counts the cycles run more than once (after a missed cut);
+	// DeviceRecords the cuts the device recorded itself.
+	Rerun, DeviceRecords int
+}
+
+// plannedCut reports whether a cycle's plan asks for a cut.
+func plannedCut(c results.Cycle) bool { return c.Plan != "" && c.Plan != "none" }
+
+// buildCuts tallies each board's planned cuts and lists their points,
+// planned beside actual, in board and cycle order: every one when there
+// are at most MaxCutRows, else only those that missed or ran again (the
+// first MaxCutRows of them; more counts the rest).
+func buildCuts(boards []string, cycles []results.Cycle) (tallies []CutTally, rows []results.CutPoint, all bool, more int) {
+	rank := map[string]int{}
+	order := slices.Clone(boards)
+	for i, b := range boards {
+		rank[b] = i
+	}
+	byBoard := map[string]*CutTally{}
+	var planned []results.Cycle
+	for _, c := range cycles {
+		if !plannedCut(c) && c.Outcome != results.MissedCut {
+			continue
+		}
+		if _, ok := rank[c.Board]; !ok {
+			// A board the run does not list: after the others, never
+			// hidden.
+			rank[c.Board] = len(order)
+			order = append(order, c.Board)
+		}
+		planned = append(planned, c)
+		t := byBoard[c.Board]
+		if t == nil {
+			t = &CutTally{Board: c.Board}
+			byBoard[c.Board] = t
+		}
+		cp := c.CutPoint()
+		t.Planned++
+		if cp.Landed {
+			t.Landed++
+		}
+		if c.Outcome == results.MissedCut {
+			t.Missed++
+		}
+		if c.Attempts > 1 {
+			t.Rerun++
+		}
+		if cp.Device != nil {
+			t.DeviceRecords++
+		}
+	}
+	for _, b := range order {
+		if t := byBoard[b]; t != nil {
+			tallies = append(tallies, *t)
+		}
+	}
+	slices.SortStableFunc(planned, func(a, b results.Cycle) int {
+		return cmp.Or(cmp.Compare(rank[a.Board], rank[b.Board]), cmp.Compare(a.Cycle, b.Cycle))
+	})
+	all = len(planned) <= MaxCutRows
+	for _, c := range planned {
+		if !all && c.Outcome != results.MissedCut && c.Attempts <= 1 {
+			continue
+		}
+		if len(rows) == MaxCutRows {
+			more++
+			continue
+		}
+		rows = append(rows, c.CutPoint())
+	}
+	return tallies, rows, all, more
 }
 
 // Board holds one board's recovery samples (milliseconds).

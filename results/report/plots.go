@@ -20,13 +20,26 @@ import (
 )
 
 // OutcomeColors are the colours of the outcomes on the outcome map and
-// in the report's legends.
+// in the report's legends; a test checks that every outcome of
+// results.Outcomes has its own.
 var OutcomeColors = map[results.Outcome]color.RGBA{
 	results.Updated:       {0x2e, 0x7d, 0x32, 0xff},
 	results.RolledBack:    {0xf9, 0xa8, 0x25, 0xff},
 	results.StuckRecovery: {0xef, 0x6c, 0x00, 0xff},
 	results.Bricked:       {0xc6, 0x28, 0x28, 0xff},
+	results.MissedCut:     {0x6a, 0x1b, 0x9a, 0xff}, // purple: the bench's, like infra grey, yet apart from it
 	results.InfraError:    {0x75, 0x75, 0x75, 0xff},
+}
+
+// unknownColor marks an outcome OutcomeColors lacks (from a newer
+// fudbench's file): black, never the colour of another outcome.
+var unknownColor = color.RGBA{0x00, 0x00, 0x00, 0xff}
+
+func outcomeColor(o results.Outcome) color.RGBA {
+	if c, ok := OutcomeColors[o]; ok {
+		return c
+	}
+	return unknownColor
 }
 
 // seriesColors tell boards apart on line plots (colour-blind safe).
@@ -148,7 +161,7 @@ func (cp cells) Plot(c draw.Canvas, p *plot.Plot) {
 			x0 := trX(cp.left(r.Cells[j]))
 			x1 := trX(cp.left(r.Cells[k]) + r.Cells[k].Width)
 			pts := []vg.Point{{X: x0, Y: y0}, {X: x1, Y: y0}, {X: x1, Y: y1}, {X: x0, Y: y1}}
-			c.FillPolygon(OutcomeColors[r.Cells[j].Worst], c.ClipPolygonXY(pts))
+			c.FillPolygon(outcomeColor(r.Cells[j].Worst), c.ClipPolygonXY(pts))
 			j = k + 1
 		}
 	}
@@ -479,6 +492,20 @@ func plotCycle(fc FailedCycle) (template.HTML, error) {
 		if err := vline(x, color.Black, true, "cut trigger", i == 0); err != nil {
 			return "", err
 		}
+	}
+	if fc.Outcome == results.MissedCut && fc.PlannedBlock >= 0 && len(fc.Events) > 0 {
+		// Where the cut should have been, across the cycle: beside the
+		// blocks and the trigger it shows how far off the cut was.
+		y := float64(fc.PlannedBlock)
+		maxBlock = max(maxBlock, y)
+		l, err := plotter.NewLine(plotter.XYs{{X: 0, Y: y}, {X: ms(fc.Events[len(fc.Events)-1].T), Y: y}})
+		if err != nil {
+			return "", fmt.Errorf("report: %s: %w", title, err)
+		}
+		l.Color, l.Width = outcomeColor(results.MissedCut), vg.Points(1.2)
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("planned cut (block %d)", fc.PlannedBlock), l)
 	}
 	p.Legend.Top = true
 	p.Legend.TextStyle.Font.Size = vg.Points(8)

@@ -1,8 +1,9 @@
 // Package report renders a campaign report: one self-contained HTML file
 // with the run's header and outcome counts, the outcome map (where in
-// the update each board is fragile), recovery-time distributions,
-// transfer figures, the failure-rate trend across runs of the same job,
-// and the timeline of each failed cycle.
+// the update each board is fragile), the cut points (planned beside
+// where the power went), recovery-time distributions, transfer figures,
+// the failure-rate trend across runs of the same job, and the timeline
+// of each failed cycle.
 //
 // Plots are drawn with gonum/plot into SVG and embedded inline; the page
 // has no script, loads nothing from the network and opens from a file.
@@ -55,6 +56,7 @@ type Header struct {
 	Duration                                   time.Duration // zero when unknown
 	Verdict                                    results.Verdict
 	Cycles, Planned, Failures, InfraErrors     int
+	MissedCuts                                 int
 	Outcomes                                   []OutcomeCount
 	Boards                                     []BoardHeader
 	Firmware                                   []string
@@ -81,6 +83,14 @@ type Report struct {
 	Legend    []OutcomeCount
 
 	Grids []GridView
+
+	// CutTallies count each board's planned cuts; CutRows list cut
+	// points, planned beside actual: all of them when CutRowsAll, else
+	// those that missed or ran again, CutRowsMore of which are left out.
+	CutTallies  []CutTally
+	CutRows     []results.CutPoint
+	CutRowsAll  bool
+	CutRowsMore int
 
 	Recovery                  []Board
 	AnswerSVG, VersionSVG     template.HTML
@@ -121,7 +131,7 @@ func Build(in Input) (*Report, error) {
 		Source:    in.Source,
 	}
 	for _, o := range results.Outcomes {
-		r.Legend = append(r.Legend, OutcomeCount{Outcome: o, Color: hex(OutcomeColors[o])})
+		r.Legend = append(r.Legend, OutcomeCount{Outcome: o, Color: hex(outcomeColor(o))})
 	}
 	r.Header = header(in, prof)
 
@@ -133,6 +143,8 @@ func Build(in Input) (*Report, error) {
 		}
 		r.Grids = append(r.Grids, v)
 	}
+
+	r.CutTallies, r.CutRows, r.CutRowsAll, r.CutRowsMore = buildCuts(boards, in.Cycles)
 
 	r.Recovery = buildRecovery(boards, labels, in.Cycles)
 	var err error
@@ -232,7 +244,7 @@ func header(in Input, prof map[string]string) Header {
 		Job: s.Job, JobFile: s.JobFile, RunID: s.RunID, Host: s.Host, Version: s.Version,
 		Status: in.Run.Status, Started: s.Started, Verdict: s.Verdict,
 		Cycles: s.Cycles, Planned: s.Planned, Failures: len(s.Failures), InfraErrors: s.InfraErrors,
-		Firmware: in.Firmware,
+		MissedCuts: s.MissedCuts, Firmware: in.Firmware,
 	}
 	if !in.Run.Finished.IsZero() && !s.Started.IsZero() {
 		h.Duration = in.Run.Finished.Sub(s.Started)
@@ -240,7 +252,7 @@ func header(in Input, prof map[string]string) Header {
 	counts := func(m map[results.Outcome]int) []OutcomeCount {
 		var out []OutcomeCount
 		for _, o := range results.Outcomes {
-			out = append(out, OutcomeCount{Outcome: o, Count: m[o], Color: hex(OutcomeColors[o])})
+			out = append(out, OutcomeCount{Outcome: o, Count: m[o], Color: hex(outcomeColor(o))})
 		}
 		return out
 	}
@@ -263,7 +275,7 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"dur":       func(d time.Duration) string { return results.FormatDuration(d) },
 	"utc":       func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 MST") },
 	"join":      strings.Join,
-	"color":     func(o results.Outcome) string { return hex(OutcomeColors[o]) },
+	"color":     func(o results.Outcome) string { return hex(outcomeColor(o)) },
 	"f1":        func(f float64) string { return fmt.Sprintf("%.1f", f) },
 	"add":       func(a, b int) int { return a + b },
 	"blockOr":   blockOr,

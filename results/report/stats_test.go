@@ -112,6 +112,11 @@ func TestNewRunStat(t *testing.T) {
 	if r.Lo != lo || r.Hi != hi {
 		t.Errorf("interval [%v, %v], want [%v, %v]", r.Lo, r.Hi, lo, hi)
 	}
+	// Missed cuts tested nothing: out of the rate, both ways.
+	s.Cycles, s.MissedCuts, s.Outcomes[results.MissedCut] = 43, 3, 3
+	if r := NewRunStat(s); r.Failed != 18 || r.Missed != 3 || r.Infra != 2 || math.Abs(r.Rate-18.0/38) > 1e-12 {
+		t.Errorf("run stat with missed cuts %+v", r)
+	}
 	if r := NewRunStat(results.Summary{}); !math.IsNaN(r.RecoveryMs) || r.Lo != 0 || r.Hi != 1 {
 		t.Errorf("empty run stat %+v", r)
 	}
