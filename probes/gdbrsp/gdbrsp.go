@@ -43,6 +43,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/rsp"
 	"github.com/fudbench/fudbench/probes"
 )
 
@@ -274,7 +275,13 @@ func (p *Probe) connect(ctx context.Context) (*conn, error) {
 		}
 		return nil, fmt.Errorf("%s: connect: %w: %w", p, probes.ErrProbe, err)
 	}
-	c := &conn{p: p, nc: nc, r: bufio.NewReaderSize(nc, 64<<10), pktSize: defaultPacketSize}
+	r := bufio.NewReaderSize(nc, 64<<10)
+	c := &conn{p: p, nc: nc, r: r, pktSize: defaultPacketSize}
+	// A '$' in place of an acknowledgement is the reply of a server that
+	// does not send them.
+	c.link = rsp.Link{R: r, W: nc, Tries: maxRetries, MoveOn: "$", Resend: func(pkt []byte) {
+		p.log.Debug("packet refused; retransmitting", "cmd", summary(pkt))
+	}}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	err = c.handshake(ctx)
 	stop()
@@ -283,7 +290,7 @@ func (p *Probe) connect(ctx context.Context) (*conn, error) {
 		return nil, err
 	}
 	p.c = c
-	p.log.Info("connected", "packet_size", c.pktSize, "no_ack", c.noAck, "memory_map", len(c.regions))
+	p.log.Info("connected", "packet_size", c.pktSize, "no_ack", c.link.NoAck, "memory_map", len(c.regions))
 	return c, nil
 }
 
@@ -399,8 +406,7 @@ type conn struct {
 	p       *Probe
 	nc      transport
 	r       *bufio.Reader
-	wbuf    []byte
-	noAck   bool
+	link    rsp.Link // framing and acknowledgements over nc and r
 	pktSize int
 	regions []Region // the memory map; nil when the server has none
 	noX     bool     // X got an empty reply: use M
@@ -454,7 +460,7 @@ func (c *conn) handshake(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		c.noAck = classify(rep) == replyOK
+		c.link.NoAck = classify(rep) == replyOK
 	}
 	if features["qXfer:memory-map:read"] == "+" {
 		doc, err := c.readMemoryMap(ctx)
@@ -482,7 +488,7 @@ func (c *conn) readMemoryMap(ctx context.Context) ([]byte, error) {
 		if k := classify(rep); k == replyError || k == replyEmpty || (rep[0] != 'm' && rep[0] != 'l') {
 			return nil, &ReplyError{Probe: c.p.name, Op: fmt.Sprintf("%s at offset %d", op, len(doc)), Reply: string(rep)}
 		}
-		data, err := decodeBinary(rep[1:])
+		data, err := rsp.DecodeBinary(rep[1:])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w: %w", c.p, op, probes.ErrProbe, err)
 		}
@@ -520,7 +526,7 @@ func (c *conn) exchangeScaled(ctx context.Context, op string, pkt []byte, scale 
 	if err := c.arm(ctx, scale); err != nil {
 		return nil, c.fail(ctx, op, err)
 	}
-	if err := c.send(pkt); err != nil {
+	if err := c.link.Send(pkt); err != nil {
 		return nil, c.fail(ctx, op, err)
 	}
 	rep, err := c.recv()
@@ -542,69 +548,23 @@ func (c *conn) next(ctx context.Context, op string) ([]byte, error) {
 	return rep, nil
 }
 
-var errRefused = errors.New("packet refused")
-
-// send frames pkt and writes it; in ack mode it waits for '+' and
-// retransmits on '-', up to maxRetries times.
-func (c *conn) send(pkt []byte) error {
-	c.wbuf = appendPacket(c.wbuf[:0], pkt)
-	for range maxRetries {
-		if _, err := c.nc.Write(c.wbuf); err != nil {
-			return err
-		}
-		if c.noAck {
-			return nil
-		}
-		acked, err := c.waitAck()
-		if err != nil {
-			return err
-		}
-		if acked {
-			return nil
-		}
-		c.p.log.Debug("packet refused; retransmitting", "cmd", summary(pkt))
-	}
-	return fmt.Errorf("%w %d times (bad line or server)", errRefused, maxRetries)
-}
-
-// waitAck reads up to the acknowledgement of a packet. A '$' instead is a
-// reply from a server that does not acknowledge: it is left for recv.
-func (c *conn) waitAck() (bool, error) {
-	for {
-		b, err := c.r.ReadByte()
-		if err != nil {
-			return false, err
-		}
-		switch b {
-		case '+':
-			return true, nil
-		case '-':
-			return false, nil
-		case '$':
-			return true, c.r.UnreadByte()
-		}
-	}
-}
-
 // recv reads one reply; in ack mode it acknowledges it, or asks again
 // for one with a bad checksum, up to maxRetries times.
 func (c *conn) recv() ([]byte, error) {
 	for try := 1; ; try++ {
-		pkt, err := readPacket(c.r)
+		pkt, err := rsp.ReadPacket(c.r, maxPacket)
 		if err == nil {
-			if !c.noAck {
-				if _, err := c.nc.Write([]byte{'+'}); err != nil {
-					return nil, err
-				}
+			if err := c.link.Ack(true); err != nil {
+				return nil, err
 			}
 			return pkt, nil
 		}
-		retry := errors.Is(err, errChecksum) || errors.Is(err, errMalformed)
-		if !retry || c.noAck || try >= maxRetries {
+		retry := errors.Is(err, rsp.ErrChecksum) || errors.Is(err, rsp.ErrMalformed)
+		if !retry || c.link.NoAck || try >= maxRetries {
 			return nil, err
 		}
 		c.p.log.Debug("bad reply; asking again", "err", err)
-		if _, err := c.nc.Write([]byte{'-'}); err != nil {
+		if err := c.link.Ack(false); err != nil {
 			return nil, err
 		}
 	}
@@ -660,11 +620,11 @@ func (c *conn) monitor(ctx context.Context, cmd string) error {
 			c.p.log.Info("monitor output", "cmd", cmd, "output", strings.TrimRight(out.String(), "\n"))
 		}
 	}()
-	rep, err := c.exchange(ctx, op, appendHex([]byte("qRcmd,"), []byte(cmd)))
+	rep, err := c.exchange(ctx, op, rsp.AppendHex([]byte("qRcmd,"), []byte(cmd)))
 	for ; err == nil; rep, err = c.next(ctx, op) {
 		switch classify(rep) {
 		case replyConsole:
-			text, _ := decodeHex(rep[1:]) // classify checked the hex
+			text, _ := rsp.DecodeHex(rep[1:]) // classify checked the hex
 			out.Write(text)
 			continue
 		case replyOK:
@@ -677,7 +637,7 @@ func (c *conn) monitor(ctx context.Context, cmd string) error {
 			return e
 		}
 		// Some servers answer with bare hex output as the final reply.
-		text, derr := decodeHex(rep)
+		text, derr := rsp.DecodeHex(rep)
 		if derr != nil {
 			c.broken = true
 			return fmt.Errorf("%s: %s: reply %q: %w: %w", c.p, op, summary(rep), probes.ErrProbe, derr)
@@ -703,7 +663,7 @@ func (c *conn) read(ctx context.Context, addr uint32, buf []byte) error {
 		if k := classify(rep); k == replyError || k == replyEmpty {
 			return &ReplyError{Probe: c.p.name, Op: fmt.Sprintf("%s (%d bytes)", op, n), Reply: string(rep)}
 		}
-		data, err := decodeHex(rep)
+		data, err := rsp.DecodeHex(rep)
 		if err != nil || len(data) == 0 || len(data) > n {
 			c.broken = true
 			return fmt.Errorf("%s: %s: reply %q is no hex of up to %d bytes: %w", c.p, op, summary(rep), n, probes.ErrProbe)
@@ -831,7 +791,7 @@ func (c *conn) flashWrite(ctx context.Context, s segment, report func(int)) erro
 		pkt = fmt.Appendf(pkt[:0], "vFlashWrite:%x:", a)
 		room := c.pktSize - len(pkt) - 4 // "$", "#cs"
 		var n int
-		pkt, n = appendBinary(pkt, s.data[off:], max(room, 2))
+		pkt, n = rsp.AppendBinaryUpTo(pkt, s.data[off:], max(room, 2))
 		op := fmt.Sprintf("vFlashWrite at %#08x (%d bytes)", a, n)
 		if err := c.expectOK(ctx, op, pkt, 1); err != nil {
 			return err
@@ -854,12 +814,12 @@ func (c *conn) write(ctx context.Context, s segment, report func(int)) error {
 			// Room for the longest header, "X" ADDR "," LEN ":".
 			room := c.pktSize - 19 - 4
 			var body []byte
-			body, n = appendBinary(nil, s.data[off:], max(room, 2))
+			body, n = rsp.AppendBinaryUpTo(nil, s.data[off:], max(room, 2))
 			pkt = append(fmt.Appendf(pkt[:0], "X%x,%x:", a, n), body...)
 			op = fmt.Sprintf("X at %#08x (%d bytes)", a, n)
 		} else {
 			n = min(max((c.pktSize-19-4)/2, 1), len(s.data)-off)
-			pkt = appendHex(fmt.Appendf(pkt[:0], "M%x,%x:", a, n), s.data[off:off+n])
+			pkt = rsp.AppendHex(fmt.Appendf(pkt[:0], "M%x,%x:", a, n), s.data[off:off+n])
 			op = fmt.Sprintf("M at %#08x (%d bytes)", a, n)
 		}
 		rep, err := c.exchange(ctx, op, pkt)
@@ -942,7 +902,7 @@ func (c *conn) verifyPart(ctx context.Context, s segment) error {
 			if err != nil {
 				return &ReplyError{Probe: c.p.name, Op: op, Reply: string(rep)}
 			}
-			if want := CRC32(0xffffffff, s.data); uint32(got) != want {
+			if want := rsp.CRC32(0xffffffff, s.data); uint32(got) != want {
 				return fmt.Errorf("%s: verify at %#08x+%#x: target CRC %08x, image CRC %08x: %w", c.p, s.addr, len(s.data), got, want, probes.ErrVerify)
 			}
 			return nil

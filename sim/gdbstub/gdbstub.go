@@ -45,6 +45,8 @@ import (
 	"net"
 	"strings"
 	"sync"
+
+	"github.com/fudbench/fudbench/internal/rsp"
 )
 
 // Region kinds.
@@ -174,7 +176,10 @@ func (s *Server) ServeConn(ctx context.Context, c io.ReadWriteCloser) error {
 	}
 	s.mu.Unlock()
 
-	ss := &session{s: s, c: c, r: bufio.NewReaderSize(c, packetSize)}
+	r := bufio.NewReaderSize(c, packetSize)
+	// A new packet or an interrupt in place of an acknowledgement means
+	// the client has moved on.
+	ss := &session{s: s, r: r, link: rsp.Link{R: r, W: c, Tries: maxNak, MoveOn: "$\x03"}}
 	err := ss.run()
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -190,9 +195,8 @@ var errEndSession = errors.New("session ended")
 
 type session struct {
 	s       *Server
-	c       io.ReadWriteCloser
 	r       *bufio.Reader
-	noAck   bool
+	link    rsp.Link // framing and acknowledgements over the connection
 	running bool
 }
 
@@ -220,26 +224,22 @@ func (ss *session) run() error {
 			if err := ss.r.UnreadByte(); err != nil {
 				return fmt.Errorf("gdbstub %s: %w", ss.s.name, err)
 			}
-			pkt, err := ReadPacket(ss.r)
+			pkt, err := rsp.ReadPacket(ss.r, MaxPacket)
 			if err != nil {
 				// A broken frame is asked again; the rest of it is
 				// skipped as noise up to the next '$', which binary
 				// data never contains unescaped.
-				if errors.Is(err, ErrChecksum) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrTooLong) {
+				if errors.Is(err, rsp.ErrChecksum) || errors.Is(err, rsp.ErrMalformed) || errors.Is(err, rsp.ErrTooLong) {
 					ss.s.log.Debug("bad packet", "err", err)
-					if !ss.noAck {
-						if _, err := ss.c.Write([]byte{'-'}); err != nil {
-							return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
-						}
+					if err := ss.link.Ack(false); err != nil {
+						return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
 					}
 					continue
 				}
 				return err
 			}
-			if !ss.noAck {
-				if _, err := ss.c.Write([]byte{'+'}); err != nil {
-					return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
-				}
+			if err := ss.link.Ack(true); err != nil {
+				return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
 			}
 			if err := ss.handle(pkt); err != nil {
 				return err
@@ -253,42 +253,10 @@ func (ss *session) run() error {
 // send frames and writes one reply and, in ack mode, waits for its '+',
 // retransmitting on '-'.
 func (ss *session) send(data []byte) error {
-	frame := AppendPacket(make([]byte, 0, len(data)+4), data)
-	for range maxNak {
-		if _, err := ss.c.Write(frame); err != nil {
-			return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
-		}
-		if ss.noAck {
-			return nil
-		}
-		acked, err := ss.waitAck()
-		if err != nil {
-			return err
-		}
-		if acked {
-			return nil
-		}
+	if err := ss.link.Send(data); err != nil {
+		return fmt.Errorf("gdbstub %s: reply: %w", ss.s.name, err)
 	}
-	return fmt.Errorf("gdbstub %s: reply refused %d times", ss.s.name, maxNak)
-}
-
-// waitAck reads up to the acknowledgement of a reply. A new packet or an
-// interrupt instead means the client has moved on: it is left for run.
-func (ss *session) waitAck() (bool, error) {
-	for {
-		b, err := ss.r.ReadByte()
-		if err != nil {
-			return false, err
-		}
-		switch b {
-		case '+':
-			return true, nil
-		case '-':
-			return false, nil
-		case '$', 0x03:
-			return true, ss.r.UnreadByte()
-		}
-	}
+	return nil
 }
 
 // reply is what a handler answers: nothing (nil, as for 'k' or 'c'), or
@@ -314,7 +282,7 @@ func (ss *session) handle(pkt []byte) error {
 		}
 	}
 	if string(pkt) == "QStartNoAckMode" {
-		ss.noAck = true
+		ss.link.NoAck = true
 	}
 	if end {
 		return errEndSession
@@ -361,9 +329,9 @@ func (ss *session) dispatch(pkt []byte) (reply, bool) {
 		for _, r := range s.regs {
 			b = binary.LittleEndian.AppendUint32(b, r)
 		}
-		return reply{appendHex(nil, b)}, false
+		return reply{rsp.AppendHex(nil, b)}, false
 	case 'G':
-		b, err := decodeHex(args)
+		b, err := rsp.DecodeHex(args)
 		if err != nil || len(b)%4 != 0 || len(b) > 4*numRegs {
 			return s.fail("E01", "G", err), false
 		}
@@ -379,14 +347,14 @@ func (ss *session) dispatch(pkt []byte) (reply, bool) {
 		if n >= numRegs {
 			return s.fail("E02", "p", fmt.Errorf("register %d out of range", n)), false
 		}
-		return reply{appendHex(nil, binary.LittleEndian.AppendUint32(nil, s.regs[n]))}, false
+		return reply{rsp.AppendHex(nil, binary.LittleEndian.AppendUint32(nil, s.regs[n]))}, false
 	case 'P':
 		num, val, ok := bytes.Cut(args, []byte("="))
 		n, err := parseHex32(num)
 		if !ok || err != nil {
 			return s.fail("E01", "P", err), false
 		}
-		b, err := decodeHex(val)
+		b, err := rsp.DecodeHex(val)
 		if err != nil || len(b) != 4 {
 			return s.fail("E01", "P", err), false
 		}
@@ -405,14 +373,14 @@ func (ss *session) dispatch(pkt []byte) (reply, bool) {
 		if err := s.t.ReadMemory(addr, buf); err != nil {
 			return s.fail("E03", "m", err), false
 		}
-		return reply{appendHex(nil, buf)}, false
+		return reply{rsp.AppendHex(nil, buf)}, false
 	case 'M':
 		head, hexData, ok := bytes.Cut(args, []byte(":"))
 		addr, length, err := parseAddrLen(head)
 		if !ok || err != nil {
 			return s.fail("E01", "M", err), false
 		}
-		data, err := decodeHex(hexData)
+		data, err := rsp.DecodeHex(hexData)
 		if err != nil || uint32(len(data)) != length {
 			return s.fail("E01", "M", fmt.Errorf("length %d, data %d bytes: %v", length, len(data), err)), false
 		}
@@ -423,7 +391,7 @@ func (ss *session) dispatch(pkt []byte) (reply, bool) {
 		if !ok || err != nil {
 			return s.fail("E01", "X", err), false
 		}
-		data, err := DecodeBinary(bin)
+		data, err := rsp.DecodeBinary(bin)
 		if err != nil || uint32(len(data)) != length {
 			return s.fail("E01", "X", fmt.Errorf("length %d, data %d bytes: %v", length, len(data), err)), false
 		}
@@ -507,7 +475,7 @@ func (ss *session) query(pkt []byte) reply {
 		}
 		return one(fmt.Sprintf("C%08x", crc))
 	case strings.HasPrefix(str, "qRcmd,"):
-		cmd, err := decodeHex(pkt[len("qRcmd,"):])
+		cmd, err := rsp.DecodeHex(pkt[len("qRcmd,"):])
 		if err != nil {
 			return s.fail("E01", "qRcmd", err)
 		}
@@ -553,7 +521,7 @@ func (s *Server) xfer(str string) reply {
 	if end == int64(len(doc)) {
 		kind = 'l'
 	}
-	return reply{AppendBinary([]byte{kind}, []byte(doc[off:end]))}
+	return reply{rsp.AppendBinary([]byte{kind}, []byte(doc[off:end]))}
 }
 
 func (s *Server) crc(addr, length uint32) (uint32, error) {
@@ -564,7 +532,7 @@ func (s *Server) crc(addr, length uint32) (uint32, error) {
 		if err := s.t.ReadMemory(addr, buf[:n]); err != nil {
 			return 0, err
 		}
-		crc = CRC32(crc, buf[:n])
+		crc = rsp.CRC32(crc, buf[:n])
 		addr += n
 		length -= n
 	}
@@ -595,7 +563,7 @@ func (ss *session) vPacket(pkt []byte) reply {
 		if !ok || err != nil {
 			return s.fail("E01", "vFlashWrite", err)
 		}
-		data, err := DecodeBinary(bin)
+		data, err := rsp.DecodeBinary(bin)
 		if err != nil {
 			return s.fail("E01", "vFlashWrite", err)
 		}
@@ -676,7 +644,7 @@ func (s *Server) monitor(cmd string) reply {
 
 // consoleOutput is an O-packet: text for GDB's console, hex-encoded.
 func consoleOutput(text string) []byte {
-	return appendHex([]byte{'O'}, []byte(text))
+	return rsp.AppendHex([]byte{'O'}, []byte(text))
 }
 
 // loadRegsLocked puts the register file in its reset state: sp and pc from the
@@ -703,24 +671,4 @@ func (s *Server) loadRegsLocked() {
 	pc := binary.LittleEndian.Uint32(vt[4:])
 	s.regs[regPC] = pc &^ 1
 	s.regs[regXPSR] = (pc & 1) << 24 // the Thumb bit comes from the vector
-}
-
-// parseAddrLen parses "ADDR,LENGTH" in hex; the range must not pass 4 GiB.
-func parseAddrLen(b []byte) (uint32, uint32, error) {
-	a, l, ok := bytes.Cut(b, []byte(","))
-	if !ok {
-		return 0, 0, fmt.Errorf("want addr,length in %q: %w", b, ErrMalformed)
-	}
-	addr, err := parseHex32(a)
-	if err != nil {
-		return 0, 0, err
-	}
-	length, err := parseHex32(l)
-	if err != nil {
-		return 0, 0, err
-	}
-	if uint64(addr)+uint64(length) > 1<<32 {
-		return 0, 0, fmt.Errorf("range 0x%x+0x%x passes 4 GiB: %w", addr, length, ErrMalformed)
-	}
-	return addr, length, nil
 }
