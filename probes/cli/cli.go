@@ -59,6 +59,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/internal/proc"
 	"github.com/fudbench/fudbench/probes"
 )
@@ -163,12 +164,11 @@ func New(cfg Config) (*Probe, error) {
 	if cfg.Program == "" {
 		cfg.Program = cfg.Tool
 	}
-	switch {
-	case cfg.Timeout == 0:
-		cfg.Timeout = DefaultTimeout
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("timeout: %v is negative", cfg.Timeout)
+	timeout, err := probeutil.Timeout(cfg.Timeout, DefaultTimeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Timeout = timeout
 	cfg.Extra = append([]string(nil), cfg.Extra...)
 	name := cfg.Tool + ":" + cfg.Probe
 	log := cfg.Logger
@@ -421,7 +421,7 @@ func openProbeRS(st probes.Settings) (probes.Flasher, error) {
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	timeout, err := parseTimeout(s.Timeout)
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -434,23 +434,9 @@ func openPyOCD(st probes.Settings) (probes.Flasher, error) {
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	timeout, err := parseTimeout(s.Timeout)
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
 	if err != nil {
 		return nil, err
 	}
 	return New(Config{Tool: PyOCD, Chip: s.Target, Probe: s.UID, Program: s.Program, Timeout: timeout, Extra: s.Extra})
-}
-
-func parseTimeout(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("timeout: %w", err)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("timeout: %q must be positive", s)
-	}
-	return d, nil
 }

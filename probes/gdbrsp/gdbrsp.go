@@ -34,15 +34,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/internal/rsp"
 	"github.com/fudbench/fudbench/probes"
 )
@@ -139,12 +138,11 @@ func New(cfg Config) (*Probe, error) {
 	if cfg.Halt == "" {
 		cfg.Halt = DefaultHalt
 	}
-	switch {
-	case cfg.Timeout == 0:
-		cfg.Timeout = DefaultTimeout
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("timeout: %v is negative", cfg.Timeout)
+	timeout, err := probeutil.Timeout(cfg.Timeout, DefaultTimeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Timeout = timeout
 	switch cfg.Verify {
 	case "":
 		cfg.Verify = VerifyCRC
@@ -170,23 +168,18 @@ type settings struct {
 	Verify  string `json:"verify" yaml:"verify"`
 }
 
+// open maps the driver's own settings onto Config; of the parsing, only
+// the timeout is common to the drivers (probeutil.ParseTimeout).
 func open(st probes.Settings) (probes.Flasher, error) {
 	var s settings
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	cfg := Config{Address: s.Address, Port: s.Port, Reset: s.Reset, Halt: s.Halt, Verify: s.Verify}
-	if s.Timeout != "" {
-		d, err := time.ParseDuration(s.Timeout)
-		if err != nil {
-			return nil, fmt.Errorf("timeout: %w", err)
-		}
-		if d <= 0 {
-			return nil, fmt.Errorf("timeout: %q must be positive", s.Timeout)
-		}
-		cfg.Timeout = d
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
+	if err != nil {
+		return nil, err
 	}
-	return New(cfg)
+	return New(Config{Address: s.Address, Port: s.Port, Reset: s.Reset, Halt: s.Halt, Verify: s.Verify, Timeout: timeout})
 }
 
 // String names the probe, e.g. "gdbrsp:127.0.0.1:3333".
@@ -225,7 +218,8 @@ func (e *ReplyError) Unwrap() error { return probes.ErrProbe }
 
 // do runs f on a live connection, holding the probe for the whole
 // operation. A connection that broke during f is dropped so the next
-// operation reconnects.
+// operation reconnects. openocd's do is alike but not shared: what a
+// connection is (TCP or serial, a handshake or none) differs.
 func (p *Probe) do(ctx context.Context, op string, f func(c *conn) error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -241,8 +235,7 @@ func (p *Probe) do(ctx context.Context, op string, f func(c *conn) error) error 
 	}
 	// A cancelled ctx aborts blocked I/O; arm re-checks ctx after every
 	// deadline it sets, so a cancel is never overwritten unnoticed.
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer probeutil.AbortOnDone(ctx, c.nc)()
 	err = f(c)
 	if c.broken {
 		c.nc.Close()
@@ -282,7 +275,7 @@ func (p *Probe) connect(ctx context.Context) (*conn, error) {
 	c.link = rsp.Link{R: r, W: nc, Tries: maxRetries, MoveOn: "$", Resend: func(pkt []byte) {
 		p.log.Debug("packet refused; retransmitting", "cmd", summary(pkt))
 	}}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	stop := probeutil.AbortOnDone(ctx, nc)
 	err = c.handshake(ctx)
 	stop()
 	if err != nil {
@@ -394,6 +387,8 @@ func (p *Probe) Flash(ctx context.Context, addr uint32, data []byte, progress fu
 	return err
 }
 
+// checkRange is in every probe driver, like ctxErr: it wraps
+// probes.ErrProbe.
 func (p *Probe) checkRange(op string, addr uint32, n int) error {
 	if uint64(addr)+uint64(n) > 1<<32 {
 		return fmt.Errorf("%s: %s at %#08x: %d bytes pass the end of the 32-bit address space: %w", p, op, addr, n, probes.ErrProbe)
@@ -434,8 +429,7 @@ func (c *conn) alive() bool {
 		c.r.Discard(c.r.Buffered())
 		return true
 	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return probeutil.IsTimeout(err)
 }
 
 func (c *conn) handshake(ctx context.Context) error {
@@ -506,15 +500,9 @@ func (c *conn) readMemoryMap(ctx context.Context) ([]byte, error) {
 // or ctx's deadline if earlier. It then checks ctx, so that a cancel that
 // came before this deadline was set is not lost.
 func (c *conn) arm(ctx context.Context, scale int) error {
-	d := time.Now().Add(time.Duration(max(scale, 1)) * c.p.cfg.Timeout)
-	c.ctxBound = false
-	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
-		d, c.ctxBound = cd, true
-	}
-	if err := c.nc.SetDeadline(d); err != nil {
-		return err
-	}
-	return ctx.Err()
+	var err error
+	c.ctxBound, err = probeutil.Arm(ctx, c.nc, time.Duration(max(scale, 1))*c.p.cfg.Timeout)
+	return err
 }
 
 // exchange sends one command and returns its reply payload.
@@ -577,20 +565,20 @@ func (c *conn) fail(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return ctxErr(c.p.name, op, ctx.Err())
 	}
-	var ne net.Error
-	timeout := errors.As(err, &ne) && ne.Timeout()
+	timeout := probeutil.IsTimeout(err)
 	switch {
 	case timeout && c.ctxBound:
 		return ctxErr(c.p.name, op, context.DeadlineExceeded)
 	case timeout:
 		return fmt.Errorf("%s: %s: no reply within %v: %w: %w", c.p, op, c.p.cfg.Timeout, probes.ErrTimeout, err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+	case probeutil.Hungup(err):
 		return fmt.Errorf("%s: gdb server at %s closed the connection during %s: %w: %w", Driver, c.p.cfg.peer(), op, probes.ErrProbe, err)
 	}
 	return fmt.Errorf("%s: %s: %w: %w", c.p, op, probes.ErrProbe, err)
 }
 
+// ctxErr is in every probe driver, not in internal/probeutil: it wraps
+// probes.ErrTimeout, and the internal leaves import nothing of fudbench.
 func ctxErr(name, op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %s: %w: %w", name, op, probes.ErrTimeout, err)
@@ -914,10 +902,8 @@ func (c *conn) verifyPart(ctx context.Context, s segment) error {
 	if err := c.read(ctx, s.addr, got); err != nil {
 		return err
 	}
-	for i := range got {
-		if got[i] != s.data[i] {
-			return fmt.Errorf("%s: verify at %#08x: target holds %#02x, image has %#02x: %w", c.p, s.addr+uint32(i), got[i], s.data[i], probes.ErrVerify)
-		}
+	if i := probeutil.Mismatch(got, s.data); i >= 0 {
+		return fmt.Errorf("%s: verify at %#08x: target holds %#02x, image has %#02x: %w", c.p, s.addr+uint32(i), got[i], s.data[i], probes.ErrVerify)
 	}
 	return nil
 }

@@ -79,9 +79,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/probes"
 )
 
@@ -166,12 +166,11 @@ func New(cfg Config) (*Probe, error) {
 	if host, port, err := net.SplitHostPort(cfg.Address); err != nil || port == "" || host == "" {
 		return nil, fmt.Errorf("address: %q is no host:port", cfg.Address)
 	}
-	switch {
-	case cfg.Timeout == 0:
-		cfg.Timeout = DefaultTimeout
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("timeout: %v is negative", cfg.Timeout)
+	timeout, err := probeutil.Timeout(cfg.Timeout, DefaultTimeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Timeout = timeout
 	if strings.TrimSpace(cfg.Program) == "" {
 		cfg.Program = DefaultProgram
 	}
@@ -250,23 +249,18 @@ type settings struct {
 	TempDir string `json:"temp_dir" yaml:"temp_dir"`
 }
 
+// open maps the driver's own settings onto Config; of the parsing, only
+// the timeout is common to the drivers (probeutil.ParseTimeout).
 func open(st probes.Settings) (probes.Flasher, error) {
 	var s settings
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	cfg := Config{Address: s.Address, Program: s.Program, Reset: s.Reset, Halt: s.Halt, TempDir: s.TempDir}
-	if s.Timeout != "" {
-		d, err := time.ParseDuration(s.Timeout)
-		if err != nil {
-			return nil, fmt.Errorf("timeout: %w", err)
-		}
-		if d <= 0 {
-			return nil, fmt.Errorf("timeout: %q must be positive", s.Timeout)
-		}
-		cfg.Timeout = d
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
+	if err != nil {
+		return nil, err
 	}
-	return New(cfg)
+	return New(Config{Address: s.Address, Program: s.Program, Reset: s.Reset, Halt: s.Halt, TempDir: s.TempDir, Timeout: timeout})
 }
 
 // String names the probe, e.g. "openocd:127.0.0.1:6666".
@@ -474,6 +468,8 @@ func misdetected(data []byte) string {
 	return ""
 }
 
+// checkRange is in every probe driver, like ctxErr: it wraps
+// probes.ErrProbe.
 func (p *Probe) checkRange(op string, addr uint32, n int) error {
 	if uint64(addr)+uint64(n) > 1<<32 {
 		return fmt.Errorf("%s: %s at 0x%08x: %d bytes pass the end of the 32-bit address space: %w", p, op, addr, n, probes.ErrProbe)
@@ -491,7 +487,8 @@ func (p *Probe) run(ctx context.Context, op, cmd string) error {
 
 // do runs f on a live connection, holding the probe for the whole
 // operation. A connection that broke during f is dropped so the next
-// operation reconnects.
+// operation reconnects. gdbrsp's do is alike but not shared: what a
+// connection is (TCP or serial, a handshake or none) differs.
 func (p *Probe) do(ctx context.Context, op string, f func(c *conn) error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -507,8 +504,7 @@ func (p *Probe) do(ctx context.Context, op string, f func(c *conn) error) error 
 	}
 	// A cancelled ctx aborts blocked I/O; arm re-checks ctx after every
 	// deadline it sets, so a cancel is never overwritten unnoticed.
-	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer probeutil.AbortOnDone(ctx, c.nc)()
 	err = f(c)
 	if c.broken {
 		c.nc.Close()
@@ -586,8 +582,7 @@ func (c *conn) alive() bool {
 			return false
 		}
 		if _, err := c.r.Peek(1); err != nil {
-			var ne net.Error
-			return errors.As(err, &ne) && ne.Timeout()
+			return probeutil.IsTimeout(err)
 		}
 		buf, _ := c.r.Peek(c.r.Buffered())
 		i := bytes.IndexByte(buf, terminator)
@@ -608,15 +603,9 @@ func (c *conn) alive() bool {
 // ctx's deadline if earlier. It then checks ctx, so that a cancel that
 // came before this deadline was set is not lost.
 func (c *conn) arm(ctx context.Context) error {
-	d := time.Now().Add(c.p.cfg.Timeout)
-	c.ctxBound = false
-	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
-		d, c.ctxBound = cd, true
-	}
-	if err := c.nc.SetDeadline(d); err != nil {
-		return err
-	}
-	return ctx.Err()
+	var err error
+	c.ctxBound, err = probeutil.Arm(ctx, c.nc, c.p.cfg.Timeout)
+	return err
 }
 
 // wrap makes cmd report its catch code and message as a Tcl list.
@@ -741,15 +730,13 @@ func (c *conn) fail(ctx context.Context, op string, err error, got []byte) error
 	if ctx.Err() != nil {
 		return ctxErr(c.p.name, op, ctx.Err())
 	}
-	var ne net.Error
-	timeout := errors.As(err, &ne) && ne.Timeout()
+	timeout := probeutil.IsTimeout(err)
 	switch {
 	case timeout && c.ctxBound:
 		return ctxErr(c.p.name, op, context.DeadlineExceeded)
 	case timeout:
 		return fmt.Errorf("%s: %s: no reply within %v (the command may have reached the target): %w: %w", c.p, op, c.p.cfg.Timeout, probes.ErrTimeout, err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+	case probeutil.Hungup(err):
 		when := "before replying"
 		if len(got) > 0 {
 			when = fmt.Sprintf("mid-reply, after %d bytes (%q)", len(got), short(string(got)))
@@ -759,6 +746,8 @@ func (c *conn) fail(ctx context.Context, op string, err error, got []byte) error
 	return fmt.Errorf("%s: %s: %w: %w", c.p, op, probes.ErrProbe, err)
 }
 
+// ctxErr is in every probe driver, not in internal/probeutil: it wraps
+// probes.ErrTimeout, and the internal leaves import nothing of fudbench.
 func ctxErr(name, op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %s: %w: %w", name, op, probes.ErrTimeout, err)

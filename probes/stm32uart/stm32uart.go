@@ -50,6 +50,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/probes"
 )
 
@@ -161,12 +162,11 @@ func New(cfg Config) (*Probe, error) {
 	default:
 		return nil, fmt.Errorf("parity: %q (want %s or %s)", cfg.Parity, ParityEven, ParityNone)
 	}
-	switch {
-	case cfg.Timeout == 0:
-		cfg.Timeout = DefaultTimeout
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("timeout: %v is negative", cfg.Timeout)
+	timeout, err := probeutil.Timeout(cfg.Timeout, DefaultTimeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Timeout = timeout
 	switch cfg.Erase {
 	case "":
 		cfg.Erase = EraseAuto
@@ -199,22 +199,18 @@ type settings struct {
 	PageSize int    `json:"page_size" yaml:"page_size"`
 }
 
+// open maps the driver's own settings onto Config; of the parsing, only
+// the timeout is common to the drivers (probeutil.ParseTimeout).
 func open(st probes.Settings) (probes.Flasher, error) {
 	var s settings
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	cfg := Config{Port: s.Port, Baud: s.Baud, Parity: s.Parity, Erase: s.Erase}
-	if s.Timeout != "" {
-		d, err := time.ParseDuration(s.Timeout)
-		if err != nil {
-			return nil, fmt.Errorf("timeout: %w", err)
-		}
-		if d <= 0 {
-			return nil, fmt.Errorf("timeout: %q must be positive", s.Timeout)
-		}
-		cfg.Timeout = d
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg := Config{Port: s.Port, Baud: s.Baud, Parity: s.Parity, Erase: s.Erase, Timeout: timeout}
 	if s.PageSize < 0 || s.PageSize > 1<<20 {
 		return nil, fmt.Errorf("page_size: %d out of range", s.PageSize)
 	}
@@ -510,19 +506,10 @@ func (p *Probe) flash(ctx context.Context, addr uint32, data []byte, progress fu
 	if err := p.read(ctx, base, got); err != nil {
 		return err
 	}
-	if i := mismatch(got, buf); i >= 0 {
+	if i := probeutil.Mismatch(got, buf); i >= 0 {
 		return fmt.Errorf("%s: verify at %#08x: target holds %#02x, image has %#02x: %w", p, base+uint32(i), got[i], buf[i], probes.ErrVerify)
 	}
 	return nil
-}
-
-func mismatch(a, b []byte) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return -1
 }
 
 func (p *Probe) inFlash(a uint32) bool {
@@ -655,6 +642,8 @@ func (p *Probe) Reset(ctx context.Context) error {
 	})
 }
 
+// checkRange is in every probe driver, not in internal/probeutil: it wraps
+// probes.ErrProbe, and the internal leaves import nothing of fudbench.
 func (p *Probe) checkRange(op string, addr uint32, n int) error {
 	if uint64(addr)+uint64(n) > 1<<32 {
 		return fmt.Errorf("%s: %s at %#08x: %d bytes pass the end of the 32-bit address space: %w", p, op, addr, n, probes.ErrProbe)
