@@ -204,6 +204,9 @@ func (c *conn) exchangeScaled(ctx context.Context, op string, pkt []byte, scale 
 		return nil, c.fail(ctx, op, err)
 	}
 	if err := c.link.Send(pkt); err != nil {
+		if errors.Is(err, rsp.ErrRefused) {
+			err = fmt.Errorf("%w (bad line or server)", err)
+		}
 		return nil, c.fail(ctx, op, err)
 	}
 	rep, err := c.recv()
