@@ -84,13 +84,15 @@ func Run(ctx context.Context, argv []string, o Options) (time.Duration, error) {
 	return took, err
 }
 
-// Tail keeps the last Max bytes written to it.
+// Tail keeps the last Max bytes written to it. It is not safe for
+// concurrent writes.
 type Tail struct {
 	Max int
 	buf []byte
 }
 
-// Write keeps the end of p; it never fails.
+// Write adds p, dropping what falls out of the last Max bytes; it never
+// fails.
 func (t *Tail) Write(p []byte) (int, error) {
 	if len(p) >= t.Max {
 		t.buf = append(t.buf[:0], p[len(p)-t.Max:]...)
