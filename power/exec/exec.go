@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/proc"
 	"github.com/fudbench/fudbench/power"
 )
 
@@ -41,10 +42,6 @@ const Driver = "exec"
 
 // DefaultTimeout bounds each command when the settings give none.
 const DefaultTimeout = 10 * time.Second
-
-// waitDelay bounds how long a finished or killed command's output pipes
-// may be held open by a process that escaped its group.
-const waitDelay = 500 * time.Millisecond
 
 // stderrLines is how many of a failing command's last stderr lines go
 // into its error.
@@ -155,33 +152,24 @@ func (s *Switch) run(ctx context.Context, op string, argv []string) (int, error)
 	case <-ctx.Done():
 		return -1, s.ctxErr(op, ctx.Err(), "waiting for the previous command")
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	cmd := osexec.CommandContext(cctx, argv[0], argv[1:]...)
-	cmd.Env = s.env
-	stderr := &tail{max: 4 << 10}
-	cmd.Stderr = stderr
-	cmd.WaitDelay = waitDelay
-	setGroup(cmd)
-	start := time.Now()
-	err := cmd.Run()
-	var exit *osexec.ExitError
+	stderr := &proc.Tail{Max: 4 << 10}
+	took, err := proc.Run(ctx, argv, proc.Options{Timeout: s.cfg.Timeout, Env: s.env, Stderr: stderr})
+	var (
+		exit   *osexec.ExitError
+		killed *proc.KilledError
+	)
 	switch {
-	case err == nil || errors.Is(err, osexec.ErrWaitDelay):
-		// ErrWaitDelay: the command succeeded but left a process holding
-		// its stderr; that process was killed with the group or outlives
-		// us, and the command's own result stands.
+	case err == nil:
 		return 0, nil
 	case errors.As(err, &exit) && exit.Exited():
-		// It ended by itself, whatever the clock says now.
 		if exit.ExitCode() == 1 && op == "state" {
 			return 1, nil
 		}
-		return -1, fmt.Errorf("%s: %s: %w: exit status %d%s", s, op, power.ErrDriver, exit.ExitCode(), stderr.lastLines(stderrLines))
-	case cctx.Err() != nil:
-		return -1, s.ctxErr(op, cctx.Err(), fmt.Sprintf("killed after %v", time.Since(start).Round(time.Millisecond)))
+		return -1, fmt.Errorf("%s: %s: %w: exit status %d%s", s, op, power.ErrDriver, exit.ExitCode(), stderr.Quoted(": stderr: ", stderrLines))
+	case errors.As(err, &killed):
+		return -1, s.ctxErr(op, killed.Err, fmt.Sprintf("killed after %v", took.Round(time.Millisecond)))
 	default:
-		return -1, fmt.Errorf("%s: %s: %w: %w%s", s, op, power.ErrDriver, err, stderr.lastLines(stderrLines))
+		return -1, fmt.Errorf("%s: %s: %w: %w%s", s, op, power.ErrDriver, err, stderr.Quoted(": stderr: ", stderrLines))
 	}
 }
 
@@ -190,35 +178,6 @@ func (s *Switch) ctxErr(op string, err error, what string) error {
 		return fmt.Errorf("%s: %s: %w: %s: %w", s, op, power.ErrTimeout, what, err)
 	}
 	return fmt.Errorf("%s: %s: %s: %w", s, op, what, err)
-}
-
-// tail keeps the last max bytes written to it.
-type tail struct {
-	max int
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-// lastLines formats the last n non-blank lines for an error message.
-func (t *tail) lastLines(n int) string {
-	var lines []string
-	for l := range bytes.Lines(t.buf) {
-		if s := strings.TrimSpace(string(l)); s != "" {
-			lines = append(lines, s)
-		}
-	}
-	if len(lines) == 0 {
-		return ""
-	}
-	lines = lines[max(0, len(lines)-n):]
-	return fmt.Sprintf(": stderr: %q", strings.Join(lines, "\n"))
 }
 
 // settings is the driver's part of the inventory.

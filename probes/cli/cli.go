@@ -48,7 +48,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -60,6 +59,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/probeutil"
+	"github.com/fudbench/fudbench/internal/proc"
 	"github.com/fudbench/fudbench/probes"
 )
 
@@ -79,9 +80,6 @@ const (
 	// errorLines is how many of a failing command's last stderr lines go
 	// into its error.
 	errorLines = 8
-	// waitDelay bounds how long a finished or killed command's output
-	// pipes may be held open by a process that escaped its group.
-	waitDelay = 500 * time.Millisecond
 )
 
 func init() {
@@ -166,12 +164,11 @@ func New(cfg Config) (*Probe, error) {
 	if cfg.Program == "" {
 		cfg.Program = cfg.Tool
 	}
-	switch {
-	case cfg.Timeout == 0:
-		cfg.Timeout = DefaultTimeout
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("timeout: %v is negative", cfg.Timeout)
+	timeout, err := probeutil.Timeout(cfg.Timeout, DefaultTimeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Timeout = timeout
 	cfg.Extra = append([]string(nil), cfg.Extra...)
 	name := cfg.Tool + ":" + cfg.Probe
 	log := cfg.Logger
@@ -330,53 +327,50 @@ func (p *Probe) run(ctx context.Context, op string, args []string) error {
 	if err := ctx.Err(); err != nil {
 		return ctxErr(p.name, op, err, "not started")
 	}
-	cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	cmd := osexec.CommandContext(cctx, p.cfg.Program, args...)
-	combined := &tail{max: outputMax}
-	stderr := &tail{max: outputMax}
+	argv := append([]string{p.cfg.Program}, args...)
+	combined := &proc.Tail{Max: outputMax}
+	stderr := &proc.Tail{Max: outputMax}
 	// One mutex-guarded writer for both, so their lines interleave in
 	// the order the tool wrote them.
 	var outMu sync.Mutex
-	cmd.Stdout = lockedWriter{&outMu, combined, nil}
-	cmd.Stderr = lockedWriter{&outMu, combined, stderr}
-	cmd.WaitDelay = waitDelay
-	setGroup(cmd)
-	start := time.Now()
-	err := cmd.Run()
-	took := time.Since(start)
-	p.output = string(combined.buf)
-	log := p.log.With("op", op, "argv", append([]string{p.cfg.Program}, args...), "took", took.Round(time.Millisecond))
+	took, err := proc.Run(ctx, argv, proc.Options{
+		Timeout: p.cfg.Timeout,
+		Stdout:  lockedWriter{&outMu, combined, nil},
+		Stderr:  lockedWriter{&outMu, combined, stderr},
+	})
+	p.output = combined.String()
+	log := p.log.With("op", op, "argv", argv, "took", took.Round(time.Millisecond))
 
-	var exit *osexec.ExitError
+	var (
+		exit   *osexec.ExitError
+		killed *proc.KilledError
+	)
 	switch {
-	case err == nil || errors.Is(err, osexec.ErrWaitDelay):
-		// ErrWaitDelay: the tool succeeded but left a process holding
-		// its output; its own result stands.
+	case err == nil:
 		log.Info("done", "output", p.output)
 		return nil
 	case errors.As(err, &exit) && exit.Exited():
 		log.Warn("failed", "exit", exit.ExitCode(), "output", p.output)
-		msg := stderr.lastLines(errorLines)
+		msg := stderr.Quoted(": ", errorLines)
 		if msg == "" {
-			msg = combined.lastLines(errorLines)
+			msg = combined.Quoted(": ", errorLines)
 		}
 		what := fmt.Sprintf("exit status %d", exit.ExitCode())
 		if exit.ExitCode() == 2 {
 			what += " (usage error: this " + filepath.Base(p.cfg.Program) + " does not accept the arguments; check its version and the extra setting)"
 		}
 		return fmt.Errorf("%s: %s: %w: %s%s", p, op, probes.ErrProbe, what, msg)
-	case cctx.Err() != nil:
+	case errors.As(err, &killed):
 		log.Warn("killed", "output", p.output)
-		if ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("%s: %s: %w: killed after the %v timeout%s", p, op, probes.ErrTimeout, p.cfg.Timeout, combined.lastLines(errorLines))
+		if killed.Timeout {
+			return fmt.Errorf("%s: %s: %w: killed after the %v timeout%s", p, op, probes.ErrTimeout, p.cfg.Timeout, combined.Quoted(": ", errorLines))
 		}
-		return ctxErr(p.name, op, cctx.Err(), fmt.Sprintf("killed after %v", took.Round(time.Millisecond)))
+		return ctxErr(p.name, op, killed.Err, fmt.Sprintf("killed after %v", took.Round(time.Millisecond)))
 	case errors.Is(err, osexec.ErrNotFound), errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("%s: %s: %w: %s not found (install it or set program): %w", p, op, probes.ErrProbe, p.cfg.Program, err)
 	default:
 		log.Warn("failed", "err", err, "output", p.output)
-		return fmt.Errorf("%s: %s: %w: %w%s", p, op, probes.ErrProbe, err, stderr.lastLines(errorLines))
+		return fmt.Errorf("%s: %s: %w: %w%s", p, op, probes.ErrProbe, err, stderr.Quoted(": ", errorLines))
 	}
 }
 
@@ -390,7 +384,7 @@ func ctxErr(name, op string, err error, what string) error {
 // lockedWriter writes to a and, if not nil, b under mu.
 type lockedWriter struct {
 	mu   *sync.Mutex
-	a, b *tail
+	a, b *proc.Tail
 }
 
 func (w lockedWriter) Write(p []byte) (int, error) {
@@ -401,40 +395,6 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 		w.b.Write(p)
 	}
 	return len(p), nil
-}
-
-// tail keeps the last max bytes written to it.
-type tail struct {
-	max int
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	if len(p) >= t.max {
-		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
-		return len(p), nil
-	}
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-// lastLines formats the last n non-blank lines for an error message, or
-// returns "" if there are none.
-func (t *tail) lastLines(n int) string {
-	var lines []string
-	for l := range bytes.Lines(t.buf) {
-		if s := strings.TrimSpace(string(l)); s != "" {
-			lines = append(lines, s)
-		}
-	}
-	if len(lines) == 0 {
-		return ""
-	}
-	lines = lines[max(0, len(lines)-n):]
-	return fmt.Sprintf(": %q", strings.Join(lines, "\n"))
 }
 
 // settings are the drivers' parts of the inventory; each driver has its
@@ -461,7 +421,7 @@ func openProbeRS(st probes.Settings) (probes.Flasher, error) {
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	timeout, err := parseTimeout(s.Timeout)
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -474,23 +434,9 @@ func openPyOCD(st probes.Settings) (probes.Flasher, error) {
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	timeout, err := parseTimeout(s.Timeout)
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
 	if err != nil {
 		return nil, err
 	}
 	return New(Config{Tool: PyOCD, Chip: s.Target, Probe: s.UID, Program: s.Program, Timeout: timeout, Extra: s.Extra})
-}
-
-func parseTimeout(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("timeout: %w", err)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("timeout: %q must be positive", s)
-	}
-	return d, nil
 }

@@ -10,13 +10,15 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/fudbench/fudbench/sim/gdbstub"
+	"github.com/fudbench/fudbench/internal/rsp"
 )
 
 // fakeServer is a scripted GDB server for the failure modes a real server
 // shows rarely: NAKs, corrupt replies, error replies, a server that dies
-// mid-transfer, no memory map, no X, a wrong CRC. Its framing comes from
-// the sim's gdbstub package, written independently of the client's.
+// mid-transfer, no memory map, no X, a wrong CRC. Its framing is the
+// client's own (internal/rsp); the framing is checked against servers
+// written by others in qemu_test.go and, through the sim's stub, against
+// gdb-multiarch in sim/gdbstub.
 type fakeServer struct {
 	t    *testing.T
 	ln   net.Listener
@@ -125,7 +127,7 @@ func (f *fakeServer) serve(c net.Conn) {
 			continue
 		}
 		r.UnreadByte()
-		raw, err := gdbstub.ReadPacket(r)
+		raw, err := rsp.ReadPacket(r, 64<<10)
 		if err != nil {
 			c.Write([]byte("-"))
 			continue
@@ -178,7 +180,7 @@ func (f *fakeServer) serve(c net.Conn) {
 // reply sends one reply; in ack mode it waits for the client's '+' and
 // resends on '-'.
 func (f *fakeServer) reply(c net.Conn, r *bufio.Reader, rep string, noAck bool) bool {
-	frame := gdbstub.AppendPacket(nil, []byte(rep))
+	frame := rsp.AppendPacket(nil, []byte(rep))
 	for range 20 {
 		out := frame
 		f.mu.Lock()
@@ -249,7 +251,7 @@ func (f *fakeServer) handle(pkt string) []string {
 		if end == len(doc) {
 			kind = "l"
 		}
-		return []string{kind + string(gdbstub.AppendBinary(nil, []byte(doc[off:end])))}
+		return []string{kind + string(rsp.AppendBinary(nil, []byte(doc[off:end])))}
 	case strings.HasPrefix(pkt, "m"):
 		addr, n := parseAddrLen(pkt[1:])
 		b := make([]byte, n)
@@ -263,7 +265,7 @@ func (f *fakeServer) handle(pkt string) []string {
 		}
 		head, bin, _ := strings.Cut(pkt[1:], ":")
 		addr, n := parseAddrLen(head)
-		data, err := gdbstub.DecodeBinary([]byte(bin))
+		data, err := rsp.DecodeBinary([]byte(bin))
 		if err != nil || len(data) != n {
 			return []string{"E01"}
 		}
@@ -287,7 +289,7 @@ func (f *fakeServer) handle(pkt string) []string {
 	case strings.HasPrefix(pkt, "vFlashWrite:"):
 		a, bin, _ := strings.Cut(pkt[len("vFlashWrite:"):], ":")
 		addr, _ := strconv.ParseUint(a, 16, 32)
-		data, err := gdbstub.DecodeBinary([]byte(bin))
+		data, err := rsp.DecodeBinary([]byte(bin))
 		if err != nil {
 			return []string{"E01"}
 		}
@@ -304,7 +306,7 @@ func (f *fakeServer) handle(pkt string) []string {
 		for i := range b {
 			b[i] = f.mem[addr+uint32(i)]
 		}
-		crc := gdbstub.CRC32(0xffffffff, b)
+		crc := rsp.CRC32(0xffffffff, b)
 		if f.badCRC {
 			crc ^= 0x100
 		}

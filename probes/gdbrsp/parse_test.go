@@ -4,79 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"io"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fudbench/fudbench/internal/rsp"
 )
 
-func TestReadPacket(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		want    []string
-		wantErr error // of the read after the wanted packets
-	}{
-		{name: "plain", in: "+$OK#9a", want: []string{"OK"}, wantErr: io.EOF},
-		{name: "noise and two packets", in: "xx+$OK#9a-+$E03#a8", want: []string{"OK", "E03"}, wantErr: io.EOF},
-		{name: "run-length", in: "$0* #" + cs("0* "), want: []string{"0000"}, wantErr: io.EOF},
-		{name: "restart on $", in: "$gar$OK#9a", want: []string{"OK"}, wantErr: io.EOF},
-		{name: "empty", in: "$#00", want: []string{""}, wantErr: io.EOF},
-		{name: "bad checksum", in: "$OK#9b", wantErr: errChecksum},
-		{name: "bad checksum digits", in: "$OK#zz", wantErr: errMalformed},
-		{name: "run-length first", in: "$* #" + cs("* "), wantErr: errMalformed},
-		{name: "run-length count too small", in: "$0*\x01#" + cs("0*\x01"), wantErr: errMalformed},
-		{name: "cut mid-frame", in: "$OK", wantErr: io.ErrUnexpectedEOF},
-		{name: "cut in checksum", in: "$OK#9", wantErr: io.ErrUnexpectedEOF},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := bufio.NewReader(strings.NewReader(tt.in))
-			for _, want := range tt.want {
-				got, err := readPacket(r)
-				if err != nil || string(got) != want {
-					t.Fatalf("readPacket = %q, %v; want %q", got, err, want)
-				}
-			}
-			if _, err := readPacket(r); !errors.Is(err, tt.wantErr) {
-				t.Fatalf("last read: %v, want %v", err, tt.wantErr)
-			}
-		})
-	}
-}
-
+// cs is the checksum digits of s, for frames written by hand.
 func cs(s string) string {
 	var sum byte
 	for i := range len(s) {
 		sum += s[i]
 	}
-	return string([]byte{hexDigits[sum>>4], hexDigits[sum&0xf]})
-}
-
-func TestBinaryRoundTrip(t *testing.T) {
-	data := []byte("ab#$}*\x00\xff}}")
-	enc, n := appendBinary(nil, data, 1000)
-	if n != len(data) || bytes.ContainsAny(enc, "#$*") {
-		t.Fatalf("appendBinary: %q, took %d", enc, n)
-	}
-	dec, err := decodeBinary(enc)
-	if err != nil || !bytes.Equal(dec, data) {
-		t.Fatalf("decodeBinary: %q, %v", dec, err)
-	}
-	// The limit counts escaped bytes and never splits an escape.
-	for max := range len(enc) + 1 {
-		part, n := appendBinary(nil, data, max)
-		if len(part) > max {
-			t.Errorf("max %d: %d bytes out", max, len(part))
-		}
-		if d, err := decodeBinary(part); err != nil || !bytes.Equal(d, data[:n]) {
-			t.Errorf("max %d: decodes to %q, %v; want %q", max, d, err, data[:n])
-		}
-	}
-	if _, err := decodeBinary([]byte("ab}")); !errors.Is(err, errMalformed) {
-		t.Errorf("dangling escape: %v", err)
-	}
+	return fmt.Sprintf("%02x", sum)
 }
 
 func TestClassify(t *testing.T) {
@@ -174,18 +117,9 @@ func TestParseMemoryMap(t *testing.T) {
 	}
 }
 
-func TestCRC32(t *testing.T) {
-	if got := CRC32(0xffffffff, []byte("123456789")); got != 0x0376e6e7 {
-		t.Errorf("CRC32 = %08x, want 0376e6e7", got)
-	}
-	if a, b := CRC32(CRC32(0xffffffff, []byte("1234")), []byte("56789")), CRC32(0xffffffff, []byte("123456789")); a != b {
-		t.Errorf("CRC32 does not continue: %08x vs %08x", a, b)
-	}
-}
-
-// FuzzReplyParser feeds server bytes through everything that parses them:
-// framing, reply classification, console output, binary and hex payloads,
-// qSupported.
+// FuzzReplyParser feeds server bytes through what the client makes of a
+// reply once it is framed (framing itself is fuzzed in internal/rsp): reply
+// classification, console output and qSupported.
 func FuzzReplyParser(f *testing.F) {
 	for _, s := range []string{
 		"+$OK#9a", "$E03#a8", "$O48690a#" + cs("O48690a"), "$0* #" + cs("0* "),
@@ -197,40 +131,21 @@ func FuzzReplyParser(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
 		for range 64 {
-			p, err := readPacket(r)
+			p, err := rsp.ReadPacket(r, maxPacket)
 			if err != nil {
-				if errors.Is(err, errChecksum) || errors.Is(err, errMalformed) {
+				if errors.Is(err, rsp.ErrChecksum) || errors.Is(err, rsp.ErrMalformed) {
 					continue
 				}
 				return
 			}
-			if len(p) > maxPacket {
-				t.Fatalf("packet of %d bytes", len(p))
-			}
-			if !bytes.ContainsAny(p, "$#*") {
-				// Framing round-trips.
-				back, err := readPacket(bufio.NewReader(bytes.NewReader(appendPacket(nil, p))))
-				if err != nil || !bytes.Equal(back, p) {
-					t.Fatalf("round trip of %q: %q, %v", p, back, err)
-				}
-			}
 			switch classify(p) {
 			case replyConsole:
-				if _, err := decodeHex(p[1:]); err != nil {
+				if _, err := rsp.DecodeHex(p[1:]); err != nil {
 					t.Fatalf("console reply %q does not decode: %v", p, err)
 				}
 			case replyError:
 				if p[0] != 'E' {
 					t.Fatalf("error reply %q", p)
-				}
-			}
-			if d, err := decodeBinary(p); err == nil {
-				enc, n := appendBinary(nil, d, len(d)*2)
-				if n != len(d) {
-					t.Fatalf("appendBinary took %d of %d", n, len(d))
-				}
-				if back, err := decodeBinary(enc); err != nil || !bytes.Equal(back, d) {
-					t.Fatalf("binary round trip of %q", d)
 				}
 			}
 			if n := packetSizeOf(parseSupported(p), 400); n < 64 || n > maxPacket {

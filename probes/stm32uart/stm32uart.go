@@ -39,17 +39,16 @@
 package stm32uart
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
 	"go.bug.st/serial"
 
+	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/probes"
 )
 
@@ -161,12 +160,11 @@ func New(cfg Config) (*Probe, error) {
 	default:
 		return nil, fmt.Errorf("parity: %q (want %s or %s)", cfg.Parity, ParityEven, ParityNone)
 	}
-	switch {
-	case cfg.Timeout == 0:
-		cfg.Timeout = DefaultTimeout
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("timeout: %v is negative", cfg.Timeout)
+	timeout, err := probeutil.Timeout(cfg.Timeout, DefaultTimeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg.Timeout = timeout
 	switch cfg.Erase {
 	case "":
 		cfg.Erase = EraseAuto
@@ -199,22 +197,18 @@ type settings struct {
 	PageSize int    `json:"page_size" yaml:"page_size"`
 }
 
+// open maps the driver's own settings onto Config; of the parsing, only
+// the timeout is common to the drivers (probeutil.ParseTimeout).
 func open(st probes.Settings) (probes.Flasher, error) {
 	var s settings
 	if err := st.Decode(&s); err != nil {
 		return nil, err
 	}
-	cfg := Config{Port: s.Port, Baud: s.Baud, Parity: s.Parity, Erase: s.Erase}
-	if s.Timeout != "" {
-		d, err := time.ParseDuration(s.Timeout)
-		if err != nil {
-			return nil, fmt.Errorf("timeout: %w", err)
-		}
-		if d <= 0 {
-			return nil, fmt.Errorf("timeout: %q must be positive", s.Timeout)
-		}
-		cfg.Timeout = d
+	timeout, err := probeutil.ParseTimeout(s.Timeout)
+	if err != nil {
+		return nil, err
 	}
+	cfg := Config{Port: s.Port, Baud: s.Baud, Parity: s.Parity, Erase: s.Erase, Timeout: timeout}
 	if s.PageSize < 0 || s.PageSize > 1<<20 {
 		return nil, fmt.Errorf("page_size: %d out of range", s.PageSize)
 	}
@@ -252,388 +246,6 @@ func (p *Probe) Close() error {
 	return nil
 }
 
-// do runs f with the port open and the bootloader synced, holding the
-// probe for the whole operation. After an error other than a NACK (which
-// ends a command cleanly) the bootloader is synced again before the next
-// operation; a port that failed is closed and opened again.
-func (p *Probe) do(ctx context.Context, f func() error) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return fmt.Errorf("%s: probe is closed: %w", p, probes.ErrProbe)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", p, ctxErr(err))
-	}
-	p.broken = false
-	err := p.connect(ctx)
-	if err == nil {
-		err = f()
-	}
-	if err != nil && !errors.Is(err, ErrNACK) && !errors.Is(err, probes.ErrVerify) {
-		p.synced = false
-	}
-	if p.broken && p.port != nil {
-		p.port.Close()
-		p.port = nil
-		p.synced = false
-	}
-	return err
-}
-
-func (p *Probe) connect(ctx context.Context) error {
-	if p.port == nil {
-		mode := &serial.Mode{BaudRate: p.cfg.Baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}
-		if p.cfg.Parity == ParityEven {
-			mode.Parity = serial.EvenParity
-		}
-		// No InitialStatusBits: setting modem lines fails on ptys and
-		// some adapters wire them to BOOT0 and NRST.
-		pt, err := p.open(p.cfg.Port, mode)
-		if err != nil {
-			return fmt.Errorf("%s: open: %w: %w", p, probes.ErrProbe, err)
-		}
-		p.port = pt
-		p.synced = false
-	}
-	if p.synced {
-		return nil
-	}
-	if err := p.sync(ctx); err != nil {
-		return fmt.Errorf("%s: sync: %w", p, err)
-	}
-	if err := p.identify(ctx); err != nil {
-		return err
-	}
-	p.synced = true
-	return nil
-}
-
-// sync brings the bootloader to wait for a command, from any state: fresh
-// (0x7F draws ACK), idle (a lone 0x7F is half a command, a second draws
-// NACK) or inside a command (sync bytes end it as payload; a NACK
-// follows). Single bytes, each awaited, never leave half a command.
-func (p *Probe) sync(ctx context.Context) error {
-	if err := p.port.ResetInputBuffer(); err != nil {
-		p.broken = true
-		return fmt.Errorf("port failed: %w: %w", probes.ErrProbe, err)
-	}
-	wait := min(syncWait, p.cfg.Timeout)
-	var noise []byte
-	single := func() (bool, error) {
-		for range 2 {
-			if err := p.send([]byte{bSync}); err != nil {
-				return false, err
-			}
-			ok, err := p.syncReply(ctx, wait, &noise)
-			if ok || err != nil {
-				return ok, err
-			}
-		}
-		return false, nil
-	}
-	if ok, err := single(); ok || err != nil {
-		return err
-	}
-	burst := bytes.Repeat([]byte{bSync}, syncBurst)
-	for range syncBursts {
-		if err := p.send(burst); err != nil {
-			return err
-		}
-		ok, err := p.syncReply(ctx, wait, &noise)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue
-		}
-		// The rest of the burst may have drawn more answers and left half
-		// a command; drain, then realign with single bytes.
-		if err := p.drain(ctx, wait); err != nil {
-			return err
-		}
-		if ok, err := single(); ok || err != nil {
-			return err
-		}
-	}
-	if len(noise) > 0 {
-		return fmt.Errorf("the device sent % x but never ACK or NACK (wrong baud rate or parity, or not a bootloader?): %w", noise[:min(len(noise), 16)], probes.ErrProbe)
-	}
-	return fmt.Errorf("no answer to the sync byte 0x7F (is the board in its bootloader, BOOT0 high at reset?): %w", probes.ErrTimeout)
-}
-
-// syncReply waits up to wait for ACK or NACK, keeping other bytes in noise.
-func (p *Probe) syncReply(ctx context.Context, wait time.Duration, noise *[]byte) (bool, error) {
-	deadline := time.Now().Add(wait)
-	b := make([]byte, 1)
-	for {
-		err := p.readFull(ctx, b, deadline, wait)
-		if errors.Is(err, errNoReply) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if b[0] == bACK || b[0] == bNACK {
-			return true, nil
-		}
-		if len(*noise) < 64 {
-			*noise = append(*noise, b[0])
-		}
-	}
-}
-
-// drain reads and drops bytes until the line has been quiet for wait.
-func (p *Probe) drain(ctx context.Context, wait time.Duration) error {
-	b := make([]byte, 64)
-	for {
-		err := p.readFull(ctx, b[:1], time.Now().Add(wait), wait)
-		if errors.Is(err, errNoReply) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// identify reads the command list and the product ID and picks the page
-// layout.
-func (p *Probe) identify(ctx context.Context) error {
-	if err := p.command(ctx, cmdGet); err != nil {
-		return fmt.Errorf("%s: get: %w", p, err)
-	}
-	f, err := p.readFrame(ctx)
-	if err == nil {
-		err = p.ack(ctx, p.cfg.Timeout)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: get: %w", p, err)
-	}
-	info, err := parseGet(f)
-	if err != nil {
-		return fmt.Errorf("%s: get: %w: %w", p, probes.ErrProbe, err)
-	}
-	p.info = info
-	p.pid, p.dev = 0, device{}
-	if info.has(cmdGetID) {
-		if err := p.command(ctx, cmdGetID); err != nil {
-			return fmt.Errorf("%s: get id: %w", p, err)
-		}
-		f, err := p.readFrame(ctx)
-		if err == nil {
-			err = p.ack(ctx, p.cfg.Timeout)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: get id: %w", p, err)
-		}
-		pid, err := parseID(f)
-		if err != nil {
-			return fmt.Errorf("%s: get id: %w: %w", p, probes.ErrProbe, err)
-		}
-		p.pid = pid
-		p.dev = devices[pid]
-	}
-	p.log.Info("bootloader synced", "version", fmt.Sprintf("%d.%d", info.version>>4, info.version&0xF),
-		"commands", fmt.Sprintf("% x", info.cmds), "pid", fmt.Sprintf("%#03x", p.pid), "part", p.dev.name)
-	return nil
-}
-
-// pageSize is the erase unit: the setting, the part's, or the default.
-func (p *Probe) pageSize() uint32 {
-	switch {
-	case p.cfg.PageSize != 0:
-		return p.cfg.PageSize
-	case p.dev.pageSize != 0:
-		return p.dev.pageSize
-	}
-	return DefaultPageSize
-}
-
-// eraseCmd picks the erase command from the setting and Get's list.
-func (p *Probe) eraseCmd() (byte, error) {
-	want := map[string]byte{EraseStandard: cmdErase, EraseExtended: cmdExtendedErase}[p.cfg.Erase]
-	switch {
-	case want != 0 && p.info.has(want):
-		return want, nil
-	case want == 0 && p.info.has(cmdExtendedErase):
-		return cmdExtendedErase, nil
-	case want == 0 && p.info.has(cmdErase):
-		return cmdErase, nil
-	}
-	return 0, fmt.Errorf("the bootloader offers no erase command %s (it offers % x): %w", p.cfg.Erase, p.info.cmds, probes.ErrProbe)
-}
-
-// Flash erases the pages covering data, writes it at addr in Write
-// Memory blocks, and verifies it with Read Memory. progress is called
-// after each block.
-func (p *Probe) Flash(ctx context.Context, addr uint32, data []byte, progress func(done, total int)) error {
-	if err := p.checkRange("flash", addr, len(data)); err != nil {
-		return err
-	}
-	if len(data) == 0 {
-		return nil
-	}
-	start := time.Now()
-	err := p.do(ctx, func() error { return p.flash(ctx, addr, data, progress) })
-	if err == nil {
-		p.log.Info("flashed", "addr", fmt.Sprintf("%#08x", addr), "bytes", len(data), "took", time.Since(start))
-	}
-	return err
-}
-
-func (p *Probe) flash(ctx context.Context, addr uint32, data []byte, progress func(done, total int)) error {
-	// Write Memory takes whole words at word addresses; the padding is
-	// what an erased page holds.
-	base := addr &^ 3
-	front := int(addr - base)
-	buf := slices.Concat(bytes.Repeat([]byte{0xFF}, front), data)
-	for len(buf)%4 != 0 {
-		buf = append(buf, 0xFF)
-	}
-	if p.inFlash(base) {
-		if err := p.erase(ctx, base, uint32(len(buf))); err != nil {
-			return err
-		}
-	}
-	for off := 0; off < len(buf); off += maxChunk {
-		chunk := buf[off:min(off+maxChunk, len(buf))]
-		a := base + uint32(off)
-		if err := p.writeChunk(ctx, a, chunk); err != nil {
-			return fmt.Errorf("%s: write at %#08x: %w", p, a, err)
-		}
-		if progress != nil {
-			progress(min(max(off+len(chunk)-front, 0), len(data)), len(data))
-		}
-	}
-	got := make([]byte, len(buf))
-	if err := p.read(ctx, base, got); err != nil {
-		return err
-	}
-	if i := mismatch(got, buf); i >= 0 {
-		return fmt.Errorf("%s: verify at %#08x: target holds %#02x, image has %#02x: %w", p, base+uint32(i), got[i], buf[i], probes.ErrVerify)
-	}
-	return nil
-}
-
-func mismatch(a, b []byte) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return -1
-}
-
-func (p *Probe) inFlash(a uint32) bool {
-	return a >= flashBase && (p.dev.flashSize == 0 || a-flashBase < p.dev.flashSize)
-}
-
-func (p *Probe) writeChunk(ctx context.Context, a uint32, chunk []byte) error {
-	if err := p.command(ctx, cmdWrite); err != nil {
-		return err
-	}
-	if err := p.sendAck(ctx, addrFrame(a), p.cfg.Timeout); err != nil {
-		return err
-	}
-	return p.sendAck(ctx, writeFrame(chunk), p.cfg.Timeout)
-}
-
-// Erase erases the flash pages [addr, addr+length), which must start
-// and end on page boundaries.
-func (p *Probe) Erase(ctx context.Context, addr, length uint32) error {
-	if err := p.checkRange("erase", addr, int(length)); err != nil {
-		return err
-	}
-	if length == 0 {
-		return nil
-	}
-	return p.do(ctx, func() error {
-		ps := p.pageSize()
-		if !p.inFlash(addr) || addr%ps != 0 || length%ps != 0 {
-			return fmt.Errorf("%s: erase at %#08x+%#x: not whole %d-byte flash pages from %#08x: %w", p, addr, length, ps, uint32(flashBase), probes.ErrProbe)
-		}
-		return p.erase(ctx, addr, length)
-	})
-}
-
-// erase erases the pages covering [addr, addr+length) of flash.
-func (p *Probe) erase(ctx context.Context, addr, length uint32) error {
-	if p.dev.sectors {
-		return fmt.Errorf("%s: erase at %#08x: %s (product id %#03x) has flash sectors of unequal size, which %s does not handle: %w", p, addr, p.dev.name, p.pid, Driver, probes.ErrProbe)
-	}
-	if p.dev.flashSize != 0 && uint64(addr)+uint64(length) > flashBase+uint64(p.dev.flashSize) {
-		return fmt.Errorf("%s: erase at %#08x+%#x: past the end of %s flash (%d KiB): %w", p, addr, length, p.dev.name, p.dev.flashSize>>10, probes.ErrProbe)
-	}
-	code, err := p.eraseCmd()
-	if err != nil {
-		return fmt.Errorf("%s: erase at %#08x: %w", p, addr, err)
-	}
-	ps := p.pageSize()
-	first := (addr - flashBase) / ps
-	last := (uint64(addr-flashBase) + uint64(length) - 1) / uint64(ps)
-	for pg := uint64(first); pg <= last; pg += erasePagesPerCmd {
-		n := min(uint64(erasePagesPerCmd), last-pg+1)
-		pages := make([]uint32, n)
-		for i := range pages {
-			pages[i] = uint32(pg) + uint32(i)
-		}
-		a := flashBase + uint32(pg)*ps
-		if err := p.erasePages(ctx, code, pages); err != nil {
-			return fmt.Errorf("%s: erase at %#08x (pages %d-%d, command %#02x): %w", p, a, pages[0], pages[len(pages)-1], code, err)
-		}
-	}
-	return nil
-}
-
-func (p *Probe) erasePages(ctx context.Context, code byte, pages []uint32) error {
-	frame, err := eraseFrame(code == cmdExtendedErase, pages)
-	if err != nil {
-		return fmt.Errorf("%w: %w", probes.ErrProbe, err)
-	}
-	if err := p.command(ctx, code); err != nil {
-		return err
-	}
-	scale := time.Duration(1 + len(pages)/eraseScale)
-	return p.sendAck(ctx, frame, scale*p.cfg.Timeout)
-}
-
-// Read reads memory at addr into buf with Read Memory.
-func (p *Probe) Read(ctx context.Context, addr uint32, buf []byte) error {
-	if err := p.checkRange("read", addr, len(buf)); err != nil {
-		return err
-	}
-	if len(buf) == 0 {
-		return nil
-	}
-	return p.do(ctx, func() error { return p.read(ctx, addr, buf) })
-}
-
-func (p *Probe) read(ctx context.Context, addr uint32, buf []byte) error {
-	for off := 0; off < len(buf); off += maxChunk {
-		chunk := buf[off:min(off+maxChunk, len(buf))]
-		a := addr + uint32(off)
-		if err := p.readChunk(ctx, a, chunk); err != nil {
-			return fmt.Errorf("%s: read at %#08x: %w", p, a, err)
-		}
-	}
-	return nil
-}
-
-func (p *Probe) readChunk(ctx context.Context, a uint32, chunk []byte) error {
-	if err := p.command(ctx, cmdRead); err != nil {
-		return err
-	}
-	if err := p.sendAck(ctx, addrFrame(a), p.cfg.Timeout); err != nil {
-		return err
-	}
-	n := byte(len(chunk) - 1)
-	if err := p.sendAck(ctx, []byte{n, ^n}, p.cfg.Timeout); err != nil {
-		return err
-	}
-	return p.readFull(ctx, chunk, time.Now().Add(p.cfg.Timeout), p.cfg.Timeout)
-}
-
 // Reset starts the firmware with Go at the start of flash. The bootloader
 // is left: flashing again needs the board reset into it (BOOT0 high).
 func (p *Probe) Reset(ctx context.Context) error {
@@ -655,103 +267,11 @@ func (p *Probe) Reset(ctx context.Context) error {
 	})
 }
 
+// checkRange is in every probe driver, not in internal/probeutil: it wraps
+// probes.ErrProbe, and the internal leaves import nothing of fudbench.
 func (p *Probe) checkRange(op string, addr uint32, n int) error {
 	if uint64(addr)+uint64(n) > 1<<32 {
 		return fmt.Errorf("%s: %s at %#08x: %d bytes pass the end of the 32-bit address space: %w", p, op, addr, n, probes.ErrProbe)
 	}
 	return nil
-}
-
-// Link layer.
-
-var errNoReply = errors.New("no reply")
-
-// command sends [code, ^code] and waits for its ACK.
-func (p *Probe) command(ctx context.Context, code byte) error {
-	return p.sendAck(ctx, []byte{code, ^code}, p.cfg.Timeout)
-}
-
-func (p *Probe) sendAck(ctx context.Context, b []byte, wait time.Duration) error {
-	if err := p.send(b); err != nil {
-		return err
-	}
-	return p.ack(ctx, wait)
-}
-
-func (p *Probe) send(b []byte) error {
-	for len(b) > 0 {
-		n, err := p.port.Write(b)
-		if err != nil {
-			p.broken = true
-			return fmt.Errorf("port failed (unplugged or closed?): %w: %w", probes.ErrProbe, err)
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
-// ack reads the answer to a frame: nil for ACK, ErrNACK for NACK.
-func (p *Probe) ack(ctx context.Context, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	b := make([]byte, 1)
-	for {
-		if err := p.readFull(ctx, b, deadline, wait); err != nil {
-			return err
-		}
-		switch b[0] {
-		case bACK:
-			return nil
-		case bNACK:
-			return ErrNACK
-		case bBusy:
-			continue
-		}
-		return fmt.Errorf("the device sent %#02x instead of ACK or NACK: %w", b[0], probes.ErrProbe)
-	}
-}
-
-// readFrame reads a length-prefixed reply: N, then N+1 bytes.
-func (p *Probe) readFrame(ctx context.Context) ([]byte, error) {
-	f := make([]byte, 1, 257)
-	deadline := time.Now().Add(p.cfg.Timeout)
-	if err := p.readFull(ctx, f, deadline, p.cfg.Timeout); err != nil {
-		return nil, err
-	}
-	f = f[:int(f[0])+2]
-	if err := p.readFull(ctx, f[1:], deadline, p.cfg.Timeout); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-// readFull fills b before deadline; wait is the time allowed, for the
-// error text.
-func (p *Probe) readFull(ctx context.Context, b []byte, deadline time.Time, wait time.Duration) error {
-	for got := 0; got < len(b); {
-		if err := ctx.Err(); err != nil {
-			return ctxErr(err)
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return fmt.Errorf("%w within %v: %w", errNoReply, wait, probes.ErrTimeout)
-		}
-		if err := p.port.SetReadTimeout(max(min(left, poll), time.Millisecond)); err != nil {
-			p.broken = true
-			return fmt.Errorf("port failed: %w: %w", probes.ErrProbe, err)
-		}
-		n, err := p.port.Read(b[got:])
-		got += n
-		if err != nil {
-			p.broken = true
-			return fmt.Errorf("port failed (unplugged or closed?): %w: %w", probes.ErrProbe, err)
-		}
-	}
-	return nil
-}
-
-func ctxErr(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %w", probes.ErrTimeout, err)
-	}
-	return err
 }

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fudbench/fudbench/internal/rsp"
 )
 
 // recordingListener keeps a copy of every byte its connections receive, so a
@@ -42,7 +44,7 @@ func (l *recordingListener) packets(t *testing.T) []string {
 	r := bufio.NewReader(bytes.NewReader(l.buf.Bytes()))
 	var out []string
 	for {
-		p, err := ReadPacket(r)
+		p, err := rsp.ReadPacket(r, MaxPacket)
 		if errors.Is(err, io.EOF) {
 			return out
 		}
@@ -190,7 +192,7 @@ func testGDBLoad(t *testing.T, gdb, objcopy string, size int, wantSeq []string) 
 			if a != fmt.Sprintf("%x", next) {
 				t.Errorf("vFlashWrite at %s, want %x", a, next)
 			}
-			raw, err := DecodeBinary([]byte(data))
+			raw, err := rsp.DecodeBinary([]byte(data))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -37,14 +37,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
+
+	"github.com/fudbench/fudbench/internal/rsp"
 )
 
 // Region kinds.
@@ -174,7 +174,10 @@ func (s *Server) ServeConn(ctx context.Context, c io.ReadWriteCloser) error {
 	}
 	s.mu.Unlock()
 
-	ss := &session{s: s, c: c, r: bufio.NewReaderSize(c, packetSize)}
+	r := bufio.NewReaderSize(c, packetSize)
+	// A new packet or an interrupt in place of an acknowledgement means
+	// the client has moved on.
+	ss := &session{s: s, r: r, link: rsp.Link{R: r, W: c, Tries: maxNak, MoveOn: "$\x03"}}
 	err := ss.run()
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -190,9 +193,8 @@ var errEndSession = errors.New("session ended")
 
 type session struct {
 	s       *Server
-	c       io.ReadWriteCloser
 	r       *bufio.Reader
-	noAck   bool
+	link    rsp.Link // framing and acknowledgements over the connection
 	running bool
 }
 
@@ -220,26 +222,22 @@ func (ss *session) run() error {
 			if err := ss.r.UnreadByte(); err != nil {
 				return fmt.Errorf("gdbstub %s: %w", ss.s.name, err)
 			}
-			pkt, err := ReadPacket(ss.r)
+			pkt, err := rsp.ReadPacket(ss.r, MaxPacket)
 			if err != nil {
 				// A broken frame is asked again; the rest of it is
 				// skipped as noise up to the next '$', which binary
 				// data never contains unescaped.
-				if errors.Is(err, ErrChecksum) || errors.Is(err, ErrMalformed) || errors.Is(err, ErrTooLong) {
+				if errors.Is(err, rsp.ErrChecksum) || errors.Is(err, rsp.ErrMalformed) || errors.Is(err, rsp.ErrTooLong) {
 					ss.s.log.Debug("bad packet", "err", err)
-					if !ss.noAck {
-						if _, err := ss.c.Write([]byte{'-'}); err != nil {
-							return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
-						}
+					if err := ss.link.Ack(false); err != nil {
+						return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
 					}
 					continue
 				}
 				return err
 			}
-			if !ss.noAck {
-				if _, err := ss.c.Write([]byte{'+'}); err != nil {
-					return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
-				}
+			if err := ss.link.Ack(true); err != nil {
+				return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
 			}
 			if err := ss.handle(pkt); err != nil {
 				return err
@@ -253,42 +251,10 @@ func (ss *session) run() error {
 // send frames and writes one reply and, in ack mode, waits for its '+',
 // retransmitting on '-'.
 func (ss *session) send(data []byte) error {
-	frame := AppendPacket(make([]byte, 0, len(data)+4), data)
-	for range maxNak {
-		if _, err := ss.c.Write(frame); err != nil {
-			return fmt.Errorf("gdbstub %s: write: %w", ss.s.name, err)
-		}
-		if ss.noAck {
-			return nil
-		}
-		acked, err := ss.waitAck()
-		if err != nil {
-			return err
-		}
-		if acked {
-			return nil
-		}
+	if err := ss.link.Send(data); err != nil {
+		return fmt.Errorf("gdbstub %s: reply: %w", ss.s.name, err)
 	}
-	return fmt.Errorf("gdbstub %s: reply refused %d times", ss.s.name, maxNak)
-}
-
-// waitAck reads up to the acknowledgement of a reply. A new packet or an
-// interrupt instead means the client has moved on: it is left for run.
-func (ss *session) waitAck() (bool, error) {
-	for {
-		b, err := ss.r.ReadByte()
-		if err != nil {
-			return false, err
-		}
-		switch b {
-		case '+':
-			return true, nil
-		case '-':
-			return false, nil
-		case '$', 0x03:
-			return true, ss.r.UnreadByte()
-		}
-	}
+	return nil
 }
 
 // reply is what a handler answers: nothing (nil, as for 'k' or 'c'), or
@@ -314,7 +280,7 @@ func (ss *session) handle(pkt []byte) error {
 		}
 	}
 	if string(pkt) == "QStartNoAckMode" {
-		ss.noAck = true
+		ss.link.NoAck = true
 	}
 	if end {
 		return errEndSession
@@ -343,384 +309,4 @@ func summary(pkt []byte) string {
 		return fmt.Sprintf("%s...<%d bytes>", pkt[:80], len(pkt))
 	}
 	return string(pkt)
-}
-
-// dispatch runs one command with s.mu held and returns its replies and
-// whether the session ends after them.
-func (ss *session) dispatch(pkt []byte) (reply, bool) {
-	if len(pkt) == 0 {
-		return replyEmpty, false
-	}
-	s := ss.s
-	args := pkt[1:]
-	switch pkt[0] {
-	case '?':
-		return replyStop, false
-	case 'g':
-		var b []byte
-		for _, r := range s.regs {
-			b = binary.LittleEndian.AppendUint32(b, r)
-		}
-		return reply{appendHex(nil, b)}, false
-	case 'G':
-		b, err := decodeHex(args)
-		if err != nil || len(b)%4 != 0 || len(b) > 4*numRegs {
-			return s.fail("E01", "G", err), false
-		}
-		for i := 0; i < len(b); i += 4 {
-			s.regs[i/4] = binary.LittleEndian.Uint32(b[i:])
-		}
-		return replyOK, false
-	case 'p':
-		n, err := parseHex32(args)
-		if err != nil {
-			return s.fail("E01", "p", err), false
-		}
-		if n >= numRegs {
-			return s.fail("E02", "p", fmt.Errorf("register %d out of range", n)), false
-		}
-		return reply{appendHex(nil, binary.LittleEndian.AppendUint32(nil, s.regs[n]))}, false
-	case 'P':
-		num, val, ok := bytes.Cut(args, []byte("="))
-		n, err := parseHex32(num)
-		if !ok || err != nil {
-			return s.fail("E01", "P", err), false
-		}
-		b, err := decodeHex(val)
-		if err != nil || len(b) != 4 {
-			return s.fail("E01", "P", err), false
-		}
-		if n >= numRegs {
-			return s.fail("E02", "P", fmt.Errorf("register %d out of range", n)), false
-		}
-		s.regs[n] = binary.LittleEndian.Uint32(b)
-		return replyOK, false
-	case 'm':
-		addr, length, err := parseAddrLen(args)
-		if err != nil {
-			return s.fail("E01", "m", err), false
-		}
-		length = min(length, maxRead)
-		buf := make([]byte, length)
-		if err := s.t.ReadMemory(addr, buf); err != nil {
-			return s.fail("E03", "m", err), false
-		}
-		return reply{appendHex(nil, buf)}, false
-	case 'M':
-		head, hexData, ok := bytes.Cut(args, []byte(":"))
-		addr, length, err := parseAddrLen(head)
-		if !ok || err != nil {
-			return s.fail("E01", "M", err), false
-		}
-		data, err := decodeHex(hexData)
-		if err != nil || uint32(len(data)) != length {
-			return s.fail("E01", "M", fmt.Errorf("length %d, data %d bytes: %v", length, len(data), err)), false
-		}
-		return s.write(addr, data), false
-	case 'X':
-		head, bin, ok := bytes.Cut(args, []byte(":"))
-		addr, length, err := parseAddrLen(head)
-		if !ok || err != nil {
-			return s.fail("E01", "X", err), false
-		}
-		data, err := DecodeBinary(bin)
-		if err != nil || uint32(len(data)) != length {
-			return s.fail("E01", "X", fmt.Errorf("length %d, data %d bytes: %v", length, len(data), err)), false
-		}
-		// GDB probes X support with an empty write.
-		if length == 0 {
-			return replyOK, false
-		}
-		return s.write(addr, data), false
-	case 'c':
-		if len(args) > 0 {
-			addr, err := parseHex32(args)
-			if err != nil {
-				return s.fail("E01", "c", err), false
-			}
-			s.regs[regPC] = addr
-		}
-		s.resume()
-		ss.running = true
-		return nil, false
-	case 's':
-		return replyStop, false
-	case 'H', 'T':
-		return replyOK, false
-	case 'D':
-		s.resume()
-		return replyOK, true
-	case 'k':
-		return nil, true
-	case 'q':
-		return ss.query(pkt), false
-	case 'Q':
-		if string(pkt) == "QStartNoAckMode" {
-			// The OK itself is still acknowledged; only then is
-			// acknowledgement off.
-			return replyOK, false
-		}
-		return replyEmpty, false
-	case 'v':
-		return ss.vPacket(pkt), false
-	}
-	return replyEmpty, false
-}
-
-// fail logs why a request failed and returns the error reply.
-func (s *Server) fail(code, cmd string, err error) reply {
-	s.log.Debug("request failed", "cmd", cmd, "reply", code, "err", err)
-	return one(code)
-}
-
-func (s *Server) write(addr uint32, data []byte) reply {
-	if err := s.t.WriteMemory(addr, data); err != nil {
-		return s.fail("E03", "write", err)
-	}
-	return replyOK
-}
-
-func (s *Server) resume() {
-	if r, ok := s.t.(Resumer); ok {
-		if err := r.Resume(); err != nil {
-			s.log.Info("resume failed", "err", err)
-		}
-	}
-}
-
-func (ss *session) query(pkt []byte) reply {
-	s := ss.s
-	str := string(pkt)
-	switch {
-	case str == "qSupported" || strings.HasPrefix(str, "qSupported:"):
-		return one(fmt.Sprintf("PacketSize=%x;qXfer:memory-map:read+;qXfer:features:read+;QStartNoAckMode+", packetSize))
-	case strings.HasPrefix(str, "qXfer:"):
-		return s.xfer(str)
-	case strings.HasPrefix(str, "qCRC:"):
-		addr, length, err := parseAddrLen(pkt[len("qCRC:"):])
-		if err != nil {
-			return s.fail("E01", "qCRC", err)
-		}
-		crc, err := s.crc(addr, length)
-		if err != nil {
-			return s.fail("E03", "qCRC", err)
-		}
-		return one(fmt.Sprintf("C%08x", crc))
-	case strings.HasPrefix(str, "qRcmd,"):
-		cmd, err := decodeHex(pkt[len("qRcmd,"):])
-		if err != nil {
-			return s.fail("E01", "qRcmd", err)
-		}
-		return s.monitor(string(cmd))
-	case str == "qAttached" || strings.HasPrefix(str, "qAttached:"):
-		return one("1")
-	case str == "qC":
-		return one("QC1")
-	case str == "qfThreadInfo":
-		return one("m1")
-	case str == "qsThreadInfo":
-		return one("l")
-	}
-	return replyEmpty
-}
-
-// xfer serves qXfer:OBJECT:read:ANNEX:OFFSET,LENGTH.
-func (s *Server) xfer(str string) reply {
-	parts := strings.Split(str, ":")
-	if len(parts) != 5 || parts[2] != "read" {
-		return replyEmpty
-	}
-	var doc string
-	switch {
-	case parts[1] == "memory-map" && parts[3] == "":
-		doc = memoryMapXML(s.t.MemoryMap())
-	case parts[1] == "features" && parts[3] == "target.xml":
-		doc = targetXML
-	case parts[1] == "memory-map" || parts[1] == "features":
-		return s.fail("E00", "qXfer", fmt.Errorf("unknown annex %q", parts[3]))
-	default:
-		return replyEmpty
-	}
-	off, length, err := parseAddrLen([]byte(parts[4]))
-	if err != nil {
-		return s.fail("E00", "qXfer", err)
-	}
-	if int64(off) >= int64(len(doc)) {
-		return one("l")
-	}
-	end := min(int64(off)+int64(min(length, maxXfer)), int64(len(doc)))
-	kind := byte('m')
-	if end == int64(len(doc)) {
-		kind = 'l'
-	}
-	return reply{AppendBinary([]byte{kind}, []byte(doc[off:end]))}
-}
-
-func (s *Server) crc(addr, length uint32) (uint32, error) {
-	crc := uint32(0xffffffff)
-	buf := make([]byte, 4096)
-	for length > 0 {
-		n := min(length, uint32(len(buf)))
-		if err := s.t.ReadMemory(addr, buf[:n]); err != nil {
-			return 0, err
-		}
-		crc = CRC32(crc, buf[:n])
-		addr += n
-		length -= n
-	}
-	return crc, nil
-}
-
-func (ss *session) vPacket(pkt []byte) reply {
-	s := ss.s
-	switch {
-	case bytes.HasPrefix(pkt, []byte("vFlashErase:")):
-		addr, length, err := parseAddrLen(pkt[len("vFlashErase:"):])
-		if err != nil {
-			return s.fail("E01", "vFlashErase", err)
-		}
-		if !s.inFlash(addr, length) {
-			return s.fail("E02", "vFlashErase", fmt.Errorf("0x%x+0x%x not in flash", addr, length))
-		}
-		if length == 0 {
-			return replyOK
-		}
-		if err := s.t.FlashErase(addr, length); err != nil {
-			return s.fail("E03", "vFlashErase", err)
-		}
-		return replyOK
-	case bytes.HasPrefix(pkt, []byte("vFlashWrite:")):
-		a, bin, ok := bytes.Cut(pkt[len("vFlashWrite:"):], []byte(":"))
-		addr, err := parseHex32(a)
-		if !ok || err != nil {
-			return s.fail("E01", "vFlashWrite", err)
-		}
-		data, err := DecodeBinary(bin)
-		if err != nil {
-			return s.fail("E01", "vFlashWrite", err)
-		}
-		if uint64(addr)+uint64(len(data)) > 1<<32 || !s.inFlash(addr, uint32(len(data))) {
-			return s.fail("E.memtype", "vFlashWrite", fmt.Errorf("0x%x+0x%x not in flash", addr, len(data)))
-		}
-		if len(data) == 0 {
-			return replyOK
-		}
-		if err := s.t.FlashWrite(addr, data); err != nil {
-			return s.fail("E03", "vFlashWrite", err)
-		}
-		return replyOK
-	case string(pkt) == "vFlashDone":
-		if err := s.t.FlashDone(); err != nil {
-			return s.fail("E03", "vFlashDone", err)
-		}
-		return replyOK
-	}
-	return replyEmpty
-}
-
-// inFlash reports whether [addr, addr+length) lies wholly in flash regions
-// (adjacent regions may share it); an empty range needs addr in flash.
-func (s *Server) inFlash(addr, length uint32) bool {
-	regions := s.t.MemoryMap()
-	cur, end := uint64(addr), uint64(addr)+uint64(length)
-	for {
-		found := false
-		for _, r := range regions {
-			rs, re := uint64(r.Start), uint64(r.Start)+uint64(r.Length)
-			if r.Kind == KindFlash && cur >= rs && cur < re {
-				cur, found = re, true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-		if cur >= end {
-			return true
-		}
-	}
-}
-
-const monitorHelp = "monitor commands: reset [run|halt|init], system_reset, halt, help\n"
-
-func (s *Server) monitor(cmd string) reply {
-	s.log.Debug("monitor", "cmd", cmd)
-	words := strings.Fields(strings.ToLower(cmd))
-	if len(words) > 0 && words[0] == "monitor" {
-		words = words[1:]
-	}
-	line := strings.Join(words, " ")
-	var halt bool
-	switch line {
-	case "reset", "reset run", "system_reset":
-	case "reset halt", "reset init":
-		halt = true
-	case "halt":
-		return reply{consoleOutput("target halted\n"), []byte("OK")}
-	case "help":
-		return reply{consoleOutput(monitorHelp), []byte("OK")}
-	default:
-		return append(reply{consoleOutput(fmt.Sprintf("unknown monitor command %q\n%s", cmd, monitorHelp))},
-			s.fail("E04", "qRcmd", fmt.Errorf("unknown monitor command %q", cmd))...)
-	}
-	if err := s.t.Reset(halt); err != nil {
-		return append(reply{consoleOutput(fmt.Sprintf("reset failed: %v\n", err))}, s.fail("E03", "reset", err)...)
-	}
-	s.loadRegsLocked()
-	msg := "target reset\n"
-	if halt {
-		msg = "target reset and halted\n"
-	}
-	return reply{consoleOutput(msg), []byte("OK")}
-}
-
-// consoleOutput is an O-packet: text for GDB's console, hex-encoded.
-func consoleOutput(text string) []byte {
-	return appendHex([]byte{'O'}, []byte(text))
-}
-
-// loadRegsLocked puts the register file in its reset state: sp and pc from the
-// vector table at the start of the lowest flash region, as a Cortex-M does.
-func (s *Server) loadRegsLocked() {
-	s.regs = [numRegs]uint32{}
-	s.regs[regLR] = 0xffffffff
-	s.regsLoaded = true
-	var base *Region
-	for _, r := range s.t.MemoryMap() {
-		if r.Kind == KindFlash && (base == nil || r.Start < base.Start) {
-			base = &r
-		}
-	}
-	if base == nil {
-		return
-	}
-	var vt [8]byte
-	if err := s.t.ReadMemory(base.Start, vt[:]); err != nil {
-		s.log.Info("vector table unreadable", "addr", base.Start, "err", err)
-		return
-	}
-	s.regs[regSP] = binary.LittleEndian.Uint32(vt[0:])
-	pc := binary.LittleEndian.Uint32(vt[4:])
-	s.regs[regPC] = pc &^ 1
-	s.regs[regXPSR] = (pc & 1) << 24 // the Thumb bit comes from the vector
-}
-
-// parseAddrLen parses "ADDR,LENGTH" in hex; the range must not pass 4 GiB.
-func parseAddrLen(b []byte) (uint32, uint32, error) {
-	a, l, ok := bytes.Cut(b, []byte(","))
-	if !ok {
-		return 0, 0, fmt.Errorf("want addr,length in %q: %w", b, ErrMalformed)
-	}
-	addr, err := parseHex32(a)
-	if err != nil {
-		return 0, 0, err
-	}
-	length, err := parseHex32(l)
-	if err != nil {
-		return 0, 0, err
-	}
-	if uint64(addr)+uint64(length) > 1<<32 {
-		return 0, 0, fmt.Errorf("range 0x%x+0x%x passes 4 GiB: %w", addr, length, ErrMalformed)
-	}
-	return addr, length, nil
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fudbench/fudbench/internal/rsp"
 )
 
 // startServer serves f on a loopback port until the test ends.
@@ -90,7 +92,7 @@ func (c *client) expectByte(want byte) {
 // reply reads one reply packet and acknowledges it.
 func (c *client) reply() string {
 	c.t.Helper()
-	p, err := ReadPacket(c.r)
+	p, err := rsp.ReadPacket(c.r, MaxPacket)
 	if err != nil {
 		c.t.Fatalf("reading reply: %v", err)
 	}
@@ -103,7 +105,7 @@ func (c *client) reply() string {
 // send sends one packet and waits for its acknowledgement.
 func (c *client) send(data string) {
 	c.t.Helper()
-	c.raw(string(AppendPacket(nil, []byte(data))))
+	c.raw(string(rsp.AppendPacket(nil, []byte(data))))
 	if !c.noAck {
 		c.expectByte('+')
 	}
@@ -231,7 +233,7 @@ func TestChecksumErrorRetransmit(t *testing.T) {
 	}
 	// A '-' from the client makes the server send its reply again.
 	c.send("?")
-	if p, err := ReadPacket(c.r); err != nil || string(p) != "S05" {
+	if p, err := rsp.ReadPacket(c.r, MaxPacket); err != nil || string(p) != "S05" {
 		t.Fatalf("first reply %q, %v", p, err)
 	}
 	c.raw("-")
@@ -255,7 +257,7 @@ func TestNoAckMode(t *testing.T) {
 	}
 	c.noAck = true
 	// Without acks the next byte after a request is the reply itself.
-	c.raw(string(AppendPacket(nil, []byte("qC"))))
+	c.raw(string(rsp.AppendPacket(nil, []byte("qC"))))
 	if b, _ := c.r.Peek(1); len(b) != 1 || b[0] != '$' {
 		t.Fatalf("got %q before the reply, want '$'", b)
 	}
@@ -279,10 +281,10 @@ func TestFlashSequence(t *testing.T) {
 	copy(data, "#$}*") // escapes at the start of a write
 	steps := []struct{ req, want string }{
 		{"vFlashErase:00010000,00002000", "OK"},
-		{"vFlashWrite:10000:" + string(AppendBinary(nil, data[:0x1000])), "OK"},
-		{"vFlashWrite:11000:" + string(AppendBinary(nil, data[0x1000:])), "OK"},
+		{"vFlashWrite:10000:" + string(rsp.AppendBinary(nil, data[:0x1000])), "OK"},
+		{"vFlashWrite:11000:" + string(rsp.AppendBinary(nil, data[0x1000:])), "OK"},
 		{"vFlashDone", "OK"},
-		{fmt.Sprintf("qCRC:10000,%x", len(data)), fmt.Sprintf("C%08x", CRC32(0xffffffff, data))},
+		{fmt.Sprintf("qCRC:10000,%x", len(data)), fmt.Sprintf("C%08x", rsp.CRC32(0xffffffff, data))},
 	}
 	for _, s := range steps {
 		if got := c.cmd(s.req); got != s.want {
@@ -400,7 +402,7 @@ func (c *client) xfer(object, annex string, n int) string {
 		if rep == "" || (rep[0] != 'm' && rep[0] != 'l') {
 			c.t.Fatalf("qXfer reply %q", rep)
 		}
-		chunk, err := DecodeBinary([]byte(rep[1:]))
+		chunk, err := rsp.DecodeBinary([]byte(rep[1:]))
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -542,7 +544,7 @@ func TestOneClientAtATime(t *testing.T) {
 		t.Fatal(got)
 	}
 	second := dial(t, addr)
-	second.raw(string(AppendPacket(nil, []byte("qC"))))
+	second.raw(string(rsp.AppendPacket(nil, []byte("qC"))))
 	if err := second.c.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}

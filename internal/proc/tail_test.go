@@ -1,4 +1,4 @@
-package cli
+package proc
 
 import (
 	"bytes"
@@ -6,41 +6,43 @@ import (
 	"testing"
 )
 
-func TestTailLastLines(t *testing.T) {
+func TestTail(t *testing.T) {
 	tests := []struct {
 		name   string
 		max    int
 		writes []string
-		want   string // buf
-		lines  string // lastLines(2)
+		want   string // what is kept
+		quoted string // Quoted(": ", 2)
 	}{
 		{"empty", 8, nil, "", ""},
 		{"blank only", 8, []string{"\n \n"}, "\n \n", ""},
 		{"fits", 64, []string{"a\n", "b\n", "c\n"}, "a\nb\nc\n", `: "b\nc"`},
+		{"many small writes", 16, []string{"line 7\n", "line 8\n", "line 9\n"}, "7\nline 8\nline 9\n", `: "line 8\nline 9"`},
 		{"cut", 4, []string{"abc\n", "de\n"}, "\nde\n", `: "de"`},
 		{"one big write", 3, []string{"0123456789"}, "789", `: "789"`},
 		{"crlf", 64, []string{"x\r\n\r\ny\r\n"}, "x\r\n\r\ny\r\n", `: "x\ny"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tl := &tail{max: tt.max}
+			tl := &Tail{Max: tt.max}
 			for _, w := range tt.writes {
 				if n, err := tl.Write([]byte(w)); n != len(w) || err != nil {
 					t.Fatalf("Write = %d, %v", n, err)
 				}
 			}
-			if string(tl.buf) != tt.want {
-				t.Errorf("buf %q, want %q", tl.buf, tt.want)
+			if tl.String() != tt.want {
+				t.Errorf("kept %q, want %q", tl.String(), tt.want)
 			}
-			if got := tl.lastLines(2); got != tt.lines {
-				t.Errorf("lastLines(2) = %q, want %q", got, tt.lines)
+			if got := tl.Quoted(": ", 2); got != tt.quoted {
+				t.Errorf("Quoted = %q, want %q", got, tt.quoted)
 			}
 		})
 	}
 }
 
-// FuzzTail feeds a tool's output, which is outside bytes, through tail and
-// lastLines: the kept part is the suffix of what was written, bounded.
+// FuzzTail feeds a program's output, which is outside bytes, through Tail
+// and its last lines: the kept part is the suffix of what was written,
+// bounded.
 func FuzzTail(f *testing.F) {
 	f.Add([]byte("Error: Connecting to the chip was unsuccessful.\n\nCaused by:\n"), 16, 3)
 	f.Add([]byte("\x00\xff\r\n\n\n"), 1, 1)
@@ -49,7 +51,7 @@ func FuzzTail(f *testing.F) {
 		if max <= 0 || max > 1<<16 || split <= 0 {
 			t.Skip()
 		}
-		tl := &tail{max: max}
+		tl := &Tail{Max: max}
 		for rest := out; len(rest) > 0; {
 			n := min(split, len(rest))
 			tl.Write(rest[:n])
@@ -61,8 +63,9 @@ func FuzzTail(f *testing.F) {
 		if !bytes.HasSuffix(out, tl.buf) || len(tl.buf) != min(len(out), max) {
 			t.Fatalf("kept %q, not the last %d bytes of %q", tl.buf, max, out)
 		}
-		if s := tl.lastLines(errorLines); s != "" && strings.Count(s, `\n`) > errorLines*2 {
-			t.Fatalf("lastLines = %q: too many lines", s)
+		const n = 8
+		if s := tl.lastLines(n); strings.Count(s, "\n") >= n {
+			t.Fatalf("lastLines(%d) = %q: too many lines", n, s)
 		}
 	})
 }

@@ -1,16 +1,17 @@
 //go:build unix
 
-package cli
+package proc
 
 import (
 	"errors"
-	osexec "os/exec"
+	"os/exec"
 	"syscall"
 )
 
 // setGroup runs cmd in a process group of its own and makes a cancel kill
-// the whole group, so helpers the tool started die with it.
-func setGroup(cmd *osexec.Cmd) {
+// the whole group, so that a script's children and the helpers a tool
+// started die with it.
+func setGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)

@@ -1,4 +1,4 @@
-package gdbstub
+package rsp
 
 // crcTable is the MSB-first table for polynomial 0x04C11DB7, the one behind
 // GDB's xcrc32 (libiberty), which compare-sections uses for qCRC.
@@ -17,8 +17,9 @@ var crcTable = func() (t [256]uint32) {
 	return t
 }()
 
-// CRC32 continues GDB's qCRC checksum over p from crc. Start with 0xffffffff;
-// there is no final xor. It is CRC-32/MPEG-2: "123456789" gives 0x0376e6e7.
+// CRC32 continues GDB's qCRC checksum over p from crc. Start with
+// 0xffffffff; there is no final xor. It is CRC-32/MPEG-2: "123456789"
+// gives 0x0376e6e7.
 func CRC32(crc uint32, p []byte) uint32 {
 	for _, b := range p {
 		crc = crc<<8 ^ crcTable[byte(crc>>24)^b]

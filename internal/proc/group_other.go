@@ -1,9 +1,9 @@
 //go:build !unix
 
-package cli
+package proc
 
-import osexec "os/exec"
+import "os/exec"
 
 // setGroup leaves cmd as it is: without process groups a cancel kills only
-// the tool itself.
-func setGroup(*osexec.Cmd) {}
+// the command itself.
+func setGroup(*exec.Cmd) {}
