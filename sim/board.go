@@ -76,9 +76,16 @@ type Config struct {
 	FlashBase   uint32 // address of flash on the probe port; default 0
 	ProgramTime time.Duration
 	EraseTime   time.Duration
-	// TimeScale multiplies flash times and the boot delay; 0 is instant.
+	// TimeScale multiplies flash times, the boot delay and the network
+	// delay; 0 is instant.
 	TimeScale float64
 	BootDelay time.Duration // default 20 ms (before scaling)
+	// NetDelay is how long after its console says it is ready (the
+	// "APP … ready" or "RECOVERY ready" line) the board starts answering
+	// CoAP; until then requests are dropped silently, as while it boots.
+	// Real devices often bring their console up well before their network.
+	// Default 0 (before scaling).
+	NetDelay time.Duration
 
 	// StateDir keeps the flash file and the console link; "" keeps flash
 	// in memory and puts the link in a temporary directory.
@@ -221,6 +228,9 @@ func (c *Config) defaults() error {
 	}
 	if c.PSKIdentity == "" {
 		c.PSKIdentity = "fudbench"
+	}
+	if len(c.PSKIdentity) > maxPSKIdentity {
+		return fmt.Errorf("sim: board %s: PSK identity of %d bytes: the recovery record caches at most %d", c.Name, len(c.PSKIdentity), maxPSKIdentity)
 	}
 	if c.PSK == nil {
 		c.PSK = DevPSK

@@ -21,7 +21,8 @@ func (b *Board) Powered() bool {
 }
 
 // Mode reports what the board is doing: off, booting, app, recovery or
-// halted.
+// halted. A board is booting until its network is up (Config.NetDelay
+// after its console said it was ready).
 func (b *Board) Mode() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -251,9 +252,14 @@ func (b *Board) sleep(ep uint64, d time.Duration) bool {
 	}
 }
 
+// scaled applies the time scale to a modelled delay.
+func (b *Board) scaled(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * b.cfg.TimeScale)
+}
+
 // boot runs the bootloader for power epoch ep.
 func (b *Board) boot(ep uint64) {
-	if !b.sleep(ep, time.Duration(float64(b.cfg.BootDelay)*b.cfg.TimeScale)) {
+	if !b.sleep(ep, b.scaled(b.cfg.BootDelay)) {
 		return
 	}
 	b.cpu.Lock()
@@ -286,6 +292,11 @@ func (b *Board) boot(ep uint64) {
 		}
 	case ModeHalted:
 		b.console.Printf("BL no bootable image (%s); halted", r.failure)
+	}
+	// The console is up; the network may come later. Until it does, the
+	// sockets stay parked and a request gets no answer at all.
+	if r.mode != ModeHalted && !b.sleep(ep, b.scaled(b.cfg.NetDelay)) {
+		return
 	}
 	var servers []*coapsrv.Server
 	b.mu.Lock()
