@@ -80,6 +80,10 @@ type record struct {
 	PSKIdentity []byte // DTLS identity that prepared the update; nil over UDP
 }
 
+// maxPSKIdentity is the room a record has for the identity that prepared
+// the update: a longer one could not be matched again in recovery.
+const maxPSKIdentity = 32
+
 const (
 	recMagic   = 0x43455246 // "FREC"
 	recBodyLen = 4 + 4 + 4 + 1 + 1 + 8 + 32 + 1 + 64 + 1 + 32 + 4
@@ -109,7 +113,7 @@ func (r *record) encode(align int, erased byte) []byte {
 	p = append(p, peer[:]...)
 	var id [32]byte
 	copy(id[:], r.PSKIdentity)
-	p = append(p, byte(min(len(r.PSKIdentity), 32)))
+	p = append(p, byte(min(len(r.PSKIdentity), maxPSKIdentity)))
 	p = append(p, id[:]...)
 	p = binary.LittleEndian.AppendUint32(p, crc32.ChecksumIEEE(p))
 	copy(b, p)

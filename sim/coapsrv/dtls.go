@@ -2,10 +2,12 @@ package coapsrv
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -38,7 +40,7 @@ const (
 // that has just lost power.
 type dtlsEndpoint struct {
 	s      *Server
-	opts   []dtls.ServerOption
+	psk    PSKFunc
 	mu     sync.Mutex
 	peers  map[netip.AddrPort]*dtlsPeer
 	lastID uint64
@@ -79,11 +81,8 @@ func ServeDTLS(sock *net.UDPConn, psk PSKFunc, h Handler, opts Options) (*Server
 
 func (s *Server) startDTLS(psk PSKFunc) {
 	s.dtls = &dtlsEndpoint{
-		s: s,
-		opts: []dtls.ServerOption{
-			dtls.WithPSK(dtls.PSKCallback(psk)),
-			dtls.WithCipherSuites(cipherSuites...),
-		},
+		s:     s,
+		psk:   psk,
 		peers: make(map[netip.AddrPort]*dtlsPeer),
 	}
 	go s.dtls.serve()
@@ -162,6 +161,10 @@ type dtlsPeer struct {
 	ua   *net.UDPAddr
 	in   *packetio.Buffer
 
+	// refused is set once the PSK function has refused the client's
+	// identity (see refusalAlert).
+	refused atomic.Bool
+
 	mu     sync.Mutex
 	ended  bool
 	conn   *dtls.Conn
@@ -172,7 +175,9 @@ var _ net.PacketConn = (*dtlsPeer)(nil)
 
 func (p *dtlsPeer) serve() {
 	s := p.e.s
-	conn, err := dtls.ServerWithOptions(p, p.ua, p.e.opts...)
+	conn, err := dtls.ServerWithOptions(p, p.ua,
+		dtls.WithPSK(p.psk),
+		dtls.WithCipherSuites(cipherSuites...))
 	if err != nil {
 		s.log.Error("coap dtls session not started", "peer", p.addr.String(), "err", err)
 		_ = p.Close()
@@ -219,6 +224,16 @@ func (p *dtlsPeer) serve() {
 	}
 }
 
+// psk asks the server's PSK function for the key of the client's identity
+// and remembers a refusal.
+func (p *dtlsPeer) psk(identity []byte) ([]byte, error) {
+	key, err := p.e.psk(identity)
+	if err != nil {
+		p.refused.Store(true)
+	}
+	return key, err
+}
+
 // shutdown closes the session from the server's side.
 func (p *dtlsPeer) shutdown() {
 	p.mu.Lock()
@@ -239,8 +254,47 @@ func (p *dtlsPeer) ReadFrom(b []byte) (int, net.Addr, error) {
 
 // WriteTo implements net.PacketConn; the address is always the peer's.
 func (p *dtlsPeer) WriteTo(b []byte, _ net.Addr) (int, error) {
+	n := len(b)
+	if p.refused.Load() {
+		b = refusalAlert(b)
+	}
 	p.e.s.writeUDP(b, p.addr)
-	return len(b), nil
+	return n, nil
+}
+
+// Record layer and alert values (RFC 6347 §4.1, RFC 5246 §7.2, RFC 4279 §2).
+const (
+	recordHeaderLen         = 13
+	contentTypeAlert        = 21
+	alertFatal              = 2
+	alertInternalError      = 80
+	alertUnknownPSKIdentity = 115
+)
+
+// refusalAlert returns datagram b with a fatal internal_error alert turned
+// into unknown_psk_identity. pion answers an identity the PSK function
+// refuses with internal_error; a device's DTLS stack (mbedTLS, OpenSSL)
+// answers unknown_psk_identity, which tells a bench that the device does
+// not know the identity rather than that it failed. The alert goes out
+// before any key is agreed, in plaintext: a 2-byte fragment (a protected
+// one is longer). b itself is left as it is.
+func refusalAlert(b []byte) []byte {
+	out, copied := b, false
+	for off := 0; off+recordHeaderLen <= len(b); {
+		n := int(binary.BigEndian.Uint16(b[off+11:]))
+		frag := off + recordHeaderLen
+		if frag+n > len(b) {
+			break
+		}
+		if b[off] == contentTypeAlert && n == 2 && b[frag] == alertFatal && b[frag+1] == alertInternalError {
+			if !copied {
+				out, copied = append([]byte(nil), b...), true
+			}
+			out[frag+1] = alertUnknownPSKIdentity
+		}
+		off = frag + n
+	}
+	return out
 }
 
 // Close implements net.PacketConn: it forgets the session so that the

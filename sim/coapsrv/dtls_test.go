@@ -82,27 +82,132 @@ func TestGoCoapClientDTLS(t *testing.T) {
 	}
 }
 
-func TestDTLSWrongKey(t *testing.T) {
-	d := &device{}
-	s := listenDTLS(t, "127.0.0.1:0", d.handle)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+// dtlsHandshake runs a pion client handshake with identity and key
+// against addr from an unconnected socket, as the bench's client does.
+func dtlsHandshake(t *testing.T, addr net.Addr, identity, key []byte, timeout time.Duration) (time.Duration, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := net.Dial("udp", s.Addr().String())
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	c, err := piondtls.ClientWithOptions(conn.(*net.UDPConn), conn.RemoteAddr(),
-		clientDTLSOptions([]byte("wrong key"), piondtls.TLS_PSK_WITH_AES_128_CCM_8)...)
+	defer pc.Close()
+	c, err := piondtls.ClientWithOptions(pc, addr,
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+		piondtls.WithPSKIdentityHint(identity),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.HandshakeContext(ctx); err == nil {
-		t.Fatal("handshake with a wrong key succeeded")
+	start := time.Now()
+	err = c.HandshakeContext(ctx)
+	return time.Since(start), err
+}
+
+// alertOf returns the level and description of the DTLS alert that ended
+// a handshake. pion's alert error type is unexported; its method set is
+// what a caller can match.
+func alertOf(err error) (level, desc byte, ok bool) {
+	var a interface {
+		Marshal() ([]byte, error)
+		IsFatalOrCloseNotify() bool
+	}
+	if !errors.As(err, &a) {
+		return 0, 0, false
+	}
+	b, err := a.Marshal()
+	if err != nil || len(b) != 2 {
+		return 0, 0, false
+	}
+	return b[0], b[1], true
+}
+
+// TestDTLSUnknownIdentity: an identity the PSK function refuses gets a
+// fatal unknown_psk_identity alert at once, not a timeout.
+func TestDTLSUnknownIdentity(t *testing.T) {
+	d := &device{}
+	s := listenDTLS(t, "127.0.0.1:0", d.handle)
+	took, err := dtlsHandshake(t, s.Addr(), []byte("stranger"), testKey, 10*time.Second)
+	if err == nil {
+		t.Fatal("handshake with an unknown identity succeeded")
+	}
+	var he *piondtls.HandshakeError
+	if !errors.As(err, &he) {
+		t.Fatalf("%T %v: not a *dtls.HandshakeError", err, err)
+	}
+	level, desc, ok := alertOf(err)
+	if !ok || level != alertFatal || desc != alertUnknownPSKIdentity {
+		t.Fatalf("%v after %v: want a fatal unknown_psk_identity alert (2, 115), got (%d, %d, %v)", err, took, level, desc, ok)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || ne.Timeout() {
+		t.Errorf("%v: want a net.Error that is not a timeout", err)
 	}
 	if calls, _, _, _ := d.snapshot(); calls != 0 {
 		t.Errorf("handler called %d times", calls)
+	}
+	// The refusal ended only that session: the right identity still works.
+	if _, err := dtlsHandshake(t, s.Addr(), testIdentity, testKey, 10*time.Second); err != nil {
+		t.Fatalf("handshake with the known identity after a refusal: %v", err)
+	}
+}
+
+// TestDTLSWrongKey: a known identity with the wrong key gets no alert. The
+// server cannot decrypt the client's Finished and drops it, as DTLS drops
+// every record that fails its check (RFC 6347 §4.1.2.7), so the client
+// times out, as it would against mbedTLS or OpenSSL.
+func TestDTLSWrongKey(t *testing.T) {
+	d := &device{}
+	s := listenDTLS(t, "127.0.0.1:0", d.handle)
+	_, err := dtlsHandshake(t, s.Addr(), testIdentity, []byte("wrong key"), time.Second)
+	if err == nil {
+		t.Fatal("handshake with a wrong key succeeded")
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("%T %v: want a timeout", err, err)
+	}
+	if _, _, ok := alertOf(err); ok {
+		t.Errorf("%v: an alert for a wrong key", err)
+	}
+	if calls, _, _, _ := d.snapshot(); calls != 0 {
+		t.Errorf("handler called %d times", calls)
+	}
+}
+
+func TestRefusalAlert(t *testing.T) {
+	rec := func(typ byte, epoch uint16, frag ...byte) []byte {
+		h := []byte{typ, 0xfe, 0xfd, byte(epoch >> 8), byte(epoch), 0, 0, 0, 0, 0, 1, 0, byte(len(frag))}
+		return append(h, frag...)
+	}
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	internal := rec(contentTypeAlert, 0, alertFatal, alertInternalError)
+	unknown := rec(contentTypeAlert, 0, alertFatal, alertUnknownPSKIdentity)
+	hello := rec(22, 0, 1, 2, 3, 4)
+	tests := []struct {
+		name    string
+		in, out []byte
+	}{
+		{"alone", internal, unknown},
+		{"after a handshake record", cat(hello, internal), cat(hello, unknown)},
+		{"warning", rec(contentTypeAlert, 0, 1, alertInternalError), rec(contentTypeAlert, 0, 1, alertInternalError)},
+		{"other alert", rec(contentTypeAlert, 0, alertFatal, 40), rec(contentTypeAlert, 0, alertFatal, 40)},
+		{"protected", rec(contentTypeAlert, 1, make([]byte, 18)...), rec(contentTypeAlert, 1, make([]byte, 18)...)},
+		{"truncated", internal[:14], internal[:14]},
+		{"empty", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := bytes.Clone(tt.in)
+			if got := refusalAlert(in); !bytes.Equal(got, tt.out) {
+				t.Errorf("got % x, want % x", got, tt.out)
+			}
+			if !bytes.Equal(in, tt.in) {
+				t.Errorf("input changed to % x", in)
+			}
+		})
 	}
 }
 

@@ -58,7 +58,8 @@ import (
 type Handler func(ctx context.Context, r *Request) *Response
 
 // PSKFunc returns the pre-shared key for a client's PSK identity, or an
-// error to refuse the handshake.
+// error to refuse the handshake: the client gets a fatal
+// unknown_psk_identity alert at once (RFC 4279 §2).
 type PSKFunc func(identity []byte) ([]byte, error)
 
 // Options tunes a Server. The zero value is usable.

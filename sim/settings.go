@@ -1,0 +1,409 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/fudbench/fudbench/internal/config"
+)
+
+// A bench file describes a simulated board in its sim: section. The
+// inventory keeps that section undecoded and hands it here, so that the
+// simulator alone knows its keys and rules.
+
+// Section is a board's sim: section as the bench inventory hands it over.
+type Section interface {
+	// Decode decodes the section strictly into v, a struct with yaml
+	// tags; errors are *config.Error with file:line:column.
+	Decode(v any) error
+	// Errorf makes a *config.Error at the section's position.
+	Errorf(format string, a ...any) error
+	// Dir is the bench file's directory, against which relative paths
+	// are read.
+	Dir() string
+}
+
+// Settings are the keys of a sim: section. Each validated value has its
+// own type whose UnmarshalYAML checks it, so that a bad value is reported
+// at its own line and column.
+type Settings struct {
+	Strategy    Strategy      `yaml:"strategy"`
+	Flash       FlashSettings `yaml:"flash"`
+	TimeScale   TimeScale     `yaml:"time_scale"`
+	BootDelay   Duration      `yaml:"boot_delay"`
+	NetDelay    Duration      `yaml:"net_delay"`
+	CoAP        []ListenAddr  `yaml:"coap"`
+	CoAPS       OptionalAddr  `yaml:"coaps"`
+	PSKIdentity PSKIdentity   `yaml:"psk_identity"`
+	PSKFile     PSKFile       `yaml:"psk_file"`
+	GDB         OptionalAddr  `yaml:"gdb"`
+	ConsoleLink string        `yaml:"console_link"`
+	Reenumerate bool          `yaml:"reenumerate"`
+}
+
+// FlashSettings are the keys of a sim: section's flash: mapping.
+type FlashSettings struct {
+	Size        FlashSize    `yaml:"size"`
+	Sector      SectorSize   `yaml:"sector"`
+	Layout      FlashLayout  `yaml:"layout"`
+	WriteAlign  WriteAlign   `yaml:"write_align"`
+	Erased      *ErasedValue `yaml:"erased"` // nil: 0xff
+	ProgramTime Duration     `yaml:"program_time"`
+	EraseTime   Duration     `yaml:"erase_time"`
+	Base        Address      `yaml:"base"`
+}
+
+// ConfigFromSection decodes a board's sim: section strictly and validates
+// it into the board's Config; unset keys keep Config's defaults. Every
+// error is a *config.Error at the offending value. A relative psk_file is
+// read from sec.Dir(). time_scale defaults to 0 (instant), which also
+// makes boot_delay and net_delay instant.
+func ConfigFromSection(name string, sec Section) (Config, error) {
+	if name == "" {
+		return Config{}, sec.Errorf("a simulated board needs a name")
+	}
+	var s Settings
+	if err := sec.Decode(&s); err != nil {
+		return Config{}, err
+	}
+	c := Config{
+		Name:        name,
+		Strategy:    s.Strategy,
+		FlashSize:   int(s.Flash.Size),
+		SectorSize:  int(s.Flash.Sector),
+		Layout:      string(s.Flash.Layout),
+		WriteAlign:  int(s.Flash.WriteAlign),
+		ErasedZero:  s.Flash.Erased != nil && *s.Flash.Erased == 0x00,
+		FlashBase:   uint32(s.Flash.Base),
+		ProgramTime: time.Duration(s.Flash.ProgramTime),
+		EraseTime:   time.Duration(s.Flash.EraseTime),
+		TimeScale:   float64(s.TimeScale),
+		BootDelay:   time.Duration(s.BootDelay),
+		NetDelay:    time.Duration(s.NetDelay),
+		DTLSAddr:    string(s.CoAPS),
+		PSKIdentity: string(s.PSKIdentity),
+		GDBAddr:     string(s.GDB),
+		ConsoleLink: s.ConsoleLink,
+		Reenumerate: s.Reenumerate,
+	}
+	for _, a := range s.CoAP {
+		c.UDPAddrs = append(c.UDPAddrs, string(a))
+	}
+	if s.PSKFile.Path != "" {
+		path := s.PSKFile.Path
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(sec.Dir(), path)
+		}
+		psk, err := readPSK(path)
+		if err != nil {
+			return Config{}, errAt(sec, s.PSKFile.pos, "psk_file: %v", err)
+		}
+		c.PSK = psk
+	}
+	return c, nil
+}
+
+// errAt makes a *config.Error at p in the section's file: Section knows
+// the file, the caller knows the position.
+func errAt(sec Section, p config.Pos, format string, a ...any) error {
+	err := sec.Errorf(format, a...)
+	var ce *config.Error
+	if p.Line > 0 && errors.As(err, &ce) {
+		at := *ce
+		at.Line, at.Column = p.Line, p.Column
+		return &at
+	}
+	return err
+}
+
+// maxPSKFile bounds a PSK file: a key is a few dozen bytes, and a path to
+// something endless must not hang the simulator.
+const maxPSKFile = 4 << 10
+
+// readPSK reads a pre-shared key file in the bench inventory's format:
+// the key is the file's bytes with surrounding whitespace removed; a
+// "hex:" or "0x" prefix means hex. It is a copy of the inventory's
+// reader, as the device side must not import the bench inventory.
+func readPSK(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPSKFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(b) > maxPSKFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a pre-shared key file", path, maxPSKFile)
+	}
+	s := strings.TrimSpace(string(b))
+	if h, ok := strings.CutPrefix(s, "hex:"); ok {
+		s = "0x" + h
+	}
+	if h, ok := strings.CutPrefix(s, "0x"); ok {
+		out := make([]byte, len(h)/2)
+		if _, err := fmt.Sscanf(h, "%x", &out); err != nil || len(h)%2 != 0 {
+			return nil, fmt.Errorf("%s: bad hex", path)
+		}
+		return out, nil
+	}
+	if s == "" {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return []byte(s), nil
+}
+
+// scalar feeds a scalar value's text to parse through config.Scalar, so
+// that an error keeps the value's position; a list or a mapping is an
+// error of its own.
+func scalar(n ast.Node, what string, parse func(string) error) error {
+	switch n.Type() {
+	case ast.MappingType, ast.MappingValueType, ast.SequenceType:
+		return &config.PosError{Pos: config.PosOf(n), Err: fmt.Errorf("%s: want a single value, got %s", what, config.KindName(n))}
+	}
+	return config.Scalar(n, parse)
+}
+
+// UnmarshalYAML reads a strategy: inplace-recovery or naive-inplace.
+func (s *Strategy) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "strategy", func(v string) error {
+		switch Strategy(v) {
+		case InplaceRecovery, NaiveInplace:
+			*s = Strategy(v)
+			return nil
+		}
+		return fmt.Errorf("unknown strategy %q: want %s or %s", v, InplaceRecovery, NaiveInplace)
+	})
+}
+
+// FlashSize is a flash size from 64 KiB to 64 MiB, written as 524288,
+// 512KiB or 1MiB; 0 means the default.
+type FlashSize int
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (z *FlashSize) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "flash size", func(v string) error {
+		b, err := config.ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if b != 0 && (b < 64<<10 || b > 64<<20) {
+			return fmt.Errorf("flash size %d: want 64KiB to 64MiB", b)
+		}
+		*z = FlashSize(b)
+		return nil
+	})
+}
+
+// SectorSize is a sector size, a power of two of at least 512 bytes; 0
+// means the default.
+type SectorSize int
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (z *SectorSize) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "sector size", func(v string) error {
+		b, err := config.ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if b != 0 && (b < 512 || b&(b-1) != 0) {
+			return fmt.Errorf("sector size %d: want a power of two of at least 512", b)
+		}
+		*z = SectorSize(b)
+		return nil
+	})
+}
+
+// FlashLayout is a sector layout: uniform or stm32f4.
+type FlashLayout string
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (l *FlashLayout) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "flash layout", func(v string) error {
+		switch v {
+		case "uniform", "stm32f4":
+			*l = FlashLayout(v)
+			return nil
+		}
+		return fmt.Errorf("unknown flash layout %q: want uniform or stm32f4", v)
+	})
+}
+
+// WriteAlign is the flash write unit in bytes: 1, 4 or 8.
+type WriteAlign int
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (w *WriteAlign) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "write_align", func(v string) error {
+		switch v {
+		case "1", "4", "8":
+			a, _ := strconv.Atoi(v)
+			*w = WriteAlign(a)
+			return nil
+		}
+		return fmt.Errorf("write_align %s: want 1, 4 or 8", v)
+	})
+}
+
+// ErasedValue is the value of erased flash: 0xff or 0x00.
+type ErasedValue uint8
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (e *ErasedValue) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "erased", func(v string) error {
+		b, err := strconv.ParseUint(v, 0, 8)
+		if err != nil {
+			return fmt.Errorf("byte %q: want 0x00-0xff", v)
+		}
+		if b != 0xFF && b != 0x00 {
+			return fmt.Errorf("erased value %#x: want 0xff or 0x00", b)
+		}
+		*e = ErasedValue(b)
+		return nil
+	})
+}
+
+// Address is a 32-bit address written as 0x08000000.
+type Address uint32
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (a *Address) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "address", func(v string) error {
+		u, err := strconv.ParseUint(v, 0, 32)
+		if err != nil {
+			return fmt.Errorf("address %q: want a 32-bit number such as 0x08000000", v)
+		}
+		*a = Address(u)
+		return nil
+	})
+}
+
+// maxDuration bounds the simulated times: an hour is past any boot or
+// flash time, and keeps a duration scaled by time_scale far from overflow.
+const maxDuration = time.Hour
+
+// Duration is a non-negative time written as 20ms or 1.5s.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (d *Duration) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "duration", func(v string) error {
+		t, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("duration %q: want e.g. 20ms or 1.5s", v)
+		}
+		if t < 0 {
+			return fmt.Errorf("duration %q is negative", v)
+		}
+		if t > maxDuration {
+			return fmt.Errorf("duration %q is more than %v", v, maxDuration)
+		}
+		*d = Duration(t)
+		return nil
+	})
+}
+
+// TimeScale multiplies the simulated times: 0 (instant) to 1000.
+type TimeScale float64
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (t *TimeScale) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "time_scale", func(v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || f < 0 || f > 1000 {
+			return fmt.Errorf("time_scale %s: want 0 (instant) to 1000", v)
+		}
+		*t = TimeScale(f)
+		return nil
+	})
+}
+
+// ListenAddr is a UDP address to serve on: host:port, [addr]:port for
+// IPv6, port 0 for any free port.
+type ListenAddr string
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (a *ListenAddr) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "address", func(v string) error {
+		if err := checkHostPort(v); err != nil {
+			return err
+		}
+		*a = ListenAddr(v)
+		return nil
+	})
+}
+
+// OptionalAddr is a ListenAddr, or "-" to leave the interface out.
+type OptionalAddr string
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (a *OptionalAddr) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "address", func(v string) error {
+		if v != "-" {
+			if err := checkHostPort(v); err != nil {
+				return fmt.Errorf("%w, or - to leave it out", err)
+			}
+		}
+		*a = OptionalAddr(v)
+		return nil
+	})
+}
+
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		return fmt.Errorf("address %q: want host:port ([addr]:port for IPv6)", v)
+	}
+	return nil
+}
+
+// PSKIdentity is a DTLS PSK identity of 1 to 32 bytes.
+type PSKIdentity string
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (p *PSKIdentity) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "psk_identity", func(v string) error {
+		if v == "" || len(v) > maxPSKIdentity {
+			return fmt.Errorf("psk_identity %q: want 1 to %d bytes (the recovery record caches it)", v, maxPSKIdentity)
+		}
+		*p = PSKIdentity(v)
+		return nil
+	})
+}
+
+// PSKFile is the path of a pre-shared key file, relative to the bench
+// file's directory unless absolute. It keeps its position: the file is
+// read only once the section is decoded.
+type PSKFile struct {
+	Path string
+	pos  config.Pos
+}
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (p *PSKFile) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "psk_file", func(v string) error {
+		p.Path, p.pos = v, config.PosOf(n)
+		return nil
+	})
+}
