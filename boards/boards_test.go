@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/fudbench/fudbench/boards"
+	_ "github.com/fudbench/fudbench/inputs/gpio"
 	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/power"
-	_ "github.com/fudbench/fudbench/inputs/gpio"
 	_ "github.com/fudbench/fudbench/power/exec"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/power/simctl"

@@ -74,7 +74,9 @@ func (s onConsoleSpec) check(j *Job, bd *boards.Board, what string) error {
 
 // OnConsole is the cut delay after a console line of the board matches
 // pattern.
-func OnConsole(pattern *regexp.Regexp, delay time.Duration) bench.Cut { return onConsole{pattern, delay} }
+func OnConsole(pattern *regexp.Regexp, delay time.Duration) bench.Cut {
+	return onConsole{pattern, delay}
+}
 
 type onConsole struct {
 	pattern *regexp.Regexp

@@ -38,7 +38,10 @@ func drawable() string {
 		}
 	}
 	sort.Slice(names, func(i, j int) bool { return kindRank(names[i]) < kindRank(names[j]) })
-	return strings.Join(names, ", ")
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 func decodeRandom(d *config.Decoder, f config.Field, w string) (cutSpec, error) {

@@ -251,8 +251,8 @@ var NoCut bench.Cut = noCut{}
 
 type noCut struct{}
 
-func (noCut) String() string                         { return "none" }
-func (noCut) Block() int64                           { return -1 }
+func (noCut) String() string                              { return "none" }
+func (noCut) Block() int64                                { return -1 }
 func (noCut) Trigger(*bench.Board) (bench.Trigger, error) { return nil, nil }
 func (noCut) Missed(c *results.CutInfo) string {
 	if c != nil {

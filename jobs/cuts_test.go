@@ -270,6 +270,8 @@ func TestLanding(t *testing.T) {
 		{"after_block never fired", "after_block 5", nil, "never fired: block 5 was never acknowledged"},
 		{"after_block next block in flight", "after_block 5", cutAt(5, 6, nil), "block 5 acknowledged and block 6 in flight"},
 		{"after_block device writing", "after_block 5", cutAt(5, -1, dev(6, 5)), "the device's record: writing block 6"},
+		{"after_block device behind", "after_block 5", cutAt(5, -1, dev(-1, 4)), "last acknowledged 4"},
+		{"after_block device restarted", "after_block 5", cutAt(5, -1, dev(-1, -1)), ""},
 		{"during_block landed", "during_block 4 +1ms", cutAt(3, 4, nil), ""},
 		{"during_block device writing it", "during_block 4 +1ms", cutAt(3, 4, dev(4, 3)), ""},
 		{"during_block still on its way", "during_block 4 +1ms", cutAt(3, 4, dev(-1, 3)), ""},

@@ -75,8 +75,8 @@ func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *
 	defer db.Close()
 	rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
 		Prepared: mustPrepare(t, job, inv, base, upd),
-		Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
-		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
+		Run:      results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
+		OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
 	})
 	if err != nil {

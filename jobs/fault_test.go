@@ -205,8 +205,8 @@ func runFaultJob(t *testing.T, job string, inv *boards.Bench, base, upd []byte, 
 	defer db.Close()
 	o := jobs.RunOptions{
 		Prepared: mustPrepare(t, j, inv, base, upd),
-		Run:    results.RunInfo{ID: fmt.Sprintf("fault%d", simSeq.Add(1)), Job: j.Name, JobHash: "h", Started: time.Now()},
-		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
+		Run:      results.RunInfo{ID: fmt.Sprintf("fault%d", simSeq.Add(1)), Job: j.Name, JobHash: "h", Started: time.Now()},
+		OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},
 	}
 	if opt != nil {
@@ -820,8 +820,8 @@ recovery_timeout: 5s
 	base, upd := faultBase(t)
 	rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
 		Prepared: mustPrepare(t, j, inv, base, upd),
-		Run:    results.RunInfo{ID: "diskfull", Job: j.Name, JobHash: "diskfull-hash", Started: time.Now()},
-		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
+		Run:      results.RunInfo{ID: "diskfull", Job: j.Name, JobHash: "diskfull-hash", Started: time.Now()},
+		OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2},
 	})
 	out := diskFullChild{Err: fmt.Sprint(err)}

@@ -103,8 +103,8 @@ type Job struct {
 	MissedCut string
 
 	benchAt, tagAt, cutsAt, profileAt, pathAt config.Pos
-	boardsAt                          []config.Pos
-	acceptAt, profilesAt              map[string]config.Pos
+	boardsAt                                  []config.Pos
+	acceptAt, profilesAt                      map[string]config.Pos
 }
 
 // ImageSpec is an image: a file, or one built on the fly (sim boards and

@@ -12,6 +12,7 @@ import (
 	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/fwimage"
+	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -218,13 +219,13 @@ func (j *Job) loadImage(what string, spec ImageSpec, o PrepareOptions) ([]byte, 
 	}
 	h, err := fwimage.ParseHeader(img)
 	if err != nil {
-		return nil, j.errAt(spec.At, "%s image %s: %v", what, name, err)
+		return nil, config.Wrapf(j.fileName(), spec.At, err, "%s image %s", what, name)
 	}
 	if !o.KeyGiven && h.KeyID != fwimage.KeyID(pub) {
 		return nil, j.errAt(spec.At, "%s image %s: signed by key id %x, not the development key: give its public key with --image-key", what, name, h.KeyID)
 	}
 	if _, err := fwimage.Verify(img, pub); err != nil {
-		return nil, j.errAt(spec.At, "%s image %s: %v", what, name, err)
+		return nil, config.Wrapf(j.fileName(), spec.At, err, "%s image %s", what, name)
 	}
 	return img, nil
 }

@@ -350,8 +350,8 @@ func scaleExecute(t testing.TB, job *jobs.Job, inv *boards.Bench, dir string, ba
 	defer db.Close()
 	return jobs.Execute(context.Background(), jobs.RunOptions{
 		Prepared: mustPrepare(t, job, inv, base, upd),
-		Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
-		OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
+		Run:      results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
+		OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},
 	})
 }

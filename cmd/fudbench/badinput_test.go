@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -290,41 +291,18 @@ func TestBadInputCorpusBaseIsGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err := loadImage(j.Baseline)
+	p, err := jobs.Prepare(context.Background(), j, inv, jobs.PrepareOptions{Use: jobs.UseRun, Log: discardLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	upd, err := loadImage(j.Image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := fwimage.DevKey().Public().(ed25519.PublicKey)
-	g := &globals{log: discardLog()}
-	for _, im := range []struct {
-		spec jobs.ImageSpec
-		b    []byte
-	}{{j.Baseline, base}, {j.Image, upd}} {
-		if err := checkImage(g, "image", im.spec, im.b, pub, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	names, plan, err := jobs.Check(j, inv, base, upd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkWiring(inv, names); err != nil {
-		t.Fatal(err)
-	}
-	if len(names) != 1 || len(plan) != 2 {
-		t.Errorf("boards %v, %d cycles: want [dut-a] and 2", names, len(plan))
+	if len(p.Boards) != 1 || p.Boards[0].Name != "dut-a" || len(p.Plan) != 2 {
+		t.Errorf("boards %v, %d cycles: want [dut-a] and 2", p.Names(), len(p.Plan))
 	}
 	// Each bad image differs from a good one only where its name says.
 	for _, name := range []string{"bad-signature.bin", "bad-digest.bin", "other-key.bin", "truncated.bin"} {
-		b, err := os.ReadFile(filepath.Join(root, "images", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = checkImage(g, "update", jobs.ImageSpec{File: name}, b, pub, false)
+		bad := *j
+		bad.Image = jobs.ImageSpec{File: filepath.Join(root, "images", name)}
+		_, err := jobs.Prepare(context.Background(), &bad, inv, jobs.PrepareOptions{Use: jobs.UseRun, Log: discardLog()})
 		if err == nil {
 			t.Errorf("%s verifies", name)
 		}

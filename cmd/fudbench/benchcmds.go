@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -13,9 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fudbench/fudbench/bench"
-	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/coap"
-	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
 )

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	// The driver set: like database/sql drivers, each registers itself.
+	_ "github.com/fudbench/fudbench/inputs/gpio"
 	_ "github.com/fudbench/fudbench/power/exec"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/power/simctl"

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -118,7 +117,8 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 	if builtin {
 		// The built-in boards as they will be, checked before any is
 		// started: a bad job leaves no trace, not even a simulated board.
-		plan, err := simbench.Plan(builtinName, inProcessBoards(f.timeScale, filepath.Join(os.TempDir(), "fudbench-run")), "")
+		dir := filepath.Join(os.TempDir(), "fudbench-run")
+		plan, err := simbench.Plan(builtinName, inProcessBoards(f.timeScale, dir), dir)
 		if err != nil {
 			return err
 		}
@@ -252,5 +252,3 @@ func newRunInfo(job *jobs.Job, jobText []byte, prep *jobs.Prepared) results.RunI
 	}
 	return ri
 }
-
-var _ = context.Background

@@ -25,7 +25,9 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"github.com/fudbench/fudbench/bench/fwclient"
 	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/sim"
 )
 
@@ -240,7 +242,7 @@ func TestSecurityDTLSKeyNotRecorded(t *testing.T) {
 	}
 	board := s.Boards[0]
 	board.SetPower(false)
-	inv, err := sim.Inventory(s.Boards)
+	inv, err := simbench.Inventory(s.Boards, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -533,7 +535,7 @@ func TestSecurityLoopbackOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		clients = append(clients, c)
-		if _, err := c.Boot(dctx); err != nil {
+		if _, err := fwclient.New(c).Boot(dctx); err != nil {
 			t.Errorf("GET /boot at %s: %v", addr, err)
 		}
 	}

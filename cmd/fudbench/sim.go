@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,55 +17,44 @@ import (
 )
 
 // simConfigs turns a bench file's sim sections into board configs; with
-// no file, the built-in simulated bench.
-func simConfigs(benchFile string) ([]sim.Config, error) {
+// no file, the built-in simulated bench. It returns each board's tags
+// too.
+func simConfigs(benchFile string) ([]sim.Config, map[string][]string, error) {
 	b, err := loadBench(benchFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if benchFile == "" {
-		benchFile = builtinName
+	name := benchFile
+	if name == "" {
+		name = builtinName
 	}
 	var out []sim.Config
+	tags := map[string][]string{}
 	for _, bd := range b.Boards {
-		s := bd.Sim
-		if s == nil {
+		if bd.Sim == nil {
 			continue
 		}
-		c := sim.Config{
-			Name: bd.Name, Strategy: sim.Strategy(s.Strategy),
-			FlashSize: int(s.Flash.Size), SectorSize: int(s.Flash.Sector), Layout: s.Flash.Layout,
-			WriteAlign: s.Flash.WriteAlign, FlashBase: uint32(s.Flash.Base),
-			ProgramTime: time.Duration(s.Flash.ProgramTime), EraseTime: time.Duration(s.Flash.EraseTime),
-			BootDelay: time.Duration(s.BootDelay), UDPAddrs: s.CoAP, DTLSAddr: s.CoAPS,
-			PSKIdentity: s.PSKIdentity, GDBAddr: s.GDB, ConsoleLink: s.ConsoleLink, Reenumerate: s.Reenumerate,
-		}
-		if s.Flash.Erased != nil && *s.Flash.Erased == 0 {
-			c.ErasedZero = true
-		}
-		if s.TimeScale != nil {
-			c.TimeScale = *s.TimeScale
-		}
-		if s.PSKFile != "" {
-			if c.PSK, err = boards.ReadPSK(s.PSKFile); err != nil {
-				return nil, usageErr(fmt.Errorf("%s: board %s: %w", benchFile, bd.Name, err))
-			}
+		c, err := sim.ConfigFromSection(bd.Name, bd.Sim)
+		if err != nil {
+			return nil, nil, usageErr(err)
 		}
 		out = append(out, c)
+		tags[bd.Name] = bd.Tags
 	}
 	if len(out) == 0 {
-		return nil, usageErr(fmt.Errorf("%s: no board has a sim: section", benchFile))
+		return nil, nil, usageErr(fmt.Errorf("%s: no board has a sim: section", name))
 	}
-	return out, nil
+	return out, tags, nil
 }
 
 func newSimCmd(g *globals) *cobra.Command {
 	var (
-		benchFile string
-		stateDir  string
-		control   string
-		timeScale float64
-		off       bool
+		benchFile  string
+		stateDir   string
+		control    string
+		writeBench string
+		timeScale  float64
+		off        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sim [--bench FILE]",
@@ -69,14 +62,22 @@ func newSimCmd(g *globals) *cobra.Command {
 		Long: `Serve simulated boards until Ctrl-C, printing for each its CoAP
 addresses, console pty, GDB port and power control. With no --bench, two
 boards: sim-safe (inplace-recovery) and sim-naive (naive-inplace, whose
-console re-enumerates behind a stable link on every power-on).
+console re-enumerates behind a stable link on every power-on), on the
+ports the built-in bench of the other commands expects.
+
+A bench file's sim: sections may use port 0 for any address (the system
+picks free ports); --write-bench then writes a bench file that wires the
+running boards, with their real addresses, for the other commands:
+
+  fudbench sim --bench lab-sim.yaml --control 127.0.0.1:0 --write-bench served.yaml
+  fudbench update --bench served.yaml sim-a up.img
 
 Power inputs are reachable through the control endpoint (--control):
   curl -X PUT --data off http://ADDR/boards/sim-safe/power
 Ctrl-C powers every board off and exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			cfgs, err := simConfigs(benchFile)
+			cfgs, tags, err := simConfigs(benchFile)
 			if err != nil {
 				return err
 			}
@@ -107,6 +108,11 @@ Ctrl-C powers every board off and exits 0.`,
 			if err != nil && c.Context().Err() == nil {
 				return infraErr(err)
 			}
+			if writeBench != "" {
+				if err := writeServedBench(writeBench, s, addr.String(), tags); err != nil {
+					return infraErr(err)
+				}
+			}
 			w := c.OutOrStdout()
 			fmt.Fprintf(w, "control endpoint: http://%s/boards\n", addr)
 			for _, b := range s.Boards {
@@ -122,6 +128,9 @@ Ctrl-C powers every board off and exits 0.`,
 				fmt.Fprintf(w, "  gdb       %s\n", in.GDB)
 				fmt.Fprintf(w, "  power     PUT http://%s/boards/%s/power (on|off); gpio %s, busy %s\n", addr, in.Name, in.PowerPin, in.BusyPin)
 			}
+			if writeBench != "" {
+				fmt.Fprintf(w, "bench file: %s\n", writeBench)
+			}
 			<-c.Context().Done()
 			fmt.Fprintln(w, "stopping: powering boards off")
 			if err := s.Close(); err != nil && !errors.Is(err, context.Canceled) {
@@ -132,8 +141,72 @@ Ctrl-C powers every board off and exits 0.`,
 	}
 	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file whose sim: boards to serve (default: the built-in simulated bench)")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "", "where boards keep flash and console links (default $TMPDIR/fudbench-sim)")
-	cmd.Flags().StringVar(&control, "control", defaultControl, "control endpoint address (the built-in bench's power driver expects the default)")
+	cmd.Flags().StringVar(&control, "control", defaultControl, "control endpoint address (the built-in bench's power driver expects the default; 127.0.0.1:0 picks a free port)")
+	cmd.Flags().StringVar(&writeBench, "write-bench", "", "write a bench file wiring the served boards, with their real addresses, to FILE")
 	cmd.Flags().Float64Var(&timeScale, "time-scale", 1, "scale of flash and boot timings (0 = instant)")
 	cmd.Flags().BoolVar(&off, "off", false, "leave boards unpowered")
 	return cmd
+}
+
+// servedBenchTmpl wires boards served by this process for a bench in
+// another one: power through the control endpoint, the probe through the
+// GDB port, the console on its link, CoAP on the first address, the flash
+// layout and timing as the boards run them.
+var servedBenchTmpl = template.Must(template.New("served").Funcs(template.FuncMap{"join": strings.Join}).Parse(`# Written by fudbench sim: the boards it serves, with their addresses.
+boards:
+{{- range .}}
+  - name: {{.Name}}
+    tags: [{{join .Tags ", "}}]
+    power: {driver: sim, url: "http://{{.Control}}", board: {{.Name}}}
+{{- if .GDB}}
+    probe: {driver: gdbrsp, address: "{{.GDB}}", reset: reset}
+{{- end}}
+    console:
+      port: "{{.ConsoleLink}}"
+      patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
+    coap: {address: "{{.CoAP}}", profile: {{.Profile}}}
+    flash: {size: {{.FlashSize}}, base: {{printf "%#x" .Base}}, app_address: {{printf "%#x" .AppAddr}}, erase_from: {{printf "%#x" .EraseFrom}}, slot_size: {{.SlotSize}}, program_time: {{.ProgramTime}}, write_unit: {{.WriteUnit}}}
+{{- end}}
+`))
+
+func writeServedBench(path string, s *sim.Sim, control string, tags map[string][]string) error {
+	type entry struct {
+		Name, Control, GDB, ConsoleLink, CoAP, Profile string
+		Tags                                           []string
+		FlashSize, SlotSize, WriteUnit                 int
+		Base, AppAddr, EraseFrom                       uint32
+		ProgramTime                                    time.Duration
+	}
+	var es []entry
+	for _, b := range s.Boards {
+		in, cfg, lay := b.Info(), b.Config(), b.Layout()
+		prof := boards.ProfileResumable
+		if cfg.Strategy == sim.NaiveInplace {
+			prof = boards.ProfileBlock1
+		}
+		t := tags[b.Name()]
+		if len(t) == 0 {
+			t = []string{"sim", string(cfg.Strategy)}
+		}
+		es = append(es, entry{Name: in.Name, Control: control, GDB: in.GDB, ConsoleLink: in.ConsoleLink, CoAP: in.CoAP[0],
+			Profile: prof, Tags: t, FlashSize: cfg.FlashSize, SlotSize: lay.AppSize(), WriteUnit: cfg.WriteAlign,
+			Base: cfg.FlashBase, AppAddr: cfg.FlashBase + uint32(lay.AppStart), EraseFrom: cfg.FlashBase + uint32(lay.BootEnd),
+			ProgramTime: time.Duration(float64(cfg.ProgramTime) * cfg.TimeScale)})
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".bench-*.yaml")
+	if err != nil {
+		return fmt.Errorf("--write-bench: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if err := servedBenchTmpl.Execute(f, es); err != nil {
+		f.Close()
+		return fmt.Errorf("--write-bench: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--write-bench: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("--write-bench: %w", err)
+	}
+	return nil
 }

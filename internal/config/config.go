@@ -37,6 +37,9 @@ type Error struct {
 	File         string
 	Line, Column int // 0 when unknown
 	Msg          string
+	// Err is the cause, when there is one (a bad image's fwimage error):
+	// errors.Is finds it as well as ErrConfig.
+	Err error
 }
 
 func (e *Error) Error() string {
@@ -46,8 +49,19 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
-// Unwrap makes errors.Is(err, ErrConfig) true.
-func (e *Error) Unwrap() error { return ErrConfig }
+// Unwrap makes errors.Is(err, ErrConfig) true, and finds the cause.
+func (e *Error) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrConfig, e.Err}
+	}
+	return []error{ErrConfig}
+}
+
+// Wrapf makes an *Error in file at p whose cause is err; the message is
+// the format's, then err's.
+func Wrapf(file string, p Pos, err error, format string, a ...any) error {
+	return &Error{File: file, Line: p.Line, Column: p.Column, Msg: fmt.Sprintf(format, a...) + ": " + err.Error(), Err: err}
+}
 
 // Errorf makes an *Error in file at p.
 func Errorf(file string, p Pos, format string, a ...any) error {
