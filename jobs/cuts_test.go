@@ -353,14 +353,14 @@ func TestCheckBoard(t *testing.T) {
 		land       bool
 	}{
 		{"console present", "[{on_console: {pattern: x}}]", wired, "", false},
-		{"no console", "[{on_console: {pattern: x}}]", bare, `4:5: cuts[0].on_console: board bare has no console in lab.yaml: a console cut needs one`, false},
+		{"no console", "[{on_console: {pattern: x}}]", bare, `3:9: cuts[0].on_console: board bare has no console in lab.yaml: a console cut needs one`, false},
 		{"input present", "[{on_gpio: {input: busy}}]", wired, "", false},
-		{"no such input", "[{on_gpio: {input: ready}}]", wired, `4:26: cuts[0].on_gpio: board wired has no trigger input "ready" in lab.yaml (its inputs: [busy])`, false},
+		{"no such input", "[{on_gpio: {input: ready}}]", wired, `3:26: cuts[0].on_gpio: board wired has no trigger input "ready" in lab.yaml (its inputs: [busy])`, false},
 		{"no inputs", "[{on_gpio: {input: busy}}]", bare, `(its inputs: none)`, false},
 		// 1024-byte blocks at 41 µs per 4 bytes: 10.496 ms each.
 		{"delay lands", "[{during_block: {block: 1, delay: 10ms}}]", wired, "", false},
 		{"delay too long", "[{during_block: {block: 1, delay: 11ms}}]", wired,
-			"4:44: cuts[0].during_block.delay 11ms cannot land during a block on board wired: it programs a 1024-byte block in 10.496ms", true},
+			"3:41: cuts[0].during_block.delay 11ms cannot land during a block on board wired: it programs a 1024-byte block in 10.496ms", true},
 		{"sweep reaching too far", "[{during_block: {block: 1, delay: {from: 1ms, to: 20ms, step: 1ms}}}]", wired, "cannot land", true},
 		{"random too far", "[{random: {count: 2, kind: during_block, delay: {from: 0s, to: 12ms}}}]", wired, "cuts[0].random.delay 12ms cannot land", true},
 		{"instant flash", "[{during_block: {block: 1, delay: 1ms}}]", instant, "it programs a 1024-byte block in 0s", true},

@@ -372,9 +372,10 @@ recovery_timeout: 5s
 	if linesAfter == 0 {
 		t.Errorf("no console lines of %s after its port came back", usb)
 	}
-	// At least one power cut per cycle on the re-enumerating board.
-	if reopened[usb] < 3 || reopened[fixed] != 0 {
-		t.Errorf("console reopenings: %v, want >= 3 for %s and none for %s", reopened, usb, fixed)
+	// A reopening per power-on but the last: at time scale 0 the run can
+	// end before the console's next look finds the last port.
+	if reopened[usb] < 2 || reopened[fixed] != 0 {
+		t.Errorf("console reopenings: %v, want >= 2 for %s and none for %s", reopened, usb, fixed)
 	}
 	if fr.rep.Summary.Verdict != results.VerdictPass {
 		t.Errorf("verdict %s", fr.rep.Summary.Verdict)

@@ -24,6 +24,12 @@ import (
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/sim"
+
+	// The drivers the inventory names: it must parse and bind wherever it
+	// is used.
+	_ "github.com/fudbench/fudbench/inputs/gpio"
+	_ "github.com/fudbench/fudbench/power/gpio"
+	_ "github.com/fudbench/fudbench/probes/gdbrsp"
 )
 
 // Board is a simulated board to start and the tags it carries on the
