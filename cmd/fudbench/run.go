@@ -27,9 +27,6 @@ import (
 	"github.com/fudbench/fudbench/sim"
 )
 
-// version is fudbench's own version, recorded with every run.
-const version = "0.1.0-dev"
-
 // startBuiltinSims starts the built-in simulated boards in this process
 // and returns their inventory, parsed like any bench file.
 func startBuiltinSims(ctx context.Context, g *globals, timeScale float64, dir string) (*sim.Sim, *boards.Bench, error) {
