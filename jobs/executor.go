@@ -30,8 +30,11 @@ type RunOptions struct {
 	Locker Locker
 	Log    *slog.Logger
 	Out    io.Writer // the final table
-	// Watch receives every event of the run as well (a live status).
-	Watch   results.Sink
+	// Watch, when set, makes a watcher that receives every event of the
+	// run as well (a live status); done counts each board's cycles
+	// already recorded by a run being resumed. It is closed once the
+	// cycles are over, before the final table.
+	Watch   func(done map[string]int) Watcher
 	Tx      coap.Transmission
 	Console bool // open the boards' consoles
 	// PowerTimeout bounds each power switch call; 0 is
@@ -40,6 +43,12 @@ type RunOptions struct {
 	// Witnesses are the boards' own cut records when the caller has them
 	// (simulated boards in this process), by board name.
 	Witnesses map[string]power.CutWitness
+}
+
+// A Watcher sees a run's events as they happen.
+type Watcher interface {
+	results.Sink
+	Close()
 }
 
 // Report is what a run ended with.
@@ -157,8 +166,14 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		defer dbEvents.Close()
 		sinks = append(sinks, dbEvents)
 	}
+	var watcher Watcher
 	if o.Watch != nil {
-		sinks = append(sinks, o.Watch)
+		done := map[string]int{}
+		for _, c := range prior {
+			done[c.Board]++
+		}
+		watcher = o.Watch(done)
+		sinks = append(sinks, watcher)
 	}
 	clock := results.NewClock()
 	hub := bench.NewHub(clock, sinks)
@@ -249,6 +264,9 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	wg.Wait()
 	close(finished)
 	<-safeDone
+	if watcher != nil {
+		watcher.Close()
+	}
 	// Safe state for every board the run touched (done above already when
 	// the run was interrupted).
 	for _, w := range workers {

@@ -2,29 +2,46 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/power"
+	"github.com/fudbench/fudbench/power/simctl"
 	"github.com/fudbench/fudbench/results"
 )
 
 func newBoardsCmd(g *globals) *cobra.Command {
-	var benchFile string
+	var (
+		benchFile string
+		jsonOut   bool
+	)
 	cmd := &cobra.Command{
-		Use:   "boards [--bench FILE]",
+		Use:   "boards [--bench FILE] [--json]",
 		Short: "List the bench's boards and their wiring",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			inv, err := loadBench(benchFile)
 			if err != nil {
 				return err
+			}
+			if jsonOut {
+				list := make([]boardJSON, 0, len(inv.Boards))
+				for _, b := range inv.Boards {
+					list = append(list, boardToJSON(b))
+				}
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(list)
 			}
 			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "BOARD\tTAGS\tPOWER\tPROBE\tCONSOLE\tCOAP")
@@ -47,11 +64,7 @@ func newBoardsCmd(g *globals) *cobra.Command {
 					if b.CoAP.DTLS != nil {
 						scheme = "coaps"
 					}
-					prof := b.CoAP.Profile
-					if prof == "" {
-						prof = "resumable"
-					}
-					coap = fmt.Sprintf("%s://%s (%s)", scheme, b.CoAP.Address, prof)
+					coap = fmt.Sprintf("%s://%s (%s)", scheme, b.CoAP.Address, coapProfile(b.CoAP))
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, strings.Join(b.Tags, ","), pw, pr, con, coap)
 			}
@@ -59,7 +72,90 @@ func newBoardsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file (default: the built-in simulated bench)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the boards as a JSON array")
 	return cmd
+}
+
+// coapProfile is a board's update profile, resumable unless set.
+func coapProfile(c *boards.CoAP) string {
+	if c.Profile == "" {
+		return "resumable"
+	}
+	return c.Profile
+}
+
+// boardJSON is a board as `fudbench boards --json` prints it: what is
+// wired where, never a key (a DTLS key's file or variable is left out
+// too). A part the board lacks is null.
+type boardJSON struct {
+	Name    string       `json:"name"`
+	Tags    []string     `json:"tags"`
+	Power   *string      `json:"power"` // driver name
+	Probe   *string      `json:"probe"` // driver name
+	Console *consoleJSON `json:"console"`
+	CoAP    *coapJSON    `json:"coap"`
+	Flash   *flashJSON   `json:"flash"`
+}
+
+type consoleJSON struct {
+	Port string   `json:"port,omitempty"`
+	USB  *usbJSON `json:"usb,omitempty"`
+	Baud int      `json:"baud,omitempty"`
+}
+
+type usbJSON struct {
+	VID    string `json:"vid"`
+	PID    string `json:"pid"`
+	Serial string `json:"serial,omitempty"`
+}
+
+type coapJSON struct {
+	Address string    `json:"address"`
+	Profile string    `json:"profile"`
+	Path    string    `json:"path,omitempty"`
+	DTLS    *dtlsJSON `json:"dtls"`
+}
+
+type dtlsJSON struct {
+	Identity string `json:"identity"`
+}
+
+// flashJSON is in bytes; the keys are the bench file's.
+type flashJSON struct {
+	Size      int    `json:"size"`
+	SlotSize  int    `json:"slot_size"`
+	Base      uint32 `json:"base"`
+	AppAddr   uint32 `json:"app_address"`
+	EraseFrom uint32 `json:"erase_from"`
+}
+
+func boardToJSON(b boards.Board) boardJSON {
+	j := boardJSON{Name: b.Name, Tags: b.Tags}
+	if j.Tags == nil {
+		j.Tags = []string{}
+	}
+	if b.Power != nil {
+		j.Power = &b.Power.Driver
+	}
+	if b.Probe != nil {
+		j.Probe = &b.Probe.Driver
+	}
+	if c := b.Console; c != nil {
+		j.Console = &consoleJSON{Port: c.Port, Baud: c.Baud}
+		if u := c.USB; u != nil {
+			j.Console.USB = &usbJSON{VID: u.VID, PID: u.PID, Serial: u.Serial}
+		}
+	}
+	if c := b.CoAP; c != nil {
+		j.CoAP = &coapJSON{Address: c.Address, Profile: coapProfile(c), Path: c.Path}
+		if c.DTLS != nil {
+			j.CoAP.DTLS = &dtlsJSON{Identity: c.DTLS.Identity}
+		}
+	}
+	if f := b.Flash; f != nil {
+		j.Flash = &flashJSON{Size: int(f.Size), SlotSize: int(f.SlotSize), Base: uint32(f.Base), AppAddr: uint32(f.AppAddr), EraseFrom: uint32(f.EraseFrom)}
+	}
+	return j
 }
 
 // safeOnExit switches a board to its safe state when the command was
@@ -77,16 +173,20 @@ func newPowerCmd(g *globals) *cobra.Command {
 	var (
 		benchFile string
 		offTime   time.Duration
+		jsonOut   bool
 	)
 	cmd := &cobra.Command{
-		Use:       "power on|off|cycle|state BOARD",
+		Use:       "power on|off|cycle|state BOARD [--json]",
 		Short:     "Switch a board's power",
 		Args:      cobra.ExactArgs(2),
 		ValidArgs: []string{"on", "off", "cycle", "state"},
 		RunE: func(c *cobra.Command, args []string) error {
 			op, name := args[0], args[1]
+			if jsonOut && op != "state" {
+				return usageErr(fmt.Errorf("--json applies to power state only, not power %s", op))
+			}
 			hub := bench.NewHub(results.NewClock(), nil)
-			b, _, err := bindBoard(c.Context(), benchFile, name, hub, bench.BindOptions{})
+			b, bd, err := bindBoard(c.Context(), benchFile, name, hub, bench.BindOptions{})
 			if err != nil {
 				return err
 			}
@@ -116,7 +216,13 @@ func newPowerCmd(g *globals) *cobra.Command {
 				}
 				on, err := sr.State(ctx)
 				if err != nil {
-					return infraErr(err)
+					return infraErr(simHint(bd, fmt.Errorf("board %s: power state (%s): %w", name, b.Power, err)))
+				}
+				if jsonOut {
+					return json.NewEncoder(c.OutOrStdout()).Encode(struct {
+						Board string `json:"board"`
+						On    bool   `json:"on"`
+					}{name, on})
 				}
 				fmt.Fprintln(c.OutOrStdout(), map[bool]string{true: "on", false: "off"}[on])
 				return nil
@@ -124,7 +230,7 @@ func newPowerCmd(g *globals) *cobra.Command {
 				return usageErr(fmt.Errorf("unknown power operation %q: want on, off, cycle or state", op))
 			}
 			if err != nil {
-				return infraErr(err)
+				return infraErr(simHint(bd, err))
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s: power %s (%s)\n", name, op, b.Power)
 			return nil
@@ -132,7 +238,17 @@ func newPowerCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file (default: the built-in simulated bench)")
 	cmd.Flags().DurationVar(&offTime, "off-time", time.Second, "how long cycle leaves the board off")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, `power state: print {"board":…,"on":…} as JSON`)
 	return cmd
+}
+
+// simHint says what is missing when the sim power driver finds no
+// control endpoint to talk to.
+func simHint(bd *boards.Board, err error) error {
+	if bd.Power != nil && bd.Power.Driver == simctl.Driver && errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w (is `fudbench sim` running?)", err)
+	}
+	return err
 }
 
 func newConsoleCmd(g *globals) *cobra.Command {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +23,144 @@ func TestBoardsListsBuiltinBench(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("boards output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestBoardsJSON reads `boards --json` as a script would: the built-in
+// bench, then a bench file with a DTLS board (its identity shown, its key
+// and where the key is kept never) and a board with nothing wired.
+func TestBoardsJSON(t *testing.T) {
+	type board struct {
+		Name    string   `json:"name"`
+		Tags    []string `json:"tags"`
+		Power   *string  `json:"power"`
+		Probe   *string  `json:"probe"`
+		Console *struct {
+			Port string `json:"port"`
+			USB  *struct {
+				VID, PID, Serial string
+			} `json:"usb"`
+		} `json:"console"`
+		CoAP *struct {
+			Address string `json:"address"`
+			Profile string `json:"profile"`
+			DTLS    *struct {
+				Identity string `json:"identity"`
+			} `json:"dtls"`
+		} `json:"coap"`
+		Flash *struct {
+			Size     int `json:"size"`
+			SlotSize int `json:"slot_size"`
+			AppAddr  int `json:"app_address"`
+		} `json:"flash"`
+	}
+	read := func(args ...string) ([]board, string) {
+		t.Helper()
+		out, errOut, code := cli(t, append([]string{"boards", "--json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("boards --json %v: exit %d: %s", args, code, errOut)
+		}
+		var bs []board
+		if err := json.Unmarshal([]byte(out), &bs); err != nil {
+			t.Fatalf("boards --json %v: %v\n%s", args, err, out)
+		}
+		return bs, out
+	}
+
+	bs, out := read()
+	if len(bs) != 2 || bs[0].Name != "sim-safe" || bs[1].Name != "sim-naive" {
+		t.Fatalf("built-in bench: %s", out)
+	}
+	safe, naive := bs[0], bs[1]
+	if *safe.Power != "sim" || *safe.Probe != "gdbrsp" || strings.Join(safe.Tags, ",") != "sim,safe" ||
+		safe.CoAP.Address != "127.0.0.1:5683" || safe.CoAP.Profile != "resumable" || safe.CoAP.DTLS != nil ||
+		!strings.HasSuffix(safe.Console.Port, "sim-safe.console") ||
+		safe.Flash.Size != 512<<10 || safe.Flash.SlotSize != 480<<10 || safe.Flash.AppAddr != 0x8000 {
+		t.Errorf("sim-safe: %s", out)
+	}
+	if naive.CoAP.Profile != "block1" || naive.CoAP.Address != "127.0.0.1:5693" {
+		t.Errorf("sim-naive: %s", out)
+	}
+
+	dir := t.TempDir()
+	const secret = "s3cr3t-psk-value"
+	os.WriteFile(filepath.Join(dir, "dut.psk"), []byte(secret), 0o600)
+	bench := filepath.Join(dir, "bench.yaml")
+	os.WriteFile(bench, []byte(`boards:
+  - name: dut
+    tags: [stm32]
+    power: {driver: exec, on: [relay, on], off: [relay, off]}
+    console: {usb: {vid: "0483", pid: "374b", serial: "066DFF"}}
+    coap: {address: "[fd00::7]:5684", dtls: {identity: dut-1, key_file: dut.psk}}
+  - name: bare
+`), 0o644)
+	bs, out = read("--bench", bench)
+	if len(bs) != 2 {
+		t.Fatalf("bench file: %s", out)
+	}
+	dut, bare := bs[0], bs[1]
+	if *dut.Power != "exec" || dut.Probe != nil || dut.Console.USB == nil || dut.Console.USB.Serial != "066DFF" ||
+		dut.CoAP.DTLS == nil || dut.CoAP.DTLS.Identity != "dut-1" || dut.CoAP.Address != "[fd00::7]:5684" || dut.Flash != nil {
+		t.Errorf("dut: %s", out)
+	}
+	if bare.Tags == nil || len(bare.Tags) != 0 || bare.Power != nil || bare.Console != nil || bare.CoAP != nil {
+		t.Errorf("bare: %s", out)
+	}
+	for _, leak := range []string{secret, "dut.psk", "key"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("boards --json shows %q:\n%s", leak, out)
+		}
+	}
+	// A broken bench file is still a configuration error on stderr.
+	os.WriteFile(bench, []byte("boards:\n  - name: a\n    powr: {}\n"), 0o644)
+	out, errOut, code := cli(t, "boards", "--json", "--bench", bench)
+	if code != 2 || out != "" || !strings.Contains(errOut, `unknown field "powr"`) {
+		t.Errorf("broken bench file: exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+}
+
+// TestPowerStateJSON reads a board's power with `power state --json`
+// from a stand-in control endpoint, then with none listening: exit 3 and
+// a message that says what is missing, nothing on stdout. The port of
+// the missing endpoint was bound and closed, so a sim the user runs on
+// the default ports does not matter.
+func TestPowerStateJSON(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.URL.Path != "/boards/dut/power" {
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(w, "on")
+	}))
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+
+	dir := t.TempDir()
+	bench := filepath.Join(dir, "bench.yaml")
+	os.WriteFile(bench, []byte(fmt.Sprintf(`boards:
+  - name: dut
+    power: {driver: sim, url: %q, board: dut}
+  - name: gone
+    power: {driver: sim, url: "http://%s", board: gone}
+`, srv.URL, closed)), 0o644)
+
+	out, errOut, code := cli(t, "power", "state", "dut", "--json", "--bench", bench)
+	if code != 0 || out != `{"board":"dut","on":true}`+"\n" {
+		t.Errorf("power state --json: exit %d, %q, %s", code, out, errOut)
+	}
+	out, errOut, code = cli(t, "power", "state", "gone", "--json", "--bench", bench)
+	if code != 3 || out != "" || !strings.Contains(errOut, "board gone: power state") ||
+		!strings.Contains(errOut, "connection refused") || !strings.Contains(errOut, "is `fudbench sim` running?") {
+		t.Errorf("no control endpoint: exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+	out, errOut, code = cli(t, "power", "on", "dut", "--json", "--bench", bench)
+	if code != 2 || out != "" || !strings.Contains(errOut, "--json applies to power state only") {
+		t.Errorf("power on --json: exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 }
 

@@ -78,17 +78,18 @@ func newRoot(g *globals) *cobra.Command {
 		Long:          "fudbench tests that firmware updates survive a power cut at any moment, and measures how long a device takes to come back.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version, like the version command.
+		Version: readVersion().String(),
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {
-			level := slog.LevelInfo
-			if g.verbose {
-				level = slog.LevelDebug
-			}
-			g.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			g.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: logLevel(g.verbose)}))
 		},
 	}
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	// Defined here only for its help text; cobra still handles it.
+	root.Flags().Bool("version", false, "print the version and the commit (see the version command)")
+	root.SetVersionTemplate("fudbench {{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g), newRunCmd(g), newFlashCmd(g), newReportCmd(g))
+	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g), newRunCmd(g), newFlashCmd(g), newReportCmd(g), newVersionCmd())
 	return root
 }
 

@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,9 +25,6 @@ import (
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
 )
-
-// version is fudbench's own version, recorded with every run.
-const version = "0.1.0-dev"
 
 // defaultTimeScale is the scale of the built-in boards' flash and boot
 // timings in `fudbench run`: fast enough that a campaign with a reflash
@@ -175,10 +175,28 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 	if !f.jsonOut {
 		out = c.OutOrStdout()
 	}
+	tty := isTerminal(os.Stdout) && !f.jsonOut
+	// On a terminal, log lines go above the live status rather than
+	// through it, for as long as it is drawn.
+	logTo := &swapWriter{w: c.ErrOrStderr()}
+	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: logLevel(g.verbose)}))
+	watch := func(done map[string]int) jobs.Watcher {
+		planned := map[string]int{}
+		for _, n := range prep.Names() {
+			planned[n] = len(prep.Plan)
+		}
+		st := newStatus(out, tty, prep.Names(), planned, done, func(board, outcome string) bool {
+			return job.Accepts(board, results.Outcome(outcome))
+		})
+		if tty {
+			logTo.swap(st)
+		}
+		return &closeThen{Watcher: st, then: func() { logTo.swap(c.ErrOrStderr()) }}
+	}
 	rep, err := jobs.Execute(ctx, jobs.RunOptions{
 		Prepared: prep, Run: runInfo, OutDir: f.outDir, DB: db, Resume: f.resume,
 		Locker: &jobs.FileLocker{Dir: f.lockDir, Wait: f.lockWait},
-		Log:    g.log, Out: out,
+		Log:    log, Out: out, Watch: watch,
 		Tx:        coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},
 		Console:   true,
 		Witnesses: witnesses,
@@ -220,6 +238,43 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 		return infraErr(err)
 	}
 	return nil
+}
+
+// swapWriter is a writer whose destination can change while loggers
+// hold it.
+type swapWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *swapWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *swapWriter) swap(w io.Writer) {
+	s.mu.Lock()
+	s.w = w
+	s.mu.Unlock()
+}
+
+// closeThen runs then after closing the watcher.
+type closeThen struct {
+	jobs.Watcher
+	then func()
+}
+
+func (c *closeThen) Close() {
+	c.Watcher.Close()
+	c.then()
+}
+
+func logLevel(verbose bool) slog.Level {
+	if verbose {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 // benchFailure says how the bench failed a run.
