@@ -94,7 +94,9 @@ type conn struct {
 	pktSize int
 	regions []Region // the memory map; nil when the server has none
 	noX     bool     // X got an empty reply: use M
-	noCRC   bool     // qCRC got an empty reply: read back
+	noCRC   bool     // qCRC got an empty reply: read back, erase every block
+	// blankCRCs caches the qCRC of a blank run of flash by its length.
+	blankCRCs map[uint32]uint32
 	// broken: the byte stream can no longer be trusted (I/O error,
 	// timeout, framing lost); the connection must be dropped.
 	broken bool

@@ -30,6 +30,7 @@ type fakeServer struct {
 	noX       bool   // X gets an empty reply
 	noCRC     bool   // qCRC gets an empty reply
 	badCRC    bool   // qCRC answers a wrong CRC
+	erased    byte   // what unwritten memory reads as and vFlashErase writes; 0xff from startFake
 	// hook, when set, sees each packet first; handled=true means it
 	// answered (replies) or, with closeConn, hung up.
 	hook func(pkt string) (replies []string, handled, closeConn bool)
@@ -55,7 +56,7 @@ func startFake(t *testing.T, setup func(f *fakeServer)) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), mem: map[uint32]byte{}, live: map[net.Conn]bool{}}
+	f := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), mem: map[uint32]byte{}, live: map[net.Conn]bool{}, erased: 0xff}
 	if setup != nil {
 		setup(f)
 	}
@@ -256,7 +257,7 @@ func (f *fakeServer) handle(pkt string) []string {
 		addr, n := parseAddrLen(pkt[1:])
 		b := make([]byte, n)
 		for i := range b {
-			b[i] = f.mem[addr+uint32(i)]
+			b[i] = f.at(addr + uint32(i))
 		}
 		return []string{hex.EncodeToString(b)}
 	case strings.HasPrefix(pkt, "X"):
@@ -283,7 +284,7 @@ func (f *fakeServer) handle(pkt string) []string {
 	case strings.HasPrefix(pkt, "vFlashErase:"):
 		addr, n := parseAddrLen(pkt[len("vFlashErase:"):])
 		for i := range n {
-			f.mem[addr+uint32(i)] = 0xff
+			f.mem[addr+uint32(i)] = f.erased
 		}
 		return []string{"OK"}
 	case strings.HasPrefix(pkt, "vFlashWrite:"):
@@ -304,7 +305,7 @@ func (f *fakeServer) handle(pkt string) []string {
 		addr, n := parseAddrLen(pkt[len("qCRC:"):])
 		b := make([]byte, n)
 		for i := range b {
-			b[i] = f.mem[addr+uint32(i)]
+			b[i] = f.at(addr + uint32(i))
 		}
 		crc := rsp.CRC32(0xffffffff, b)
 		if f.badCRC {
@@ -323,6 +324,14 @@ func (f *fakeServer) handle(pkt string) []string {
 	return []string{""}
 }
 
+// at reads one byte of memory; f.mu is held.
+func (f *fakeServer) at(addr uint32) byte {
+	if b, ok := f.mem[addr]; ok {
+		return b
+	}
+	return f.erased
+}
+
 func (f *fakeServer) store(addr uint32, data []byte) {
 	for i, b := range data {
 		f.mem[addr+uint32(i)] = b
@@ -334,7 +343,7 @@ func (f *fakeServer) memory(addr uint32, n int) []byte {
 	defer f.mu.Unlock()
 	b := make([]byte, n)
 	for i := range b {
-		b[i] = f.mem[addr+uint32(i)]
+		b[i] = f.at(addr + uint32(i))
 	}
 	return b
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/fudbench/fudbench/internal/rsp"
-	"github.com/fudbench/fudbench/probes"
 )
 
 // segment is a part of a write that lies wholly in one flash region, or
@@ -176,31 +175,4 @@ func (c *conn) write(ctx context.Context, s segment, report func(int)) error {
 		}
 	}
 	return nil
-}
-
-// erase erases [addr, addr+length), split along the memory map.
-func (c *conn) erase(ctx context.Context, addr, length uint32) error {
-	type part struct{ addr, length uint32 }
-	var parts []part
-	if c.regions == nil {
-		parts = []part{{addr, length}}
-	} else {
-		for _, s := range c.segments(addr, make([]byte, length)) {
-			if s.region == nil {
-				return fmt.Errorf("%s: erase at %#08x+%#x: %#08x+%#x is not flash: %w", c.p, addr, length, s.addr, len(s.data), probes.ErrProbe)
-			}
-			bs := s.region.BlockSize
-			if (s.addr-s.region.Start)%bs != 0 || (s.end()-uint64(s.region.Start))%uint64(bs) != 0 {
-				return fmt.Errorf("%s: erase at %#08x+%#x: %#08x+%#x is not on %#x-byte block boundaries: %w", c.p, addr, length, s.addr, len(s.data), bs, probes.ErrProbe)
-			}
-			parts = append(parts, part{s.addr, uint32(len(s.data))})
-		}
-	}
-	for _, pt := range parts {
-		op := fmt.Sprintf("vFlashErase at %#08x+%#x", pt.addr, pt.length)
-		if err := c.expectOK(ctx, op, fmt.Appendf(nil, "vFlashErase:%x,%x", pt.addr, pt.length), scaleFor(uint64(pt.length))); err != nil {
-			return err
-		}
-	}
-	return c.expectOK(ctx, "vFlashDone", []byte("vFlashDone"), 1)
 }

@@ -13,6 +13,8 @@
 //	timeout: 10s              # per command; erase and vFlashDone get one
 //	                          # timeout per started 64 KiB
 //	verify: crc               # crc (qCRC, read-back if unsupported) | read | none
+//	erased: 0xff              # value of erased flash: 0xff, or 0x00 for flash
+//	                          # that erases to zero (STM32L1-class parts)
 //
 // A serial port is opened raw at 115200 8N1, its modem lines untouched.
 //
@@ -24,6 +26,13 @@
 // block is erased too, as GDB's load does), writes with vFlashWrite and ends
 // with vFlashDone; elsewhere, or when the server has no memory map, it writes
 // with X and falls back to M when X gets an empty reply. Then it verifies.
+//
+// Erase leaves out the erase blocks that already hold only the erased
+// value, as J-Link and pyOCD do: it asks the server for each block's qCRC
+// and compares it with the CRC-32 of a blank block, then erases the blocks
+// that differ, consecutive ones of a region in one vFlashErase. Without a
+// memory map, or when the server answers qCRC with nothing or an error, it
+// erases the whole range. LastErase tells how many blocks were left out.
 //
 // Close detaches with D, which lets the core run on most servers, unless the
 // last command was Halt.
@@ -97,7 +106,10 @@ type Config struct {
 	Halt    string        // monitor command for Halt; "" is DefaultHalt
 	Timeout time.Duration // per command; 0 is DefaultTimeout
 	Verify  string        // VerifyCRC (""), VerifyRead or VerifyNone
-	Logger  *slog.Logger  // nil discards
+	// ErasedZero: the target's flash erases to 0x00, not 0xff; Erase
+	// looks for blocks of that value to leave out.
+	ErasedZero bool
+	Logger     *slog.Logger // nil discards
 }
 
 // Probe is a GDB RSP client for one GDB server. Its methods are safe for
@@ -112,6 +124,36 @@ type Probe struct {
 	closed bool
 	halted bool   // the last monitor command was Halt
 	output string // console output of the last monitor command
+	// noSkip: Erase erases every block, blank or not (a test hook, so
+	// that benchmarks measure what skipping saves).
+	noSkip    bool
+	lastErase EraseStats
+}
+
+// EraseStats describes the last Erase.
+type EraseStats struct {
+	// Blocks is the number of erase blocks in the range; 0 when the
+	// server has no memory map.
+	Blocks int
+	// Skipped is the number of blocks found blank by qCRC and left out.
+	Skipped int
+	// Commands is the number of vFlashErase commands sent.
+	Commands int
+}
+
+// LastErase describes the last Erase, successful or not.
+func (p *Probe) LastErase() EraseStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErase
+}
+
+// erasedValue is the value of a blank flash byte.
+func (p *Probe) erasedValue() byte {
+	if p.cfg.ErasedZero {
+		return 0x00
+	}
+	return 0xff
 }
 
 // New returns a Probe for the server at cfg.Address or cfg.Port. It checks
@@ -162,6 +204,7 @@ type settings struct {
 	Halt    string `json:"halt" yaml:"halt"`
 	Timeout string `json:"timeout" yaml:"timeout"`
 	Verify  string `json:"verify" yaml:"verify"`
+	Erased  *int   `json:"erased" yaml:"erased"` // nil: 0xff
 }
 
 // open maps the driver's own settings onto Config; of the parsing, only
@@ -175,7 +218,17 @@ func open(st probes.Settings) (probes.Flasher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(Config{Address: s.Address, Port: s.Port, Reset: s.Reset, Halt: s.Halt, Verify: s.Verify, Timeout: timeout})
+	zero := false
+	if s.Erased != nil {
+		switch *s.Erased {
+		case 0xff:
+		case 0x00:
+			zero = true
+		default:
+			return nil, fmt.Errorf("erased: %#x (want 0xff or 0x00)", *s.Erased)
+		}
+	}
+	return New(Config{Address: s.Address, Port: s.Port, Reset: s.Reset, Halt: s.Halt, Verify: s.Verify, Timeout: timeout, ErasedZero: zero})
 }
 
 // String names the probe, e.g. "gdbrsp:127.0.0.1:3333".
@@ -284,11 +337,15 @@ func (p *Probe) Read(ctx context.Context, addr uint32, buf []byte) error {
 
 // Erase erases [addr, addr+length) with vFlashErase and vFlashDone. When
 // the server has a memory map the range must lie in flash regions and
-// start and end on erase-block boundaries; it is split at region borders.
+// start and end on erase-block boundaries; it is split at region borders,
+// and blocks that qCRC finds blank already are left out.
 func (p *Probe) Erase(ctx context.Context, addr, length uint32) error {
 	if err := p.checkRange("erase", addr, int(length)); err != nil {
 		return err
 	}
+	p.mu.Lock()
+	p.lastErase = EraseStats{}
+	p.mu.Unlock()
 	if length == 0 {
 		return nil
 	}

@@ -63,12 +63,12 @@ func (c *conn) verifyPart(ctx context.Context, s segment) error {
 		case k == replyEmpty:
 			c.p.log.Info("server has no qCRC; verifying by reading back")
 			c.noCRC = true
-		case k == replyData && rep[0] == 'C':
-			got, err := strconv.ParseUint(string(rep[1:]), 16, 32)
-			if err != nil {
+		case k == replyData:
+			got, ok := parseCRC(rep)
+			if !ok {
 				return &ReplyError{Probe: c.p.name, Op: op, Reply: string(rep)}
 			}
-			if want := rsp.CRC32(0xffffffff, s.data); uint32(got) != want {
+			if want := rsp.CRC32(0xffffffff, s.data); got != want {
 				return fmt.Errorf("%s: verify at %#08x+%#x: target CRC %08x, image CRC %08x: %w", c.p, s.addr, len(s.data), got, want, probes.ErrVerify)
 			}
 			return nil
@@ -84,4 +84,13 @@ func (c *conn) verifyPart(ctx context.Context, s segment) error {
 		return fmt.Errorf("%s: verify at %#08x: target holds %#02x, image has %#02x: %w", c.p, s.addr+uint32(i), got[i], s.data[i], probes.ErrVerify)
 	}
 	return nil
+}
+
+// parseCRC reads a qCRC reply, "C" and up to 8 hex digits.
+func parseCRC(rep []byte) (uint32, bool) {
+	if len(rep) < 2 || rep[0] != 'C' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(rep[1:]), 16, 32)
+	return uint32(n), err == nil
 }

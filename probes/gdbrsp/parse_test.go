@@ -119,12 +119,12 @@ func TestParseMemoryMap(t *testing.T) {
 
 // FuzzReplyParser feeds server bytes through what the client makes of a
 // reply once it is framed (framing itself is fuzzed in internal/rsp): reply
-// classification, console output and qSupported.
+// classification, console output, qSupported and qCRC.
 func FuzzReplyParser(f *testing.F) {
 	for _, s := range []string{
 		"+$OK#9a", "$E03#a8", "$O48690a#" + cs("O48690a"), "$0* #" + cs("0* "),
 		"$PacketSize=4000;qXfer:memory-map:read+;QStartNoAckMode+#" + cs("PacketSize=4000;qXfer:memory-map:read+;QStartNoAckMode+"),
-		"$l<memory-map>}]</memory-map>#00", "$m}#}##00", "$OK#9b", "$$$###", "$a*~#00", "-+-+$#00",
+		"$l<memory-map>}]</memory-map>#00", "$m}#}##00", "$C0376e6e7#" + cs("C0376e6e7"), "$C123456789#00", "$OK#9b", "$$$###", "$a*~#00", "-+-+$#00",
 	} {
 		f.Add([]byte(s))
 	}
@@ -146,6 +146,11 @@ func FuzzReplyParser(f *testing.F) {
 			case replyError:
 				if p[0] != 'E' {
 					t.Fatalf("error reply %q", p)
+				}
+			}
+			if crc, ok := parseCRC(p); ok {
+				if again, ok2 := parseCRC(fmt.Appendf(nil, "C%08x", crc)); p[0] != 'C' || !ok2 || again != crc {
+					t.Fatalf("qCRC reply %q read as %#x", p, crc)
 				}
 			}
 			if n := packetSizeOf(parseSupported(p), 400); n < 64 || n > maxPacket {

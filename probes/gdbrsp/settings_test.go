@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/goccy/go-yaml/ast"
+
+	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/probes/gdbrsp"
 )
@@ -22,6 +25,10 @@ func TestOpenSettings(t *testing.T) {
 		{name: "bad timeout", s: probes.MapSettings{"address": "h:1", "timeout": "soon"}, wantErr: "timeout"},
 		{name: "zero timeout", s: probes.MapSettings{"address": "h:1", "timeout": "0s"}, wantErr: "must be positive"},
 		{name: "bad verify", s: probes.MapSettings{"address": "h:1", "verify": "sha"}, wantErr: `verify: "sha"`},
+		{name: "erased 0x00", s: probes.MapSettings{"address": "h:1", "erased": 0x00}, wantName: "gdbrsp:h:1"},
+		{name: "erased 0xff", s: probes.MapSettings{"address": "h:1", "erased": 0xff}, wantName: "gdbrsp:h:1"},
+		{name: "bad erased", s: probes.MapSettings{"address": "h:1", "erased": 0x0f}, wantErr: "erased: 0xf (want 0xff or 0x00)"},
+		{name: "erased as text", s: probes.MapSettings{"address": "h:1", "erased": "0xff"}, wantErr: "cannot unmarshal string"},
 		{name: "unknown key", s: probes.MapSettings{"address": "h:1", "adress": "x"}, wantErr: `unknown key "adress"`},
 	}
 	for _, tt := range tests {
@@ -48,6 +55,48 @@ func TestOpenSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenYAML: the settings as a bench file holds them, where 0xff and
+// 0x00 are YAML integers.
+func TestOpenYAML(t *testing.T) {
+	tests := []struct {
+		doc     string
+		wantErr string
+	}{
+		{doc: "{address: h:1, erased: 0xff}"},
+		{doc: "{address: h:1, erased: 0x00}"},
+		{doc: "{address: h:1, erased: 0x80}", wantErr: "erased: 0x80 (want 0xff or 0x00)"},
+		{doc: "{address: h:1, erased: -1}", wantErr: "erased: -0x1"},
+		{doc: "{address: h:1, erased: yes}", wantErr: "bench.yaml:1:24"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.doc, func(t *testing.T) {
+			d, n, err := config.Parse("bench.yaml", []byte(tt.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := probes.Open(gdbrsp.Driver, yamlSettings{d, n})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		})
+	}
+}
+
+// yamlSettings is a probe's section of a bench file.
+type yamlSettings struct {
+	d *config.Decoder
+	n ast.Node
+}
+
+func (s yamlSettings) Decode(v any) error { return s.d.DecodeNode(s.n, v) }
 
 func isEraser(f probes.Flasher) bool { _, ok := f.(probes.Eraser); return ok }
 func isReader(f probes.Flasher) bool { _, ok := f.(probes.Reader); return ok }
