@@ -270,7 +270,7 @@ func Parse(name string, data []byte) (*Bench, error) {
 		return nil, err
 	}
 	if len(items) == 0 {
-		return nil, d.Errf(f.Key, "no boards: the boards: list is empty")
+		return nil, d.Errf(f.Val, "no boards: the boards: list is empty")
 	}
 	b := &Bench{File: name}
 	seen := map[string]int{}

@@ -17,10 +17,11 @@ block_size: 1024 # 16 KiB / 1024 = 16 blocks
 cuts:
   # One cycle per block: cut once block N is acknowledged.
   - after_block: {from: 0, to: last, step: 1}
-  # Four cuts 300 µs into a random block's transfer and write.
+  # Four cuts 300 µs into a random block's transfer and write (at the
+  # built-in boards' default time scale a block takes about 2.6 ms to write).
   - random: {count: 4, kind: during_block, window: {from: 0, to: last}, delay: 300us}
 off_time: 20ms
-recovery_timeout: 1s # sim boards boot in milliseconds; silence for 1 s is a brick
+recovery_timeout: 500ms # sim boards boot in milliseconds; silence for 0.5 s is a brick
 accept:
   sim-safe: [updated]
   sim-naive: [updated, bricked] # naive in-place may brick; it is reflashed

@@ -128,7 +128,7 @@ func badCorpus(t *testing.T) (string, []badCase) {
 	hugeJob := runWrite(t, filepath.Join(gen, "huge-job.yaml"), huge.String())
 	cases = append(cases,
 		badCase{"gen/empty-job", []string{emptyJob, "--bench", bench}, []string{emptyJob + ":1:1: ", "empty job file"}},
-		badCase{"gen/empty-bench", []string{job, "--bench", emptyBench}, []string{emptyBench + ": ", "empty file"}},
+		badCase{"gen/empty-bench", []string{job, "--bench", emptyBench}, []string{emptyBench + ":1:1: ", "empty file"}},
 		badCase{"gen/job-is-directory", []string{dir, "--bench", bench}, []string{dir + ": ", "is a directory"}},
 		badCase{"gen/bench-is-directory", []string{job, "--bench", dir}, []string{dir + ": ", "is a directory"}},
 		badCase{"gen/job-missing", []string{missing, "--bench", bench}, []string{missing + ": ", "no such file"}},

@@ -114,7 +114,7 @@ func TestBoardsJSON(t *testing.T) {
 	// A broken bench file is still a configuration error on stderr.
 	os.WriteFile(bench, []byte("boards:\n  - name: a\n    powr: {}\n"), 0o644)
 	out, errOut, code := cli(t, "boards", "--json", "--bench", bench)
-	if code != 2 || out != "" || !strings.Contains(errOut, `unknown field "powr"`) {
+	if code != 2 || out != "" || !strings.Contains(errOut, `unknown key "powr"`) {
 		t.Errorf("broken bench file: exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 }

@@ -28,9 +28,10 @@ import (
 
 // defaultTimeScale is the scale of the built-in boards' flash and boot
 // timings in `fudbench run`: fast enough that a campaign with a reflash
-// per cycle takes seconds, slow enough that a block's write lasts about a
-// millisecond, so cuts planned during a block's write can land there.
-const defaultTimeScale = 0.1
+// per cycle takes seconds, slow enough that a 1 KiB block's write lasts
+// 2.6 ms, so cuts planned during a block's write land there even when a
+// busy host fires their timers a millisecond late.
+const defaultTimeScale = 0.25
 
 // runFlags are `fudbench run`'s options.
 type runFlags struct {

@@ -450,7 +450,7 @@ recovery_timeout: 5s
 }
 
 // runProgressLine is a plain progress line (stdout is not a terminal).
-var runProgressLine = regexp.MustCompile(`^\[(\d+)/(\d+)\] (\S+) cycle (\d+): (\S+)$`)
+var runProgressLine = regexp.MustCompile(`^\[(\d+)/(\d+)\] (\S+) cycle (\d+) \(.*\): ([a-z-]+)`)
 
 // TestRunKillAndResume kills the demo mid-run with SIGKILL, checks what
 // the database kept, and resumes the run to its end.

@@ -275,7 +275,9 @@ func (s *status) describe(b *boardStatus, e results.Event, failed bool) string {
 		fmt.Fprintf(&sb, " (%s)", b.plan)
 	}
 	sb.WriteString(": " + clean(e.Text))
-	if r := e.Attrs["reason"]; r != "" {
+	// The reason of an accepted outcome (a brick the job expects) is in
+	// the records; the line stays short.
+	if r := e.Attrs["reason"]; r != "" && failed {
 		sb.WriteString(": " + clean(r))
 	}
 	if e.Attrs["reflashed"] == "true" {
