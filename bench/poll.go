@@ -143,6 +143,11 @@ func (p *poller) until(ctx context.Context, timeout time.Duration, what string, 
 		if errors.As(err, &st) {
 			return st.err
 		}
+		if errors.Is(err, coap.ErrRefused) {
+			// The device refuses the DTLS identity or key: asking again
+			// changes nothing.
+			return fmt.Errorf("board %s: %w", p.b.Name, err)
+		}
 		last = err
 		if !time.Now().Before(deadline) {
 			break

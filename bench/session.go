@@ -328,6 +328,9 @@ func (s *session) contact(ctx context.Context) error {
 // nothing at all came back, the device's when it sent something the
 // client could not take for an answer.
 func (s *session) unreachable(err error) error {
+	if errors.Is(err, coap.ErrRefused) {
+		return s.infra(err)
+	}
 	if s.p.Heard() {
 		return fmt.Errorf("board %s: read version before the update: the device sends, but no answer to the request: %w", s.b.Name, err)
 	}

@@ -31,6 +31,13 @@ func newImageCmd(g *globals) *cobra.Command {
 				return usageErr(fmt.Errorf("--size: %w", err))
 			}
 			spec.Size = n
+			if !c.Flags().Changed("seed") {
+				// Images of different sequence numbers get different
+				// payloads: an update to an image whose bytes the board
+				// already holds would write nothing new, and a cut in it
+				// would prove nothing.
+				spec.Seed = int64(spec.Seq)
+			}
 			key := fwimage.DevKey()
 			if keyPath != "" {
 				if key, err = fwimage.LoadPrivateKey(keyPath); err != nil {
@@ -53,7 +60,7 @@ func newImageCmd(g *globals) *cobra.Command {
 	build.Flags().StringVar(&spec.Version, "version", "", "version string (required)")
 	build.Flags().Uint32Var(&spec.Seq, "seq", 0, "anti-rollback sequence number")
 	build.Flags().StringVar(&size, "size", "64KiB", "total image size including the header (bytes, or with KiB/MiB)")
-	build.Flags().Int64Var(&spec.Seed, "seed", 1, "seed of the deterministic payload")
+	build.Flags().Int64Var(&spec.Seed, "seed", 1, "seed of the deterministic payload (default: the --seq number)")
 	build.Flags().StringVar(&keyPath, "key", "", "Ed25519 private key, PEM (PKCS#8); default: the development key")
 	build.Flags().StringVarP(&out, "output", "o", "", "output file (required)")
 	build.MarkFlagRequired("version")

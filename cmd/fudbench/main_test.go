@@ -1,20 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/fudbench/fudbench/sim"
 )
@@ -107,46 +102,24 @@ func TestSimBrokenBenchFile(t *testing.T) {
 	}
 }
 
-// TestSimServesAndStops runs `fudbench sim`, drives a board's power input
-// through the control endpoint, and stops it with Ctrl-C.
+// TestSimServesAndStops runs `fudbench sim` on ephemeral ports, drives a
+// board's power input through the control endpoint, flashes and updates a
+// board through the bench file the sim wrote, and stops it with Ctrl-C.
 func TestSimServesAndStops(t *testing.T) {
-	cmd := exec.Command(binary, "sim", "--state-dir", t.TempDir(), "--time-scale", "0")
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(stdout)
-	var lines []string
-	var control string
-	re := regexp.MustCompile(`^control endpoint: (http://\S+)/boards$`)
-	deadline := time.Now().Add(30 * time.Second)
-	for sc.Scan() && time.Now().Before(deadline) {
-		l := sc.Text()
-		lines = append(lines, l)
-		if m := re.FindStringSubmatch(l); m != nil {
-			control = m[1]
-		}
-		if strings.HasPrefix(l, "  power") && strings.Contains(l, "sim-naive") {
-			break
-		}
-	}
-	text := strings.Join(lines, "\n")
-	for _, want := range []string{"sim-safe (inplace-recovery): app", "sim-naive (naive-inplace): app", "coap://127.0.0.1:", "coap://[::1]:", "coaps://127.0.0.1:", "gdb       127.0.0.1:", "console   "} {
+	s := serveSim(t, "boards:\n  - name: served-safe\n    tags: [sim, safe]\n"+simSection("inplace-recovery", "")+
+		"  - name: served-naive\n"+simSection("naive-inplace", "      reenumerate: true\n"), "--time-scale", "0")
+	text := strings.Join(s.out, "\n")
+	for _, want := range []string{"served-safe (inplace-recovery): app", "served-naive (naive-inplace): app", "coap://127.0.0.1:", "coaps://127.0.0.1:", "gdb       127.0.0.1:", "console   ", "bench file: " + s.bench} {
 		if !strings.Contains(text, want) {
 			t.Errorf("sim output lacks %q:\n%s", want, text)
 		}
 	}
-	if control == "" {
-		t.Fatalf("no control endpoint in:\n%s", text)
-	}
-	req, _ := http.NewRequest(http.MethodPut, control+"/boards/sim-safe/power", strings.NewReader("off"))
+	req, _ := http.NewRequest(http.MethodPut, s.control+"/boards/served-safe/power", strings.NewReader("off"))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("power off: %v %v", err, resp)
 	}
-	resp, err = http.Get(control + "/boards/sim-safe")
+	resp, err = http.Get(s.control + "/boards/served-safe")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,31 +129,25 @@ func TestSimServesAndStops(t *testing.T) {
 	if info.Powered || info.Mode != "off" {
 		t.Errorf("after power off: %+v", info)
 	}
-	// The commands that talk to a running sim through the built-in bench:
-	// flash over the GDB port (powering the board first), then an update
+	// The written bench file: the boards with their tags and real
+	// addresses, for the other commands.
+	out, errOut, code := cli(t, "boards", "--bench", s.bench)
+	if code != 0 || !strings.Contains(out, "sim,safe") || !strings.Contains(out, "coap://"+info.CoAP[0]+" (resumable)") {
+		t.Fatalf("boards: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// Flash over the GDB port (powering the board first), then an update
 	// with a cut after block 2 through the control endpoint.
 	dir := t.TempDir()
 	img3, img4 := filepath.Join(dir, "v3.img"), filepath.Join(dir, "v4.img")
 	cli(t, "image", "build", "--version", "3.0.0", "--seq", "3", "--size", "12KiB", "-o", img3)
-	cli(t, "image", "build", "--version", "4.0.0", "--seq", "4", "--size", "12KiB", "--seed", "4", "-o", img4)
-	out, errOut, code := cli(t, "flash", "sim-safe", img3, "--erase")
-	if code != 0 || !strings.Contains(out, "12288 bytes at 0x00008000 over gdbrsp:127.0.0.1:3333, verified") {
+	cli(t, "image", "build", "--version", "4.0.0", "--seq", "4", "--size", "12KiB", "-o", img4)
+	out, errOut, code = cli(t, "flash", "--bench", s.bench, "served-safe", img3, "--erase")
+	if code != 0 || !strings.Contains(out, "12288 bytes at 0x00008000 over gdbrsp:"+info.GDB+", verified") {
 		t.Fatalf("flash: exit %d\n%s\n%s", code, out, errOut)
 	}
-	out, errOut, code = cli(t, "update", "sim-safe", img4, "--cut-after-block", "2", "--off-time", "10ms")
+	out, errOut, code = cli(t, "update", "--bench", s.bench, "served-safe", img4, "--cut-after-block", "2", "--off-time", "10ms")
 	if code != 0 || !strings.Contains(out, "cut: after_block 2") || !strings.Contains(out, "resumed at [3]") || !strings.Contains(out, "running 4.0.0 (seq 4)") {
 		t.Fatalf("update: exit %d\n%s\n%s", code, out, errOut)
 	}
-	go io.Copy(io.Discard, stdout)
-	cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("sim exit after Ctrl-C: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("sim did not stop within 10 s of Ctrl-C")
-	}
+	s.stop(t)
 }

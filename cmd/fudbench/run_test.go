@@ -22,9 +22,9 @@ import (
 	"github.com/fudbench/fudbench/results"
 )
 
-// The tests of `fudbench run` drive the real binary. Runs on the built-in
-// simulated bench bind its fixed loopback ports, so none of these tests
-// is parallel.
+// The tests of `fudbench run` drive the real binary. The built-in
+// simulated boards of a run bind ephemeral loopback ports; the tests are
+// not parallel because each run keeps two cores busy.
 
 // runCLI runs the binary in dir with TMPDIR inside dir (the built-in sims'
 // state directory lands there) and returns stdout, stderr and the exit
@@ -176,6 +176,16 @@ func TestRunDemo(t *testing.T) {
 	}
 	if len(s.Cuts) != 40 {
 		t.Errorf("summary lists %d cut points, want 40", len(s.Cuts))
+	}
+	// Every planned cut happened at its planned point, by the bench's view
+	// and by the board's own record.
+	if s.MissedCuts != 0 {
+		t.Errorf("%d missed cuts", s.MissedCuts)
+	}
+	for _, c := range s.Cuts {
+		if !c.Fired || !c.Landed || c.Device == nil {
+			t.Errorf("%s cycle %d (%s): fired %v landed %v device record %+v", c.Board, c.Cycle, c.Plan, c.Fired, c.Landed, c.Device)
+		}
 	}
 
 	// junit.xml: one case per cycle, none failed; every bricked cycle is

@@ -124,7 +124,9 @@ func runUpdate(c *cobra.Command, g *globals, f *updateFlags, args []string) erro
 		return classify(err)
 	}
 	bd := prep.Boards[0]
-	b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3}, Log: g.log})
+	// The console, when wired, times the recovery milestones it shows.
+	b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: bd.Console != nil && f.cutAfter >= 0,
+		Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3}, Log: g.log})
 	if err != nil {
 		return classify(err)
 	}
