@@ -611,29 +611,5 @@ func (d *DTLS) Key() ([]byte, error) {
 		}
 		return []byte(v), nil
 	}
-	return ReadPSK(d.KeyFile)
-}
-
-// ReadPSK reads a pre-shared key file: the key is the file's bytes with
-// surrounding whitespace removed; "hex:" or "0x" prefixes mean hex.
-func ReadPSK(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("psk file: %w", err)
-	}
-	s := strings.TrimSpace(string(b))
-	if h, ok := strings.CutPrefix(s, "hex:"); ok {
-		s = "0x" + h
-	}
-	if h, ok := strings.CutPrefix(s, "0x"); ok {
-		out := make([]byte, len(h)/2)
-		if _, err := fmt.Sscanf(h, "%x", &out); err != nil || len(h)%2 != 0 {
-			return nil, fmt.Errorf("psk file %s: bad hex", path)
-		}
-		return out, nil
-	}
-	if s == "" {
-		return nil, fmt.Errorf("psk file %s is empty", path)
-	}
-	return []byte(s), nil
+	return config.ReadPSK(d.KeyFile)
 }

@@ -20,6 +20,7 @@ import (
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
+	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/boards"
@@ -178,7 +179,7 @@ func rewire(t *testing.T, text, board, key, line string) string {
 			continue
 		}
 		if in && strings.HasPrefix(strings.TrimSpace(l), key) {
-			lines[i] = "    " + key + " " + line
+			lines[i] = l[:len(l)-len(strings.TrimLeft(l, " "))] + key + " " + line
 			return strings.Join(lines, "\n")
 		}
 	}
@@ -950,4 +951,40 @@ func TestFaultDiskFull(t *testing.T) {
 	if extra > 2 || missing > 2 {
 		t.Errorf("events.jsonl and the database disagree beyond the failed writes: %d outcomes not in the database, %d cycles without an outcome event", extra, missing)
 	}
+}
+
+// busyLine is a trigger input line claimed by someone else: it cannot be
+// set up for edge detection.
+type busyLine struct{ gpiotest.Pin }
+
+func (b *busyLine) In(gpio.Pull, gpio.Edge) error { return errors.New("device or resource busy") }
+
+// TestFaultTriggerCannotArm: a cut timed to an input that cannot be set up
+// must not let the update run uncut and count as survived: the cycle is
+// the bench's failure and no block is sent.
+func TestFaultTriggerCannotArm(t *testing.T) {
+	s, text := startFaultSims(t, sim.Config{Name: "arm", Strategy: sim.InplaceRecovery})
+	name := s.Boards[0].Name()
+	line := &busyLine{gpiotest.Pin{N: strings.ToUpper(name) + "-CLAIMED"}}
+	if err := gpioreg.Register(line); err != nil {
+		t.Fatal(err)
+	}
+	defer gpioreg.Unregister(line.N)
+	text = rewire(t, text, name, "busy:", `{driver: gpio, pin: "`+line.N+`"}`)
+	base, upd := faultBase(t)
+	fr := runFaultJob(t, fmt.Sprintf(`boards: [%s]
+%s
+cuts:
+  - on_gpio: {input: busy, nth: 2}
+recovery_timeout: 2s
+`, name, faultImages), parseInventory(t, text), base, upd, nil)
+	if fr.err != nil {
+		t.Fatal(fr.err)
+	}
+	wantAll(t, byBoard(fr.rep, name), 1, results.InfraError)
+	c := fr.rep.Cycles[0]
+	if !strings.Contains(c.Reason, "arming the cut") || !strings.Contains(c.Reason, "device or resource busy") || c.BlocksSent != 0 || c.Cut != nil {
+		t.Errorf("cycle: reason %q, %d blocks sent, cut %+v", c.Reason, c.BlocksSent, c.Cut)
+	}
+	checkRecords(t, fr)
 }

@@ -3,13 +3,10 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
@@ -104,7 +101,7 @@ func ConfigFromSection(name string, sec Section) (Config, error) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(sec.Dir(), path)
 		}
-		psk, err := readPSK(path)
+		psk, err := config.ReadPSK(path)
 		if err != nil {
 			return Config{}, errAt(sec, s.PSKFile.pos, "psk_file: %v", err)
 		}
@@ -124,51 +121,6 @@ func errAt(sec Section, p config.Pos, format string, a ...any) error {
 		return &at
 	}
 	return err
-}
-
-// maxPSKFile bounds a PSK file: a key is a few dozen bytes, and a path to
-// something endless must not hang the simulator.
-const maxPSKFile = 4 << 10
-
-// readPSK reads a pre-shared key file in the bench inventory's format:
-// the key is the file's bytes with surrounding whitespace removed; a
-// "hex:" or "0x" prefix means hex. It is a copy of the inventory's
-// reader, as the device side must not import the bench inventory.
-func readPSK(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxPSKFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if len(b) > maxPSKFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a pre-shared key file", path, maxPSKFile)
-	}
-	s := strings.TrimSpace(string(b))
-	if h, ok := strings.CutPrefix(s, "hex:"); ok {
-		s = "0x" + h
-	}
-	if h, ok := strings.CutPrefix(s, "0x"); ok {
-		out := make([]byte, len(h)/2)
-		if _, err := fmt.Sscanf(h, "%x", &out); err != nil || len(h)%2 != 0 {
-			return nil, fmt.Errorf("%s: bad hex", path)
-		}
-		return out, nil
-	}
-	if s == "" {
-		return nil, fmt.Errorf("%s is empty", path)
-	}
-	return []byte(s), nil
 }
 
 // scalar feeds a scalar value's text to parse through config.Scalar, so

@@ -90,7 +90,7 @@ func TestConfigFromSectionErrors(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "badhex.psk"), "hex:abc\n")
 	writeFile(t, filepath.Join(dir, "empty.psk"), " \n")
-	writeFile(t, filepath.Join(dir, "big.psk"), strings.Repeat("k", maxPSKFile+1))
+	writeFile(t, filepath.Join(dir, "big.psk"), strings.Repeat("k", config.MaxPSKFile+1))
 	tests := []struct {
 		name, text string
 		pos        string // line:column

@@ -44,7 +44,7 @@ func newBoardsCmd(g *globals) *cobra.Command {
 				return enc.Encode(list)
 			}
 			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "BOARD\tTAGS\tPOWER\tPROBE\tCONSOLE\tCOAP")
+			fmt.Fprintln(w, "BOARD\tTAGS\tPOWER\tPROBE\tCONSOLE\tINPUTS\tCOAP")
 			for _, b := range inv.Boards {
 				pw, pr, con, coap := "-", "-", "-", "-"
 				if b.Power != nil {
@@ -66,7 +66,11 @@ func newBoardsCmd(g *globals) *cobra.Command {
 					}
 					coap = fmt.Sprintf("%s://%s (%s)", scheme, b.CoAP.Address, coapProfile(b.CoAP))
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, strings.Join(b.Tags, ","), pw, pr, con, coap)
+				ins := "-"
+				if names := b.InputNames(); len(names) > 0 {
+					ins = strings.Join(names, ",")
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Name, strings.Join(b.Tags, ","), pw, pr, con, ins, coap)
 			}
 			return w.Flush()
 		},
@@ -93,8 +97,10 @@ type boardJSON struct {
 	Power   *string      `json:"power"` // driver name
 	Probe   *string      `json:"probe"` // driver name
 	Console *consoleJSON `json:"console"`
-	CoAP    *coapJSON    `json:"coap"`
-	Flash   *flashJSON   `json:"flash"`
+	// Inputs maps each trigger input to its driver.
+	Inputs map[string]string `json:"inputs"`
+	CoAP   *coapJSON         `json:"coap"`
+	Flash  *flashJSON        `json:"flash"`
 }
 
 type consoleJSON struct {
@@ -127,6 +133,10 @@ type flashJSON struct {
 	Base      uint32 `json:"base"`
 	AppAddr   uint32 `json:"app_address"`
 	EraseFrom uint32 `json:"erase_from"`
+	// ProgramTime is the time to program WriteUnit bytes, when the bench
+	// file says; nanoseconds.
+	ProgramTime *int64 `json:"program_time_ns,omitempty"`
+	WriteUnit   int    `json:"write_unit,omitempty"`
 }
 
 func boardToJSON(b boards.Board) boardJSON {
@@ -146,6 +156,10 @@ func boardToJSON(b boards.Board) boardJSON {
 			j.Console.USB = &usbJSON{VID: u.VID, PID: u.PID, Serial: u.Serial}
 		}
 	}
+	j.Inputs = map[string]string{}
+	for _, in := range b.Inputs {
+		j.Inputs[in.Name] = in.Driver
+	}
 	if c := b.CoAP; c != nil {
 		j.CoAP = &coapJSON{Address: c.Address, Profile: coapProfile(c), Path: c.Path}
 		if c.DTLS != nil {
@@ -153,7 +167,11 @@ func boardToJSON(b boards.Board) boardJSON {
 		}
 	}
 	if f := b.Flash; f != nil {
-		j.Flash = &flashJSON{Size: int(f.Size), SlotSize: int(f.SlotSize), Base: uint32(f.Base), AppAddr: uint32(f.AppAddr), EraseFrom: uint32(f.EraseFrom)}
+		j.Flash = &flashJSON{Size: int(f.Size), SlotSize: int(f.SlotSize), Base: f.Base, AppAddr: f.AppAddr, EraseFrom: f.EraseFrom}
+		if f.Timed {
+			pt := int64(f.ProgramTime)
+			j.Flash.ProgramTime, j.Flash.WriteUnit = &pt, f.WriteUnit
+		}
 	}
 	return j
 }

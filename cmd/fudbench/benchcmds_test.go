@@ -72,7 +72,7 @@ func TestBoardsJSON(t *testing.T) {
 		t.Fatalf("built-in bench: %s", out)
 	}
 	safe, naive := bs[0], bs[1]
-	if *safe.Power != "sim" || *safe.Probe != "gdbrsp" || strings.Join(safe.Tags, ",") != "sim,safe" ||
+	if *safe.Power != "sim" || *safe.Probe != "gdbrsp" || strings.Join(safe.Tags, ",") != "sim,safe,inplace-recovery" ||
 		safe.CoAP.Address != "127.0.0.1:5683" || safe.CoAP.Profile != "resumable" || safe.CoAP.DTLS != nil ||
 		!strings.HasSuffix(safe.Console.Port, "sim-safe.console") ||
 		safe.Flash.Size != 512<<10 || safe.Flash.SlotSize != 480<<10 || safe.Flash.AppAddr != 0x8000 {

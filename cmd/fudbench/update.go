@@ -318,7 +318,7 @@ func endpointFromURL(raw, pskID, pskFile string) (bench.Endpoint, string, error)
 		if pskID == "" || pskFile == "" {
 			return ep, "", errors.New("coaps:// needs --psk-identity and --psk-file")
 		}
-		key, err := boards.ReadPSK(pskFile)
+		key, err := config.ReadPSK(pskFile)
 		if err != nil {
 			return ep, "", err
 		}

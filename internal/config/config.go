@@ -398,15 +398,24 @@ func (d *Decoder) Str(n ast.Node, what string) (string, error) {
 	return s, nil
 }
 
-// Int reads an integer.
-func (d *Decoder) Int(n ast.Node, what string) (int64, error) {
+// intNode resolves n to an integer node.
+func (d *Decoder) intNode(n ast.Node, what string) (*ast.IntegerNode, error) {
 	r, err := d.Resolve(n)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	in, ok := r.(*ast.IntegerNode)
 	if !ok {
-		return 0, d.Errf(n, "%s: want an integer, got %s", what, KindName(r))
+		return nil, d.Errf(n, "%s: want an integer, got %s", what, KindName(r))
+	}
+	return in, nil
+}
+
+// Int reads an integer.
+func (d *Decoder) Int(n ast.Node, what string) (int64, error) {
+	in, err := d.intNode(n, what)
+	if err != nil {
+		return 0, err
 	}
 	switch v := in.Value.(type) {
 	case int64:
@@ -421,13 +430,9 @@ func (d *Decoder) Int(n ast.Node, what string) (int64, error) {
 
 // Uint64 reads a non-negative integer.
 func (d *Decoder) Uint64(n ast.Node, what string) (uint64, error) {
-	r, err := d.Resolve(n)
+	in, err := d.intNode(n, what)
 	if err != nil {
 		return 0, err
-	}
-	in, ok := r.(*ast.IntegerNode)
-	if !ok {
-		return 0, d.Errf(n, "%s: want an integer, got %s", what, KindName(r))
 	}
 	switch v := in.Value.(type) {
 	case int64:
