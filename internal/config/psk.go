@@ -51,4 +51,3 @@ func ReadPSK(path string) ([]byte, error) {
 	}
 	return []byte(s), nil
 }
-
