@@ -27,15 +27,6 @@ func ExampleWriteTable() {
 	// verdict: pass (2 cycles, 0 failed, infra errors: 0, missed cuts: 0)
 }
 
-// Progress on a CI log: one plain line per cycle.
-func ExampleProgress() {
-	p := results.NewProgress(os.Stdout, false, 40)
-	p.Cycle("sim-safe", 12, results.Updated)
-	p.Done()
-	// Output:
-	// [1/40] sim-safe cycle 12: updated
-}
-
 // Nearest-rank percentiles are always one of the values seen.
 func ExamplePercentile() {
 	ds := []time.Duration{4 * time.Millisecond, 1 * time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond}

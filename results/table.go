@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 )
@@ -117,97 +116,4 @@ func FormatDuration(d time.Duration) string {
 	}
 	d = d.Round(time.Second)
 	return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
-}
-
-// Progress reports cycles as they finish: on a terminal one line redrawn
-// in place with \r (a bar, the count, the last cycle); otherwise one plain
-// line per cycle, for CI logs. It is safe for concurrent use by the
-// boards' goroutines.
-type Progress struct {
-	mu     sync.Mutex
-	w      io.Writer
-	tty    bool
-	total  int
-	done   int
-	failed int // outcome not updated, missed cuts aside
-	missed int // missed cuts: the device may well have updated
-	width  int // of the last line drawn, to blank its leftovers
-}
-
-// progressBar is the bar's width in cells.
-const progressBar = 24
-
-// NewProgress returns a reporter for total cycles (0 if unknown).
-func NewProgress(w io.Writer, tty bool, total int) *Progress {
-	return &Progress{w: w, tty: tty, total: total}
-}
-
-// Skip counts n cycles already done (by a run being resumed) without
-// reporting them.
-func (p *Progress) Skip(n int) {
-	p.mu.Lock()
-	p.done += n
-	p.mu.Unlock()
-}
-
-// Cycle reports that board finished cycle n with outcome. A failed cycle
-// is counted in the bar only; the caller knows whether it was accepted.
-// A missed cut is counted apart from the cycles not updated: its cut
-// never landed, so the update may well have gone through.
-func (p *Progress) Cycle(board string, n int, outcome Outcome) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.done++
-	switch outcome {
-	case Updated:
-	case MissedCut:
-		p.missed++
-	default:
-		p.failed++
-	}
-	count := fmt.Sprintf("[%d/%d]", p.done, p.total)
-	if p.total <= 0 {
-		count = fmt.Sprintf("[%d]", p.done)
-	}
-	if !p.tty {
-		fmt.Fprintf(p.w, "%s %s cycle %d: %s\n", count, board, n, outcome)
-		return
-	}
-	bar := ""
-	if p.total > 0 {
-		filled := min(p.done*progressBar/p.total, progressBar)
-		bar = "[" + strings.Repeat("#", filled) + strings.Repeat("-", progressBar-filled) + "] "
-		count = fmt.Sprintf("%d/%d", p.done, p.total)
-	}
-	line := fmt.Sprintf("%s%s  %s cycle %d: %s", bar, count, board, n, outcome)
-	var counts []string
-	if p.failed > 0 {
-		counts = append(counts, fmt.Sprintf("%d not updated", p.failed))
-	}
-	if p.missed > 0 {
-		counts = append(counts, fmt.Sprintf("%d missed %s", p.missed, plural(p.missed, "cut", "cuts")))
-	}
-	if len(counts) > 0 {
-		line += "  (" + strings.Join(counts, ", ") + ")"
-	}
-	pad := max(p.width-len([]rune(line)), 0)
-	p.width = len([]rune(line))
-	fmt.Fprint(p.w, "\r"+line+strings.Repeat(" ", pad))
-}
-
-// Done ends the progress display: on a terminal it moves past the bar.
-func (p *Progress) Done() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty && p.width > 0 {
-		fmt.Fprintln(p.w)
-		p.width = 0
-	}
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }

@@ -2,9 +2,7 @@ package results
 
 import (
 	"bytes"
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -96,84 +94,6 @@ func TestFormatDuration(t *testing.T) {
 	}
 }
 
-func TestProgressPlain(t *testing.T) {
-	var buf bytes.Buffer
-	p := NewProgress(&buf, false, 40)
-	p.Cycle("sim-safe", 12, Updated)
-	p.Cycle("sim-naive", 3, Bricked)
-	p.Done()
-	want := "[1/40] sim-safe cycle 12: updated\n[2/40] sim-naive cycle 3: bricked\n"
-	if buf.String() != want {
-		t.Errorf("got %q, want %q", buf.String(), want)
-	}
-	buf.Reset()
-	p = NewProgress(&buf, false, 0)
-	p.Cycle("b", 1, Updated)
-	if buf.String() != "[1] b cycle 1: updated\n" {
-		t.Errorf("unknown total: %q", buf.String())
-	}
-}
-
-func TestProgressTTY(t *testing.T) {
-	var buf bytes.Buffer
-	p := NewProgress(&buf, true, 4)
-	p.Cycle("sim-naive", 1, RolledBack)
-	p.Cycle("b", 2, Updated)
-	out := buf.String()
-	if strings.Contains(out, "\n") {
-		t.Errorf("newline before Done: %q", out)
-	}
-	draws := strings.Split(out, "\r")[1:]
-	if len(draws) != 2 {
-		t.Fatalf("%d redraws, want 2: %q", len(draws), out)
-	}
-	if !strings.HasPrefix(draws[0], "[######------------------] 1/4  sim-naive cycle 1: rolled-back  (1 not updated)") {
-		t.Errorf("first draw %q", draws[0])
-	}
-	// The shorter second line blanks what is left of the first.
-	if len([]rune(draws[1])) < len([]rune(strings.TrimRight(draws[0], " "))) ||
-		!strings.HasPrefix(draws[1], "[############------------] 2/4  b cycle 2: updated") {
-		t.Errorf("second draw %q", draws[1])
-	}
-	p.Done()
-	if !strings.HasSuffix(buf.String(), "\n") {
-		t.Error("Done did not end the line")
-	}
-}
-
-func TestProgressMissedCuts(t *testing.T) {
-	tests := []struct {
-		name     string
-		outcomes []Outcome
-		want     string // the last draw's counts
-	}{
-		{"none failed", []Outcome{Updated}, ""},
-		{"one missed", []Outcome{MissedCut}, "  (1 missed cut)"},
-		{"missed apart from not updated", []Outcome{Bricked, MissedCut, InfraError, MissedCut, Updated}, "  (2 not updated, 2 missed cuts)"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			p := NewProgress(&buf, true, 10)
-			for i, o := range tt.outcomes {
-				p.Cycle("b", i+1, o)
-			}
-			draws := strings.Split(buf.String(), "\r")
-			last := strings.TrimRight(draws[len(draws)-1], " ")
-			wantEnd := fmt.Sprintf("b cycle %d: %s%s", len(tt.outcomes), tt.outcomes[len(tt.outcomes)-1], tt.want)
-			if !strings.HasSuffix(last, wantEnd) {
-				t.Errorf("last draw %q, want it to end %q", last, wantEnd)
-			}
-		})
-	}
-	var buf bytes.Buffer
-	p := NewProgress(&buf, false, 2)
-	p.Cycle("b", 7, MissedCut)
-	if buf.String() != "[1/2] b cycle 7: missed-cut\n" {
-		t.Errorf("plain line %q", buf.String())
-	}
-}
-
 func TestFailureWhy(t *testing.T) {
 	tests := []struct{ missed, reason, want string }{
 		{"", "", ""},
@@ -203,22 +123,5 @@ func TestEveryOutcomeHasAColumn(t *testing.T) {
 	}
 	if got := outcomeHead("new-outcome"); got != "NEW-OUTCOME" {
 		t.Errorf("fallback head %q", got)
-	}
-}
-
-func TestProgressConcurrent(t *testing.T) {
-	var buf bytes.Buffer
-	p := NewProgress(&buf, false, 100)
-	var wg sync.WaitGroup
-	for b := range 4 {
-		wg.Go(func() {
-			for i := range 25 {
-				p.Cycle(fmt.Sprint("b", b), i, Updated)
-			}
-		})
-	}
-	wg.Wait()
-	if n := strings.Count(buf.String(), "\n"); n != 100 || !strings.Contains(buf.String(), "[100/100] ") {
-		t.Errorf("%d lines; last: %q", n, buf.String()[max(0, buf.Len()-40):])
 	}
 }
