@@ -311,6 +311,9 @@ func (s *session) contact(ctx context.Context) error {
 		boot, err := c.Boot(ctx)
 		if err == nil {
 			s.res.Start = &boot
+			if v, err := c.Version(ctx); err == nil {
+				s.emit(results.Note, -1, "running "+v.Version, 0)
+			}
 			return nil
 		}
 		if answered(err) {

@@ -125,7 +125,7 @@ func runUpdate(c *cobra.Command, g *globals, f *updateFlags, args []string) erro
 	}
 	bd := prep.Boards[0]
 	// The console, when wired, times the recovery milestones it shows.
-	b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: bd.Console != nil && f.cutAfter >= 0,
+	b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: bd.Console != nil && f.cutAfter >= 0, Probe: bd.Probe != nil,
 		Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3}, Log: g.log})
 	if err != nil {
 		return classify(err)
@@ -194,7 +194,21 @@ func updateError(ctx context.Context, b *bench.Board, res *bench.Result) error {
 	if res.Infra {
 		return infraErr(res.Err)
 	}
+	if res.Cut != nil && !res.Answering && b.Probe != nil {
+		// Silent since the cut, with its power on: what a brick looks
+		// like. Say how to get the board back.
+		return &exitError{ExitDeviceFail, fmt.Errorf("%w; %s has not answered since the cut: bricked? `fudbench flash %s IMAGE%s` writes an image over its probe", res.Err, b.Name, b.Name, benchArg(benchFileOf(b)))}
+	}
 	return &exitError{ExitDeviceFail, res.Err}
+}
+
+// benchFileOf is the bench file a bound board came from, "" for the
+// built-in bench.
+func benchFileOf(b *bench.Board) string {
+	if b.Entry == nil || b.Entry.File == builtinName {
+		return ""
+	}
+	return b.Entry.File
 }
 
 // updateURL pushes a file to any CoAP server with the block1 profile.
