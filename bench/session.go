@@ -200,21 +200,12 @@ func (s *session) cutFired() bool {
 }
 
 func (s *session) run(ctx context.Context) error {
-	s.emit(results.UpdateStart, -1, s.u.Profile, 0)
+	e := s.b.Event(results.UpdateStart)
+	e.Text = s.u.Profile
+	e.Attrs = map[string]string{"blocks": strconv.FormatUint(uint64(s.res.Blocks), 10)}
+	s.b.Emit(e)
 	next := uint32(0)
 	szx := s.u.SZX
-	if s.u.Profile == boards.ProfileResumable {
-		if err := s.prepare(ctx); err != nil {
-			return err
-		}
-		st, err := s.waitRecovery(ctx)
-		if err != nil {
-			return err
-		}
-		next = st.Next
-	} else if err := s.contact(ctx); err != nil {
-		return err
-	}
 	if s.b.Witness != nil {
 		// The device's cut count now, so the record of this cycle's cut is
 		// told from older ones. A witness that does not answer only costs
@@ -225,10 +216,52 @@ func (s *session) run(ctx context.Context) error {
 		}
 		cancel()
 	}
+	// The trigger is armed from the start of the update: a cut timed to
+	// the console or to the flash-busy line may come while the device
+	// writes its recovery record or reboots into recovery, the moments an
+	// in-place scheme most needs tested. Block and time cuts count from
+	// the transfer.
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	s.mu.Lock()
+	s.cancel = pcancel
+	s.mu.Unlock()
 	if s.u.Trigger != nil {
 		if err := s.u.Trigger.Arm(ctx, s.fire); err != nil {
 			return s.infra(fmt.Errorf("board %s: arming the cut (%s): %w", s.b.Name, s.u.Trigger, err))
 		}
+	}
+	var err error
+	if s.u.Profile == boards.ProfileResumable {
+		var st fwproto.State
+		if err = s.prepare(pctx); err == nil {
+			st, err = s.waitRecovery(pctx)
+		}
+		next = st.Next
+	} else {
+		err = s.contact(pctx)
+	}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case !s.cutFired():
+		return err
+	default:
+		// The cut came before the transfer (prepare, the reboot into
+		// recovery): what failed was the device being cut, not the
+		// device or the bench.
+		s.res.Infra, s.res.Unreachable = false, false
+		if s.u.Trigger != nil {
+			s.u.Trigger.Disarm()
+		}
+		if s.cutErr != nil {
+			return s.infra(s.cutErr)
+		}
+		if next, err = s.recover(ctx); err != nil {
+			return err
+		}
+		s.resetCut()
 	}
 	s.b.Phase(results.PhaseTransfer)
 	restarts := 0

@@ -14,8 +14,9 @@ import (
 
 // at_time: T | {from, to, step}
 //
-// Power goes T after the transfer starts (after prepare and the reboot
-// into recovery, for the resumable profile).
+// Power goes T after the transfer starts: after its first block is sent
+// (after prepare and the reboot into recovery, for the resumable
+// profile).
 func init() {
 	registerCut(&cutKind{
 		name: "at_time",
@@ -64,18 +65,27 @@ func (c atTime) Missed(cut *results.CutInfo) string {
 type atTimeTrigger struct {
 	t     time.Duration
 	name  string
+	fire  bench.Fire
 	timer *time.Timer
 }
 
 func (t *atTimeTrigger) String() string { return t.name }
 
 func (t *atTimeTrigger) Arm(_ context.Context, fire bench.Fire) error {
-	planned := time.Now().Add(t.t)
-	t.timer = time.AfterFunc(t.t, func() { fire(planned, t.name) })
+	t.fire = fire
 	return nil
 }
 
-func (t *atTimeTrigger) Sent(uint32, time.Time)       {}
+// Sent starts the clock at the first block: triggers are armed when the
+// update starts, before the resumable profile's prepare.
+func (t *atTimeTrigger) Sent(_ uint32, at time.Time) {
+	if t.timer != nil || t.fire == nil {
+		return
+	}
+	planned := at.Add(t.t)
+	t.timer = time.AfterFunc(time.Until(planned), func() { t.fire(planned, t.name) })
+}
+
 func (t *atTimeTrigger) Acked(uint32, time.Time) bool { return false }
 
 func (t *atTimeTrigger) Disarm() {

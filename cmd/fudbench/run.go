@@ -301,7 +301,7 @@ func newRunInfo(job *jobs.Job, jobText []byte, prep *jobs.Prepared) results.RunI
 	ri := results.RunInfo{
 		ID:  time.Now().UTC().Format("20060102T150405Z") + "-" + fmt.Sprintf("%04x", os.Getpid()&0xffff),
 		Job: job.Name, JobFile: job.File, JobHash: hex.EncodeToString(h.Sum(nil)),
-		Started: time.Now().UTC(), Host: host, Version: version,
+		Started: time.Now().UTC(), Host: host, Version: readVersion().String(),
 	}
 	if ri.JobFile == "" {
 		ri.JobFile = jobs.DemoFile
