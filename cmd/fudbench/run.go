@@ -194,9 +194,16 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 		}
 		return &closeThen{Watcher: st, then: func() { logTo.swap(c.ErrOrStderr()) }}
 	}
+	var locker jobs.Locker = &jobs.FileLocker{Dir: f.lockDir, Wait: f.lockWait}
+	if builtin {
+		// The built-in boards of this run live in this process: no other
+		// run can reach them, and two runs of the demo side by side have
+		// boards of the same names that are not the same boards.
+		locker = nil
+	}
 	rep, err := jobs.Execute(ctx, jobs.RunOptions{
 		Prepared: prep, Run: runInfo, OutDir: f.outDir, DB: db, Resume: f.resume,
-		Locker: &jobs.FileLocker{Dir: f.lockDir, Wait: f.lockWait},
+		Locker: locker,
 		Log:    log, Out: out, Watch: watch,
 		Tx:        coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3},
 		Console:   true,
