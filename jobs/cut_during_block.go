@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/fudbench/fudbench/bench"
@@ -85,8 +86,8 @@ func checkDelayLands(j *Job, bd *boards.Board, what string, delay DurRange) erro
 	if !ok || delay.To == 0 || delay.To < write {
 		return nil
 	}
-	return &landError{err: j.errAt(delay.at, "%s %v cannot land during a block on board %s: it programs a %d-byte block in %v (%s: flash program_time %v per %d bytes)",
-		what, delay.To, bd.Name, j.BlockSize, write, bd.File, bd.Flash.ProgramTime, bd.Flash.WriteUnit)}
+	return &landError{err: j.errAt(delay.at, "%s %v cannot land during a block on board %s: it programs a %d-byte block in %v (program_time %v per %d bytes, %s)",
+		what, delay.To, bd.Name, j.BlockSize, write, bd.Flash.ProgramTime, bd.Flash.WriteUnit, strings.Trim(bd.File, "()"))}
 }
 
 // landError is a configuration error that is also ErrCannotLand.
