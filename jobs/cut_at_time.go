@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -52,7 +51,9 @@ func (c atTime) String() string { return fmt.Sprintf("at_time %v", c.t) }
 func (c atTime) Block() int64   { return -1 }
 
 func (c atTime) Trigger(*bench.Board) (bench.Trigger, error) {
-	return &atTimeTrigger{t: c.t, name: c.String()}, nil
+	// The clock starts at the first block: triggers are armed when the
+	// update starts, before the resumable profile's prepare.
+	return &sentTimer{n: -1, delay: c.t, name: c.String()}, nil
 }
 
 func (c atTime) Missed(cut *results.CutInfo) string {
@@ -60,36 +61,4 @@ func (c atTime) Missed(cut *results.CutInfo) string {
 		return fmt.Sprintf("the cut never fired: the update was over before %v", c.t)
 	}
 	return ""
-}
-
-type atTimeTrigger struct {
-	t     time.Duration
-	name  string
-	fire  bench.Fire
-	timer *time.Timer
-}
-
-func (t *atTimeTrigger) String() string { return t.name }
-
-func (t *atTimeTrigger) Arm(_ context.Context, fire bench.Fire) error {
-	t.fire = fire
-	return nil
-}
-
-// Sent starts the clock at the first block: triggers are armed when the
-// update starts, before the resumable profile's prepare.
-func (t *atTimeTrigger) Sent(_ uint32, at time.Time) {
-	if t.timer != nil || t.fire == nil {
-		return
-	}
-	planned := at.Add(t.t)
-	t.timer = time.AfterFunc(time.Until(planned), func() { t.fire(planned, t.name) })
-}
-
-func (t *atTimeTrigger) Acked(uint32, time.Time) bool { return false }
-
-func (t *atTimeTrigger) Disarm() {
-	if t.timer != nil {
-		t.timer.Stop()
-	}
 }

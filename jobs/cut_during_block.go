@@ -108,7 +108,7 @@ func (c duringBlock) String() string { return fmt.Sprintf("during_block %d +%v",
 func (c duringBlock) Block() int64   { return c.n }
 
 func (c duringBlock) Trigger(*bench.Board) (bench.Trigger, error) {
-	return &duringBlockTrigger{n: uint32(c.n), delay: c.delay, name: c.String()}, nil
+	return &sentTimer{n: c.n, delay: c.delay, name: c.String()}, nil
 }
 
 // Missed: the bench still had block N in flight, and the device, when it
@@ -129,26 +129,33 @@ func (c duringBlock) Missed(cut *results.CutInfo) string {
 	return ""
 }
 
-type duringBlockTrigger struct {
-	n     uint32
+// sentTimer fires delay after a block is sent: block n, or the first
+// block sent when n is -1. It is the trigger of during_block (block n)
+// and at_time (the transfer's first block).
+type sentTimer struct {
+	n     int64
 	delay time.Duration
 	name  string
 	fire  bench.Fire
 	timer *time.Timer
+	begun bool // the block came: the cut is under way
 }
 
-func (t *duringBlockTrigger) String() string { return t.name }
+func (t *sentTimer) String() string { return t.name }
 
-func (t *duringBlockTrigger) Arm(_ context.Context, fire bench.Fire) error {
+func (t *sentTimer) Arm(_ context.Context, fire bench.Fire) error {
 	t.fire = fire
 	return nil
 }
 
-func (t *duringBlockTrigger) Sent(num uint32, at time.Time) {
-	if num != t.n || t.fire == nil || t.timer != nil {
+func (t *sentTimer) Sent(num uint32, at time.Time) {
+	if t.n >= 0 && int64(num) != t.n || t.fire == nil || t.begun {
 		return
 	}
+	t.begun = true
 	if t.delay <= 0 {
+		// Cut before the block goes out: the session calls Sent just
+		// before writing it.
 		t.fire(at, t.name)
 		return
 	}
@@ -156,9 +163,9 @@ func (t *duringBlockTrigger) Sent(num uint32, at time.Time) {
 	t.timer = time.AfterFunc(time.Until(planned), func() { t.fire(planned, t.name) })
 }
 
-func (t *duringBlockTrigger) Acked(uint32, time.Time) bool { return false }
+func (t *sentTimer) Acked(uint32, time.Time) bool { return false }
 
-func (t *duringBlockTrigger) Disarm() {
+func (t *sentTimer) Disarm() {
 	if t.timer != nil {
 		t.timer.Stop()
 	}

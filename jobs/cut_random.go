@@ -27,8 +27,11 @@ type randomSpec struct {
 	blocks IntRange // block kinds
 	times  DurRange // time kinds
 	delay  DurRange // kinds that draw a delay
-	seed   uint64   // 0: derived from the job's seed
+	seedN  uint64   // 0: derived from the job's seed
 }
+
+func (s *randomSpec) seed() uint64      { return s.seedN }
+func (s *randomSpec) drawnKind() string { return s.kind.name }
 
 func drawable() string {
 	var names []string
@@ -98,10 +101,10 @@ func decodeRandom(d *config.Decoder, f config.Field, w string) (cutSpec, error) 
 		s.delay.at = config.PosOf(f.Val)
 	}
 	if sf, ok := fs["seed"]; ok {
-		if s.seed, err = d.Uint64(sf.Val, w+".seed"); err != nil {
+		if s.seedN, err = d.Uint64(sf.Val, w+".seed"); err != nil {
 			return nil, err
 		}
-		if s.seed == 0 {
+		if s.seedN == 0 {
 			return nil, d.Errf(sf.Val, "%s.seed: 0 means \"derived from the job's seed\": leave it out or pick another", w)
 		}
 	}

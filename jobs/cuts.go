@@ -51,6 +51,13 @@ type cutSpec interface {
 	check(j *Job, bd *boards.Board, what string) error
 }
 
+// drawing is an entry that draws its cuts (random:): it may carry its own
+// seed, and its cuts are of another kind.
+type drawing interface {
+	seed() uint64 // 0: the job's
+	drawnKind() string
+}
+
 var (
 	cutKinds = map[string]*cutKind{}
 	cutOrder []string // for messages, in registration order
@@ -162,21 +169,21 @@ func (j *Job) Cycles(blocks uint32) ([]CycleSpec, error) {
 		return nil, j.errAt(j.cutsAt, "cuts: the plan expands to more than %d cycles per board", MaxCycles)
 	}
 	out := make([]CycleSpec, 0, total*int64(j.Repeat))
+	// Each entry draws from its own stream, seeded by the entry's seed
+	// or the job's, so adding an entry does not move another's draws.
 	rngs := make([]*rand.Rand, len(j.Cuts))
 	for i, c := range j.Cuts {
-		if r, ok := c.spec.(*randomSpec); ok {
-			seed := r.seed
-			if seed == 0 {
-				seed = j.Seed
-			}
-			rngs[i] = rand.New(rand.NewPCG(seed, uint64(i)+1))
+		seed := j.Seed
+		if s, ok := c.spec.(drawing); ok && s.seed() != 0 {
+			seed = s.seed()
 		}
+		rngs[i] = rand.New(rand.NewPCG(seed, uint64(i)+1))
 	}
 	for rep := range j.Repeat {
 		for i, c := range j.Cuts {
 			kind := c.Kind
-			if r, ok := c.spec.(*randomSpec); ok {
-				kind = r.kind.name
+			if s, ok := c.spec.(drawing); ok {
+				kind = s.drawnKind()
 			}
 			add := func(cut bench.Cut) {
 				out = append(out, CycleSpec{Index: len(out), Repeat: rep, Entry: i, Kind: kind, Cut: cut, Desc: cut.String()})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
@@ -228,17 +227,4 @@ func (j *Job) loadImage(what string, spec ImageSpec, o PrepareOptions) ([]byte, 
 		return nil, config.Wrapf(j.fileName(), spec.At, err, "%s image %s", what, name)
 	}
 	return img, nil
-}
-
-// String names a use in messages.
-func (u Use) String() string {
-	switch u {
-	case UseRun:
-		return "run"
-	case UseUpdate:
-		return "update"
-	case UseFlash, UseFlashAt:
-		return "flash"
-	}
-	return fmt.Sprintf("use %d", int(u))
 }

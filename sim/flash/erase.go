@@ -38,16 +38,7 @@ func (f *Flash) eraseSector(idx int, persist bool) error {
 	f.wear[idx]++
 	if f.tripAt != 0 && op == f.tripAt {
 		cut := f.tearErase(start, size, f.rng.Float64(), op)
-		f.cuts = append(f.cuts, cut)
-		f.powered = false
-		close(f.cutCh)
-		fn := f.onTrip
-		f.tripAt, f.onTrip = 0, nil
-		err := errors.Join(f.persist(start, size), f.persistCounters(idx, idx+1))
-		f.mu.Unlock()
-		if fn != nil {
-			fn(cut)
-		}
+		err := f.trip(cut, func() error { return errors.Join(f.persist(start, size), f.persistCounters(idx, idx+1)) })
 		return errors.Join(fmt.Errorf("%w: erasing sector at %#x", ErrPowerLost, start), err)
 	}
 	cutCh := f.cutCh

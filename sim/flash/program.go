@@ -91,16 +91,7 @@ func (f *Flash) Program(off int, data []byte) error {
 		f.ops++
 		if f.tripAt != 0 && f.ops == f.tripAt {
 			cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
-			f.cuts = append(f.cuts, cut)
-			f.powered = false
-			close(f.cutCh)
-			fn := f.onTrip
-			f.tripAt, f.onTrip = 0, nil
-			err := f.persist(off, (w+1)*a)
-			f.mu.Unlock()
-			if fn != nil {
-				fn(cut)
-			}
+			err := f.trip(cut, func() error { return f.persist(off, (w+1)*a) })
 			return errors.Join(fmt.Errorf("%w: programming %#x", ErrPowerLost, off+w*a), err)
 		}
 		o := off + w*a
@@ -113,6 +104,25 @@ func (f *Flash) Program(off int, data []byte) error {
 	f.mu.Lock()
 	err := f.persist(off, len(data))
 	f.mu.Unlock()
+	return err
+}
+
+// trip ends an operation at the cut armed with CutAtOp: the cut is
+// recorded, the flash loses power, persist saves what the operation
+// changed, and the arming caller's callback runs once the lock is
+// released (it powers the board off, which takes the lock again). f.mu
+// held; released on return.
+func (f *Flash) trip(cut Cut, persist func() error) error {
+	f.cuts = append(f.cuts, cut)
+	f.powered = false
+	close(f.cutCh)
+	fn := f.onTrip
+	f.tripAt, f.onTrip = 0, nil
+	err := persist()
+	f.mu.Unlock()
+	if fn != nil {
+		fn(cut)
+	}
 	return err
 }
 
@@ -145,16 +155,7 @@ func (f *Flash) programInstant(off int, data []byte) error {
 			f.applyWords(f.data[off+done*a:off+w*a], data[done*a:w*a])
 			f.ops = f.tripAt
 			cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
-			f.cuts = append(f.cuts, cut)
-			f.powered = false
-			close(f.cutCh)
-			fn := f.onTrip
-			f.tripAt, f.onTrip = 0, nil
-			err := f.persist(off, (w+1)*a)
-			f.mu.Unlock()
-			if fn != nil {
-				fn(cut)
-			}
+			err := f.trip(cut, func() error { return f.persist(off, (w+1)*a) })
 			return errors.Join(fmt.Errorf("%w: programming %#x", ErrPowerLost, off+w*a), err)
 		}
 		f.applyWords(f.data[off+done*a:off+(done+n)*a], data[done*a:(done+n)*a])
