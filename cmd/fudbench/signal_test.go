@@ -148,17 +148,19 @@ func sigReadEvents(path string) []results.Event {
 	return evs
 }
 
-// sigLongJob cycles two boards for long: 256 blocks of 64 bytes per
-// transfer, a cut after block 200, fifty times.
+// sigLongJob cycles two boards for long: 768 blocks of 64 bytes per
+// transfer, a cut after block 700, fifty times.
 const sigLongJob = `name: long
 boards: [%s]
 baseline:
   build: {version: 1.0.0, seq: 1, size: 16KiB}
 image:
-  build: {version: 2.0.0, seq: 2, size: 16KiB, seed: 2}
+  build: {version: 2.0.0, seq: 2, size: 48KiB, seed: 2}
 block_size: 64
 cuts:
-  - after_block: 200
+  # Late in a long transfer: a test that signals once it sees blocks
+  # 10..150 acknowledged finds the board still powered, far from its cut.
+  - after_block: 700
 repeat: 50
 off_time: 5ms
 recovery_timeout: 5s
