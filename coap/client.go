@@ -10,6 +10,9 @@
 // application records itself on that socket. It uses go-coap's message
 // codec but not its client connection, whose per-request goroutine hop,
 // message pool and context cost more than a small device's answer takes.
+// A DTLSCache carries a device's session from one client to the next, as
+// a recovery bootloader carries it across a power cut; OnRecord shows
+// every record the device sends, so that a reused AEAD nonce is seen.
 // Retransmission follows RFC 7252 §4.2 and §4.8: ACK_TIMEOUT with
 // ACK_RANDOM_FACTOR 1.5, doubled after each of MAX_RETRANSMIT
 // retransmissions, and every exchange bounded by MAX_TRANSMIT_WAIT whatever
@@ -39,6 +42,10 @@ import (
 type PSK struct {
 	Identity string
 	Key      []byte
+	// Cache is what is kept of the device's session between the clients
+	// dialled to it (see DTLSCache); nil: nothing, a full handshake each
+	// time.
+	Cache *DTLSCache
 }
 
 // Transmission holds CoAP's retransmission parameters (RFC 7252 §4.8).
@@ -77,7 +84,8 @@ var cipherSuites = []piondtls.CipherSuiteID{
 
 // Dial connects to addr (host:port) over UDP, or over DTLS when psk is not
 // nil. Nothing is sent yet: the DTLS handshake is part of the first
-// exchange. ctx is not used.
+// exchange, and so is the continuation of a session kept in psk.Cache.
+// ctx is not used.
 func Dial(ctx context.Context, addr string, psk *PSK, tx Transmission) (*Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("coap: dial %s: %w", addr, err)
@@ -100,6 +108,21 @@ func Dial(ctx context.Context, addr string, psk *PSK, tx Transmission) (*Client,
 			piondtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
 			piondtls.WithPSKIdentityHint([]byte(psk.Identity)),
 			piondtls.WithCipherSuites(cipherSuites...),
+		}
+		c.cache = psk.Cache
+		switch {
+		case c.cache.keepsSessions():
+			c.store = &clientSessionStore{d: c.cache}
+			c.dtlsOpts = append(c.dtlsOpts, piondtls.WithSessionStore(c.store))
+		case c.cache.keepsState():
+			// The device's CID lets it find the session from the next
+			// client's new source port. The bench's socket is connected,
+			// so the device need put no CID on its records.
+			gen := piondtls.OnlySendCIDGenerator()
+			if n := c.cache.recvCIDLen; n > 0 {
+				gen = piondtls.RandomCIDGenerator(n)
+			}
+			c.dtlsOpts = append(c.dtlsOpts, piondtls.WithConnectionIDGenerator(gen))
 		}
 		if err := c.newDTLS(); err != nil {
 			_ = sock.Close()
@@ -130,8 +153,10 @@ func newClient(addr string, sock *net.UDPConn, tx Transmission) *Client {
 	return c
 }
 
-// Close closes the connection; over DTLS it first sends close_notify. A
-// request in progress returns at once with an error.
+// Close closes the connection; over DTLS it first sends close_notify,
+// except with a DTLSCacheState cache, where it keeps the session in the
+// cache and sends nothing. A request in progress returns at once with an
+// error. Close must not be called from OnRecord or OnHandshake.
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -141,6 +166,9 @@ func (c *Client) Close() error {
 	c.wmu.Unlock()
 	if unwatch != nil {
 		unwatch()
+	}
+	if c.cache.keepsState() {
+		return c.closeKeepingState(dc, ps)
 	}
 	if c.mu.TryLock() {
 		// Between exchanges: say goodbye on the session taken over from
@@ -156,6 +184,29 @@ func (c *Client) Close() error {
 		errs = append(errs, dc.Close(), ps.Close())
 	}
 	errs = append(errs, c.sock.Close())
+	if err := errors.Join(errs...); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("coap: close %s: %w", c.addr, err)
+	}
+	return nil
+}
+
+// closeKeepingState closes a client whose session the next one may
+// continue. Everything that could send is stopped first (pion's writes
+// are dropped from then on, the socket is closed), and the session is
+// read only once no exchange runs: no record can leave with a sequence
+// number the snapshot hands on.
+func (c *Client) closeKeepingState(dc *piondtls.Conn, ps *pionSock) error {
+	var errs []error
+	if ps != nil {
+		errs = append(errs, ps.Close())
+	}
+	if dc != nil {
+		errs = append(errs, dc.Close())
+	}
+	errs = append(errs, c.sock.Close())
+	c.mu.Lock()
+	c.keepState()
+	c.mu.Unlock()
 	if err := errors.Join(errs...); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("coap: close %s: %w", c.addr, err)
 	}

@@ -115,39 +115,56 @@ func TestRecordRoundTrip(t *testing.T) {
 		msg := []byte("coap message")
 		// Two records in one datagram: a repeated handshake record first.
 		d := append([]byte{ctHandshake, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 9, 9}, rl.seal(nil, ctApplicationData, msg)...)
-		pt, ok, err := rl.open(nil, d)
+		pt, ok, _, err := rl.open(nil, d, nil)
 		if err != nil || !ok || !bytes.Equal(pt, msg) {
 			t.Fatalf("gcm %v: open: %q %v %v", gcm, pt, ok, err)
 		}
 		d[len(d)-1] ^= 1
-		if _, ok, _ := rl.open(nil, d); ok {
+		if _, ok, _, _ := rl.open(nil, d, nil); ok {
 			t.Fatalf("gcm %v: a forged record opened", gcm)
 		}
-		if _, _, err := rl.open(nil, rl.seal(nil, ctAlert, []byte{1, 0})); err != errDTLSAlert {
+		if _, _, _, err := rl.open(nil, rl.seal(nil, ctAlert, []byte{1, 0}), nil); err != errDTLSAlert {
 			t.Fatalf("gcm %v: close_notify gave %v", gcm, err)
 		}
-		if _, ok, err := rl.open(nil, rl.seal(nil, ctAlert, []byte{1, 90})); ok || err != nil {
+		if _, ok, _, err := rl.open(nil, rl.seal(nil, ctAlert, []byte{1, 90}), nil); ok || err != nil {
 			t.Fatalf("gcm %v: a warning alert gave %v %v", gcm, ok, err)
 		}
 	}
 }
 
-// FuzzRecordOpen feeds arbitrary datagrams to the DTLS record layer: it
-// must not panic, and must open nothing but what authenticates.
+// FuzzRecordOpen feeds arbitrary datagrams to the DTLS record layer, with
+// and without connection IDs: it must not panic, must open nothing but what
+// authenticates, must report every record it opens, and must hand back a
+// tail of the datagram.
 func FuzzRecordOpen(f *testing.F) {
 	rl := testRecordLayer(f, true)
+	cl := testRecordLayer(f, true)
+	cl.sendCID, cl.recvCID = []byte{9, 8, 7, 6}, []byte{9, 8, 7, 6}
 	f.Add(rl.seal(nil, ctApplicationData, []byte("hello")))
 	f.Add(rl.seal(nil, ctAlert, []byte{2, 40}))
+	f.Add(cl.seal(nil, ctApplicationData, []byte("hello")))
+	f.Add(append(cl.seal(nil, ctApplicationData, []byte("one")), cl.seal(nil, ctAlert, []byte{1, 0})...))
 	f.Add([]byte{ctApplicationData, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 30})
+	f.Add([]byte{ctCID, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 9, 8, 7, 6, 0, 30})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		pt, ok, _ := rl.open(make([]byte, 0, 16), data)
-		if !ok {
-			return
-		}
-		// Only a whole, authenticated record opens.
-		if len(data) < recordHeaderLen+explicitNonceLen+16 {
-			t.Fatalf("opened %q from % x", pt, data)
+		for _, l := range []*recordLayer{rl, cl} {
+			seen := 0
+			before := l.opened
+			pt, ok, rest, _ := l.open(make([]byte, 0, 16), data, func(RecordSeen) { seen++ })
+			if uint64(seen) != l.opened-before {
+				t.Fatalf("%d records opened, %d reported", l.opened-before, seen)
+			}
+			if len(rest) > len(data) || !bytes.HasSuffix(data, rest) {
+				t.Fatalf("rest % x is not a tail of % x", rest, data)
+			}
+			if !ok {
+				continue
+			}
+			// Only a whole, authenticated record opens.
+			if seen == 0 || len(data) < recordHeaderLen+len(l.recvCID)+explicitNonceLen+16 || len(pt) > len(data) {
+				t.Fatalf("opened %q from % x", pt, data)
+			}
 		}
 	})
 }

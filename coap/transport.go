@@ -51,6 +51,16 @@ var past = time.Unix(1, 0)
 // with its number (1 for the first); set it before the first request.
 type Client struct {
 	OnRetransmit func(num int)
+	// OnHandshake, when set, is called on the requesting goroutine once
+	// the DTLS session is established: after a handshake, or at the first
+	// exchange of a session continued from the cache (Kind "none"). Set
+	// it before the first request.
+	OnHandshake func(Handshake)
+	// OnRecord, when set, is called on the requesting goroutine for every
+	// record from the device that authenticates while the client seals
+	// and opens the records itself (DTLSRecords "client"), a sequence
+	// number already seen included. Set it before the first request.
+	OnRecord func(RecordSeen)
 
 	addr    string
 	sock    *net.UDPConn
@@ -62,14 +72,21 @@ type Client struct {
 
 	// DTLS: pion's session runs the handshake, then rl seals and opens
 	// the records (nil: pion does, when the take-over failed). The session
-	// is started again after a failed handshake or the device's alert.
-	dtlsOpts []piondtls.ClientOption
-	dtls     *piondtls.Conn
-	ps       *pionSock
-	rl       *recordLayer
-	shaken   bool
-	raw      []byte // received records
-	rec      []byte // record being sent
+	// is started again after a failed handshake or the device's alert. A
+	// session continued from the cache has rl and no pion session.
+	dtlsOpts    []piondtls.ClientOption // nil over plain UDP
+	cache       *DTLSCache
+	store       *clientSessionStore // session mode
+	dtls        *piondtls.Conn
+	ps          *pionSock
+	rl          *recordLayer
+	shaken      bool
+	continued   bool   // rl was continued from the cache
+	triedResume bool   // the cache was asked for a session to continue
+	raw         []byte // received records
+	pend        []byte // records of raw not opened yet
+	rec         []byte // record being sent
+	lastReq     []byte // the last request's datagram as sent
 
 	mu      sync.Mutex // one exchange at a time; guards what follows
 	mid     uint16
@@ -103,6 +120,7 @@ func (c *Client) newDTLS() error {
 	c.wmu.Lock()
 	c.dtls, c.ps, c.rl, c.conn, c.shaken = dc, ps, nil, dc, false
 	c.wmu.Unlock()
+	c.continued, c.pend = false, nil
 	if c.raw == nil {
 		c.raw = make([]byte, maxDatagram)
 	}
@@ -111,13 +129,15 @@ func (c *Client) newDTLS() error {
 
 // endDTLS drops the session without a word to the device.
 func (c *Client) endDTLS() {
-	_ = c.ps.Close()
-	_ = c.dtls.Close()
+	if c.dtls != nil {
+		_ = c.ps.Close()
+		_ = c.dtls.Close()
+	}
 }
 
-// takeOver moves the handshaken session's records from pion to the client.
-func (c *Client) takeOver() {
-	rl, err := newRecordLayer(c.dtls)
+// takeOver moves the handshaken session (state st) from pion to the client.
+func (c *Client) takeOver(st *piondtls.State) {
+	rl, err := newRecordLayer(st)
 	if err != nil {
 		return // pion keeps the session: slower, still correct
 	}
@@ -129,18 +149,47 @@ func (c *Client) takeOver() {
 	c.wmu.Unlock()
 }
 
-// handshake runs the DTLS handshake unless done, bounded by deadline and
-// ctx. A failed session is replaced, so the next exchange tries afresh.
+// handshake establishes the DTLS session unless done: the first exchange
+// continues the session kept in a DTLSCacheState cache if there is one,
+// otherwise pion runs the handshake, bounded by deadline and ctx. A
+// failed session is replaced, so the next exchange tries afresh.
 func (c *Client) handshake(ctx context.Context, deadline time.Time) error {
-	if c.dtls == nil || c.shaken {
+	if c.dtlsOpts == nil || c.shaken {
 		return nil
+	}
+	if c.closed.Load() {
+		// Not even the cache's session: Close may just have left it
+		// there for the next client.
+		return fmt.Errorf("dtls handshake: %w", net.ErrClosed)
+	}
+	if c.cache.keepsState() && !c.triedResume {
+		c.triedResume = true
+		if c.continueSession() {
+			return nil
+		}
+	}
+	if c.dtls == nil {
+		if err := c.newDTLS(); err != nil {
+			return err
+		}
 	}
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	start := time.Now()
 	err := c.dtls.HandshakeContext(hctx)
 	if err == nil {
+		h := Handshake{Kind: HandshakeFull, Duration: time.Since(start)}
+		h.Sent, h.Received, h.Datagrams = c.ps.counts()
 		c.shaken = true
-		c.takeOver()
+		if st, ok := c.dtls.ConnectionState(); ok {
+			if c.store != nil && c.store.resumed(st.SessionID) {
+				h.Kind = HandshakeAbbreviated
+			}
+			c.takeOver(&st)
+		}
+		if c.OnHandshake != nil {
+			c.OnHandshake(h)
+		}
 		return nil
 	}
 	c.endDTLS()
@@ -242,6 +291,7 @@ func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
 	if err := c.send(out); err != nil {
 		return nil, err
 	}
+	c.noteRequest(out)
 	for {
 		wake := limit
 		if !acked && next.Before(wake) {
@@ -253,13 +303,7 @@ func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
 		data, err := c.read()
 		if err != nil {
 			if errors.Is(err, errDTLSAlert) {
-				// The device ended the session: the next exchange starts
-				// a new one.
-				c.endDTLS()
-				if nerr := c.newDTLS(); nerr != nil {
-					return nil, errors.Join(err, nerr)
-				}
-				return nil, err
+				return nil, c.sessionEnded(err)
 			}
 			if cerr := ctx.Err(); cerr != nil {
 				return nil, cerr
@@ -291,6 +335,7 @@ func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
 			if err := c.send(out); err != nil {
 				return nil, err
 			}
+			c.noteRequest(out)
 			continue
 		}
 		// Something came from the device, even if it answers nothing we
@@ -315,11 +360,15 @@ func (c *Client) read() ([]byte, error) {
 		return c.in[:n], err
 	}
 	for {
-		n, err := c.conn.Read(c.raw)
-		if err != nil {
-			return nil, err
+		if len(c.pend) == 0 {
+			n, err := c.conn.Read(c.raw)
+			if err != nil {
+				return nil, err
+			}
+			c.pend = c.raw[:n]
 		}
-		pt, ok, err := c.rl.open(c.in[:0], c.raw[:n])
+		pt, ok, rest, err := c.rl.open(c.in[:0], c.pend, c.OnRecord)
+		c.pend = rest
 		if err != nil || ok {
 			return pt, err
 		}

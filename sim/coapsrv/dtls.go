@@ -2,6 +2,7 @@ package coapsrv
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -34,15 +35,41 @@ const (
 	dtlsReadBuffer = 1 << 14
 )
 
+// DTLSOptions are the DTLS settings of a server, beyond its PSKs.
+type DTLSOptions struct {
+	// DTLSSessions is the server's session cache: a session a client
+	// offers again in its ClientHello and that is found here gets an
+	// abbreviated handshake (RFC 5246 §7.3). A store kept across a Close
+	// and given to the next server is a device that kept its sessions in
+	// flash. nil: no resumption, every handshake is a full one.
+	DTLSSessions dtls.SessionStore
+	// DTLSCID offers RFC 9146 connection IDs to a client that asks for
+	// them. A record of content type tls12_cid reaches its session by its
+	// CID whatever address it came from, and the session answers the
+	// address of the latest record that authenticated (pion's reading of
+	// RFC 9146 §6: a record that is not the newest, a replay or a late
+	// copy, moves nothing). A client that offers no CID (libcoap over
+	// OpenSSL 3) gets a session without one, routed by its address.
+	DTLSCID bool
+}
+
+// cidLen is the length of the server's connection IDs. One length for all,
+// so that the demultiplexer knows where a tls12_cid record's CID ends:
+// RFC 9146 leaves it to the receiver, which chose it.
+const cidLen = 8
+
 // dtlsEndpoint demultiplexes the server's one UDP socket into a DTLS session
-// per peer address. Own code rather than pion's listener, so that Close
-// releases the port before it returns and no close_notify leaves a board
-// that has just lost power.
+// per peer address, or per connection ID. Own code rather than pion's
+// listener, so that Close releases the port before it returns and no
+// close_notify leaves a board that has just lost power.
 type dtlsEndpoint struct {
 	s      *Server
 	psk    PSKFunc
+	opts   DTLSOptions
 	mu     sync.Mutex
-	peers  map[netip.AddrPort]*dtlsPeer
+	peers  map[netip.AddrPort]*dtlsPeer // by the address that opened them
+	cids   map[string]*dtlsPeer         // by the CID their records carry
+	all    map[*dtlsPeer]struct{}       // restored sessions have no address
 	lastID uint64
 }
 
@@ -51,6 +78,11 @@ type dtlsEndpoint struct {
 // handler as Request.PSKIdentity. Each peer address is one session; requests
 // from all sessions still reach the handler one at a time.
 func ListenDTLS(addr string, psk PSKFunc, h Handler, opts Options) (*Server, error) {
+	return ListenDTLSWith(addr, psk, h, opts, DTLSOptions{})
+}
+
+// ListenDTLSWith is ListenDTLS with DTLS settings.
+func ListenDTLSWith(addr string, psk PSKFunc, h Handler, opts Options, d DTLSOptions) (*Server, error) {
 	if psk == nil {
 		return nil, errors.New("coapsrv: nil PSK function")
 	}
@@ -61,12 +93,17 @@ func ListenDTLS(addr string, psk PSKFunc, h Handler, opts Options) (*Server, err
 	if err := s.bind(addr); err != nil {
 		return nil, err
 	}
-	s.startDTLS(psk)
+	s.startDTLS(psk, d)
 	return s, nil
 }
 
 // ServeDTLS is ListenDTLS on a socket the caller keeps; see ServeUDP.
 func ServeDTLS(sock *net.UDPConn, psk PSKFunc, h Handler, opts Options) (*Server, error) {
+	return ServeDTLSWith(sock, psk, h, opts, DTLSOptions{})
+}
+
+// ServeDTLSWith is ServeDTLS with DTLS settings.
+func ServeDTLSWith(sock *net.UDPConn, psk PSKFunc, h Handler, opts Options, d DTLSOptions) (*Server, error) {
 	if psk == nil {
 		return nil, errors.New("coapsrv: nil PSK function")
 	}
@@ -75,21 +112,28 @@ func ServeDTLS(sock *net.UDPConn, psk PSKFunc, h Handler, opts Options) (*Server
 		return nil, err
 	}
 	s.sock = sock
-	s.startDTLS(psk)
+	s.startDTLS(psk, d)
 	return s, nil
 }
 
-func (s *Server) startDTLS(psk PSKFunc) {
+func (s *Server) startDTLS(psk PSKFunc, d DTLSOptions) {
 	s.dtls = &dtlsEndpoint{
 		s:     s,
 		psk:   psk,
+		opts:  d,
 		peers: make(map[netip.AddrPort]*dtlsPeer),
+		cids:  make(map[string]*dtlsPeer),
+		all:   make(map[*dtlsPeer]struct{}),
 	}
 	go s.dtls.serve()
-	s.log.Debug("coap listening", "addr", s.sock.LocalAddr().String(), "transport", "dtls")
+	s.log.Debug("coap listening", "addr", s.sock.LocalAddr().String(), "transport", "dtls", "cid", d.DTLSCID, "resumption", d.DTLSSessions != nil)
 }
 
-// serve reads the socket and queues each datagram for its peer's session,
+// fromKey tags a queued datagram with the address it came from when that
+// is not the session's own (a CID record from a new address).
+type fromKey struct{}
+
+// serve reads the socket and queues each datagram for its session,
 // starting a session on a handshake record from a new peer.
 func (e *dtlsEndpoint) serve() {
 	s := e.s
@@ -99,13 +143,41 @@ func (e *dtlsEndpoint) serve() {
 		if !ok {
 			return
 		}
-		p := e.peer(from, buf[:n])
-		if p == nil {
+		p, d := e.route(from, buf[:n])
+		if p == nil || len(d) == 0 {
 			continue
 		}
+		var attrs packetio.Attributes
+		if from != p.addr {
+			attrs = packetio.Attributes{{Key: fromKey{}, Value: from}}
+		}
 		// A full queue drops the datagram, as a busy radio would.
-		_, _ = p.in.Write(buf[:n], nil)
+		_, _ = p.in.Write(d, attrs)
 	}
+}
+
+// route finds the session of datagram d from from, and what of d it is
+// to read: a tls12_cid record goes to the session of its CID, less the
+// records under a restored session's replay floor; anything else to the
+// session of its address.
+func (e *dtlsEndpoint) route(from netip.AddrPort, d []byte) (*dtlsPeer, []byte) {
+	if e.opts.DTLSCID && len(d) > 0 && d[0] == contentTypeCID {
+		cid, ok := recordCID(d, cidLen)
+		if !ok {
+			return nil, nil
+		}
+		e.mu.Lock()
+		p := e.cids[string(cid)]
+		e.mu.Unlock()
+		if p == nil {
+			return nil, nil // a session this device does not have (any more)
+		}
+		if p.floorSet {
+			d = dropAtOrBelow(d, cidLen, p.floorEpoch, p.floor)
+		}
+		return p, d
+	}
+	return e.peer(from, d), d
 }
 
 // peer finds or starts the session for from.
@@ -119,7 +191,19 @@ func (e *dtlsEndpoint) peer(from netip.AddrPort, first []byte) *dtlsPeer {
 	if e.s.closed.Load() || len(first) < 13 || first[0] != 22 {
 		return nil
 	}
-	if len(e.peers) >= maxDTLSPeers {
+	p := e.newPeerLocked(from)
+	if p == nil {
+		return nil
+	}
+	e.peers[from] = p
+	go p.serve()
+	return p
+}
+
+// newPeerLocked makes a session; from is its address (zero for a restored
+// session, which has none until its first record). e.mu is held.
+func (e *dtlsEndpoint) newPeerLocked(from netip.AddrPort) *dtlsPeer {
+	if len(e.all) >= maxDTLSPeers {
 		e.s.log.Warn("coap dtls session refused: too many sessions", "peer", from.String())
 		return nil
 	}
@@ -130,10 +214,12 @@ func (e *dtlsEndpoint) peer(from netip.AddrPort, first []byte) *dtlsPeer {
 		addr: from,
 		ua:   net.UDPAddrFromAddrPort(from),
 		in:   packetio.NewBuffer(),
+		// One slot: settle needs a wake-up, not a count.
+		asking: make(chan struct{}, 1),
 	}
+	p.lastFrom, p.lastUA = from, p.ua
 	p.in.SetLimitSize(peerQueueBytes)
-	e.peers[from] = p
-	go p.serve()
+	e.all[p] = struct{}{}
 	return p
 }
 
@@ -141,8 +227,8 @@ func (e *dtlsEndpoint) peer(from netip.AddrPort, first []byte) *dtlsPeer {
 // already closed, so writes are dropped.
 func (e *dtlsEndpoint) closeAll() {
 	e.mu.Lock()
-	ps := make([]*dtlsPeer, 0, len(e.peers))
-	for _, p := range e.peers {
+	ps := make([]*dtlsPeer, 0, len(e.all))
+	for p := range e.all {
 		ps = append(ps, p)
 	}
 	e.mu.Unlock()
@@ -151,15 +237,63 @@ func (e *dtlsEndpoint) closeAll() {
 	}
 }
 
+// options are pion's options for a session of p, handshaken or restored.
+func (p *dtlsPeer) options() []dtls.Option {
+	opts := []dtls.Option{
+		dtls.WithPSK(p.psk),
+		dtls.WithCipherSuites(cipherSuites...),
+	}
+	if d := p.e.opts; d.DTLSSessions != nil {
+		opts = append(opts, dtls.WithSessionStore(d.DTLSSessions))
+	}
+	if p.e.opts.DTLSCID {
+		// pion asks for a CID only of a client that offered the
+		// extension, in its ServerHello.
+		opts = append(opts, dtls.WithConnectionIDGenerator(p.newCID))
+	}
+	return opts
+}
+
+// newCID makes the session's CID and makes it reachable by it.
+func (p *dtlsPeer) newCID() []byte {
+	cid := make([]byte, cidLen)
+	_, _ = rand.Read(cid)
+	p.e.mu.Lock()
+	defer p.e.mu.Unlock()
+	if p.cid != "" && p.e.cids[p.cid] == p {
+		delete(p.e.cids, p.cid)
+	}
+	p.cid = string(cid)
+	p.e.cids[p.cid] = p
+	return cid
+}
+
 // dtlsPeer is one DTLS session. It is the net.PacketConn under pion's
 // dtls.Conn: reads come from the demultiplexer's queue, writes go out
 // through the server's gate.
 type dtlsPeer struct {
 	e    *dtlsEndpoint
 	id   uint64
-	addr netip.AddrPort
+	addr netip.AddrPort // the address that opened the session
 	ua   *net.UDPAddr
 	in   *packetio.Buffer
+	cid  string // the CID the peer puts on its records; guarded by e.mu
+
+	// A restored session's replay floor (RestoreDTLS): its records of
+	// floorEpoch numbered floor or lower are dropped. Set before the
+	// session is reachable.
+	floorSet   bool
+	floorEpoch uint16
+	floor      uint64
+
+	// ReadFrom's state: pion's reader is its only caller.
+	attrs    packetio.Attributes
+	lastFrom netip.AddrPort
+	lastUA   *net.UDPAddr
+	// Calls of ReadFrom begun, and datagrams it returned: pion is done
+	// with a datagram once it asks for the next (see settle).
+	entered, returned atomic.Uint64
+	asking            chan struct{}
 
 	// refused is set once the PSK function has refused the client's
 	// identity (see refusalAlert).
@@ -173,24 +307,34 @@ type dtlsPeer struct {
 
 var _ net.PacketConn = (*dtlsPeer)(nil)
 
+// setConn makes conn the session's; false if the session has ended.
+func (p *dtlsPeer) setConn(conn *dtls.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return false
+	}
+	p.conn = conn
+	return true
+}
+
 func (p *dtlsPeer) serve() {
 	s := p.e.s
-	conn, err := dtls.ServerWithOptions(p, p.ua,
-		dtls.WithPSK(p.psk),
-		dtls.WithCipherSuites(cipherSuites...))
+	opts := p.options()
+	sopts := make([]dtls.ServerOption, len(opts))
+	for i, o := range opts {
+		sopts[i] = o
+	}
+	conn, err := dtls.ServerWithOptions(p, p.ua, sopts...)
 	if err != nil {
 		s.log.Error("coap dtls session not started", "peer", p.addr.String(), "err", err)
 		_ = p.Close()
 		return
 	}
-	p.mu.Lock()
-	if p.ended {
-		p.mu.Unlock()
+	if !p.setConn(conn) {
 		_ = conn.Close()
 		return
 	}
-	p.conn = conn
-	p.mu.Unlock()
 	defer conn.Close()
 
 	ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
@@ -200,8 +344,16 @@ func (p *dtlsPeer) serve() {
 		s.log.Debug("coap dtls handshake failed", "peer", p.addr.String(), "err", err)
 		return
 	}
+	p.run(conn)
+}
+
+// run answers the requests of an established session.
+func (p *dtlsPeer) run(conn *dtls.Conn) {
+	s := p.e.s
 	w := newWorker(s, p.id)
-	w.setPeer(p.addr)
+	w.setPeer(p.remote(conn))
+	ds := &DTLSSession{p: p, conn: conn}
+	w.req.DTLS = ds
 	suite := ""
 	if st, ok := conn.ConnectionState(); ok {
 		w.identity = st.IdentityHint
@@ -209,19 +361,65 @@ func (p *dtlsPeer) serve() {
 	}
 	w.write = func(b []byte) {
 		if _, err := conn.Write(b); err != nil {
-			s.log.Debug("coap dtls send failed", "peer", p.addr.String(), "err", err)
+			s.log.Debug("coap dtls send failed", "peer", w.peer.String(), "err", err)
 		}
 	}
-	s.log.Debug("coap dtls session", "peer", p.addr.String(), "identity", string(w.identity), "suite", suite)
+	s.log.Debug("coap dtls session", "peer", w.peer.String(), "identity", string(w.identity), "suite", suite)
 	buf := make([]byte, dtlsReadBuffer)
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
-			s.log.Debug("coap dtls session ended", "peer", p.addr.String(), "err", err)
+			s.log.Debug("coap dtls session ended", "peer", w.peer.String(), "err", err)
 			return
 		}
+		// A session with a CID follows its peer from address to address.
+		if p.hasCID() {
+			p.settle()
+		}
+		w.setPeer(p.remote(conn))
+		ds.reset()
 		w.handle(buf[:n])
 	}
+}
+
+// hasCID reports whether the session's peer puts a CID on its records.
+func (p *dtlsPeer) hasCID() bool {
+	p.e.mu.Lock()
+	defer p.e.mu.Unlock()
+	return p.cid != ""
+}
+
+// settle waits until pion is done with every datagram handed to it so far.
+// pion hands a record's plaintext to Read before it moves the session to
+// the address the record came from; without the wait, the answer to the
+// first request of a session that moved (or was restored and has no
+// address yet) could go to the old address, or nowhere.
+func (p *dtlsPeer) settle() {
+	n := p.returned.Load()
+	if p.entered.Load() > n {
+		return
+	}
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	for p.entered.Load() <= n {
+		select {
+		case <-p.asking:
+		case <-t.C:
+			return // pion's reader has stopped: the session is ending
+		}
+	}
+}
+
+// remote is the address conn answers to.
+func (p *dtlsPeer) remote(conn *dtls.Conn) netip.AddrPort {
+	if ua, ok := conn.RemoteAddr().(*net.UDPAddr); ok && ua != p.ua {
+		return unmap(ua.AddrPort())
+	}
+	return p.addr
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 // psk asks the server's PSK function for the key of the client's identity
@@ -246,26 +444,55 @@ func (p *dtlsPeer) shutdown() {
 	_ = p.Close()
 }
 
-// ReadFrom implements net.PacketConn.
+// ReadFrom implements net.PacketConn. The address is the one the
+// datagram came from: pion moves a CID session to it once a record from
+// there authenticates as the newest.
 func (p *dtlsPeer) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, _, err := p.in.Read(b, nil)
-	return n, p.ua, err
+	p.entered.Add(1)
+	select {
+	case p.asking <- struct{}{}:
+	default:
+	}
+	n, attrs, err := p.in.Read(b, p.attrs[:0])
+	if err == nil {
+		p.returned.Add(1)
+	}
+	p.attrs = attrs
+	from := p.addr
+	if v, ok := attrs.Get(fromKey{}).(netip.AddrPort); ok {
+		from = v
+	}
+	if from != p.lastFrom {
+		p.lastFrom, p.lastUA = from, net.UDPAddrFromAddrPort(from)
+	}
+	return n, p.lastUA, err
 }
 
-// WriteTo implements net.PacketConn; the address is always the peer's.
-func (p *dtlsPeer) WriteTo(b []byte, _ net.Addr) (int, error) {
+// WriteTo implements net.PacketConn: to is pion's peer address, the
+// session's own unless a CID moved it. A restored session that has heard
+// nothing yet has no address and sends nothing.
+func (p *dtlsPeer) WriteTo(b []byte, to net.Addr) (int, error) {
 	n := len(b)
+	dst := p.addr
+	if ua, ok := to.(*net.UDPAddr); ok && ua != p.ua {
+		dst = unmap(ua.AddrPort())
+	}
+	if !dst.IsValid() || dst.Port() == 0 {
+		return n, nil
+	}
 	if p.refused.Load() {
 		b = refusalAlert(b)
 	}
-	p.e.s.writeUDP(b, p.addr)
+	p.e.s.writeUDP(b, dst)
 	return n, nil
 }
 
-// Record layer and alert values (RFC 6347 §4.1, RFC 5246 §7.2, RFC 4279 §2).
+// Record layer and alert values (RFC 6347 §4.1, RFC 5246 §7.2, RFC 4279 §2,
+// RFC 9146 §4).
 const (
 	recordHeaderLen         = 13
 	contentTypeAlert        = 21
+	contentTypeCID          = 25
 	alertFatal              = 2
 	alertInternalError      = 80
 	alertUnknownPSKIdentity = 115
@@ -306,6 +533,10 @@ func (p *dtlsPeer) Close() error {
 		if p.e.peers[p.addr] == p {
 			delete(p.e.peers, p.addr)
 		}
+		if p.cid != "" && p.e.cids[p.cid] == p {
+			delete(p.e.cids, p.cid)
+		}
+		delete(p.e.all, p)
 		p.e.mu.Unlock()
 	})
 	return nil

@@ -26,6 +26,7 @@ type Request struct {
 	Query       []string // Uri-Query options in order; nil when there are none
 	Options     message.Options
 	Payload     []byte
+	DTLS        *DTLSSession // the DTLS session the request came on; nil over plain UDP
 }
 
 // Block is the value of a Block1 or Block2 option (RFC 7959 §2.2).
