@@ -13,6 +13,7 @@ import (
 	"github.com/fudbench/fudbench/bench/console"
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/coap/oscore"
 	"github.com/fudbench/fudbench/inputs"
 	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/internal/gpiopin"
@@ -71,6 +72,26 @@ func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (_ *
 			}
 			b.Endpoint.PSK = &coap.PSK{Identity: c.DTLS.Identity, Key: key}
 			b.Endpoint.DTLS = c.DTLS
+			if b.Endpoint.PSK.Cache, err = coap.NewDTLSCache(c.DTLS.Cache); err != nil {
+				return nil, config.Errorf(bd.File, c.DTLS.IdentityAt, "board %s: %v", bd.Name, err)
+			}
+			b.Nonces = NewNonceLedger()
+		}
+		if o := c.OSCORE; o != nil {
+			secret, err := o.Secret()
+			if err != nil {
+				return nil, config.Errorf(bd.File, o.At, "board %s: %v", bd.Name, err)
+			}
+			p := oscore.Params{MasterSecret: secret, MasterSalt: o.Salt, SenderID: o.SenderID,
+				RecipientID: o.RecipientID, IDContext: o.IDContext, ReplayWindow: o.ReplayWindow}
+			var seq *coap.SeqFile
+			if o.SequenceFile != "" {
+				seq = coap.NewSeqFile(o.SequenceFile)
+			}
+			if b.Endpoint.OSCORE, err = coap.NewOSCORE(p, seq); err != nil {
+				return nil, config.Errorf(bd.File, o.At, "board %s: %v", bd.Name, err)
+			}
+			b.Nonces = NewNonceLedger()
 		}
 	}
 	if opt.Probe && bd.Probe != nil {

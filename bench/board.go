@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,11 @@ type Board struct {
 	// code, such as a bare CoAP URL).
 	Entry *boards.Board
 
+	// Nonces keeps every AEAD nonce the device used over the campaign
+	// (nil: not checked); Bind makes one for a secured endpoint.
+	Nonces *NonceLedger
+	sec    secWatch
+
 	hub     *Hub
 	cycle   atomic.Int64
 	powered atomic.Bool // what the bench last did, for the safe state on abort
@@ -81,10 +87,13 @@ var ErrPower = errors.New("power switch failed")
 
 // Endpoint is how the bench reaches a device over CoAP.
 type Endpoint struct {
-	Addr string       // host:port
-	PSK  *coap.PSK    // nil: plain UDP
-	DTLS *boards.DTLS // where the identity is configured, for errors about it
-	Tx   coap.Transmission
+	Addr string    // host:port
+	PSK  *coap.PSK // nil: plain UDP
+	// OSCORE protects every request end to end (nil: none); it goes with
+	// plain UDP.
+	OSCORE *coap.OSCORE
+	DTLS   *boards.DTLS // where the identity is configured, for errors about it
+	Tx     coap.Transmission
 	// Poll bounds each attempt while waiting for a device to answer after
 	// power-on; it sets the resolution of the recovery times (default
 	// 20 ms; raise it for slow links such as 6LoWPAN).
@@ -263,7 +272,39 @@ func (b *Board) Dial(ctx context.Context) (*fwclient.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("board %s: %w", b.Name, err)
 	}
+	if b.Endpoint.OSCORE != nil {
+		c.UseOSCORE(b.Endpoint.OSCORE)
+	}
+	if b.Endpoint.PSK != nil || b.Endpoint.OSCORE != nil {
+		b.watchSecurity(c.Client)
+	}
 	return c, nil
+}
+
+// watchSecurity has a client report to the board's security watch: the
+// DTLS set-ups, the device's Echo challenges, the bytes on the wire and
+// every nonce the device used.
+func (b *Board) watchSecurity(c *coap.Client) {
+	c.OnHandshake = func(h coap.Handshake) {
+		rh := results.Handshake{Kind: h.Kind, Dur: h.Duration, Bytes: h.Sent + h.Received}
+		b.sec.handshake(rh)
+		b.sec.wire(h.Sent, h.Received)
+		e := b.Event(results.DTLSHandshake)
+		e.Text, e.Dur = h.Kind, h.Duration
+		e.Attrs = map[string]string{"bytes": strconv.Itoa(rh.Bytes), "datagrams": strconv.Itoa(h.Datagrams)}
+		b.Emit(e)
+	}
+	c.OnEcho = func() {
+		b.sec.echo()
+		b.Emit(b.Event(results.EchoChallenge))
+	}
+	c.OnWire = b.sec.wire
+	c.OnRecord = func(r coap.RecordSeen) {
+		b.seeNonce("dtls", r.KeyFP[:], dtlsNonce(r.Epoch, r.Seq), r.CTHash, fmt.Sprintf("epoch %d, sequence number %d", r.Epoch, r.Seq))
+	}
+	c.OnNonce = func(n coap.NonceSeen) {
+		b.seeNonce(n.Proto, n.KeyFP[:], n.Nonce, n.CTHash, n.Label)
+	}
 }
 
 // ErrNotWired marks a board that lacks what an operation needs (no power

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fudbench/fudbench/bench/fwclient"
 	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/results"
 )
@@ -56,6 +57,10 @@ func (s *session) recover(ctx context.Context) (uint32, error) {
 		return 0, s.infra(err)
 	}
 	s.powerOn = s.b.Event(results.PowerOn)
+	s.expectState()
+	if s.secured() && s.res.Secure == nil {
+		s.awaitFirst, s.recBytes = true, s.b.sec.bytes()
+	}
 	// Console milestones carry the instant their line's first byte was
 	// read, whenever this goroutine gets to look at them: a device whose
 	// console comes up long before its network must not have its console
@@ -146,4 +151,77 @@ func (s *session) mark(name string, at time.Time) {
 	since := at.Sub(s.powerOn.Wall)
 	s.res.Milestones[name] = since
 	s.emit(results.Recovery, -1, name, since)
+}
+
+// secured reports whether the board's link is secured (DTLS or OSCORE).
+func (s *session) secured() bool {
+	return s.b.Endpoint.PSK != nil || s.b.Endpoint.OSCORE != nil
+}
+
+// profileName names the board's security for the record.
+func (s *session) profileName() string {
+	switch ep := s.b.Endpoint; {
+	case ep.OSCORE != nil:
+		return "oscore"
+	case ep.PSK != nil && ep.PSK.Cache != nil:
+		return "dtls/" + ep.PSK.Cache.Mode()
+	case ep.PSK != nil:
+		return "dtls"
+	}
+	return ""
+}
+
+// replay sends the last block request the device acknowledged before the
+// cut once more, exactly as it went on the wire, once the device has
+// accepted its first block after the cut: a device that acts on it has
+// lost its replay protection with its RAM. Refused, ignored or challenged
+// with Echo is right.
+func (s *session) replay(ctx context.Context, c *fwclient.Client) {
+	if ctx.Err() != nil {
+		return
+	}
+	cp := s.captured
+	if cp == nil || s.res.Secure != nil && s.res.Secure.Replay != "" {
+		return
+	}
+	s.captured = nil
+	wait := min(max(4*s.b.Endpoint.poll(), 100*time.Millisecond), time.Second)
+	verdict, err := c.Replay(ctx, cp, wait)
+	if err != nil {
+		e := s.b.Event(results.Note)
+		e.Text = "replay of a request from before the cut not sent: " + err.Error()
+		s.b.Emit(e)
+		return
+	}
+	if s.res.Secure == nil {
+		s.res.Secure = &results.SecureRecovery{Profile: s.profileName()}
+	}
+	s.res.Secure.Replay = verdict
+	e := s.b.Event(results.Note)
+	e.Text = "request from before the cut sent again: " + verdict
+	s.b.Emit(e)
+	if verdict == coap.ReplayAccepted {
+		detail := fmt.Sprintf("after the cut the device acted on a block request captured before it (%s)", cp)
+		if s.b.sec.finding(results.FindingReplayAccepted, detail) {
+			e := s.b.Event(results.Security)
+			e.Text = results.FindingReplayAccepted + ": " + detail
+			s.b.Emit(e)
+		}
+	}
+}
+
+// firstBlock records what getting back to the secured transfer cost:
+// power-on to the first block the device accepted after the cut.
+func (s *session) firstBlock(at time.Time) {
+	s.awaitFirst = false
+	if s.powerOn.Wall.IsZero() {
+		return
+	}
+	if s.res.Secure == nil {
+		s.res.Secure = &results.SecureRecovery{Profile: s.profileName()}
+	}
+	sr := s.res.Secure
+	sr.FirstBlock = at.Sub(s.powerOn.Wall)
+	sr.Bytes = int(s.b.sec.bytes() - s.recBytes)
+	sr.Handshakes, sr.Echo = s.b.sec.since(s.powerOn.Wall)
 }

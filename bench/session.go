@@ -72,7 +72,10 @@ type Result struct {
 	Start        *fwproto.Boot            `json:"start,omitempty"` // what the device said before the update
 	Final        *fwproto.Version         `json:"final,omitempty"` // what runs at the end
 	Answering    bool                     `json:"answering"`       // the device answered after the cut
-	Recovery     *fwproto.State           `json:"recovery,omitempty"`
+	// Secure is what the first recovery after a cut cost on a secured
+	// link (nil over plain CoAP, or when no cut fired).
+	Secure   *results.SecureRecovery `json:"secure,omitempty"`
+	Recovery *fwproto.State          `json:"recovery,omitempty"`
 	// Infra is set when the bench itself failed (power driver, socket, a
 	// trigger that could not arm): never the device's fault.
 	Infra bool `json:"infra,omitempty"`
@@ -102,6 +105,13 @@ type session struct {
 	// board keeps a record of its cuts.
 	witnessed int
 	powerOn   results.Event
+	// captured is the last block request the device acknowledged, as it
+	// went on the wire: sent again after a cut, it must be refused.
+	captured *coap.Captured
+	// awaitFirst is set from power-on after a cut until the first block
+	// the device accepts; recBytes is the wire count at power-on.
+	awaitFirst bool
+	recBytes   int64
 }
 
 // Run pushes u.Image to the board, firing u.Trigger's cut, recovering and
@@ -448,10 +458,23 @@ func (s *session) prepare(ctx context.Context) error {
 	default:
 		return s.unreachable(err)
 	}
+	// The device reboots into recovery with the session's state, when it
+	// caches it.
+	s.expectState()
 	if err := c.Prepare(ctx, s.prep()); err != nil {
 		return fmt.Errorf("board %s: prepare: %w", s.b.Name, err)
 	}
 	return nil
+}
+
+// expectState tells the DTLS cache that the device is about to boot with
+// the session's state restored: an unanswered continued session is the
+// device still booting, not a device that lost the state, for half the
+// recovery timeout.
+func (s *session) expectState() {
+	if psk := s.b.Endpoint.PSK; psk != nil {
+		psk.Cache.ExpectState(time.Now().Add(min(s.u.RecoveryTimeout/2, 10*time.Second)))
+	}
 }
 
 // waitRecovery polls /fw/state until the device reports recovery mode
@@ -561,6 +584,16 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 		s.maxAck = max(s.maxAck, int64(num))
 		s.mu.Unlock()
 		s.emit(results.BlockAcked, int64(num), "", ackAt.Sub(sentAt))
+		if s.secured() {
+			if s.awaitFirst {
+				// Back to a secured transfer after the cut: what it cost,
+				// then the replay check (after, so that its wait is not
+				// counted).
+				s.firstBlock(ackAt)
+				s.replay(tctx, c)
+			}
+			s.captured = c.Capture()
+		}
 		if resp.Block1 != nil && resp.Block1.SZX < szx && s.u.Profile == boards.ProfileBlock1 && num < n-1 {
 			// RFC 7959 §2.5: continue at the next offset in the smaller size.
 			off := (num + 1) * uint32(fwproto.BlockSize(szx))

@@ -67,9 +67,17 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 		Blocks: int(fwproto.Blocks(uint32(len(s.Update)), s.SZX)), BlockSize: fwproto.BlockSize(s.SZX), ImageSize: len(s.Update),
 		Start: start, Attempts: 1,
 	}
+	b.sec.start(n)
 	finish := func(o results.Outcome, reason string) results.Cycle {
 		c.Outcome, c.Reason = o, reason
 		c.Accepted = slices.Contains(s.Accepted, o) && o != results.MissedCut && o != results.InfraError
+		// Security findings fail the cycle whatever its outcome; the
+		// nonces the device used are kept with it, for the rest of the
+		// campaign and a --resume.
+		c.Findings = b.sec.take()
+		if b.Nonces != nil {
+			c.Nonces = b.Nonces.Drain()
+		}
 		c.End = b.hub.Clock().Since()
 		if b.Console != nil {
 			for _, l := range b.Console.Last(20) {
@@ -98,6 +106,7 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 	}
 	c.BlocksSent, c.BlocksResent, c.Resumes, c.Transfer = res.BlocksSent, res.BlocksResent, res.Resumes, res.Transfer
 	c.Cut = res.Cut
+	c.Secure = res.Secure
 	c.RecoveryAnswer = res.Milestones[MilestoneCoAP]
 	c.RecoveryVersion = res.Milestones[MilestoneVersion]
 	c.Missed = cut.Missed(res.Cut)

@@ -11,6 +11,7 @@
 package boards
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -92,6 +93,7 @@ type CoAP struct {
 	Profile string // ProfileResumable or ProfileBlock1; never empty after load
 	Path    string // block1 resource; "" is /fw
 	DTLS    *DTLS
+	OSCORE  *OSCORE
 	At      config.Pos
 	// ProfileAt is where the profile was set; zero when defaulted.
 	ProfileAt config.Pos
@@ -107,6 +109,45 @@ type DTLS struct {
 	// that refuses it).
 	File       string
 	IdentityAt config.Pos
+	// Cache is what the bench keeps of its session with the device across
+	// power cuts, matching what the device's recovery record keeps:
+	// "none" (a full handshake each time), "session" (abbreviated
+	// handshake) or "state" (the session goes on with no handshake).
+	Cache string
+}
+
+// OSCORE is an OSCORE security context (RFC 8613) from the bench's side:
+// where the master secret is kept, the salt and IDs, and where the bench
+// keeps its own sender sequence number so that it never uses one twice,
+// across runs included.
+type OSCORE struct {
+	SecretFile string // resolved against the bench file's directory; or
+	SecretEnv  string // the name of an environment variable
+	Salt       []byte
+	SenderID   []byte // the bench's
+	// RecipientID is the device's sender ID.
+	RecipientID  []byte
+	IDContext    []byte // nil: none
+	ReplayWindow int
+	// SequenceFile keeps the bench's sender sequence number a window
+	// ahead (RFC 8613 Appendix B.1.1); "" is a file under the user's
+	// state directory named after the context.
+	SequenceFile string
+	File         string
+	At           config.Pos
+}
+
+// Secret reads the OSCORE master secret from its file or environment
+// variable.
+func (o *OSCORE) Secret() ([]byte, error) {
+	if o.SecretEnv != "" {
+		v := os.Getenv(o.SecretEnv)
+		if v == "" {
+			return nil, fmt.Errorf("oscore master secret: environment variable %s is empty", o.SecretEnv)
+		}
+		return []byte(v), nil
+	}
+	return config.ReadPSK(o.SecretFile)
 }
 
 // Flash describes a board's flash as the bench needs it.
@@ -480,7 +521,7 @@ func decodeConsole(d *config.Decoder, f config.Field, w string) (*Console, error
 }
 
 func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
-	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls")
+	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls", "oscore")
 	if err != nil {
 		return nil, err
 	}
@@ -513,7 +554,7 @@ func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
 		}
 	}
 	if df, ok := fs["dtls"]; ok {
-		ds, err := d.Fields(df.Val, w+".dtls", "identity", "key_file", "key_env")
+		ds, err := d.Fields(df.Val, w+".dtls", "identity", "key_file", "key_env", "cache")
 		if err != nil {
 			return nil, err
 		}
@@ -554,9 +595,109 @@ func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
 				return nil, d.Errf(ke.Val, "%s.dtls.key_env: empty", w)
 			}
 		}
+		dt.Cache = "none"
+		if cf, ok := ds["cache"]; ok {
+			if dt.Cache, err = d.Str(cf.Val, w+".dtls.cache"); err != nil {
+				return nil, err
+			}
+			if dt.Cache != "none" && dt.Cache != "session" && dt.Cache != "state" {
+				return nil, d.Errf(cf.Val, "%s.dtls.cache %q: want none, session or state", w, dt.Cache)
+			}
+		}
 		c.DTLS = dt
 	}
+	if of, ok := fs["oscore"]; ok {
+		if c.DTLS != nil {
+			return nil, d.Errf(of.Key, "%s: dtls and oscore are two ways to secure one endpoint: give one", w)
+		}
+		if c.OSCORE, err = decodeOSCORE(d, of, w+".oscore"); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+func decodeOSCORE(d *config.Decoder, f config.Field, w string) (*OSCORE, error) {
+	fs, err := d.Fields(f.Val, w, "master_secret_file", "master_secret_env", "master_salt", "sender_id",
+		"recipient_id", "id_context", "replay_window", "sequence_file")
+	if err != nil {
+		return nil, err
+	}
+	o := &OSCORE{File: d.File, At: config.PosOf(f.Key), ReplayWindow: 32, SenderID: []byte{}, RecipientID: []byte{}}
+	sf, hasFile := fs["master_secret_file"]
+	se, hasEnv := fs["master_secret_env"]
+	if hasFile == hasEnv {
+		return nil, d.Errf(f.Val, "oscore needs exactly one of master_secret_file or master_secret_env")
+	}
+	rel := func(p string) string {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(d.File), p)
+		}
+		return p
+	}
+	if hasFile {
+		p, err := d.Str(sf.Val, w+".master_secret_file")
+		if err != nil {
+			return nil, err
+		}
+		p = rel(p)
+		if fi, err := os.Stat(p); err != nil {
+			return nil, d.Errf(sf.Val, "master secret file: %v", err)
+		} else if fi.IsDir() {
+			return nil, d.Errf(sf.Val, "master secret file: %s is a directory", p)
+		}
+		o.SecretFile = p
+	} else {
+		if o.SecretEnv, err = d.Str(se.Val, w+".master_secret_env"); err != nil {
+			return nil, err
+		}
+		if o.SecretEnv == "" {
+			return nil, d.Errf(se.Val, "%s.master_secret_env: empty", w)
+		}
+	}
+	for k, dst := range map[string]*[]byte{"master_salt": &o.Salt, "sender_id": &o.SenderID, "recipient_id": &o.RecipientID, "id_context": &o.IDContext} {
+		v, ok := fs[k]
+		if !ok {
+			continue
+		}
+		str, err := d.Str(v.Val, w+"."+k)
+		if err != nil {
+			return nil, err
+		}
+		b, err := hex.DecodeString(str)
+		if err != nil {
+			return nil, d.Errf(v.Val, "%s.%s %q: want hex bytes (\"\" for none)", w, k, str)
+		}
+		// RFC 8613 §3.3: an ID is at most nonce length − 6 = 7 bytes.
+		if (k == "sender_id" || k == "recipient_id") && len(b) > 7 {
+			return nil, d.Errf(v.Val, "%s.%s: %d bytes, at most 7 with AES-CCM-16-64-128", w, k, len(b))
+		}
+		*dst = b
+	}
+	if _, ok := fs["sender_id"]; !ok {
+		return nil, d.Errf(f.Val, "%s: sender_id is required (the bench's ID, hex)", w)
+	}
+	if _, ok := fs["recipient_id"]; !ok {
+		return nil, d.Errf(f.Val, "%s: recipient_id is required (the device's ID, hex)", w)
+	}
+	if string(o.SenderID) == string(o.RecipientID) {
+		return nil, d.Errf(fs["recipient_id"].Val, "%s: sender_id and recipient_id must differ", w)
+	}
+	if v, ok := fs["replay_window"]; ok {
+		n, err := d.IntIn(v.Val, w+".replay_window", 1, 1024)
+		if err != nil {
+			return nil, err
+		}
+		o.ReplayWindow = int(n)
+	}
+	if v, ok := fs["sequence_file"]; ok {
+		p, err := d.Str(v.Val, w+".sequence_file")
+		if err != nil {
+			return nil, err
+		}
+		o.SequenceFile = rel(p)
+	}
+	return o, nil
 }
 
 func decodeFlash(d *config.Decoder, f config.Field, w string) (*Flash, error) {

@@ -124,9 +124,14 @@ func Dial(ctx context.Context, addr string, psk *PSK, tx Transmission) (*Client,
 			}
 			c.dtlsOpts = append(c.dtlsOpts, piondtls.WithConnectionIDGenerator(gen))
 		}
-		if err := c.newDTLS(); err != nil {
-			_ = sock.Close()
-			return nil, fmt.Errorf("coap: dial %s: %w", addr, err)
+		// In state mode the first exchange first tries to continue the
+		// kept session; pion's session is made only if it must handshake
+		// (closing an unused one would cost its reader's wake-up).
+		if !c.cache.keepsState() {
+			if err := c.newDTLS(); err != nil {
+				_ = sock.Close()
+				return nil, fmt.Errorf("coap: dial %s: %w", addr, err)
+			}
 		}
 	}
 	return c, nil
@@ -247,6 +252,9 @@ type Response struct {
 	// Retransmits counts the retransmissions of the request this answers
 	// (0: the first copy was answered).
 	Retransmits int
+	// Echo is the Echo option of a 4.01 (RFC 9175): the device asks for
+	// the request again with this value.
+	Echo []byte
 
 	block Block // storage behind Block1: one allocation per response
 }
@@ -266,7 +274,10 @@ type Request struct {
 	ContentFormat int // -1 none
 	Block1        *Block
 	Size1         uint32
-	RequestTag    []byte
+	// Echo is sent as the Echo option (RFC 9175): set by Do when the
+	// device challenges a request.
+	Echo       []byte
+	RequestTag []byte
 }
 
 // Get fetches path.

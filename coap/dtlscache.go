@@ -34,16 +34,21 @@ const (
 // nothing more, not even close_notify: the device may still hold the
 // session. The snapshot is single use: the first exchange of the next
 // client takes it and continues the session on its own socket without a
-// handshake. A continued session that never got an authenticated record
-// from the device before its client was closed (the device lost its
-// state) is not kept again, so the client after it does a full handshake
-// and the cache learns that session.
+// handshake. A continued session that gets no authenticated record from
+// the device is normally dropped (the device lost the state: the client
+// after it does a full handshake and the cache learns that session). But
+// while the caller expects the device to come back with the state
+// (ExpectState: it has just powered the device on after a cut, or asked
+// it to reboot into recovery), such a session is kept for the next
+// client: the device may still be booting, and it drops records silently
+// until its network is up.
 type DTLSCache struct {
 	mode string
 
-	mu       sync.Mutex
-	sessions map[string]piondtls.Session // session mode: pion's client store
-	snap     *dtlsSnapshot               // state mode
+	mu          sync.Mutex
+	expectUntil time.Time
+	sessions    map[string]piondtls.Session // session mode: pion's client store
+	snap        *dtlsSnapshot               // state mode
 
 	// recvCIDLen is the length of the CID the bench asks the device to put
 	// on its records in state mode; 0 asks for none (the bench's socket is
@@ -82,11 +87,33 @@ type dtlsSnapshot struct {
 	sendCID, recvCID []byte
 }
 
-// put keeps s for the next client, replacing what was there.
-func (d *DTLSCache) put(s *dtlsSnapshot) {
+// ExpectState tells the cache that until the deadline the device is
+// expected to come back with the session's state (it boots with its
+// record layer restored): a continued session it has not answered yet is
+// kept rather than given up for a full handshake. After the deadline, or
+// once the device answers, the cache gives up on an unanswered one at
+// once.
+func (d *DTLSCache) ExpectState(until time.Time) {
+	if d == nil {
+		return
+	}
 	d.mu.Lock()
-	d.snap = s
+	d.expectUntil = until
 	d.mu.Unlock()
+}
+
+// put keeps s for the next client, replacing what was there. answered
+// says whether the device answered the session (a continued one may not
+// have: see ExpectState).
+func (d *DTLSCache) put(s *dtlsSnapshot, answered bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case answered, time.Now().Before(d.expectUntil):
+		d.snap = s
+	default:
+		d.snap = nil
+	}
 }
 
 // take hands the snapshot over, once.

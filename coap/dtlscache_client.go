@@ -38,14 +38,14 @@ func (c *Client) continueSession() bool {
 
 // keepState leaves the session in the cache for the next client (state
 // mode, from Close with c.mu held and nothing able to send any more). A
-// session the device cannot route to (no CID) is not kept, nor is a
-// continued one the device never answered: it has lost it.
+// session the device cannot route to (no CID) is not kept; a continued
+// one the device has not answered is kept for the cache's Patience.
 func (c *Client) keepState() {
 	rl := c.rl
-	if rl == nil || len(rl.sendCID) == 0 || (c.continued && rl.opened == 0) {
+	if rl == nil || len(rl.sendCID) == 0 {
 		return
 	}
-	c.cache.put(rl.snapshot())
+	c.cache.put(rl.snapshot(), !c.continued || rl.opened > 0)
 }
 
 // sessionEnded handles the device's close_notify or fatal alert: the next

@@ -19,6 +19,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/fudbench/fudbench/coap/oscore"
 	"github.com/fudbench/fudbench/internal/coapopt"
 )
 
@@ -61,6 +62,20 @@ type Client struct {
 	// and opens the records itself (DTLSRecords "client"), a sequence
 	// number already seen included. Set it before the first request.
 	OnRecord func(RecordSeen)
+	// OnNonce, when set, is called on the requesting goroutine for every
+	// OSCORE response that verifies, with the nonce the device used.
+	OnNonce func(NonceSeen)
+	// OnEcho, when set, is called when the device challenged a request
+	// with an Echo option (RFC 9175) and the client sends it again with
+	// the Echo value.
+	OnEcho func()
+	// OnWire, when set, is given the UDP payload bytes of every datagram
+	// the client sends and receives after the DTLS handshake (whose bytes
+	// OnHandshake reports).
+	OnWire func(sent, recv int)
+
+	osc  *OSCORE          // nil: no OSCORE
+	oscX *oscore.Exchange // the last OSCORE request's exchange
 
 	addr    string
 	sock    *net.UDPConn
@@ -251,6 +266,16 @@ func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	resp, err := c.exchange(ctx, &r)
+	if err == nil && resp.Code == codes.Unauthorized && resp.Echo != nil && r.Echo == nil {
+		// The device cannot tell the request fresh (it lost its replay
+		// window with its RAM): the same request once more, with its Echo
+		// value (RFC 9175 §2.3).
+		if c.OnEcho != nil {
+			c.OnEcho()
+		}
+		r.Echo = resp.Echo
+		resp, err = c.exchange(ctx, &r)
+	}
 	if err != nil {
 		return nil, c.wrap(&r, err)
 	}
@@ -357,6 +382,9 @@ func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
 func (c *Client) read() ([]byte, error) {
 	if c.rl == nil {
 		n, err := c.conn.Read(c.in)
+		if n > 0 && c.OnWire != nil {
+			c.OnWire(0, n)
+		}
 		return c.in[:n], err
 	}
 	for {
@@ -364,6 +392,9 @@ func (c *Client) read() ([]byte, error) {
 			n, err := c.conn.Read(c.raw)
 			if err != nil {
 				return nil, err
+			}
+			if c.OnWire != nil {
+				c.OnWire(0, n)
 			}
 			c.pend = c.raw[:n]
 		}
@@ -381,6 +412,9 @@ func (c *Client) send(b []byte) error {
 	if c.rl != nil {
 		c.rec = c.rl.seal(c.rec[:0], ctApplicationData, b)
 		b = c.rec
+	}
+	if c.OnWire != nil {
+		c.OnWire(len(b), 0)
 	}
 	if _, err := c.conn.Write(b); err != nil && !refused(err) {
 		if c.closed.Load() {
@@ -427,6 +461,9 @@ func (c *Client) match(data []byte, mid uint16, tok []byte, acked *bool) (resp *
 		if !isResponse(m.Code) || string(m.Token) != string(tok) {
 			return nil, false, nil
 		}
+		if c.osc != nil && !c.unprotectResponse() {
+			return nil, false, nil
+		}
 		return c.response(), true, nil
 	case message.Reset:
 		if mmid == mid {
@@ -436,6 +473,9 @@ func (c *Client) match(data []byte, mid uint16, tok []byte, acked *bool) (resp *
 	}
 	// CON or NON: only a response with our token is awaited.
 	if isResponse(m.Code) && string(m.Token) == string(tok) {
+		if c.osc != nil && !c.unprotectResponse() {
+			return nil, false, nil
+		}
 		if m.Type == message.Confirmable {
 			c.control(message.Acknowledgement, mmid)
 			c.lastSep = int32(mmid)
@@ -490,6 +530,13 @@ func (c *Client) response() *Response {
 	if v, ok := coapopt.Uint(m.Options, message.Size1, 4); ok {
 		out.Size1 = v
 	}
+	if m.Code == codes.Unauthorized {
+		for _, o := range m.Options {
+			if o.ID == message.Echo {
+				out.Echo = append([]byte(nil), o.Value...)
+			}
+		}
+	}
 	return out
 }
 
@@ -534,6 +581,9 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 	if r.Size1 != 0 {
 		opts = append(opts, message.Option{ID: message.Size1, Value: coapopt.PutUint(ob[8:12], r.Size1)})
 	}
+	if r.Echo != nil {
+		opts = append(opts, message.Option{ID: message.Echo, Value: r.Echo})
+	}
 	if r.RequestTag != nil {
 		// Copied, so that no part of r outlives the call: the request and
 		// its Block1 stay on the caller's stack.
@@ -541,9 +591,16 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		opts = append(opts, message.Option{ID: OptionRequestTag, Value: c.tagBuf})
 	}
 	c.opts = opts
+	code, payload := r.Code, r.Payload
+	if c.osc != nil {
+		var err error
+		if code, opts, payload, err = c.protectRequest(code, opts, payload); err != nil {
+			return nil, err
+		}
+	}
 
 	buf := c.out[:cap(c.out)]
-	need := 4 + len(tok) + 1 + len(r.Payload)
+	need := 4 + len(tok) + 1 + len(payload)
 	for _, o := range opts {
 		need += 5 + len(o.Value) // header and extended delta/length at most 5
 	}
@@ -552,7 +609,7 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		c.out = buf[:0]
 	}
 	buf[0] = 1<<6 | byte(message.Confirmable)<<4 | byte(len(tok))
-	buf[1] = byte(r.Code)
+	buf[1] = byte(code)
 	binary.BigEndian.PutUint16(buf[2:4], mid)
 	n := 4 + copy(buf[4:], tok)
 	on, err := opts.Marshal(buf[n:])
@@ -560,10 +617,10 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		return nil, fmt.Errorf("options: %w", err)
 	}
 	n += on
-	if len(r.Payload) > 0 {
+	if len(payload) > 0 {
 		buf[n] = 0xff
 		n++
-		n += copy(buf[n:], r.Payload)
+		n += copy(buf[n:], payload)
 	}
 	return buf[:n], nil
 }

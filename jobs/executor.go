@@ -178,6 +178,16 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	clock := results.NewClock()
 	hub := bench.NewHub(clock, sinks)
 
+	// The device nonces recorded so far in a resumed run: a reuse across
+	// the interruption is still a reuse.
+	var priorNonces []results.NonceUse
+	if resuming {
+		if priorNonces, err = o.DB.Nonces(run.ID); err != nil {
+			releaseLeases()
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+	}
+
 	// Bind every board, still without powering anything.
 	var workers []*worker
 	release := func() {
@@ -199,6 +209,15 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 			Board: b, Baseline: p.Baseline, Update: p.Update, SZX: j.SZX(),
 			Profile: j.ProfileFor(bd.Name, b.Profile), OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
 			Reflash: j.Reflash, Accepted: j.AcceptedFor(bd.Name), Run: run.ID,
+		}
+		if b.Nonces != nil {
+			var mine []results.NonceUse
+			for _, n := range priorNonces {
+				if n.Board == bd.Name {
+					mine = append(mine, n)
+				}
+			}
+			b.Nonces.Load(mine)
 		}
 		w := &worker{b: b, st: st, lease: leases[bd.Name], done: map[int]bool{}}
 		for _, c := range prior {

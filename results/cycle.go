@@ -89,6 +89,15 @@ type Cycle struct {
 	RecoveryAnswer  time.Duration `json:"recovery_answer,omitempty"`
 	RecoveryVersion time.Duration `json:"recovery_version,omitempty"`
 
+	// Findings are the cycle's security findings (a reused nonce, an
+	// accepted replay): each fails the cycle whatever its outcome.
+	Findings []Finding `json:"findings,omitempty"`
+	// Secure is what the recovery after the cut cost on a secured link.
+	Secure *SecureRecovery `json:"secure,omitempty"`
+	// Nonces are the device's nonces first seen in this cycle, kept for
+	// the rest of the campaign; not part of the cycle's JSON.
+	Nonces []NonceUse `json:"-"`
+
 	Start       time.Duration `json:"start"` // run clock
 	End         time.Duration `json:"end"`
 	LastConsole []string      `json:"last_console,omitempty"`

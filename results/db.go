@@ -1,6 +1,7 @@
 package results
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -28,7 +29,7 @@ const DefaultBusyTimeout = 10 * time.Second
 
 // schemaVersion is the PRAGMA user_version the code expects. Each entry
 // of migrations moves the schema from its index to index+1.
-const schemaVersion = 2
+const schemaVersion = 3
 
 var migrations = []string{
 	// 0 → 1: the first schema. Times are integer nanoseconds (wall times
@@ -106,6 +107,24 @@ ALTER TABLE cycles ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN cut_device_writing INTEGER;
 ALTER TABLE cycles ADD COLUMN cut_device_last_acked INTEGER;
 ALTER TABLE cycles ADD COLUMN cut_device_flash TEXT;
+`,
+	// 2 → 3: secured links. A cycle's security findings and what its
+	// secured recovery cost (JSON, NULL when none), and every AEAD nonce
+	// the devices used, so that a reuse is found across the whole
+	// campaign and across --resume.
+	`
+ALTER TABLE cycles ADD COLUMN findings TEXT;
+ALTER TABLE cycles ADD COLUMN secure TEXT;
+CREATE TABLE nonces (
+	run   TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+	board TEXT NOT NULL,
+	proto TEXT NOT NULL,
+	key   BLOB NOT NULL,   -- fingerprint of the device's key
+	nonce BLOB NOT NULL,
+	ct    INTEGER NOT NULL, -- hash of the ciphertext
+	cycle INTEGER NOT NULL,
+	PRIMARY KEY (run, board, proto, key, nonce)
+) STRICT, WITHOUT ROWID;
 `,
 }
 
@@ -446,6 +465,13 @@ func (d *DB) RecordCycle(c Cycle) error {
 	if console == nil {
 		console = []string{}
 	}
+	var findings, secure sql.NullString
+	if len(c.Findings) > 0 {
+		findings = sql.NullString{String: mustJSON(c.Findings), Valid: true}
+	}
+	if c.Secure != nil {
+		secure = sql.NullString{String: mustJSON(c.Secure), Valid: true}
+	}
 	tx, err := d.db.Begin()
 	if err != nil {
 		return d.wrap(op, err)
@@ -456,8 +482,9 @@ func (d *DB) RecordCycle(c Cycle) error {
 			outcome, reflashed, accepted, reason, blocks, block_size, image_size,
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
 			start_t, end_t, last_console,
-			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash,
+			findings, secure)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run, board, cycle) DO UPDATE SET
 			plan = excluded.plan, planned_block = excluded.planned_block,
 			cut_trigger = excluded.cut_trigger, cut_t = excluded.cut_t, cut_latency = excluded.cut_latency,
@@ -471,15 +498,26 @@ func (d *DB) RecordCycle(c Cycle) error {
 			last_console = excluded.last_console,
 			missed = excluded.missed, attempts = excluded.attempts,
 			cut_device_writing = excluded.cut_device_writing, cut_device_last_acked = excluded.cut_device_last_acked,
-			cut_device_flash = excluded.cut_device_flash`,
+			cut_device_flash = excluded.cut_device_flash,
+			findings = excluded.findings, secure = excluded.secure`,
 		c.Run, c.Board, c.Cycle, c.Plan, c.PlannedBlock,
 		trig, cutT, lat, acked, inFlight,
 		string(c.Outcome), c.Reflashed, c.Accepted, c.Reason, c.Blocks, c.BlockSize, c.ImageSize,
 		c.BlocksSent, c.BlocksResent, mustJSON(resumes), int64(c.Transfer), int64(c.RecoveryAnswer), int64(c.RecoveryVersion),
 		int64(c.Start), int64(c.End), mustJSON(console),
-		c.Missed, c.Attempts, devWriting, devAcked, devFlash)
+		c.Missed, c.Attempts, devWriting, devAcked, devFlash,
+		findings, secure)
 	if err != nil {
 		return d.wrap(op, err)
+	}
+	for _, n := range c.Nonces {
+		// The first use of a nonce is the one kept: a later one under the
+		// same key is the finding, not a replacement.
+		if _, err := tx.Exec(`INSERT INTO nonces (run, board, proto, key, nonce, ct, cycle)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			c.Run, cmp.Or(n.Board, c.Board), n.Proto, n.Key, n.Nonce, int64(n.CT), n.Cycle); err != nil {
+			return d.wrap(op, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return d.wrap(op, err)
@@ -494,7 +532,8 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 			outcome, reflashed, accepted, reason, blocks, block_size, image_size,
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
 			start_t, end_t, last_console,
-			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash
+			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash,
+			findings, secure
 		FROM cycles WHERE run = ? ORDER BY board, cycle`, runID)
 	if err != nil {
 		return nil, d.wrap("read cycles of "+runID, err)
@@ -507,6 +546,7 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 			trig, devFlash                                 sql.NullString
 			cutT, lat, acked, inFlight                     sql.NullInt64
 			devWriting, devAcked                           sql.NullInt64
+			findings, secure                               sql.NullString
 			outcome, resumes, console                      string
 			transfer, recAnswer, recVersion, start, finish int64
 		)
@@ -515,7 +555,8 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 			&outcome, &c.Reflashed, &c.Accepted, &c.Reason, &c.Blocks, &c.BlockSize, &c.ImageSize,
 			&c.BlocksSent, &c.BlocksResent, &resumes, &transfer, &recAnswer, &recVersion,
 			&start, &finish, &console,
-			&c.Missed, &c.Attempts, &devWriting, &devAcked, &devFlash); err != nil {
+			&c.Missed, &c.Attempts, &devWriting, &devAcked, &devFlash,
+			&findings, &secure); err != nil {
 			return nil, d.wrap("read cycles of "+runID, err)
 		}
 		if trig.Valid {
@@ -540,10 +581,46 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 		if len(c.LastConsole) == 0 {
 			c.LastConsole = nil
 		}
+		if findings.Valid {
+			if err := json.Unmarshal([]byte(findings.String), &c.Findings); err != nil {
+				return nil, d.wrap("read cycles of "+runID, err)
+			}
+		}
+		if secure.Valid {
+			c.Secure = new(SecureRecovery)
+			if err := json.Unmarshal([]byte(secure.String), c.Secure); err != nil {
+				return nil, d.wrap("read cycles of "+runID, err)
+			}
+		}
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, d.wrap("read cycles of "+runID, err)
+	}
+	return out, nil
+}
+
+// Nonces returns every device nonce a run has recorded, in the order of
+// the cycles that first used them.
+func (d *DB) Nonces(runID string) ([]NonceUse, error) {
+	rows, err := d.db.Query(`SELECT board, proto, key, nonce, ct, cycle FROM nonces
+		WHERE run = ? ORDER BY board, cycle`, runID)
+	if err != nil {
+		return nil, d.wrap("read nonces of "+runID, err)
+	}
+	defer rows.Close()
+	var out []NonceUse
+	for rows.Next() {
+		var n NonceUse
+		var ct int64
+		if err := rows.Scan(&n.Board, &n.Proto, &n.Key, &n.Nonce, &ct, &n.Cycle); err != nil {
+			return nil, d.wrap("read nonces of "+runID, err)
+		}
+		n.CT = uint64(ct)
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, d.wrap("read nonces of "+runID, err)
 	}
 	return out, nil
 }

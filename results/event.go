@@ -36,6 +36,9 @@ const (
 	CycleStart    Kind = "cycle.start" // Text: the planned cut; Attrs "planned": the board's cycles
 	Phase         Kind = "phase"       // a board enters a phase of its cycle; Text is one of the Phase… names
 	CycleOutcome  Kind = "cycle.outcome"
+	DTLSHandshake Kind = "dtls.handshake" // a DTLS session set up; Text: full, abbreviated or none; Dur; Attrs "bytes"
+	EchoChallenge Kind = "echo.challenge" // the device asked for proof of freshness (RFC 9175 Echo)
+	Security      Kind = "security"       // a security finding (nonce reuse, accepted replay); Text says which
 	Note          Kind = "note"
 )
 

@@ -102,7 +102,13 @@ func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
 			}
 			if failed(c) {
 				p := &JUnitProblem{Message: xmlSafe(problemMessage(c)), Type: string(c.Outcome), Text: xmlSafe(problemText(c))}
-				if c.Outcome.BenchFailure() {
+				if len(c.Findings) > 0 {
+					// A security finding is the device's failure, whatever
+					// else happened in the cycle.
+					p.Type = c.Findings[0].Kind
+					tc.Failure = p
+					suite.Failures++
+				} else if c.Outcome.BenchFailure() {
 					tc.Error = p
 					suite.Errors++
 				} else {
@@ -126,6 +132,9 @@ func BuildJUnit(s Summary, cycles []Cycle) JUnitSuites {
 func seconds(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
 
 func problemMessage(c Cycle) string {
+	if len(c.Findings) > 0 {
+		return c.Findings[0].Kind + ": " + c.Findings[0].Detail
+	}
 	why := failureWhy(c.Missed, c.Reason)
 	if why == "" {
 		return string(c.Outcome)
@@ -145,6 +154,9 @@ func problemText(c Cycle) string {
 	}
 	if c.Missed != "" {
 		fmt.Fprintf(&b, "missed cut: %s\n", c.Missed)
+	}
+	for _, f := range c.Findings {
+		fmt.Fprintf(&b, "security: %s: %s\n", f.Kind, f.Detail)
 	}
 	if c.Attempts > 1 {
 		fmt.Fprintf(&b, "attempts: %d\n", c.Attempts)

@@ -68,6 +68,8 @@ type Failure struct {
 	Reason    string  `json:"reason,omitempty"`
 	// Missed says why the planned cut did not land (outcome missed-cut).
 	Missed string `json:"missed,omitempty"`
+	// Findings are the cycle's security findings.
+	Findings []Finding `json:"findings,omitempty"`
 }
 
 // CutPoint is where one cycle's power was cut and how the cycle ended.
@@ -110,11 +112,14 @@ type BoardSummary struct {
 	Failures    int `json:"failures"`
 	InfraErrors int `json:"infra_errors"`
 	// MissedCuts counts cycles whose planned cut did not land.
-	MissedCuts      int           `json:"missed_cuts"`
-	RecoveryAnswer  DurationStats `json:"recovery_answer"`
-	RecoveryVersion DurationStats `json:"recovery_version"`
-	TriggerLatency  DurationStats `json:"trigger_latency"`
-	Verdict         Verdict       `json:"verdict"`
+	MissedCuts int `json:"missed_cuts"`
+	// Findings counts security findings by kind (nonce-reuse,
+	// replay-accepted), zeros included.
+	Findings        map[string]int `json:"security_findings"`
+	RecoveryAnswer  DurationStats  `json:"recovery_answer"`
+	RecoveryVersion DurationStats  `json:"recovery_version"`
+	TriggerLatency  DurationStats  `json:"trigger_latency"`
+	Verdict         Verdict        `json:"verdict"`
 }
 
 // Summary is a run's result: what OUT/summary.json holds. Durations are
@@ -139,6 +144,9 @@ type Summary struct {
 	InfraErrors int       `json:"infra_errors"`
 	// MissedCuts counts cycles whose planned cut did not land.
 	MissedCuts int `json:"missed_cuts"`
+	// Findings counts security findings by kind (nonce-reuse,
+	// replay-accepted), zeros included: any finding fails the run.
+	Findings map[string]int `json:"security_findings"`
 	// RecoveryVersion is power-on to the new version running, over the
 	// cycles that reached it; RecoveryAnswer power-on to the device
 	// answering.
@@ -164,6 +172,7 @@ func Summarize(run RunInfo, cycles []Cycle) Summary {
 		Cycles:   len(cycles),
 		Outcomes: zeroOutcomes(),
 		Failures: []Failure{},
+		Findings: zeroFindings(),
 		Cuts:     []CutPoint{},
 		PerBoard: []BoardSummary{},
 	}
@@ -184,7 +193,10 @@ func Summarize(run RunInfo, cycles []Cycle) Summary {
 		deviceFailures += countFailure(c, &s.InfraErrors, &s.MissedCuts)
 		if failed(c) {
 			s.Failures = append(s.Failures, Failure{Board: c.Board, Cycle: c.Cycle, Plan: c.Plan,
-				Outcome: c.Outcome, Reflashed: c.Reflashed, Reason: c.Reason, Missed: c.Missed})
+				Outcome: c.Outcome, Reflashed: c.Reflashed, Reason: c.Reason, Missed: c.Missed, Findings: c.Findings})
+		}
+		for _, f := range c.Findings {
+			s.Findings[f.Kind]++
 		}
 		if c.RecoveryAnswer > 0 {
 			answer = append(answer, c.RecoveryAnswer)
@@ -229,7 +241,7 @@ func Summarize(run RunInfo, cycles []Cycle) Summary {
 }
 
 func boardSummary(board string, planned int, cs []Cycle) BoardSummary {
-	bs := BoardSummary{Board: board, Planned: planned, Outcomes: zeroOutcomes()}
+	bs := BoardSummary{Board: board, Planned: planned, Outcomes: zeroOutcomes(), Findings: zeroFindings()}
 	var answer, version, latency []time.Duration
 	deviceFailures := 0
 	for _, c := range cs {
@@ -241,6 +253,9 @@ func boardSummary(board string, planned int, cs []Cycle) BoardSummary {
 		deviceFailures += countFailure(c, &bs.InfraErrors, &bs.MissedCuts)
 		if failed(c) {
 			bs.Failures++
+		}
+		for _, f := range c.Findings {
+			bs.Findings[f.Kind]++
 		}
 		if c.RecoveryAnswer > 0 {
 			answer = append(answer, c.RecoveryAnswer)
@@ -283,6 +298,9 @@ func (c Cycle) CutPoint() CutPoint {
 // the job does not accept).
 func countFailure(c Cycle, infra, missed *int) int {
 	switch {
+	case len(c.Findings) > 0:
+		// The device broke its own protection, wherever the bench stood.
+		return 1
 	case c.Outcome == InfraError:
 		*infra++
 	case c.Outcome == MissedCut:
@@ -296,7 +314,14 @@ func countFailure(c Cycle, infra, missed *int) int {
 // failed reports whether c counts as a failure: an outcome the job does
 // not accept, or a bench failure (never acceptable, whatever the job
 // says: a missed cut tested nothing).
-func failed(c Cycle) bool { return !c.Accepted || c.Outcome.BenchFailure() }
+func failed(c Cycle) bool {
+	return !c.Accepted || c.Outcome.BenchFailure() || len(c.Findings) > 0
+}
+
+// zeroFindings counts no finding of each kind.
+func zeroFindings() map[string]int {
+	return map[string]int{FindingNonceReuse: 0, FindingReplayAccepted: 0}
+}
 
 func verdict(deviceFailures, benchFailures int) Verdict {
 	switch {

@@ -67,10 +67,17 @@ func WriteTable(w io.Writer, s Summary) error {
 		if why := failureWhy(f.Missed, f.Reason); why != "" {
 			line += ": " + why
 		}
+		for _, fd := range f.Findings {
+			line += "; SECURITY " + fd.Kind + ": " + fd.Detail
+		}
 		fmt.Fprintln(w, line)
 	}
-	_, err := fmt.Fprintf(w, "verdict: %s (%d cycles, %d failed, infra errors: %d, missed cuts: %d)\n",
-		s.Verdict, s.Cycles, len(s.Failures), s.InfraErrors, s.MissedCuts)
+	sec := ""
+	if n := s.Findings[FindingNonceReuse] + s.Findings[FindingReplayAccepted]; n > 0 {
+		sec = fmt.Sprintf(", security findings: %d (nonce reuse %d, replay accepted %d)", n, s.Findings[FindingNonceReuse], s.Findings[FindingReplayAccepted])
+	}
+	_, err := fmt.Fprintf(w, "verdict: %s (%d cycles, %d failed, infra errors: %d, missed cuts: %d%s)\n",
+		s.Verdict, s.Cycles, len(s.Failures), s.InfraErrors, s.MissedCuts, sec)
 	if err != nil {
 		return fmt.Errorf("results: table: %w", err)
 	}

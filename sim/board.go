@@ -37,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fudbench/fudbench/coap/oscore"
 	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/sim/coapsrv"
@@ -91,11 +92,30 @@ type Config struct {
 	// in memory and puts the link in a temporary directory.
 	StateDir string
 
-	UDPAddrs    []string // default 127.0.0.1:0 and [::1]:0; ports stay fixed across reboots
-	DTLSAddr    string   // default 127.0.0.1:0; "-" disables DTLS
-	PSKIdentity string   // default "fudbench"
-	PSK         []byte   // default DevPSK
-	GDBAddr     string   // default 127.0.0.1:0; "-" disables the probe port
+	UDPAddrs []string // default 127.0.0.1:0 and [::1]:0; ports stay fixed across reboots
+	// OSCORE is the device's OSCORE security context (its sender ID is
+	// the device's); nil serves no OSCORE endpoint. OSCOREAddr is where
+	// the endpoint listens, default 127.0.0.1:0.
+	OSCORE     *oscore.Params
+	OSCOREAddr string
+	// DTLSCache is what the recovery record keeps of the DTLS session
+	// that prepared an update: DTLSCacheNone (default), DTLSCacheSession
+	// or DTLSCacheState.
+	DTLSCache string
+	// SSNPersist is how sender sequence numbers (OSCORE) and record
+	// sequence numbers (a restored DTLS record layer) survive a cut:
+	// SSNWindow (default) or the bug SSNNone. SSNWindowSize is the
+	// window (default 32).
+	SSNPersist    string
+	SSNWindowSize int
+	// ReplayAfterBoot is what the device does with a secured request it
+	// cannot tell fresh after a boot: ReplayChallenge (default) or the bug
+	// ReplayAccept.
+	ReplayAfterBoot string
+	DTLSAddr        string // default 127.0.0.1:0; "-" disables DTLS
+	PSKIdentity     string // default "fudbench"
+	PSK             []byte // default DevPSK
+	GDBAddr         string // default 127.0.0.1:0; "-" disables the probe port
 
 	ConsoleLink string // stable symlink to the console pty; default StateDir/NAME.console
 	Reenumerate bool   // a power-on brings a new pty behind ConsoleLink
@@ -151,19 +171,22 @@ type Board struct {
 	parked  bool
 	drained sync.WaitGroup
 
-	mu       sync.Mutex // guards the fields below
-	powered  bool
-	epoch    uint64
-	mode     string
-	ram      *ram
-	boots    uint32
-	cause    string
-	servers  []*coapsrv.Server
-	udpAddrs []string
-	dtlsAddr string
-	changed  chan struct{}
-	cuts     []CutRecord
-	closed   bool
+	mu         sync.Mutex // guards the fields below
+	powered    bool
+	epoch      uint64
+	mode       string
+	ram        *ram
+	boots      uint32
+	cause      string
+	servers    []*coapsrv.Server
+	udpAddrs   []string
+	dtlsAddr   string
+	oscoreAddr string
+	changed    chan struct{}
+	cuts       []CutRecord
+	closed     bool
+
+	ks keystore // protected storage: survives cuts and reflashing
 
 	console  *simconsole.Console
 	gdbLn    net.Listener
@@ -190,6 +213,7 @@ type ram struct {
 	naiveSize  uint32 // bytes written so far
 	naiveBusy  bool
 	naiveTotal uint32 // Size1 announced, 0 unknown
+	sec        secRAM
 }
 
 func (c *Config) defaults() error {
@@ -237,6 +261,26 @@ func (c *Config) defaults() error {
 	}
 	if c.GDBAddr == "" {
 		c.GDBAddr = "127.0.0.1:0"
+	}
+	if c.OSCORE != nil && c.OSCOREAddr == "" {
+		c.OSCOREAddr = "127.0.0.1:0"
+	}
+	if c.DTLSCache == "" {
+		c.DTLSCache = DTLSCacheNone
+	}
+	if c.SSNPersist == "" {
+		c.SSNPersist = SSNWindow
+	}
+	if c.ReplayAfterBoot == "" {
+		c.ReplayAfterBoot = ReplayChallenge
+	}
+	switch {
+	case c.DTLSCache != DTLSCacheNone && c.DTLSCache != DTLSCacheSession && c.DTLSCache != DTLSCacheState:
+		return fmt.Errorf("sim: board %s: dtls_cache %q: want none, session or state", c.Name, c.DTLSCache)
+	case c.SSNPersist != SSNWindow && c.SSNPersist != SSNNone:
+		return fmt.Errorf("sim: board %s: ssn_persist %q: want window or none", c.Name, c.SSNPersist)
+	case c.ReplayAfterBoot != ReplayChallenge && c.ReplayAfterBoot != ReplayAccept:
+		return fmt.Errorf("sim: board %s: replay_after_boot %q: want challenge or accept", c.Name, c.ReplayAfterBoot)
 	}
 	if c.PublicKey == nil {
 		c.PublicKey = fwimage.DevKey().Public().(ed25519.PublicKey)

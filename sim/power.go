@@ -281,6 +281,9 @@ func (b *Board) boot(ep uint64) {
 	if !b.alive(ep) {
 		return
 	}
+	if r.mode != ModeHalted && !b.initSecurity(ep, r) {
+		return
+	}
 	switch r.mode {
 	case ModeApp:
 		b.console.Printf("APP v%s seq=%d mode=app reset=%s boots=%d ready", r.app.Version, r.app.Seq, cause, boots)

@@ -20,6 +20,9 @@ func (b *Board) startCoAP(ep uint64, r *ram) ([]*coapsrv.Server, error) {
 		return b.serve(ep, req)
 	}
 	opts := coapsrv.Options{Logger: b.log}
+	oscoreH := func(ctx context.Context, req *coapsrv.Request) *coapsrv.Response {
+		return b.serveOSCORE(ep, req)
+	}
 	b.mu.Lock()
 	if b.udpAddrs == nil {
 		b.udpAddrs = append([]string(nil), b.cfg.UDPAddrs...)
@@ -49,7 +52,9 @@ func (b *Board) startCoAP(ep uint64, r *ram) ([]*coapsrv.Server, error) {
 		b.udpAddrs[i] = s.Addr().String()
 		b.mu.Unlock()
 	}
+	next := len(udp)
 	if dtlsAddr != "-" {
+		next++
 		psk := func(id []byte) ([]byte, error) {
 			want := []byte(b.cfg.PSKIdentity)
 			// Recovery reuses the security context the record cached: only
@@ -66,13 +71,40 @@ func (b *Board) startCoAP(ep uint64, r *ram) ([]*coapsrv.Server, error) {
 		if err != nil {
 			return fail(fmt.Errorf("sim: board %s: coaps %s: %w", b.cfg.Name, dtlsAddr, err))
 		}
-		s, err := coapsrv.ServeDTLS(sock, psk, h, opts)
+		dopts := coapsrv.DTLSOptions{DTLSCID: b.cfg.DTLSCache == DTLSCacheState}
+		if b.cfg.DTLSCache == DTLSCacheSession {
+			dopts.DTLSSessions = r.sec.sessions
+		}
+		s, err := coapsrv.ServeDTLSWith(sock, psk, h, opts, dopts)
 		if err != nil {
 			return fail(fmt.Errorf("sim: board %s: coaps %s: %w", b.cfg.Name, dtlsAddr, err))
 		}
 		servers = append(servers, s)
+		b.restoreDTLS(r, s)
 		b.mu.Lock()
 		b.dtlsAddr = s.Addr().String()
+		b.mu.Unlock()
+	}
+	if b.cfg.OSCORE != nil && b.cfg.OSCOREAddr != "-" {
+		b.mu.Lock()
+		if b.oscoreAddr == "" {
+			b.oscoreAddr = b.cfg.OSCOREAddr
+		}
+		addr := b.oscoreAddr
+		b.mu.Unlock()
+		sock, err := b.sock(next, addr)
+		if err != nil {
+			return fail(fmt.Errorf("sim: board %s: oscore %s: %w", b.cfg.Name, addr, err))
+		}
+		oopts := opts
+		oopts.OSCORE = true
+		s, err := coapsrv.ServeUDP(sock, oscoreH, oopts)
+		if err != nil {
+			return fail(fmt.Errorf("sim: board %s: oscore %s: %w", b.cfg.Name, addr, err))
+		}
+		servers = append(servers, s)
+		b.mu.Lock()
+		b.oscoreAddr = s.Addr().String()
 		b.mu.Unlock()
 	}
 	return servers, nil
@@ -88,6 +120,14 @@ func (b *Board) Endpoints() (udp []string, dtls string) {
 		d = ""
 	}
 	return append([]string(nil), b.udpAddrs...), d
+}
+
+// OSCOREAddr is the board's OSCORE endpoint (host:port), "" if it has
+// none; fixed once the board first boots.
+func (b *Board) OSCOREAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.oscoreAddr
 }
 
 func cborResp(c codes.Code, v any) *coapsrv.Response {
@@ -106,6 +146,26 @@ func (b *Board) serve(ep uint64, req *coapsrv.Request) *coapsrv.Response {
 	r := b.current(ep)
 	if r == nil {
 		return nil
+	}
+	if s := req.DTLS; s != nil {
+		if r.sec.restored && s.Restored() {
+			// A record layer restored from the cache: the device cannot
+			// tell an old request sent again from a new one until the
+			// bench answers its Echo.
+			ok, echo := r.challenge(req.Options)
+			if !ok {
+				if !b.guardDTLS(ep, r, s) {
+					return nil
+				}
+				return echoResponse(echo)
+			}
+			if b.cfg.ReplayAfterBoot == ReplayChallenge {
+				s.SetRecvFloor(s.LastRecvSeq())
+			}
+		}
+		if !b.guardDTLS(ep, r, s) {
+			return nil
+		}
 	}
 	resp, reset := b.route(ep, r, req)
 	if !b.alive(ep) {
@@ -141,7 +201,7 @@ func (b *Board) route(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv.Respons
 		if b.cfg.Strategy != InplaceRecovery {
 			return failure(codes.NotFound, "", "this firmware has no resumable update (naive-inplace)"), false
 		}
-		return b.prepare(r, req)
+		return b.prepare(ep, r, req)
 	case req.Path == fwproto.PathFW && (req.Code == codes.PUT || req.Code == codes.POST):
 		if b.cfg.Strategy == NaiveInplace {
 			return b.naiveBlock(r, req)
@@ -156,7 +216,7 @@ func (b *Board) route(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv.Respons
 
 // prepare writes the recovery record (power-safely) and reboots into
 // recovery once the reply is out.
-func (b *Board) prepare(r *ram, req *coapsrv.Request) (*coapsrv.Response, bool) {
+func (b *Board) prepare(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv.Response, bool) {
 	p, err := fwproto.DecodePrepare(req.Payload)
 	if err != nil {
 		return failure(codes.BadRequest, "", err.Error()), false
@@ -181,6 +241,11 @@ func (b *Board) prepare(r *ram, req *coapsrv.Request) (*coapsrv.Response, bool) 
 		if sector == b.lay.RecA {
 			target = b.lay.RecB
 		}
+	}
+	// The security context of the session that prepares the update, for
+	// the recovery bootloader.
+	if !b.cacheSecurity(ep, r, req) {
+		return nil, false
 	}
 	// Journal first: a cut after this leaves the old record, which is
 	// either done (the app boots) or a transfer that restarts from 0.

@@ -6,7 +6,9 @@ import (
 	"math"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
@@ -46,6 +48,28 @@ type Settings struct {
 	GDB         OptionalAddr  `yaml:"gdb"`
 	ConsoleLink string        `yaml:"console_link"`
 	Reenumerate bool          `yaml:"reenumerate"`
+	// The cached security context (docs/protocol.md).
+	OSCORE           OptionalAddr `yaml:"oscore"`
+	OSCORESecretFile PSKFile      `yaml:"oscore_secret_file"`
+	DTLSCache        Choice       `yaml:"dtls_cache"`
+	SSNPersist       Choice       `yaml:"ssn_persist"`
+	SSNWindow        int          `yaml:"ssn_window"`
+	ReplayAfterBoot  Choice       `yaml:"replay_after_boot"`
+}
+
+// Choice is a setting's value from a fixed list, kept with its position
+// so that ConfigFromSection can check it against its key's list.
+type Choice struct {
+	V   string
+	pos config.Pos
+}
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (c *Choice) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "value", func(v string) error {
+		c.V, c.pos = v, config.PosOf(n)
+		return nil
+	})
 }
 
 // FlashSettings are the keys of a sim: section's flash: mapping.
@@ -95,6 +119,43 @@ func ConfigFromSection(name string, sec Section) (Config, error) {
 	}
 	for _, a := range s.CoAP {
 		c.UDPAddrs = append(c.UDPAddrs, string(a))
+	}
+	for _, ch := range []struct {
+		key  string
+		v    Choice
+		want []string
+		dst  *string
+	}{
+		{"dtls_cache", s.DTLSCache, []string{DTLSCacheNone, DTLSCacheSession, DTLSCacheState}, &c.DTLSCache},
+		{"ssn_persist", s.SSNPersist, []string{SSNWindow, SSNNone}, &c.SSNPersist},
+		{"replay_after_boot", s.ReplayAfterBoot, []string{ReplayChallenge, ReplayAccept}, &c.ReplayAfterBoot},
+	} {
+		if ch.v.V == "" {
+			continue
+		}
+		if !slices.Contains(ch.want, ch.v.V) {
+			return Config{}, errAt(sec, ch.v.pos, "%s %q: want %s", ch.key, ch.v.V, strings.Join(ch.want, ", "))
+		}
+		*ch.dst = ch.v.V
+	}
+	if s.SSNWindow < 0 || s.SSNWindow > 1<<20 {
+		return Config{}, sec.Errorf("ssn_window %d: want 1 to %d", s.SSNWindow, 1<<20)
+	}
+	c.SSNWindowSize = s.SSNWindow
+	if s.OSCORE != "" && s.OSCORE != "-" {
+		p := DevOSCORE()
+		c.OSCORE, c.OSCOREAddr = &p, string(s.OSCORE)
+		if s.OSCORESecretFile.Path != "" {
+			path := s.OSCORESecretFile.Path
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(sec.Dir(), path)
+			}
+			secret, err := config.ReadPSK(path)
+			if err != nil {
+				return Config{}, errAt(sec, s.OSCORESecretFile.pos, "oscore_secret_file: %v", err)
+			}
+			p.MasterSecret = secret
+		}
 	}
 	if s.PSKFile.Path != "" {
 		path := s.PSKFile.Path

@@ -136,12 +136,17 @@ type Info struct {
 	CoAP        []string `json:"coap"`
 	CoAPS       string   `json:"coaps,omitempty"`
 	PSKIdentity string   `json:"psk_identity,omitempty"`
-	GDB         string   `json:"gdb,omitempty"`
-	Console     string   `json:"console"`
-	ConsoleLink string   `json:"console_link"`
-	PowerPin    string   `json:"power_pin,omitempty"`
-	BusyPin     string   `json:"busy_pin,omitempty"`
-	Boots       uint32   `json:"boots"`
+	// OSCORE is the OSCORE endpoint (host:port), "" when the board has none.
+	OSCORE string `json:"oscore,omitempty"`
+	// Security says how the board keeps its security context across
+	// power cuts (dtls_cache, ssn_persist, replay_after_boot).
+	Security    string `json:"security,omitempty"`
+	GDB         string `json:"gdb,omitempty"`
+	Console     string `json:"console"`
+	ConsoleLink string `json:"console_link"`
+	PowerPin    string `json:"power_pin,omitempty"`
+	BusyPin     string `json:"busy_pin,omitempty"`
+	Boots       uint32 `json:"boots"`
 }
 
 // Info describes the board's wiring and state.
@@ -150,7 +155,7 @@ func (b *Board) Info() Info {
 	in := Info{
 		Name: b.Name(), Strategy: b.Strategy(), Mode: b.Mode(), Powered: b.Powered(),
 		CoAP: udp, CoAPS: dtls, GDB: b.GDBAddr(), Console: b.ConsolePath(), ConsoleLink: b.ConsoleLink(),
-		Boots: b.Boots(),
+		Boots: b.Boots(), OSCORE: b.OSCOREAddr(), Security: b.securityInfo(),
 	}
 	if dtls != "" {
 		in.PSKIdentity = b.cfg.PSKIdentity

@@ -29,13 +29,42 @@ type builtinBoard struct {
 	Strategy    sim.Strategy
 	Tags        []string
 	Reenumerate bool
-	// Ports of `fudbench sim`'s boards: CoAP, CoAP over DTLS, GDB.
-	CoAP, CoAPS, GDB int
+	// Ports of `fudbench sim`'s boards: CoAP, CoAP over DTLS, GDB, and
+	// OSCORE for the boards that have it.
+	CoAP, CoAPS, GDB, OSCORE int
+	// Security: what the board caches of its security context, and the
+	// bugs it has (docs/sim.md, docs/protocol.md).
+	DTLSCache, SSNPersist string
 }
 
 var builtinBoards = []builtinBoard{
 	{Name: "sim-safe", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "safe", "inplace-recovery"}, CoAP: 5683, CoAPS: 5684, GDB: 3333},
 	{Name: "sim-naive", Strategy: sim.NaiveInplace, Tags: []string{"sim", "naive", "naive-inplace"}, Reenumerate: true, CoAP: 5693, CoAPS: 5694, GDB: 3334},
+	// The seed's case: OSCORE with everything cached, and the classic bug.
+	{Name: "sim-oscore", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "safe", "inplace-recovery", "oscore"}, CoAP: 5703, CoAPS: 5704, OSCORE: 5705, GDB: 3335},
+	{Name: "sim-oscore-nossn", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "oscore", "ssn-persist-none"}, CoAP: 5713, CoAPS: 5714, OSCORE: 5715, GDB: 3336, SSNPersist: sim.SSNNone},
+	// DTLS with the record layer restored after a cut: no handshake.
+	{Name: "sim-dtls", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "safe", "inplace-recovery", "dtls", "dtls-state"}, CoAP: 5723, CoAPS: 5724, GDB: 3337, DTLSCache: sim.DTLSCacheState},
+}
+
+// config is the board's sim configuration, without addresses.
+func (b builtinBoard) config() sim.Config {
+	c := sim.Config{Name: b.Name, Strategy: b.Strategy, Reenumerate: b.Reenumerate, DTLSCache: b.DTLSCache, SSNPersist: b.SSNPersist}
+	if b.OSCORE != 0 {
+		p := sim.DevOSCORE()
+		c.OSCORE = &p
+	}
+	return c
+}
+
+// Entry is the board's coap: entry in the built-in bench as `fudbench
+// sim` serves it.
+func (b builtinBoard) Entry() string {
+	osc := ""
+	if b.OSCORE != 0 {
+		osc = fmt.Sprintf("127.0.0.1:%d", b.OSCORE)
+	}
+	return simbench.CoAPEntry(b.config(), fmt.Sprintf("127.0.0.1:%d", b.CoAP), fmt.Sprintf("127.0.0.1:%d", b.CoAPS), osc)
 }
 
 // simBenchTmpl is the built-in simulated bench as `fudbench sim` serves it:
@@ -51,13 +80,22 @@ var simBenchTmpl = template.Must(template.New("sim").Funcs(template.FuncMap{"joi
     console:
       port: {{$.Dir}}/{{.Name}}.console
       patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
-    coap: {address: "127.0.0.1:{{.CoAP}}", profile: {{if eq .Strategy "naive-inplace"}}block1{{else}}resumable{{end}}}
+    coap: {{.Entry}}
     flash: {size: 512KiB, base: 0x0, app_address: 0x8000, erase_from: 0x4000, slot_size: 480KiB, program_time: 41us, write_unit: 4}
     sim:
       strategy: {{.Strategy}}
       coap: ["127.0.0.1:{{.CoAP}}", "[::1]:{{.CoAP}}"]
       coaps: "127.0.0.1:{{.CoAPS}}"
       gdb: "127.0.0.1:{{.GDB}}"
+{{- if .OSCORE}}
+      oscore: "127.0.0.1:{{.OSCORE}}"
+{{- end}}
+{{- if .DTLSCache}}
+      dtls_cache: {{.DTLSCache}}
+{{- end}}
+{{- if .SSNPersist}}
+      ssn_persist: {{.SSNPersist}}
+{{- end}}
 {{- if .Reenumerate}}
       reenumerate: true
 {{- end}}
@@ -94,10 +132,12 @@ func loadBench(file string) (*boards.Bench, error) {
 func inProcessBoards(timeScale float64, dir string) []simbench.Board {
 	var out []simbench.Board
 	for _, b := range builtinBoards {
-		out = append(out, simbench.Board{Tags: b.Tags, Config: sim.Config{
-			Name: b.Name, Strategy: b.Strategy, Reenumerate: b.Reenumerate,
-			TimeScale: timeScale, StateDir: dir, DTLSAddr: "-",
-		}})
+		cfg := b.config()
+		cfg.TimeScale, cfg.StateDir = timeScale, dir
+		if cfg.DTLSCache == "" {
+			cfg.DTLSAddr = "-" // the bench talks plain CoAP to it
+		}
+		out = append(out, simbench.Board{Tags: b.Tags, Config: cfg})
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fudbench/fudbench/internal/simbench"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -95,6 +96,9 @@ func newRoot(g *globals) *cobra.Command {
 
 // run executes the CLI with args and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
+	// The built-in simulated bench names its boards' development secrets
+	// by environment variable (docs/sim.md).
+	simbench.DevSecrets()
 	g := &globals{log: slog.New(slog.NewTextHandler(stderr, nil))}
 	root := newRoot(g)
 	root.SetArgs(args)

@@ -239,6 +239,10 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 	case rep.Interrupted:
 		return errInterrupted
 	case s.Verdict == results.VerdictFail:
+		if n := s.Findings[results.FindingNonceReuse] + s.Findings[results.FindingReplayAccepted]; n > 0 {
+			return &exitError{ExitDeviceFail, fmt.Errorf("%d cycle(s) failed: %d security finding(s) (nonce reuse %d, replay accepted %d)%s",
+				len(s.Failures), n, s.Findings[results.FindingNonceReuse], s.Findings[results.FindingReplayAccepted], otherFailures(s))}
+		}
 		return &exitError{ExitDeviceFail, fmt.Errorf("%d cycle(s) ended in an outcome the job does not accept", len(s.Failures))}
 	case s.Verdict == results.VerdictInfraError:
 		return infraErr(benchFailure(s))
@@ -283,6 +287,20 @@ func logLevel(verbose bool) slog.Level {
 		return slog.LevelDebug
 	}
 	return slog.LevelInfo
+}
+
+// otherFailures notes failed cycles without a security finding.
+func otherFailures(s results.Summary) string {
+	n := 0
+	for _, f := range s.Failures {
+		if len(f.Findings) == 0 {
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d more ended in an outcome the job does not accept", n)
 }
 
 // benchFailure says how the bench failed a run.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/sim"
 )
 
@@ -113,6 +113,10 @@ Ctrl-C powers every board off and exits 0.`,
 					return infraErr(err)
 				}
 			}
+			oscoreConf, err := writeOSCOREContexts(stateDir, s)
+			if err != nil {
+				return infraErr(err)
+			}
 			w := c.OutOrStdout()
 			fmt.Fprintf(w, "control endpoint: http://%s/boards\n", addr)
 			for _, b := range s.Boards {
@@ -123,6 +127,9 @@ Ctrl-C powers every board off and exits 0.`,
 				}
 				if in.CoAPS != "" {
 					fmt.Fprintf(w, "  coaps     coaps://%s  (PSK identity %q, development key)\n", in.CoAPS, in.PSKIdentity)
+				}
+				if in.OSCORE != "" {
+					fmt.Fprintf(w, "  oscore    coap://%s  (context %s)\n", in.OSCORE, oscoreConf[in.Name])
 				}
 				fmt.Fprintf(w, "  console   %s -> %s\n", in.ConsoleLink, in.Console)
 				fmt.Fprintf(w, "  gdb       %s\n", in.GDB)
@@ -164,32 +171,28 @@ boards:
     console:
       port: "{{.ConsoleLink}}"
       patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
-    coap: {address: "{{.CoAP}}", profile: {{.Profile}}}
+    coap: {{.Entry}}
     flash: {size: {{.FlashSize}}, base: {{printf "%#x" .Base}}, app_address: {{printf "%#x" .AppAddr}}, erase_from: {{printf "%#x" .EraseFrom}}, slot_size: {{.SlotSize}}, program_time: {{.ProgramTime}}, write_unit: {{.WriteUnit}}}
 {{- end}}
 `))
 
 func writeServedBench(path string, s *sim.Sim, control string, tags map[string][]string) error {
 	type entry struct {
-		Name, Control, GDB, ConsoleLink, CoAP, Profile string
-		Tags                                           []string
-		FlashSize, SlotSize, WriteUnit                 int
-		Base, AppAddr, EraseFrom                       uint32
-		ProgramTime                                    time.Duration
+		Name, Control, GDB, ConsoleLink, Entry string
+		Tags                                   []string
+		FlashSize, SlotSize, WriteUnit         int
+		Base, AppAddr, EraseFrom               uint32
+		ProgramTime                            time.Duration
 	}
 	var es []entry
 	for _, b := range s.Boards {
 		in, cfg, lay := b.Info(), b.Config(), b.Layout()
-		prof := boards.ProfileResumable
-		if cfg.Strategy == sim.NaiveInplace {
-			prof = boards.ProfileBlock1
-		}
 		t := tags[b.Name()]
 		if len(t) == 0 {
 			t = []string{"sim", string(cfg.Strategy)}
 		}
-		es = append(es, entry{Name: in.Name, Control: control, GDB: in.GDB, ConsoleLink: in.ConsoleLink, CoAP: in.CoAP[0],
-			Profile: prof, Tags: t, FlashSize: cfg.FlashSize, SlotSize: lay.AppSize(), WriteUnit: cfg.WriteAlign,
+		es = append(es, entry{Name: in.Name, Control: control, GDB: in.GDB, ConsoleLink: in.ConsoleLink,
+			Entry: simbench.CoAPEntry(cfg, in.CoAP[0], in.CoAPS, in.OSCORE), Tags: t, FlashSize: cfg.FlashSize, SlotSize: lay.AppSize(), WriteUnit: cfg.WriteAlign,
 			Base: cfg.FlashBase, AppAddr: cfg.FlashBase + uint32(lay.AppStart), EraseFrom: cfg.FlashBase + uint32(lay.BootEnd),
 			ProgramTime: time.Duration(float64(cfg.ProgramTime) * cfg.TimeScale)})
 	}
@@ -209,4 +212,26 @@ func writeServedBench(path string, s *sim.Sim, control string, tags map[string][
 		return fmt.Errorf("--write-bench: %w", err)
 	}
 	return nil
+}
+
+// writeOSCOREContexts writes, for each board with an OSCORE endpoint, the
+// client's side of its security context in libcoap's oscore_conf format
+// (coap-oscore-conf(5)), so that any OSCORE client can talk to it:
+// coap-client -E FILE,SEQFILE. It returns the files by board.
+func writeOSCOREContexts(dir string, s *sim.Sim) (map[string]string, error) {
+	out := map[string]string{}
+	for _, b := range s.Boards {
+		p := b.Config().OSCORE
+		if p == nil {
+			continue
+		}
+		client := *p
+		client.SenderID, client.RecipientID = p.RecipientID, p.SenderID
+		path := filepath.Join(dir, b.Name()+".oscore.conf")
+		if err := os.WriteFile(path, client.MarshalConf(), 0o600); err != nil {
+			return nil, fmt.Errorf("oscore context of %s: %w", b.Name(), err)
+		}
+		out[b.Name()] = path
+	}
+	return out, nil
 }

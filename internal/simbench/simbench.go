@@ -55,6 +55,7 @@ func (b *Bench) Close() error { return b.Sim.Close() }
 // each once so its endpoints are bound, powers them off again, and
 // returns them wired as a bench whose file name in messages is name.
 func Start(ctx context.Context, name string, bs []Board, log *slog.Logger) (*Bench, error) {
+	DevSecrets()
 	cfgs := make([]sim.Config, len(bs))
 	for i, b := range bs {
 		cfgs[i] = b.Config
@@ -119,7 +120,7 @@ var inventoryTmpl = template.Must(template.New("inventory").Parse(`boards:
       patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
     inputs:
       busy: {driver: gpio, pin: "{{.BusyPin}}"}
-    coap: {address: "{{index .CoAP 0}}", profile: {{if eq .Strategy "naive-inplace"}}block1{{else}}resumable{{end}}}
+    coap: {{.CoAPEntry}}
     flash: {size: {{.FlashSize}}, base: {{.Base}}, app_address: {{.AppAddr}}, erase_from: {{.EraseFrom}}, slot_size: {{.SlotSize}}, program_time: {{.ProgramTime}}, write_unit: {{.WriteUnit}}}
 {{- end}}
 `))
@@ -131,6 +132,7 @@ type inventoryBoard struct {
 	Base, AppAddr, EraseFrom string
 	ProgramTime              string
 	WriteUnit                int
+	CoAPEntry                string
 }
 
 // entry is one board's inventory entry; cfg has its defaults filled in.
@@ -143,6 +145,7 @@ func entry(info sim.Info, cfg sim.Config, lay sim.Layout, tags []string) invento
 	// block's write.
 	pt := time.Duration(float64(cfg.ProgramTime) * cfg.TimeScale)
 	return inventoryBoard{Info: info, Tags: strings.Join(tags, ", "),
+		CoAPEntry: CoAPEntry(cfg, info.CoAP[0], info.CoAPS, info.OSCORE),
 		FlashSize: cfg.FlashSize, SlotSize: lay.AppSize(),
 		Base:        fmt.Sprintf("%#x", cfg.FlashBase),
 		AppAddr:     fmt.Sprintf("%#x", cfg.FlashBase+uint32(lay.AppStart)),
@@ -174,6 +177,7 @@ func Inventory(bs []*sim.Board, tags map[string][]string) ([]byte, error) {
 // timing, for checking a job before anything is started or powered.
 // Nothing is made: no pty, no port, no file.
 func Plan(name string, bs []Board, dir string) (*boards.Bench, error) {
+	DevSecrets()
 	var in []inventoryBoard
 	for _, b := range bs {
 		lay, cfg, err := sim.LayoutOf(b.Config)
@@ -181,7 +185,7 @@ func Plan(name string, bs []Board, dir string) (*boards.Bench, error) {
 			return nil, err
 		}
 		pwr, busy := sim.PinNames(cfg.Name)
-		info := sim.Info{Name: cfg.Name, Strategy: cfg.Strategy, CoAP: []string{"127.0.0.1:0"}, GDB: "127.0.0.1:0",
+		info := sim.Info{Name: cfg.Name, Strategy: cfg.Strategy, CoAP: []string{"127.0.0.1:0"}, CoAPS: "127.0.0.1:0", OSCORE: "127.0.0.1:0", GDB: "127.0.0.1:0",
 			ConsoleLink: filepath.Join(dir, cfg.Name+".console"), PowerPin: pwr, BusyPin: busy}
 		in = append(in, entry(info, cfg, lay, b.Tags))
 	}

@@ -57,9 +57,11 @@ type Header struct {
 	Verdict                                    results.Verdict
 	Cycles, Planned, Failures, InfraErrors     int
 	MissedCuts                                 int
-	Outcomes                                   []OutcomeCount
-	Boards                                     []BoardHeader
-	Firmware                                   []string
+	// Findings counts the run's security findings (every kind).
+	Findings int
+	Outcomes []OutcomeCount
+	Boards   []BoardHeader
+	Firmware []string
 }
 
 // GridView is an outcome map with its plot.
@@ -92,8 +94,14 @@ type Report struct {
 	CutRowsAll  bool
 	CutRowsMore int
 
-	Recovery                  []Board
-	AnswerSVG, VersionSVG     template.HTML
+	Recovery              []Board
+	AnswerSVG, VersionSVG template.HTML
+	// Secure sums up each board's secured recoveries and findings;
+	// SecureRows list cycles (those with findings first), SecureMore of
+	// which are left out.
+	Secure                    []SecureBoard
+	SecureRows                []SecureRow
+	SecureMore                int
 	Throughput                []Throughput
 	ThroughputSVG, RTTSVG     template.HTML
 	RTT                       []RTTSeries
@@ -147,6 +155,7 @@ func Build(in Input) (*Report, error) {
 	r.CutTallies, r.CutRows, r.CutRowsAll, r.CutRowsMore = buildCuts(boards, in.Cycles)
 
 	r.Recovery = buildRecovery(boards, labels, in.Cycles)
+	r.Secure, r.SecureRows, r.SecureMore = buildSecure(boards, in.Cycles)
 	var err error
 	if r.AnswerSVG, _, err = plotBoxes("Power-on to answering", r.Recovery, func(b Board) []float64 { return b.Answer }); err != nil {
 		return nil, err
@@ -245,6 +254,7 @@ func header(in Input, prof map[string]string) Header {
 		Status: in.Run.Status, Started: s.Started, Verdict: s.Verdict,
 		Cycles: s.Cycles, Planned: s.Planned, Failures: len(s.Failures), InfraErrors: s.InfraErrors,
 		MissedCuts: s.MissedCuts, Firmware: in.Firmware,
+		Findings: s.Findings[results.FindingNonceReuse] + s.Findings[results.FindingReplayAccepted],
 	}
 	if !in.Run.Finished.IsZero() && !s.Started.IsZero() {
 		h.Duration = in.Run.Finished.Sub(s.Started)

@@ -173,7 +173,7 @@ func (e *dtlsEndpoint) route(from netip.AddrPort, d []byte) (*dtlsPeer, []byte) 
 			return nil, nil // a session this device does not have (any more)
 		}
 		if p.floorSet {
-			d = dropAtOrBelow(d, cidLen, p.floorEpoch, p.floor)
+			d = dropAtOrBelow(d, cidLen, p.floorEpoch, p.floor.Load())
 		}
 		return p, d
 	}
@@ -280,11 +280,12 @@ type dtlsPeer struct {
 	cid  string // the CID the peer puts on its records; guarded by e.mu
 
 	// A restored session's replay floor (RestoreDTLS): its records of
-	// floorEpoch numbered floor or lower are dropped. Set before the
-	// session is reachable.
+	// floorEpoch numbered floor or lower are dropped. floorSet and
+	// floorEpoch are set before the session is reachable; floor can be
+	// raised by the handler (DTLSSession.SetRecvFloor).
 	floorSet   bool
 	floorEpoch uint16
-	floor      uint64
+	floor      atomic.Uint64
 
 	// ReadFrom's state: pion's reader is its only caller.
 	attrs    packetio.Attributes

@@ -291,7 +291,8 @@ func FuzzCIDRecord(f *testing.F) {
 	}
 	e := &dtlsEndpoint{s: s, opts: DTLSOptions{DTLSCID: true}, peers: map[netip.AddrPort]*dtlsPeer{}, cids: map[string]*dtlsPeer{}, all: map[*dtlsPeer]struct{}{}}
 	p := e.newPeerLocked(netip.AddrPort{})
-	p.cid, p.floorSet, p.floorEpoch, p.floor = string(cid), true, 1, 10
+	p.cid, p.floorSet, p.floorEpoch = string(cid), true, 1
+	p.floor.Store(10)
 	e.cids[p.cid] = p
 	from := netip.MustParseAddrPort("127.0.0.1:5000")
 

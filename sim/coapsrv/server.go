@@ -73,7 +73,13 @@ type Options struct {
 	// 32768 also means that a client which reuses message IDs early (go-coap
 	// spends two per block) is not answered with a stale reply.
 	MaxCached int
+	// OSCORE accepts the OSCORE option (9, RFC 8613), which the handler
+	// acts on; without it the option is an unknown critical one (4.02).
+	OSCORE bool
 }
+
+// optOSCORE is the OSCORE option number (RFC 8613 §2).
+const optOSCORE = 9
 
 // Defaults for Options.
 const (
@@ -109,7 +115,8 @@ type Server struct {
 	cache    *replyCache
 	nextMID  atomic.Uint32
 
-	dtls *dtlsEndpoint // nil over plain UDP
+	dtls   *dtlsEndpoint // nil over plain UDP
+	oscore bool          // the OSCORE option is the handler's
 }
 
 func newServer(h Handler, opts Options) (*Server, error) {
@@ -136,6 +143,7 @@ func newServer(h Handler, opts Options) (*Server, error) {
 		cancel: cancel,
 		start:  time.Now(),
 		cache:  newReplyCache(opts.MaxCached, int64(opts.ExchangeLifetime)),
+		oscore: opts.OSCORE,
 	}
 	s.nextMID.Store(uint32(message.RandMID()))
 	return s, nil
@@ -373,7 +381,7 @@ func (w *worker) handle(data []byte) {
 		return
 	}
 	var resp *Response
-	if unknownCritical(m.Options) {
+	if unknownCritical(m.Options, s.oscore) {
 		if m.Type != message.Confirmable {
 			return // rejected silently, RFC 7252 §5.4.1
 		}
@@ -415,9 +423,9 @@ var badOption = Response{Code: codes.BadOption, ContentFormat: NoContentFormat}
 // unknownCritical reports whether opts hold a critical (odd-numbered) option
 // this endpoint does not act on, or a known critical option of illegal
 // length (RFC 7252 §5.4.1, §5.4.3). Q-Block and proxying are not offered.
-func unknownCritical(opts message.Options) bool {
+func unknownCritical(opts message.Options, oscore bool) bool {
 	for _, o := range opts {
-		if o.ID&1 == 0 {
+		if o.ID&1 == 0 || (oscore && o.ID == optOSCORE) {
 			continue
 		}
 		switch o.ID {

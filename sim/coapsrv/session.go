@@ -114,6 +114,27 @@ func (d *DTLSSession) LastRecvSeq() uint64 {
 	return d.state.RemoteSequenceNumber - 1
 }
 
+// Restored reports whether the session was restored from a state
+// (Server.RestoreDTLS) rather than set up by a handshake.
+func (d *DTLSSession) Restored() bool { return d.p.floorSet }
+
+// SetRecvFloor raises a restored session's replay floor: records from the
+// client numbered seq or lower are dropped from now on. A device calls it
+// once it knows a request fresh (its Echo came back), so that anything
+// older — a request captured before the cut and sent again — is refused.
+// It does nothing on a session set up by a handshake, whose keys are new.
+func (d *DTLSSession) SetRecvFloor(seq uint64) {
+	if !d.p.floorSet {
+		return
+	}
+	for {
+		old := d.p.floor.Load()
+		if seq <= old || d.p.floor.CompareAndSwap(old, seq) {
+			return
+		}
+	}
+}
+
 // pionState mirrors every field of pion v3's serialised State, so that a
 // state decoded and encoded again loses nothing (gob matches fields by
 // name). TestStatePatchKeepsEverything guards it against a pion upgrade.
@@ -242,7 +263,8 @@ func (s *Server) RestoreDTLS(state []byte, sendSeq uint64, recvFloor uint64) err
 		return errors.New("coapsrv: restore dtls session: too many sessions")
 	}
 	p.cid = cid
-	p.floorSet, p.floorEpoch, p.floor = true, st.RemoteEpoch, recvFloor
+	p.floorSet, p.floorEpoch = true, st.RemoteEpoch
+	p.floor.Store(recvFloor)
 	e.mu.Unlock()
 
 	conn, err := dtls.ResumeWithOptions(&ps, p, p.ua, p.options()...)
