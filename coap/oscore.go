@@ -247,7 +247,7 @@ func (c *Client) Replay(ctx context.Context, cp *Captured, wait time.Duration) (
 	}
 	code, opts := m.Code, m.Options
 	if cp.x != nil && hasOption(m.Options, oscore.OptionID) {
-		in, _, err := c.osc.unprotect(oscore.Message{Code: m.Code, Options: m.Options, Payload: m.Payload}, cp.x)
+		in, _, err := c.osc.unprotect(oscore.Message{Code: m.Code, Options: m.Options, Payload: m.Payload}, cp.x.Again())
 		if err != nil {
 			// Not an answer to the replayed request that verifies: the
 			// device did not act on it.

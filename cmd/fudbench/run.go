@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -145,7 +146,14 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 			return infraErr(err)
 		}
 		defer os.RemoveAll(dir)
-		sims, err := simbench.Start(ctx, builtinName, inProcessBoards(f.timeScale, dir), g.log)
+		// Only the boards the job uses are started.
+		var use []simbench.Board
+		for _, b := range inProcessBoards(f.timeScale, dir) {
+			if slices.Contains(prep.Names(), b.Name) {
+				use = append(use, b)
+			}
+		}
+		sims, err := simbench.Start(ctx, builtinName, use, g.log)
 		if err != nil {
 			return infraErr(err)
 		}

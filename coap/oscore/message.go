@@ -70,6 +70,16 @@ type Exchange struct {
 	aadBuf [aadBuf]byte
 }
 
+// Again returns a copy of a client's exchange for the request sent again
+// byte for byte (a replay test): a response to it is opened as a first
+// one, whatever answered the original.
+func (x *Exchange) Again() *Exchange {
+	y := *x
+	y.aad = y.aadBuf[:len(x.aad)]
+	y.gotPlain, y.gotPIV, y.lastPIV = false, false, 0
+	return &y
+}
+
 // newExchange starts an exchange for the request (kid, piv) and computes
 // its AAD.
 func newExchange(c *Context, client bool, kid, piv []byte) *Exchange {
