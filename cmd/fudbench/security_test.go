@@ -226,10 +226,12 @@ func (s *syncBuffer) Bytes() []byte {
 func TestSecurityDTLSKeyNotRecorded(t *testing.T) {
 	dir := t.TempDir()
 	simLog := &syncBuffer{}
+	osc := sim.DevOSCORE()
+	osc.MasterSecret = []byte(secret)
 	s, err := sim.Start([]sim.Config{{
 		Name: "sec-dtls", Pins: true, StateDir: filepath.Join(dir, "sim"),
 		UDPAddrs: []string{"127.0.0.1:0"}, DTLSAddr: "127.0.0.1:0", GDBAddr: "127.0.0.1:0",
-		PSKIdentity: "bench-sec", PSK: []byte(secret),
+		PSKIdentity: "bench-sec", PSK: []byte(secret), OSCORE: &osc,
 	}}, true, slog.New(slog.NewTextHandler(simLog, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
@@ -254,22 +256,35 @@ func TestSecurityDTLSKeyNotRecorded(t *testing.T) {
 	t.Setenv("FUDBENCH_TEST_PSK", secret)
 	for _, key := range []string{"key_file: " + yamlQuote(keyFile), "key_env: FUDBENCH_TEST_PSK"} {
 		t.Run(strings.TrimSuffix(strings.Fields(key)[0], ":"), func(t *testing.T) {
-			dtlsCampaign(t, filepath.Join(dir, strings.Fields(key)[0]), inv, info.CoAPS, key, simLog)
+			entry := fmt.Sprintf(`{address: %q, profile: resumable, dtls: {identity: bench-sec, %s}}`, info.CoAPS, key)
+			dtlsCampaign(t, filepath.Join(dir, strings.Fields(key)[0]), inv, entry, key, simLog)
+		})
+	}
+	// The OSCORE master secret, from a file and from the environment: the
+	// bench's sequence file holds a number, nothing else.
+	for _, key := range []string{"master_secret_file: " + yamlQuote(keyFile), "master_secret_env: FUDBENCH_TEST_PSK"} {
+		name := strings.TrimSuffix(strings.Fields(key)[0], ":")
+		t.Run(name, func(t *testing.T) {
+			seq := filepath.Join(dir, name, "out", "bench-oscore.seq")
+			entry := fmt.Sprintf(`{address: %q, profile: resumable, oscore: {%s, master_salt: "%x", sender_id: "01", recipient_id: "", sequence_file: %q}}`,
+				info.OSCORE, key, osc.MasterSalt, seq)
+			dtlsCampaign(t, filepath.Join(dir, name), inv, entry, key, simLog)
 		})
 	}
 }
 
 // dtlsCampaign runs the campaign with the board's DTLS endpoint and the
 // key given as key (a key_file: or key_env: entry) and scans what it left.
-func dtlsCampaign(t *testing.T, dir string, inv []byte, coaps, key string, simLog *syncBuffer) {
+func dtlsCampaign(t *testing.T, dir string, inv []byte, entry, key string, simLog *syncBuffer) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	logStart := len(simLog.Bytes())
 	coapLine := regexp.MustCompile(`(?m)^    coap: \{.*\}$`)
-	benchText := coapLine.ReplaceAllString(string(inv), fmt.Sprintf(`    coap: {address: %q, profile: resumable, dtls: {identity: bench-sec, %s}}`, coaps, key))
-	if !strings.Contains(benchText, "dtls:") {
-		t.Fatalf("bench file without dtls:\n%s", benchText)
+	benchText := coapLine.ReplaceAllString(string(inv), "    coap: "+entry)
+	oscore := strings.Contains(entry, "oscore:")
+	if !strings.Contains(benchText, "dtls:") && !oscore {
+		t.Fatalf("bench file without dtls or oscore:\n%s", benchText)
 	}
 	benchFile := runWrite(t, filepath.Join(dir, "bench.yaml"), benchText)
 	job := runWrite(t, filepath.Join(dir, "job.yaml"), `name: dtls-secret
@@ -301,9 +316,15 @@ accept: {"*": [updated]}
 		t.Fatalf("run over DTLS (%s): exit %d\nstdout:\n%s\nstderr:\n%s", key, code, outText, errText)
 	}
 	// The run did go over DTLS: the board saw sessions with the bench's
-	// PSK identity.
+	// PSK identity. Over OSCORE the board challenged with Echo after its
+	// boots, and the bench answered.
 	runLog := simLog.Bytes()[logStart:]
-	if !bytes.Contains(runLog, []byte(`msg="coap dtls session" board=sec-dtls`)) || !bytes.Contains(runLog, []byte("identity=bench-sec")) {
+	if oscore {
+		evs, _ := os.ReadFile(filepath.Join(out, "events.jsonl"))
+		if !bytes.Contains(evs, []byte(`"kind":"echo.challenge"`)) {
+			t.Errorf("no Echo challenge on the timeline: the run did not go over OSCORE")
+		}
+	} else if !bytes.Contains(runLog, []byte(`msg="coap dtls session" board=sec-dtls`)) || !bytes.Contains(runLog, []byte("identity=bench-sec")) {
 		t.Errorf("no DTLS session in the board's log:\n%s", runLog)
 	}
 	if !bytes.Contains(errText, []byte("level=DEBUG")) {

@@ -60,10 +60,15 @@ func newSimCmd(g *globals) *cobra.Command {
 		Use:   "sim [--bench FILE]",
 		Short: "Serve simulated boards in the foreground",
 		Long: `Serve simulated boards until Ctrl-C, printing for each its CoAP
-addresses, console pty, GDB port and power control. With no --bench, two
-boards: sim-safe (inplace-recovery) and sim-naive (naive-inplace, whose
-console re-enumerates behind a stable link on every power-on), on the
-ports the built-in bench of the other commands expects.
+addresses, console pty, GDB port and power control. With no --bench, the
+built-in bench on the ports its bench file in the other commands expects:
+sim-safe (inplace-recovery), sim-naive (naive-inplace, whose console
+re-enumerates behind a stable link on every power-on), sim-oscore and
+sim-oscore-nossn (OSCORE with the security context cached; the second
+restores its cached sequence number, the classic nonce-reuse bug) and
+sim-dtls (its DTLS record layer restored after a cut, no handshake). For
+each OSCORE board a client context in libcoap's oscore_conf format is
+written beside its console link (coap-client -E FILE,SEQFILE).
 
 A bench file's sim: sections may use port 0 for any address (the system
 picks free ports); --write-bench then writes a bench file that wires the
