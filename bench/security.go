@@ -15,8 +15,6 @@ import (
 // for reuse. The clients the bench dials report to it (Board.Dial).
 type secWatch struct {
 	mu         sync.Mutex
-	profile    string
-	cycle      int
 	handshakes []timedHandshake
 	echoes     []time.Time
 	findings   []results.Finding
@@ -30,10 +28,9 @@ type timedHandshake struct {
 }
 
 // start begins a cycle.
-func (w *secWatch) start(cycle int) {
+func (w *secWatch) start() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.cycle = cycle
 	w.handshakes, w.echoes, w.findings, w.reused = nil, nil, nil, nil
 }
 

@@ -67,7 +67,7 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 		Blocks: int(fwproto.Blocks(uint32(len(s.Update)), s.SZX)), BlockSize: fwproto.BlockSize(s.SZX), ImageSize: len(s.Update),
 		Start: start, Attempts: 1,
 	}
-	b.sec.start(n)
+	b.sec.start()
 	finish := func(o results.Outcome, reason string) results.Cycle {
 		c.Outcome, c.Reason = o, reason
 		c.Accepted = slices.Contains(s.Accepted, o) && o != results.MissedCut && o != results.InfraError
