@@ -170,15 +170,7 @@ func (b *Board) guardOSCORE(ep uint64, r *ram) bool {
 	if b.cfg.SSNPersist == SSNNone && r.mode == ModeRecovery {
 		return true
 	}
-	seq := r.sec.osc.SenderSeq()
-	b.ks.mu.Lock()
-	covered := seq < b.ks.oscMark
-	b.ks.mu.Unlock()
-	if covered {
-		return true
-	}
-	next := seq + b.ssnWindow()
-	return b.persist(ep, func(ks *keystore) { ks.oscMark = max(ks.oscMark, next) })
+	return b.guardSeq(ep, r.sec.osc.SenderSeq(), func(ks *keystore) *uint64 { return &ks.oscMark })
 }
 
 // guardDTLS does the same for the record sequence numbers of a restored
@@ -187,15 +179,21 @@ func (b *Board) guardDTLS(ep uint64, r *ram, s *coapsrv.DTLSSession) bool {
 	if b.cfg.DTLSCache != DTLSCacheState || s == nil || (b.cfg.SSNPersist == SSNNone && r.mode == ModeRecovery) {
 		return true
 	}
-	seq := s.NextSendSeq() + 1 // the answer, and an alert after it
+	// The answer, and an alert after it.
+	return b.guardSeq(ep, s.NextSendSeq()+1, func(ks *keystore) *uint64 { return &ks.dtlsMark })
+}
+
+// guardSeq stores the mark a window past seq unless the stored one
+// already covers seq; false if power went during the write.
+func (b *Board) guardSeq(ep, seq uint64, mark func(*keystore) *uint64) bool {
 	b.ks.mu.Lock()
-	covered := seq < b.ks.dtlsMark
+	covered := seq < *mark(&b.ks)
 	b.ks.mu.Unlock()
 	if covered {
 		return true
 	}
 	next := seq + b.ssnWindow()
-	return b.persist(ep, func(ks *keystore) { ks.dtlsMark = max(ks.dtlsMark, next) })
+	return b.persist(ep, func(ks *keystore) { m := mark(ks); *m = max(*m, next) })
 }
 
 // cacheSecurity is the app's part of prepare: the context of the session
