@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,7 +65,14 @@ func newBoardsCmd(g *globals) *cobra.Command {
 					if b.CoAP.DTLS != nil {
 						scheme = "coaps"
 					}
-					coap = fmt.Sprintf("%s://%s (%s)", scheme, b.CoAP.Address, coapProfile(b.CoAP))
+					sec := ""
+					switch {
+					case b.CoAP.OSCORE != nil:
+						sec = ", oscore"
+					case b.CoAP.DTLS != nil && b.CoAP.DTLS.Cache != "none":
+						sec = ", dtls cache " + b.CoAP.DTLS.Cache
+					}
+					coap = fmt.Sprintf("%s://%s (%s%s)", scheme, b.CoAP.Address, coapProfile(b.CoAP), sec)
 				}
 				ins := "-"
 				if names := b.InputNames(); len(names) > 0 {
@@ -116,14 +124,24 @@ type usbJSON struct {
 }
 
 type coapJSON struct {
-	Address string    `json:"address"`
-	Profile string    `json:"profile"`
-	Path    string    `json:"path,omitempty"`
-	DTLS    *dtlsJSON `json:"dtls"`
+	Address string      `json:"address"`
+	Profile string      `json:"profile"`
+	Path    string      `json:"path,omitempty"`
+	DTLS    *dtlsJSON   `json:"dtls"`
+	OSCORE  *oscoreJSON `json:"oscore,omitempty"`
 }
 
 type dtlsJSON struct {
 	Identity string `json:"identity"`
+	Cache    string `json:"cache"`
+}
+
+// oscoreJSON leaves the master secret and salt out: only the IDs say
+// which context it is.
+type oscoreJSON struct {
+	SenderID     string `json:"sender_id"`    // hex, the bench's
+	RecipientID  string `json:"recipient_id"` // hex, the device's
+	SequenceFile string `json:"sequence_file,omitempty"`
 }
 
 // flashJSON is in bytes; the keys are the bench file's.
@@ -163,7 +181,10 @@ func boardToJSON(b boards.Board) boardJSON {
 	if c := b.CoAP; c != nil {
 		j.CoAP = &coapJSON{Address: c.Address, Profile: coapProfile(c), Path: c.Path}
 		if c.DTLS != nil {
-			j.CoAP.DTLS = &dtlsJSON{Identity: c.DTLS.Identity}
+			j.CoAP.DTLS = &dtlsJSON{Identity: c.DTLS.Identity, Cache: c.DTLS.Cache}
+		}
+		if o := c.OSCORE; o != nil {
+			j.CoAP.OSCORE = &oscoreJSON{SenderID: hex.EncodeToString(o.SenderID), RecipientID: hex.EncodeToString(o.RecipientID), SequenceFile: o.SequenceFile}
 		}
 	}
 	if f := b.Flash; f != nil {

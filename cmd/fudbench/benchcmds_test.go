@@ -46,7 +46,12 @@ func TestBoardsJSON(t *testing.T) {
 			Profile string `json:"profile"`
 			DTLS    *struct {
 				Identity string `json:"identity"`
+				Cache    string `json:"cache"`
 			} `json:"dtls"`
+			OSCORE *struct {
+				SenderID    string `json:"sender_id"`
+				RecipientID string `json:"recipient_id"`
+			} `json:"oscore"`
 		} `json:"coap"`
 		Flash *struct {
 			Size     int `json:"size"`
@@ -68,8 +73,14 @@ func TestBoardsJSON(t *testing.T) {
 	}
 
 	bs, out := read()
-	if len(bs) != 2 || bs[0].Name != "sim-safe" || bs[1].Name != "sim-naive" {
+	if len(bs) != 5 || bs[0].Name != "sim-safe" || bs[1].Name != "sim-naive" || bs[2].Name != "sim-oscore" || bs[4].Name != "sim-dtls" {
 		t.Fatalf("built-in bench: %s", out)
+	}
+	if o := bs[2].CoAP.OSCORE; o == nil || o.SenderID != "01" || o.RecipientID != "" || strings.Contains(out, "master") {
+		t.Errorf("sim-oscore: the bench's OSCORE context by its IDs, no secret: %s", out)
+	}
+	if d := bs[4].CoAP.DTLS; d == nil || d.Cache != "state" {
+		t.Errorf("sim-dtls: DTLS with cache state: %s", out)
 	}
 	safe, naive := bs[0], bs[1]
 	if *safe.Power != "sim" || *safe.Probe != "gdbrsp" || strings.Join(safe.Tags, ",") != "sim,safe,inplace-recovery" ||
