@@ -131,7 +131,7 @@ type OSCORE struct {
 	ReplayWindow int
 	// SequenceFile keeps the bench's sender sequence number a window
 	// ahead (RFC 8613 Appendix B.1.1); "" is a file under the user's
-	// state directory named after the context.
+	// state directory named after the bench's Sender Key.
 	SequenceFile string
 	File         string
 	At           config.Pos

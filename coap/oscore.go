@@ -1,6 +1,7 @@
 package coap
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -26,12 +27,19 @@ import (
 // a SeqFile before use (Appendix B.1.1), so the bench never uses one twice,
 // across crashes and processes included.
 type OSCORE struct {
-	mu     sync.Mutex
 	ctx    *oscore.Context
-	seq    *SeqFile
-	block  uint64
-	limit  uint64 // first number not reserved
-	params oscore.Params
+	sender *senderSeq
+}
+
+// senderSeq is the one sequence of Partial IVs under a Sender Key: the
+// contexts of every recipient that the key serves draw from it (their
+// nonces differ in nothing else).
+type senderSeq struct {
+	mu    sync.Mutex
+	file  *SeqFile
+	path  string // the file's absolute path
+	next  uint64 // the next number to use
+	limit uint64 // the first number not reserved
 }
 
 // seqBlock is how many sender sequence numbers are reserved at once.
@@ -39,12 +47,16 @@ const seqBlock = 256
 
 var (
 	oscoreMu  sync.Mutex
-	oscoreCtx = map[string]*OSCORE{}
+	oscoreCtx = map[string]*OSCORE{}    // by contextKey
+	senders   = map[string]*senderSeq{} // by senderKey
 )
 
 // NewOSCORE returns the process's OSCORE context for p, made on first use:
-// two boards configured with one context share it. seq keeps the sender
-// sequence number (nil: DefaultSeqFile).
+// two boards configured with one context share it, and contexts for
+// several recipients under one Sender Key share its sequence numbers. seq
+// keeps the sender sequence number (nil: DefaultSeqFile). One Sender Key
+// has one sequence file in a process: naming another for it is an error,
+// as the two sequences would repeat each other's nonces.
 func NewOSCORE(p oscore.Params, seq *SeqFile) (*OSCORE, error) {
 	ctx, err := oscore.New(p)
 	if err != nil {
@@ -53,21 +65,46 @@ func NewOSCORE(p oscore.Params, seq *SeqFile) (*OSCORE, error) {
 	if seq == nil {
 		seq = NewSeqFile(DefaultSeqFile(p))
 	}
-	key := contextKey(p) + "\x00" + seq.Path()
+	path, err := filepath.Abs(seq.Path())
+	if err != nil {
+		return nil, fmt.Errorf("coap: oscore: sequence file %s: %w", seq.Path(), err)
+	}
 	oscoreMu.Lock()
 	defer oscoreMu.Unlock()
+	sk := senderKey(p)
+	s := senders[sk]
+	switch {
+	case s == nil:
+		s = &senderSeq{file: seq, path: path}
+	case s.path != path:
+		return nil, fmt.Errorf("coap: oscore: sender ID %x under this master secret already keeps its sequence number in %s, not %s: two sequences under one key would repeat nonces", p.SenderID, s.path, path)
+	}
+	key := contextKey(p)
 	if o := oscoreCtx[key]; o != nil {
 		return o, nil
 	}
-	o := &OSCORE{ctx: ctx, seq: seq, block: seqBlock, params: p}
+	senders[sk] = s
+	o := &OSCORE{ctx: ctx, sender: s}
 	oscoreCtx[key] = o
 	return o, nil
 }
 
-// contextKey names a sender context without revealing its secret.
+// senderKey names a Sender Key and the nonces made with it (RFC 8613
+// §3.2.1, §5.2) without revealing the secret: the inputs of both, which
+// leave the Recipient ID out.
+func senderKey(p oscore.Params) string {
+	return paramsKey(p.MasterSecret, p.MasterSalt, p.SenderID, p.IDContext)
+}
+
+// contextKey names a whole context, its recipient included.
 func contextKey(p oscore.Params) string {
+	return paramsKey(p.MasterSecret, p.MasterSalt, p.SenderID, p.IDContext, p.RecipientID)
+}
+
+// paramsKey is a fingerprint of the byte strings in fields.
+func paramsKey(fields ...[]byte) string {
 	h := sha256.New()
-	for _, b := range [][]byte{p.MasterSecret, p.MasterSalt, p.SenderID, p.RecipientID, p.IDContext} {
+	for _, b := range fields {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(b)))
 		h.Write(n[:])
@@ -78,7 +115,8 @@ func contextKey(p oscore.Params) string {
 
 // DefaultSeqFile is where the bench keeps its sender sequence number for
 // context p when the bench file names no file: under the user's state
-// directory, named after a fingerprint of the context.
+// directory, named after a fingerprint of p's Sender Key, which the
+// contexts for all its recipients share.
 func DefaultSeqFile(p oscore.Params) string {
 	dir := os.Getenv("XDG_STATE_HOME")
 	if dir == "" {
@@ -88,29 +126,34 @@ func DefaultSeqFile(p oscore.Params) string {
 		}
 		dir = filepath.Join(home, ".local", "state")
 	}
-	return filepath.Join(dir, "fudbench", "oscore-"+contextKey(p)+".seq")
+	return filepath.Join(dir, "fudbench", "oscore-"+senderKey(p)+".seq")
 }
 
-// protect protects a request, reserving sequence numbers first when the
-// block is used up.
+// protect protects a request under the next sender sequence number,
+// reserving a block first when the reserved ones are used up. The block
+// starts past every number used, even when the file was found behind
+// them (removed, or restored from an old copy), so the file always
+// covers the number used.
 func (o *OSCORE) protect(m oscore.Message) (oscore.Message, *oscore.Exchange, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.ctx.SenderSeq() >= o.limit {
-		first, err := o.seq.Reserve(o.block)
+	s := o.sender
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next >= s.limit {
+		first, err := s.file.reserve(s.next, seqBlock)
 		if err != nil {
 			return oscore.Message{}, nil, fmt.Errorf("oscore: %w", err)
 		}
-		o.ctx.SetSenderSeq(max(first, o.ctx.SenderSeq()))
-		o.limit = first + o.block
+		s.next, s.limit = first, first+seqBlock
 	}
-	return o.ctx.ProtectRequest(m)
+	o.ctx.SetSenderSeq(s.next)
+	out, x, err := o.ctx.ProtectRequest(m)
+	// A number taken is used up, even by a request that failed.
+	s.next = max(s.next, o.ctx.SenderSeq())
+	return out, x, err
 }
 
 // unprotect opens a response to x.
 func (o *OSCORE) unprotect(m oscore.Message, x *oscore.Exchange) (oscore.Message, oscore.Use, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	return o.ctx.UnprotectResponse(m, x)
 }
 
@@ -158,13 +201,14 @@ func hasOption(opts message.Options, id message.OptionID) bool {
 func (c *Client) UseOSCORE(o *OSCORE) { c.osc = o }
 
 // protectRequest turns the plain request (code, options, payload) into
-// its OSCORE message and keeps its exchange for the response.
+// its OSCORE message and keeps its exchange for the response, and a copy
+// of it as it was sent for Capture.
 func (c *Client) protectRequest(code codes.Code, opts message.Options, payload []byte) (codes.Code, message.Options, []byte, error) {
 	m, x, err := c.osc.protect(oscore.Message{Code: code, Options: opts, Payload: payload})
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	c.oscX = x
+	c.oscX, c.oscSent = x, *x
 	return m.Code, m.Options, m.Payload, nil
 }
 
@@ -198,8 +242,13 @@ func (c *Client) unprotectResponse() bool {
 // sent again byte for byte after a power cut.
 type Captured struct {
 	datagram []byte
-	x        *oscore.Exchange // OSCORE: the request's exchange, to open answers
-	dtls     bool
+	// OSCORE: the request's exchange as it was sent, before any answer
+	// (an exchange takes one answer without a Partial IV: a device that
+	// acts on the request again answers under the same nonce), and the
+	// context that opens answers to it.
+	x    *oscore.Exchange
+	osc  *OSCORE
+	dtls bool
 }
 
 func (cp *Captured) String() string {
@@ -215,11 +264,17 @@ func (cp *Captured) String() string {
 // Capture returns the last request the client sent, as it went on the
 // wire (nil before the first).
 func (c *Client) Capture() *Captured {
-	d := c.LastRequestDatagram()
-	if d == nil {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.lastReq) == 0 {
 		return nil
 	}
-	return &Captured{datagram: d, x: c.oscX, dtls: c.dtlsOpts != nil}
+	cp := &Captured{datagram: bytes.Clone(c.lastReq), dtls: c.dtlsOpts != nil}
+	if c.oscX != nil {
+		x := c.oscSent
+		cp.x, cp.osc = &x, c.osc
+	}
+	return cp
 }
 
 // What a device did with a request sent again after a power cut.
@@ -247,7 +302,10 @@ func (c *Client) Replay(ctx context.Context, cp *Captured, wait time.Duration) (
 	}
 	code, opts := m.Code, m.Options
 	if cp.x != nil && hasOption(m.Options, oscore.OptionID) {
-		in, _, err := c.osc.unprotect(oscore.Message{Code: m.Code, Options: m.Options, Payload: m.Payload}, cp.x.Again())
+		// Each replay is checked against the request as it was sent: the
+		// device's answer under the request's nonce is one the original
+		// exchange already took.
+		in, _, err := cp.osc.unprotect(oscore.Message{Code: m.Code, Options: m.Options, Payload: m.Payload}, cp.x.Again())
 		if err != nil {
 			// Not an answer to the replayed request that verifies: the
 			// device did not act on it.

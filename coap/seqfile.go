@@ -25,7 +25,14 @@ func NewSeqFile(path string) *SeqFile { return &SeqFile{path: path} }
 func (s *SeqFile) Path() string { return s.path }
 
 // Reserve reserves n numbers and returns the first.
-func (s *SeqFile) Reserve(n uint64) (uint64, error) {
+func (s *SeqFile) Reserve(n uint64) (uint64, error) { return s.reserve(0, n) }
+
+// reserve reserves n numbers, none below floor, and returns the first:
+// the file's number, or floor when the file is behind it. A sender that
+// has used every number below floor passes floor, so that a file found
+// behind them (removed, or restored from an old copy) never leaves it
+// using a number the file does not cover.
+func (s *SeqFile) reserve(floor, n uint64) (uint64, error) {
 	fail := func(err error) (uint64, error) { return 0, fmt.Errorf("sequence file %s: %w", s.path, err) }
 	dir := filepath.Dir(s.path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -51,6 +58,7 @@ func (s *SeqFile) Reserve(n uint64) (uint64, error) {
 			return fail(fmt.Errorf("not a sequence number: %q", txt))
 		}
 	}
+	next = max(next, floor)
 	end := next + n
 	if end < next {
 		return fail(fmt.Errorf("sequence numbers exhausted"))

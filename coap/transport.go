@@ -74,8 +74,9 @@ type Client struct {
 	// OnHandshake reports).
 	OnWire func(sent, recv int)
 
-	osc  *OSCORE          // nil: no OSCORE
-	oscX *oscore.Exchange // the last OSCORE request's exchange
+	osc     *OSCORE          // nil: no OSCORE
+	oscX    *oscore.Exchange // the last OSCORE request's exchange
+	oscSent oscore.Exchange  // *oscX as it was sent, before any answer
 
 	addr    string
 	sock    *net.UDPConn
