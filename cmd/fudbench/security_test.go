@@ -261,16 +261,22 @@ func TestSecurityDTLSKeyNotRecorded(t *testing.T) {
 		})
 	}
 	// The OSCORE master secret, from a file and from the environment: the
-	// bench's sequence file holds a number, nothing else.
+	// bench's sequence file (one per sender key) holds a number, nothing
+	// else.
+	seq := filepath.Join(dir, "bench-oscore.seq")
 	for _, key := range []string{"master_secret_file: " + yamlQuote(keyFile), "master_secret_env: FUDBENCH_TEST_PSK"} {
 		name := strings.TrimSuffix(strings.Fields(key)[0], ":")
 		t.Run(name, func(t *testing.T) {
-			seq := filepath.Join(dir, name, "out", "bench-oscore.seq")
 			entry := fmt.Sprintf(`{address: %q, profile: resumable, oscore: {%s, master_salt: "%x", sender_id: "01", recipient_id: "", sequence_file: %q}}`,
 				info.OSCORE, key, osc.MasterSalt, seq)
 			dtlsCampaign(t, filepath.Join(dir, name), inv, entry, key, simLog)
 		})
 	}
+	b, err := os.ReadFile(seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scanForSecret(t, "the bench's OSCORE sequence file", b)
 }
 
 // dtlsCampaign runs the campaign with the board's DTLS endpoint and the
