@@ -180,7 +180,11 @@ func (c *Client) Close() error {
 		// pion (pion's own close_notify would carry stale sequence numbers
 		// and is not sent).
 		if c.rl != nil {
-			_, _ = c.sock.Write(c.rl.seal(nil, ctAlert, []byte{1, 0}))
+			rec := c.rl.seal(nil, ctAlert, []byte{1, 0})
+			if c.OnWire != nil {
+				c.OnWire(len(rec), 0)
+			}
+			_, _ = c.sock.Write(rec)
 		}
 		c.mu.Unlock()
 	}

@@ -23,11 +23,11 @@ import (
 	"github.com/fudbench/fudbench/sim"
 )
 
-// secureJob is the campaign BenchmarkSecuredRecovery runs on every board:
+// securedRecoveryJob is the campaign BenchmarkSecuredRecovery runs on every board:
 // the built-in demo's images (16 KiB in 1024-byte blocks), a cut after
 // every block and four cuts 300 µs into a block, the baseline flashed over
 // the probe before every cycle.
-const secureJob = `
+const securedRecoveryJob = `
 boards: [%s]
 baseline: {build: {version: 1.0.0, seq: 1, size: 16KiB, seed: 1}}
 image: {build: {version: 2.0.0, seq: 2, size: 16KiB, seed: 2}}
@@ -183,7 +183,7 @@ func quantile[T int | time.Duration](v []T, q float64) T {
 	return s[min(int(q*float64(len(s))), len(s)-1)]
 }
 
-// securedCampaign starts the five boards, runs secureJob on them in one
+// securedCampaign starts the five boards, runs securedRecoveryJob on them in one
 // campaign, checks it and returns each profile's figures.
 func securedCampaign(b *testing.B) map[string]*secureFigures {
 	b.StopTimer()
@@ -253,7 +253,7 @@ func securedCampaign(b *testing.B) map[string]*secureFigures {
 	if err != nil {
 		b.Fatalf("%v\n%s", err, inv)
 	}
-	job := parseJob(b, fmt.Sprintf(secureJob, strings.Join(names, ", "), secureBlock, secureRepeat))
+	job := parseJob(b, fmt.Sprintf(securedRecoveryJob, strings.Join(names, ", "), secureBlock, secureRepeat))
 	prep := mustPrepare(b, job, wired, nil, nil)
 	if len(prep.Update)%secureBlock != 0 {
 		b.Fatalf("update of %d bytes: want whole %d-byte blocks", len(prep.Update), secureBlock)

@@ -239,6 +239,14 @@ func (b *Board) restoreDTLS(r *ram, s *coapsrv.Server) {
 	seq := max(mark, c.dtlsSeq)
 	if b.cfg.SSNPersist == SSNNone && r.mode == ModeRecovery {
 		seq = c.dtlsSeq
+	} else {
+		// Store the next window at boot, before the first record, as
+		// OSCORE's sender sequence number is: the first answer need not
+		// wait for a keystore write.
+		next := seq + b.ssnWindow()
+		if !b.persist(r.epoch, func(ks *keystore) { ks.dtlsMark = max(ks.dtlsMark, next) }) {
+			return
+		}
 	}
 	if err := s.RestoreDTLS(c.dtlsState, seq, 0); err != nil {
 		b.log.Warn("dtls state not restored", "err", err)
