@@ -56,6 +56,12 @@ stuck-recovery, bricked, missed-cut, infra-error). A cycle whose cut did not
 happen at its planned point is missed-cut, never a survived cut; it runs
 once more by default (missed_cut: retry in the job).
 
+Over a secured link (DTLS, OSCORE) every nonce the device uses is checked
+against the whole campaign, and after each cut a request from before it
+is sent again: a reused nonce or an accepted replay is a security finding
+that fails its cycle whatever the outcome. examples/oscore.yaml runs the
+built-in OSCORE boards, one of them with the classic nonce-reuse bug.
+
 With no JOB, the built-in demo runs on the built-in simulated boards in
 this process: sim-safe must update after every cut; sim-naive may brick and
 is reflashed over its probe port.
@@ -66,7 +72,8 @@ images, each board's wiring and whether each planned cut can land.
 Writes OUT/events.jsonl (as it happens), OUT/summary.json, OUT/junit.xml,
 and every run into the SQLite database.
 
-Exit codes: 0 every outcome accepted; 1 an outcome not accepted; 2 a bad
+Exit codes: 0 every outcome accepted; 1 an outcome not accepted or a
+security finding; 2 a bad
 job or bench file; 3 the bench failed (infra-error, missed-cut); 130
 interrupted.`,
 		Args: cobra.MaximumNArgs(1),
