@@ -200,10 +200,17 @@ func TestRunSignalSafeState(t *testing.T) {
 					t.Fatalf("run ended before the signal: %v\n%s\n%s", err, stdout.String(), stderr.String())
 				case <-time.After(2 * time.Millisecond):
 				}
+				// Each board's latest word: its last acknowledged block
+				// in cycle 2 or later, unless power went off since. Both
+				// must be mid-transfer now, not at some time each: a board
+				// that ran ahead may be past its cut already.
 				mid := map[string]bool{}
 				for _, e := range sigReadEvents(evPath) {
-					if e.Kind == results.BlockAcked && e.Cycle >= 2 && e.Block >= 10 && e.Block < 150 {
-						mid[e.Board] = true
+					switch e.Kind {
+					case results.BlockAcked:
+						mid[e.Board] = e.Cycle >= 2 && e.Block >= 10 && e.Block < 150
+					case results.PowerOff:
+						mid[e.Board] = false
 					}
 				}
 				if mid["alpha"] && mid["beta"] {
