@@ -5,7 +5,6 @@
 package alloccheck
 
 import (
-	"runtime"
 	"runtime/metrics"
 	"sync"
 	"testing"
@@ -25,7 +24,6 @@ func Measure(f func()) Cost {
 	mu.Lock()
 	defer mu.Unlock()
 	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
-	runtime.GC()
 	metrics.Read(s)
 	b0, o0 := s[0].Value.Uint64(), s[1].Value.Uint64()
 	f()
