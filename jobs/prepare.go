@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -52,6 +54,8 @@ type PrepareOptions struct {
 	// before they are started).
 	NoDrivers bool
 	Log       *slog.Logger
+
+	fit slotFit // the largest slot an image file may fill (Prepare sets it)
 }
 
 // Prepared is a job checked against a bench and ready to run: nothing is
@@ -88,17 +92,19 @@ func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	p := &Prepared{Job: j, Bench: inv}
-	var err error
+	names, err := j.SelectBoards(inv.Boards)
+	if err != nil {
+		return nil, err
+	}
+	// An image file is checked against the slots before it is read: one
+	// too large for every board's slot is refused by its size alone.
+	o.fit = imageLimit(inv, names)
 	if !j.Baseline.IsZero() {
 		if p.Baseline, err = j.loadImage("baseline", j.Baseline, o); err != nil {
 			return nil, err
 		}
 	}
 	if p.Update, err = j.loadImage("update", j.Image, o); err != nil {
-		return nil, err
-	}
-	names, err := j.SelectBoards(inv.Boards)
-	if err != nil {
 		return nil, err
 	}
 	flash := o.Use == UseFlash || o.Use == UseFlashAt
@@ -184,6 +190,75 @@ func (j *Job) checkBoard(bd *boards.Board, p *Prepared, use Use, cuts bool) erro
 	return nil
 }
 
+// MaxImageFile bounds an image file read when no selected board says how
+// large its slot is: far above any microcontroller's flash (the simulated
+// boards' is at most 64 MiB), far below what would strain the bench host.
+const MaxImageFile = 256 << 20
+
+// slotFit is the largest image a selected board takes, and that board.
+type slotFit struct {
+	size  int64
+	board string
+}
+
+// imageLimit is the largest slot among the selected boards when every one
+// declares its slot size; zero size otherwise (MaxImageFile applies).
+func imageLimit(inv *boards.Bench, names []string) slotFit {
+	var fit slotFit
+	for _, n := range names {
+		bd, err := inv.Board(n)
+		if err != nil || bd.Flash == nil || bd.Flash.SlotSize <= 0 {
+			return slotFit{}
+		}
+		if bd.Flash.SlotSize > fit.size {
+			fit = slotFit{size: bd.Flash.SlotSize, board: n}
+		}
+	}
+	return fit
+}
+
+// ReadImage reads an image file of at most MaxImageFile bytes, refusing a
+// larger one by its size, before reading it.
+func ReadImage(path string) ([]byte, error) { return readImage(path, slotFit{}) }
+
+// readImage reads an image file, refusing by its size alone one that no
+// selected board's slot (or MaxImageFile) could take: a file of gigabytes
+// is never read into memory.
+func readImage(path string, fit slotFit) ([]byte, error) {
+	limit := int64(MaxImageFile)
+	if fit.size > 0 {
+		limit = fit.size
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	tooBig := func(n int64) error {
+		if fit.size > 0 {
+			return fmt.Errorf("%s: %d bytes do not fit board %s's %d-byte slot, the largest of the job's boards", path, n, fit.board, fit.size)
+		}
+		return fmt.Errorf("%s: %d bytes, more than an image can be (%d)", path, n, limit)
+	}
+	if fi.Mode().IsRegular() && fi.Size() > limit {
+		return nil, tooBig(fi.Size())
+	}
+	// A file that grows, or is not a regular file, is still read no
+	// further than the limit.
+	img, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(img)) > limit {
+		return nil, tooBig(int64(len(img)))
+	}
+	return img, nil
+}
+
 // loadImage reads or builds one of the job's images and, when it is in
 // fudbench's signed format (magic "FUDI"), verifies it: header, payload
 // digest and signature, so a corrupt or wrongly signed image fails the job
@@ -201,7 +276,7 @@ func (j *Job) loadImage(what string, spec ImageSpec, o PrepareOptions) ([]byte, 
 		name = "(built)"
 	} else {
 		var err error
-		if img, err = os.ReadFile(spec.File); err != nil {
+		if img, err = readImage(spec.File, o.fit); err != nil {
 			return nil, j.errAt(spec.At, "%s image: %v", what, err)
 		}
 	}
