@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"testing"
+
+	"github.com/fudbench/fudbench/internal/alloccheck"
 )
 
 func fuzzSeeds(f *testing.F) {
@@ -30,8 +32,14 @@ func fuzzSeeds(f *testing.F) {
 // re-encodes to exactly the bytes it came from.
 func FuzzParseHeader(f *testing.F) {
 	fuzzSeeds(f)
+	// Bounded: a header is fixed-size, whatever follows it: at most 4 KiB
+	// (and alloccheck.FuzzSlack) allocated, nothing per byte.
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := ParseHeader(b)
+		var (
+			h   *Header
+			err error
+		)
+		alloccheck.Bound(t, "ParseHeader", len(b), 0, 4<<10+alloccheck.FuzzSlack, func() { h, err = ParseHeader(b) })
 		if err != nil {
 			if h != nil {
 				t.Fatalf("header %+v with error %v", h, err)
@@ -54,8 +62,14 @@ func FuzzParseHeader(f *testing.F) {
 func FuzzVerify(f *testing.F) {
 	fuzzSeeds(f)
 	pub := DevKey().Public().(ed25519.PublicKey)
+	// Bounded like ParseHeader: Verify hashes in place, whatever the
+	// payload size the header claims.
 	f.Fuzz(func(t *testing.T, img []byte) {
-		h, err := Verify(img, pub)
+		var (
+			h   *Header
+			err error
+		)
+		alloccheck.Bound(t, "Verify", len(img), 0, 4<<10+alloccheck.FuzzSlack, func() { h, err = Verify(img, pub) })
 		if err != nil {
 			if h != nil || !isSentinel(err) {
 				t.Fatalf("Verify = %+v, %v", h, err)

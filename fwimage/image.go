@@ -353,11 +353,63 @@ func Verify(img []byte, pub ed25519.PublicKey) (*Header, error) {
 	return h, nil
 }
 
+// MaxImageSize bounds an image file ReadFile takes when no smaller bound
+// is known: the flash of the largest parts fudbench drives is a few MiB,
+// and a CoAP transfer of 1024-byte blocks reaches 1 GiB only in theory.
+const MaxImageSize = 64 << 20
+
+// ErrTooLarge marks an image file larger than the bound it is read with.
+var ErrTooLarge = errors.New("image: file too large")
+
+// ReadFile reads an image file of at most limit bytes (MaxImageSize when
+// limit is 0 or less), checking its size before it reads it: a file of
+// gigabytes, or a device such as /dev/zero that has no size, is refused
+// with an error wrapping ErrTooLarge having read at most limit+1 bytes.
+// Give the board's slot size as the limit when it is known.
+func ReadFile(path string, limit int64) ([]byte, error) {
+	if limit <= 0 {
+		limit = MaxImageSize
+	}
+	return readFile(path, limit)
+}
+
+// maxKeyFile bounds a PEM key file: an Ed25519 key is under 200 bytes of
+// PEM, and a file of several blocks is still a few KiB.
+const maxKeyFile = 64 << 10
+
+// readFile reads a file of at most limit bytes.
+func readFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%s is a directory", path)
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%w: %s is %d bytes, more than %d", ErrTooLarge, path, fi.Size(), limit)
+	}
+	// Room for the size the file claims and one read more, to see its end.
+	buf := bytes.NewBuffer(make([]byte, 0, fi.Size()+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(f, limit+1)); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > limit {
+		return nil, fmt.Errorf("%w: %s has more than %d bytes", ErrTooLarge, path, limit)
+	}
+	return buf.Bytes(), nil
+}
+
 // LoadPrivateKey reads an Ed25519 private key from a PEM file holding a
 // "PRIVATE KEY" block (PKCS#8), as written by
 // `openssl genpkey -algorithm ed25519` and WritePrivateKeyPEM.
 func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path, maxKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("image: private key: %w", err)
 	}
@@ -396,7 +448,7 @@ func parsePKCS8(der []byte) (ed25519.PrivateKey, error) {
 // "PUBLIC KEY" block (PKIX, as written by `openssl pkey -pubout`) or a
 // "PRIVATE KEY" block, from which the public key is derived.
 func LoadPublicKey(path string) (ed25519.PublicKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path, maxKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("image: public key: %w", err)
 	}

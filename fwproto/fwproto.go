@@ -66,8 +66,27 @@ const (
 	MaxSZX    = 6 // block size 1024
 	MaxTagLen = 8
 	DigestLen = 32
-	// MaxPayload bounds any CBOR payload this package decodes.
+	// MaxPayload bounds any CBOR payload this package decodes: a longer
+	// one is refused before the decoder sees it, so no length field
+	// inside it can claim more than 1024 bytes of input.
 	MaxPayload = 1024
+)
+
+// Limits of the CBOR decoder, beyond MaxPayload. fxamacker/cbor checks
+// that a payload is well formed — every byte or text string's length
+// within the bytes that remain — before it allocates anything, so a
+// length field claiming gigabytes is refused as an unexpected end of
+// data; these bound what a well-formed payload may hold.
+const (
+	// MaxCBORNesting bounds nested arrays and maps (the decoder's
+	// minimum): every payload of the protocol is one flat map.
+	MaxCBORNesting = 4
+	// MaxCBORArray bounds the elements of one array. No payload of the
+	// protocol has an array; unknown keys may, and are skipped.
+	MaxCBORArray = 64
+	// MaxCBORMapPairs bounds the pairs of one map (the decoder's
+	// minimum): State, the largest payload, has 7 keys.
+	MaxCBORMapPairs = 16
 )
 
 // ErrInvalid marks a payload that decoded but breaks the protocol's rules.
@@ -138,11 +157,13 @@ func init() {
 	}
 	decMode, err = cbor.DecOptions{
 		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:  4,
-		MaxArrayElements: 64,
-		MaxMapPairs:      16,
-		IndefLength:      cbor.IndefLengthForbidden,
-		TagsMd:           cbor.TagsForbidden,
+		MaxNestedLevels:  MaxCBORNesting,
+		MaxArrayElements: MaxCBORArray,
+		MaxMapPairs:      MaxCBORMapPairs,
+		// Indefinite lengths and tags have no use in the protocol: a
+		// payload with either is refused.
+		IndefLength: cbor.IndefLengthForbidden,
+		TagsMd:      cbor.TagsForbidden,
 	}.DecMode()
 	if err != nil {
 		panic(err)
@@ -169,7 +190,7 @@ func MustMarshal(v any) []byte {
 
 func decode(b []byte, v any) error {
 	if len(b) > MaxPayload {
-		return fmt.Errorf("%w: %d-byte payload exceeds %d", ErrInvalid, len(b), MaxPayload)
+		return fmt.Errorf("%w: %d-byte payload exceeds the %d-byte limit", ErrInvalid, len(b), MaxPayload)
 	}
 	if err := decMode.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("fwproto: decode %T: %w", v, err)

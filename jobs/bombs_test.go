@@ -45,9 +45,9 @@ func TestImageFileBombs(t *testing.T) {
 		name, file, slot, want string
 		bound                  uint64 // bytes allocated at most
 	}{
-		{"10 GiB file, 64 KiB slot", sparse, "64KiB", "do not fit board b's 65536-byte slot", 1 << 20},
-		{"10 GiB file, no slot declared", sparse, "", "more than an image can be", 1 << 20},
-		{"endless file, 64 KiB slot", "/dev/zero", "64KiB", "do not fit board b's 65536-byte slot", 1 << 20},
+		{"10 GiB file, 64 KiB slot", sparse, "64KiB", "does not fit board b's 65536-byte slot", 1 << 20},
+		{"10 GiB file, no slot declared", sparse, "", "more than 67108864", 1 << 20},
+		{"endless file, 64 KiB slot", "/dev/zero", "64KiB", "does not fit board b's 65536-byte slot", 1 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			jobFile := filepath.Join(dir, "job.yaml")

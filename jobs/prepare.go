@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"slices"
 
 	"github.com/fudbench/fudbench/bench"
@@ -190,11 +189,6 @@ func (j *Job) checkBoard(bd *boards.Board, p *Prepared, use Use, cuts bool) erro
 	return nil
 }
 
-// MaxImageFile bounds an image file read when no selected board says how
-// large its slot is: far above any microcontroller's flash (the simulated
-// boards' is at most 64 MiB), far below what would strain the bench host.
-const MaxImageFile = 256 << 20
-
 // slotFit is the largest image a selected board takes, and that board.
 type slotFit struct {
 	size  int64
@@ -202,7 +196,8 @@ type slotFit struct {
 }
 
 // imageLimit is the largest slot among the selected boards when every one
-// declares its slot size; zero size otherwise (MaxImageFile applies).
+// declares its slot size; zero size otherwise (fwimage.MaxImageSize
+// applies).
 func imageLimit(inv *boards.Bench, names []string) slotFit {
 	var fit slotFit
 	for _, n := range names {
@@ -217,46 +212,15 @@ func imageLimit(inv *boards.Bench, names []string) slotFit {
 	return fit
 }
 
-// ReadImage reads an image file of at most MaxImageFile bytes, refusing a
-// larger one by its size, before reading it.
-func ReadImage(path string) ([]byte, error) { return readImage(path, slotFit{}) }
-
 // readImage reads an image file, refusing by its size alone one that no
-// selected board's slot (or MaxImageFile) could take: a file of gigabytes
-// is never read into memory.
+// selected board's slot (or fwimage.MaxImageSize) could take: a file of
+// gigabytes is never read into memory.
 func readImage(path string, fit slotFit) ([]byte, error) {
-	limit := int64(MaxImageFile)
-	if fit.size > 0 {
-		limit = fit.size
+	img, err := fwimage.ReadFile(path, fit.size)
+	if errors.Is(err, fwimage.ErrTooLarge) && fit.size > 0 {
+		return nil, fmt.Errorf("%w: it does not fit board %s's %d-byte slot, the largest of the job's boards", err, fit.board, fit.size)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	tooBig := func(n int64) error {
-		if fit.size > 0 {
-			return fmt.Errorf("%s: %d bytes do not fit board %s's %d-byte slot, the largest of the job's boards", path, n, fit.board, fit.size)
-		}
-		return fmt.Errorf("%s: %d bytes, more than an image can be (%d)", path, n, limit)
-	}
-	if fi.Mode().IsRegular() && fi.Size() > limit {
-		return nil, tooBig(fi.Size())
-	}
-	// A file that grows, or is not a regular file, is still read no
-	// further than the limit.
-	img, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(img)) > limit {
-		return nil, tooBig(int64(len(img)))
-	}
-	return img, nil
+	return img, err
 }
 
 // loadImage reads or builds one of the job's images and, when it is in

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -244,13 +245,47 @@ func (j *JSONL) Close() error {
 	return errors.Join(errs...)
 }
 
-// MaxJSONLLine bounds one line ReadJSONL accepts.
-const MaxJSONLLine = 16 << 20
+// Bounds of what ReadJSONL reads: an events.jsonl comes back from an
+// output directory, which may come from anywhere.
+const (
+	// MaxJSONLLine bounds one line: an event the bench writes is under
+	// 1 KiB (console lines are cut at 4 KiB).
+	MaxJSONLLine = 16 << 20
+	// MaxJSONLEvents bounds the events of one stream, 2 Mi: a campaign of
+	// 4,000 cycles of 256-block updates (two events a block) fits, and
+	// the events held stay near 500 MiB (about 250 bytes each, with
+	// their strings and the slice's growth).
+	MaxJSONLEvents = 2 << 20
+)
 
 // ReadJSONL decodes an events.jsonl stream. It stops at the first line
 // that is not a whole JSON event and reports it by line number, along
-// with the events before it. Empty lines are skipped.
+// with the events before it. Empty lines are skipped. A line longer than
+// MaxJSONLLine, or more than MaxJSONLEvents events, is an error too.
 func ReadJSONL(r io.Reader) ([]Event, error) {
+	return readJSONL(r, MaxJSONLEvents)
+}
+
+// maxErrorText bounds the text of a decoding error quoted in ReadJSONL's
+// error.
+const maxErrorText = 200
+
+// clipError is err's text cut to maxErrorText bytes; a type error keeps
+// the field and type it names.
+func clipError(err error) string {
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && len(te.Value) > 40 {
+		return fmt.Sprintf("json: cannot unmarshal %s... (%d bytes) into field %s of type %v", strings.ToValidUTF8(te.Value[:40], ""), len(te.Value), te.Field, te.Type)
+	}
+	msg := err.Error()
+	if len(msg) <= maxErrorText {
+		return msg
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(msg[:maxErrorText], ""), len(msg))
+}
+
+// readJSONL is ReadJSONL with the bound on events as a parameter, so that
+// a test can reach it without millions of events.
+func readJSONL(r io.Reader, maxEvents int) ([]Event, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), MaxJSONLLine)
 	var out []Event
@@ -261,13 +296,21 @@ func ReadJSONL(r io.Reader) ([]Event, error) {
 		if len(b) == 0 {
 			continue
 		}
+		if len(out) == maxEvents {
+			return out, fmt.Errorf("results: jsonl line %d: more than %d events", line, maxEvents)
+		}
 		var e Event
 		if err := json.Unmarshal(b, &e); err != nil {
-			return out, fmt.Errorf("results: jsonl line %d: %w", line, err)
+			// encoding/json quotes a number it cannot store whole: a
+			// line of a million digits would make a megabyte message.
+			return out, fmt.Errorf("results: jsonl line %d: %s", line, clipError(err))
 		}
 		out = append(out, e)
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return out, fmt.Errorf("results: jsonl line %d: longer than %d bytes: %w", line+1, MaxJSONLLine, err)
+		}
 		return out, fmt.Errorf("results: jsonl line %d: %w", line+1, err)
 	}
 	return out, nil

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fudbench/fudbench/internal/alloccheck"
 )
 
 // splitAll feeds chunks through a splitter and flushes at the end.
@@ -124,7 +126,11 @@ func TestLineText(t *testing.T) {
 // arbitrary chunks: no panic; the lines concatenated are the input without
 // '\r' and '\n'; there are at least as many lines as '\n'; no line is
 // longer than max; valid UTF-8 input gives valid UTF-8 lines; first-byte
-// times never go backwards; lineText always gives valid UTF-8.
+// times never go backwards; lineText always gives valid UTF-8. Splitting
+// is bounded in memory: at most 64 bytes allocated per input byte plus
+// 64 KiB, all of it the test's own copies of the lines (a line a byte
+// costs a 24-byte slice header, twice with the slice's growth); the
+// splitter itself allocates nothing after newSplitter.
 func FuzzLineSplitter(f *testing.F) {
 	f.Add([]byte("boot v1.2\r\nrecovery: block 3\r\n> "), []byte{3, 1, 7}, uint8(8))
 	f.Add([]byte("\xff\xfe\x00\r\r\n\n"), []byte{1}, uint8(4))
@@ -143,18 +149,20 @@ func FuzzLineSplitter(f *testing.F) {
 			last = first
 			lines = append(lines, bytes.Clone(raw))
 		}
-		now := time.Unix(1000, 0)
-		rest := data
-		for i := 0; len(rest) > 0; i++ {
-			n := len(rest)
-			if len(cuts) > 0 {
-				n = min(n, int(cuts[i%len(cuts)])+1)
+		alloccheck.Bound(t, "splitter", len(data), 64, 64<<10+alloccheck.FuzzSlack, func() {
+			now := time.Unix(1000, 0)
+			rest := data
+			for i := 0; len(rest) > 0; i++ {
+				n := len(rest)
+				if len(cuts) > 0 {
+					n = min(n, int(cuts[i%len(cuts)])+1)
+				}
+				s.feed(rest[:n], now, emit)
+				rest = rest[n:]
+				now = now.Add(time.Millisecond)
 			}
-			s.feed(rest[:n], now, emit)
-			rest = rest[n:]
-			now = now.Add(time.Millisecond)
-		}
-		s.flush(emit)
+			s.flush(emit)
+		})
 
 		want := bytes.ReplaceAll(bytes.ReplaceAll(data, []byte("\r"), nil), []byte("\n"), nil)
 		if got := bytes.Join(lines, nil); !bytes.Equal(got, want) {

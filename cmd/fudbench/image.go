@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fudbench/fudbench/fwimage"
-	"github.com/fudbench/fudbench/jobs"
 )
 
 func newImageCmd(g *globals) *cobra.Command {
@@ -73,7 +72,7 @@ func newImageCmd(g *globals) *cobra.Command {
 		Short: "Print an image's header and whether its signature verifies",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			img, err := jobs.ReadImage(args[0])
+			img, err := fwimage.ReadFile(args[0], 0)
 			if err != nil {
 				return usageErr(fmt.Errorf("read image: %w", err))
 			}

@@ -221,7 +221,7 @@ func updateURL(c *cobra.Command, f *updateFlags, args []string, szx uint8, hub *
 		return usageErr(err)
 	}
 	ep.Tx = coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3}
-	img, err := jobs.ReadImage(args[0])
+	img, err := fwimage.ReadFile(args[0], 0)
 	if err != nil {
 		return usageErr(fmt.Errorf("read image: %w", err))
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
@@ -118,12 +119,18 @@ func (t *Tail) Quoted(prefix string, n int) string {
 	return ""
 }
 
+// lastLines reads the kept bytes from their end, so that a buffer of
+// thousands of short lines costs n strings, not one a line.
 func (t *Tail) lastLines(n int) string {
 	var lines []string
-	for l := range bytes.Lines(t.buf) {
-		if s := strings.TrimSpace(string(l)); s != "" {
-			lines = append(lines, s)
+	for rest := t.buf; len(rest) > 0 && len(lines) < n; {
+		i := bytes.LastIndexByte(rest, '\n')
+		seg := rest[i+1:]
+		rest = rest[:max(i, 0)]
+		if s := bytes.TrimSpace(seg); len(s) > 0 {
+			lines = append(lines, string(s))
 		}
 	}
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	slices.Reverse(lines)
+	return strings.Join(lines, "\n")
 }

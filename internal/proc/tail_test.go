@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/fudbench/fudbench/internal/alloccheck"
 )
 
 func TestTail(t *testing.T) {
@@ -52,11 +54,17 @@ func FuzzTail(f *testing.F) {
 			t.Skip()
 		}
 		tl := &Tail{Max: max}
-		for rest := out; len(rest) > 0; {
-			n := min(split, len(rest))
-			tl.Write(rest[:n])
-			rest = rest[n:]
-		}
+		// Bounded by Max, not by the output: at most 8×Max plus 4 bytes a
+		// byte written (a write larger than Max is copied once), plus
+		// 64 KiB and alloccheck.FuzzSlack; TestBombs measures 100 MB.
+		alloccheck.Bound(t, "Tail", len(out), 4, uint64(8*max)+64<<10+alloccheck.FuzzSlack, func() {
+			for rest := out; len(rest) > 0; {
+				n := min(split, len(rest))
+				tl.Write(rest[:n])
+				rest = rest[n:]
+			}
+			tl.lastLines(8)
+		})
 		if len(tl.buf) > max {
 			t.Fatalf("kept %d bytes, max %d", len(tl.buf), max)
 		}

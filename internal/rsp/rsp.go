@@ -37,8 +37,10 @@ var (
 // a frame restarts it, as in GDB. The checksum covers the payload as
 // transmitted. On a checksum mismatch the payload is returned together with
 // an error wrapping ErrChecksum. A payload longer than limit bytes after
-// expansion is ErrTooLong, so that a broken or hostile peer cannot make the
-// reader grow without end.
+// expansion is an error wrapping ErrTooLong, so that a broken or hostile
+// peer cannot make the reader grow without end: the payload never takes
+// more than limit bytes (about 4.4 times that allocated, as it grows),
+// whatever the input, and a run-length count expands at most 97 times.
 func ReadPacket(r *bufio.Reader, limit int) ([]byte, error) {
 	for {
 		b, err := r.ReadByte()
@@ -94,7 +96,7 @@ func ReadPacket(r *bufio.Reader, limit int) ([]byte, error) {
 				return nil, fmt.Errorf("run-length count %q at offset %d: %w", n, len(out), ErrMalformed)
 			}
 			if len(out)+repeat > limit {
-				return nil, ErrTooLong
+				return nil, tooLong(limit)
 			}
 			c := out[len(out)-1]
 			for range repeat {
@@ -104,10 +106,15 @@ func ReadPacket(r *bufio.Reader, limit int) ([]byte, error) {
 		}
 		sum += b
 		if len(out) >= limit {
-			return nil, ErrTooLong
+			return nil, tooLong(limit)
 		}
 		out = append(out, b)
 	}
+}
+
+// tooLong is ErrTooLong with the limit that was passed.
+func tooLong(limit int) error {
+	return fmt.Errorf("payload over the %d-byte limit: %w", limit, ErrTooLong)
 }
 
 func unexpectedEOF(err error) error {

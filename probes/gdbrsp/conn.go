@@ -182,7 +182,7 @@ func (c *conn) readMemoryMap(ctx context.Context) ([]byte, error) {
 			return doc, nil
 		}
 		if len(data) == 0 || len(doc) > maxMemoryMap {
-			return nil, fmt.Errorf("%s: %s: the server sent %d bytes and no end: %w", c.p, op, len(doc), probes.ErrProbe)
+			return nil, fmt.Errorf("%s: %s: the server sent %d bytes and no end (a memory map may have %d): %w", c.p, op, len(doc), maxMemoryMap, probes.ErrProbe)
 		}
 	}
 }
@@ -307,6 +307,12 @@ func (c *conn) monitor(ctx context.Context, cmd string) error {
 		switch classify(rep) {
 		case replyConsole:
 			text, _ := rsp.DecodeHex(rep[1:]) // classify checked the hex
+			if out.Len()+len(text) > maxMonitorOutput {
+				// A server that never ends its output would grow it
+				// without end: each packet renews the timeout.
+				c.broken = true
+				return fmt.Errorf("%s: %s: more than %d bytes of output and no end: %w", c.p, op, maxMonitorOutput, probes.ErrProbe)
+			}
 			out.Write(text)
 			continue
 		case replyOK:

@@ -52,8 +52,11 @@ type xmlProperty struct {
 	Value string `xml:",chardata"`
 }
 
-// maxMemoryMap bounds the memory-map document a server may send.
-const maxMemoryMap = 1 << 20
+// maxMemoryMap bounds the memory-map document a server may send: a real
+// one is under 1 KiB, and 256 KiB holds 2,500 regions of 100 bytes. The
+// bound is low because encoding/xml allocates up to 64 bytes a byte (a
+// document of nothing but nested elements): 16 MiB at most.
+const maxMemoryMap = 256 << 10
 
 // ParseMemoryMap parses GDB's memory-map XML (gdb-memory-map.dtd) as
 // served by qXfer:memory-map:read. It returns the regions sorted by start.
@@ -62,7 +65,7 @@ const maxMemoryMap = 1 << 20
 // regions must not overlap or pass 4 GiB.
 func ParseMemoryMap(doc []byte) ([]Region, error) {
 	if len(doc) > maxMemoryMap {
-		return nil, fmt.Errorf("memory map: %d bytes is too long", len(doc))
+		return nil, fmt.Errorf("memory map: %d bytes, more than the %d a memory map may have", len(doc), maxMemoryMap)
 	}
 	var m xmlMemoryMap
 	dec := xml.NewDecoder(bytes.NewReader(doc))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/fudbench/fudbench/internal/rsp"
 )
 
@@ -128,36 +129,43 @@ func FuzzReplyParser(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// Bounded: framing and parsing a reply allocate at most 256 bytes a
+	// byte of input (run-length expansion, 97 bytes for 3, and
+	// qSupported's map) plus 64 KiB and alloccheck.FuzzSlack.
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r := bufio.NewReader(bytes.NewReader(in))
-		for range 64 {
-			p, err := rsp.ReadPacket(r, maxPacket)
-			if err != nil {
-				if errors.Is(err, rsp.ErrChecksum) || errors.Is(err, rsp.ErrMalformed) {
-					continue
-				}
-				return
+		alloccheck.Bound(t, "reply parser", len(in), 256, 64<<10+alloccheck.FuzzSlack, func() { fuzzReplies(t, in) })
+	})
+}
+
+func fuzzReplies(t *testing.T, in []byte) {
+	r := bufio.NewReader(bytes.NewReader(in))
+	for range 64 {
+		p, err := rsp.ReadPacket(r, maxPacket)
+		if err != nil {
+			if errors.Is(err, rsp.ErrChecksum) || errors.Is(err, rsp.ErrMalformed) {
+				continue
 			}
-			switch classify(p) {
-			case replyConsole:
-				if _, err := rsp.DecodeHex(p[1:]); err != nil {
-					t.Fatalf("console reply %q does not decode: %v", p, err)
-				}
-			case replyError:
-				if p[0] != 'E' {
-					t.Fatalf("error reply %q", p)
-				}
+			return
+		}
+		switch classify(p) {
+		case replyConsole:
+			if _, err := rsp.DecodeHex(p[1:]); err != nil {
+				t.Fatalf("console reply %q does not decode: %v", p, err)
 			}
-			if crc, ok := parseCRC(p); ok {
-				if again, ok2 := parseCRC(fmt.Appendf(nil, "C%08x", crc)); p[0] != 'C' || !ok2 || again != crc {
-					t.Fatalf("qCRC reply %q read as %#x", p, crc)
-				}
-			}
-			if n := packetSizeOf(parseSupported(p), 400); n < 64 || n > maxPacket {
-				t.Fatalf("packet size %d from %q", n, p)
+		case replyError:
+			if p[0] != 'E' {
+				t.Fatalf("error reply %q", p)
 			}
 		}
-	})
+		if crc, ok := parseCRC(p); ok {
+			if again, ok2 := parseCRC(fmt.Appendf(nil, "C%08x", crc)); p[0] != 'C' || !ok2 || again != crc {
+				t.Fatalf("qCRC reply %q read as %#x", p, crc)
+			}
+		}
+		if n := packetSizeOf(parseSupported(p), 400); n < 64 || n > maxPacket {
+			t.Fatalf("packet size %d from %q", n, p)
+		}
+	}
 }
 
 // FuzzMemoryMap checks that whatever ParseMemoryMap accepts is a usable
@@ -167,8 +175,14 @@ func FuzzMemoryMap(f *testing.F) {
 	f.Add([]byte(`<memory-map><memory type="rom" start="010" length="8"/></memory-map>`))
 	f.Add([]byte(`<!DOCTYPE memory-map SYSTEM "x"><memory-map></memory-map>`))
 	f.Add([]byte(`<memory-map><memory type="flash" start="0" length="0x100000000"><property name="blocksize">0x80000000</property></memory></memory-map>`))
+	// Bounded: at most memMapPerByte (80) bytes allocated a byte plus
+	// memMapFixed and alloccheck.FuzzSlack (see TestBombs).
 	f.Fuzz(func(t *testing.T, doc []byte) {
-		rs, err := ParseMemoryMap(doc)
+		var (
+			rs  []Region
+			err error
+		)
+		alloccheck.Bound(t, "ParseMemoryMap", len(doc), memMapPerByte, memMapFixed+alloccheck.FuzzSlack, func() { rs, err = ParseMemoryMap(doc) })
 		if err != nil {
 			return
 		}

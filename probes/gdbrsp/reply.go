@@ -10,6 +10,11 @@ import (
 // a broken or hostile server cannot make the client grow without end.
 const maxPacket = 1 << 20
 
+// maxMonitorOutput bounds the console output a monitor command may send
+// back ('O' packets, each renewing the command's timeout): a reset or
+// halt prints a few lines; a server that never stops is refused.
+const maxMonitorOutput = 64 << 10
+
 // Reply kinds, as classify sees a reply payload.
 const (
 	replyOK      = iota // "OK"

@@ -222,7 +222,7 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 
 // parseReply decodes "CODE MESSAGE" as a two-element Tcl list.
 func parseReply(frame []byte) (reply, error) {
-	elems, err := parseList(string(frame))
+	elems, err := parseListN(string(frame), 3) // 3: "3 elements, want 2"
 	if err == nil && len(elems) != 2 {
 		err = fmt.Errorf("%d elements, want 2", len(elems))
 	}

@@ -367,7 +367,7 @@ func (p *Probe) Read(ctx context.Context, addr uint32, buf []byte) error {
 // parseBytes fills p from a read_memory result: a list of exactly
 // len(p) numbers (OpenOCD writes them as 0x..) below 256.
 func parseBytes(res string, p []byte) error {
-	elems, err := parseList(res)
+	elems, err := parseListN(res, len(p))
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,14 @@ func isSpace(b byte) bool {
 // sequences substituted. A brace or quote closing an element must be
 // followed by white space or the end.
 func parseList(s string) ([]string, error) {
+	return parseListN(s, -1)
+}
+
+// parseListN is parseList that refuses a list of more than max elements
+// (no bound when max < 0) as soon as it meets one more: a reply of
+// millions of one-byte elements would otherwise cost 16 bytes an element
+// and more as the slice grows.
+func parseListN(s string, max int) ([]string, error) {
 	var elems []string
 	i := 0
 	for {
@@ -33,6 +41,9 @@ func parseList(s string) ([]string, error) {
 		}
 		if i >= len(s) {
 			return elems, nil
+		}
+		if len(elems) == max {
+			return nil, fmt.Errorf("%w: more than %d elements", errList, max)
 		}
 		start := i
 		var elem string

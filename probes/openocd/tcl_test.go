@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fudbench/fudbench/internal/alloccheck"
 )
 
 func TestParseList(t *testing.T) {
@@ -225,8 +227,15 @@ func FuzzTclList(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	// Bounded: parsing allocates at most 32 bytes a byte plus 64 KiB and
+	// alloccheck.FuzzSlack (TestBombs measures the worst, about 9).
 	f.Fuzz(func(t *testing.T, s string) {
-		if elems, err := parseList(s); err == nil {
+		var (
+			elems []string
+			err   error
+		)
+		alloccheck.Bound(t, "parseList", len(s), 32, 64<<10+alloccheck.FuzzSlack, func() { elems, err = parseList(s) })
+		if err == nil {
 			again, err := parseList(joinList(elems...))
 			if err != nil {
 				t.Fatalf("parseList(joinList(%q)): %v", elems, err)
@@ -235,7 +244,7 @@ func FuzzTclList(f *testing.F) {
 				t.Fatalf("round trip of %q: %q, want %q", s, again, elems)
 			}
 		}
-		elems := strings.Split(s, "|")
+		elems = strings.Split(s, "|")
 		got, err := parseList(joinList(elems...))
 		if err != nil {
 			t.Fatalf("parseList(joinList(%q)) = %v (list %q)", elems, err, joinList(elems...))
@@ -259,8 +268,15 @@ func FuzzReply(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		var notes []string
-		rep, err := readReply(bufio.NewReader(strings.NewReader(string(stream))), func(s string) { notes = append(notes, s) })
+		var (
+			notes []string
+			rep   reply
+			err   error
+		)
+		// Bounded like parseList, framing included (8 bytes a byte).
+		alloccheck.Bound(t, "readReply", len(stream), 40, 64<<10+alloccheck.FuzzSlack, func() {
+			rep, err = readReply(bufio.NewReader(strings.NewReader(string(stream))), func(s string) { notes = append(notes, s) })
+		})
 		for _, n := range notes {
 			if !strings.HasPrefix(n, "type ") {
 				t.Fatalf("notification %q does not start with \"type \"", n)

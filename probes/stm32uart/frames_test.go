@@ -12,6 +12,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/fudbench/fudbench/probes"
 )
 
@@ -217,21 +218,28 @@ func FuzzFrames(f *testing.F) {
 	f.Add(cat(ack, []byte{bBusy, bBusy, bACK, 0xFF, 0x22}))
 	f.Add(cat(ack, []byte{bACK, 0}, idReply))
 	f.Add([]byte{bACK, bACK, 0, 0, bACK, bACK, 2, 4, 0x13, 0, bACK})
+	// Bounded: a session allocates at most 16 bytes a byte of device input
+	// (what is kept of a frame is at most 257 bytes, of noise 64) plus
+	// 64 KiB and alloccheck.FuzzSlack: the host's own frames and errors.
 	f.Fuzz(func(t *testing.T, in []byte) {
-		parseGet(in)
-		parseID(in)
-		p, _ := fakeProbe(t, in)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		img := ff(10)
-		p.Flash(ctx, flashBase+2, img, func(done, total int) {
-			if done < 0 || done > total || total != len(img) {
-				t.Fatalf("progress %d/%d", done, total)
-			}
-		})
-		p.Read(ctx, flashBase, make([]byte, 20))
-		p.Erase(ctx, flashBase, 1024)
-		p.Reset(ctx)
-		p.Close()
+		alloccheck.Bound(t, "session", len(in), 16, 64<<10+alloccheck.FuzzSlack, func() { fuzzSession(t, in) })
 	})
+}
+
+func fuzzSession(t *testing.T, in []byte) {
+	parseGet(in)
+	parseID(in)
+	p, _ := fakeProbe(t, in)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	img := bytes.Repeat([]byte{0xFF}, 10)
+	p.Flash(ctx, flashBase+2, img, func(done, total int) {
+		if done < 0 || done > total || total != len(img) {
+			t.Fatalf("progress %d/%d", done, total)
+		}
+	})
+	p.Read(ctx, flashBase, make([]byte, 20))
+	p.Erase(ctx, flashBase, 1024)
+	p.Reset(ctx)
+	p.Close()
 }

@@ -143,16 +143,21 @@ func (p *Probe) syncReply(ctx context.Context, wait time.Duration, noise *[]byte
 	}
 }
 
-// drain reads and drops bytes until the line has been quiet for wait.
+// drain reads and drops bytes until the line has been quiet for wait. A
+// device that never falls quiet is refused after maxDrain bytes: each
+// byte would renew the wait for ever.
 func (p *Probe) drain(ctx context.Context, wait time.Duration) error {
-	b := make([]byte, 64)
-	for {
-		err := p.readFull(ctx, b[:1], time.Now().Add(wait), wait)
+	b := make([]byte, 1)
+	for n := 0; ; n++ {
+		err := p.readFull(ctx, b, time.Now().Add(wait), wait)
 		if errors.Is(err, errNoReply) {
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if n == maxDrain {
+			return fmt.Errorf("the device sent more than %d bytes after a sync burst without falling quiet (wrong baud rate, or not a bootloader?): %w", maxDrain, probes.ErrProbe)
 		}
 	}
 }

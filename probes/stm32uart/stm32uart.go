@@ -85,6 +85,9 @@ const (
 	// (a 256-byte write) within a bounded time.
 	syncBurst  = 32
 	syncBursts = 10
+	// maxDrain bounds the bytes drained after a sync burst: a burst draws
+	// at most one answer a byte, so 1024 is 32 bursts' worth.
+	maxDrain = 1024
 	// erasePagesPerCmd bounds one erase command (some parts take no
 	// more than 512; stm32flash splits the same way).
 	erasePagesPerCmd = 128

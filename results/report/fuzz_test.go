@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -33,12 +34,25 @@ func FuzzFromFiles(f *testing.F) {
 		`{"board":"b","cycle":1,"plan":"after_block 2","planned_block":2,"fired":true,"last_acked":4,"in_flight":5,"outcome":"missed-cut","missed":"<b>late</b>","attempts":2,"device":{"writing":5,"last_acked":-9000000000000000000,"flash":"<i>erase"}},`+
 		`{"board":"b","cycle":2,"plan":"at_time 1e9h","planned_block":9000000000000000000,"fired":false,"outcome":"missed-cut","missed":"never"}]}`),
 		[]byte(`{"t":1,"board":"b","cycle":1,"kind":"cut.trigger","block":4}`))
+	// Reading the two files is bounded: at most 256 bytes allocated per
+	// byte of input plus 256 KiB (ReadJSONL's bound, see the results
+	// package's TestBombs); the seeds and fuzzed inputs measured took at
+	// most 141 KiB, most of it the 64 KiB line buffer.
 	f.Fuzz(func(t *testing.T, sumJSON, eventsJSONL []byte) {
-		var sm results.Summary
-		if err := json.Unmarshal(sumJSON, &sm); err != nil {
+		var (
+			sm   results.Summary
+			err  error
+			evs  []results.Event
+			size = len(sumJSON) + len(eventsJSONL)
+		)
+		alloccheck.Bound(t, "summary.json and events.jsonl", size, 256, 256<<10+alloccheck.FuzzSlack, func() {
+			if err = json.Unmarshal(sumJSON, &sm); err == nil {
+				evs, _ = results.ReadJSONL(bytes.NewReader(eventsJSONL))
+			}
+		})
+		if err != nil {
 			return
 		}
-		evs, _ := results.ReadJSONL(bytes.NewReader(eventsJSONL))
 		if len(sm.Cuts) > 20 || len(evs) > 200 {
 			return // bounded: the point is odd values, not volume
 		}

@@ -158,11 +158,37 @@ func summaryOf(db *results.DB, r results.RunRecord, cs []results.Cycle) results.
 	return results.Summarize(r.RunInfo, cs)
 }
 
+// MaxSummaryFile bounds the summary.json a report reads: the bench writes
+// about 300 bytes a cycle, so 64 MiB holds 200,000 cycles. A larger
+// file is refused before it is read; a file that grows while it is read,
+// or a device such as /dev/zero, is refused once it passes the bound.
+const MaxSummaryFile = 64 << 20
+
+// maxSummaryFile is MaxSummaryFile, lowered by tests.
+var maxSummaryFile int64 = MaxSummaryFile
+
 func readSummary(path string) (results.Summary, error) {
 	var s results.Summary
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return s, inputErr("report input %s: %w", path, err)
+	}
+	defer f.Close()
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	if size > maxSummaryFile {
+		return s, inputErr("report input %s: %d bytes, more than the %d a run summary may have", path, size, maxSummaryFile)
+	}
+	// Room for the size the file claims, and a read more to see its end.
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxSummaryFile+1)); err != nil {
+		return s, inputErr("report input %s: %w", path, err)
+	}
+	b := buf.Bytes()
+	if int64(len(b)) > maxSummaryFile {
+		return s, inputErr("report input %s: more than the %d bytes a run summary may have", path, maxSummaryFile)
 	}
 	if err := json.Unmarshal(b, &s); err != nil {
 		return s, inputErr("report input %s: not a run summary: %w", path, err)

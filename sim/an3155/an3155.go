@@ -142,9 +142,9 @@ func (d *Device) serve() {
 		n, err := d.master.Read(buf)
 		for _, b := range buf[:n] {
 			d.mu.Lock()
-			before := len(d.m.log)
+			before := d.m.seen
 			out := d.m.feed(b)
-			for _, c := range d.m.log[before:] {
+			for _, c := range d.m.log[len(d.m.log)-int(d.m.seen-before):] {
 				d.log.Debug("command", "cmd", c.String())
 			}
 			d.mu.Unlock()
@@ -189,7 +189,8 @@ func (d *Device) Load(addr uint32, data []byte) {
 	copy(d.m.flash[addr-FlashBase:], data)
 }
 
-// Commands returns the commands seen so far, oldest first.
+// Commands returns the commands seen so far, oldest first: the newest
+// MaxLog at most (from MaxLog on, the older half is dropped).
 func (d *Device) Commands() []Command {
 	d.mu.Lock()
 	defer d.mu.Unlock()

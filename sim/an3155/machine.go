@@ -115,7 +115,22 @@ type machine struct {
 	flash []byte
 	ram   []byte
 	nack  func(Command) bool
-	log   []Command
+	log   []Command // the newest commands, at most MaxLog
+	seen  uint64    // commands ever recorded
+}
+
+// MaxLog bounds the commands a device keeps for Commands: a host that
+// sends commands for ever (two bytes each) must not grow it without end.
+// A whole-flash write and read-back of the emulated part is about 1,100.
+const MaxLog = 1 << 16
+
+// record logs c, dropping the older half of the log when it is full.
+func (m *machine) record(c Command) {
+	if len(m.log) == MaxLog {
+		m.log = append(m.log[:0], m.log[MaxLog/2:]...)
+	}
+	m.log = append(m.log, c)
+	m.seen++
 }
 
 func newMachine(ext bool, nack func(Command) bool) *machine {
@@ -142,7 +157,7 @@ func (m *machine) expect(st state, n int) {
 
 // done records c and returns to command mode with reply.
 func (m *machine) done(c Command, reply ...byte) []byte {
-	m.log = append(m.log, c)
+	m.record(c)
 	m.expect(stCmd, 2)
 	return reply
 }
@@ -270,7 +285,7 @@ func (m *machine) command(cmd, check byte) []byte {
 		if cmd == CmdReadoutUnprotect {
 			m.eraseAll()
 		}
-		m.log = append(m.log, c)
+		m.record(c)
 		// The part resets after the second ACK and boots into the
 		// bootloader again, which waits for a new autobaud sync.
 		m.expect(stSync, 0)
@@ -301,7 +316,7 @@ func (m *machine) address() []byte {
 		if !m.executable(a) || !m.allowed(c) {
 			return m.refuse(c)
 		}
-		m.log = append(m.log, c)
+		m.record(c)
 		m.st = stRunning
 	}
 	return []byte{ACK}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"slices"
 	"testing"
+
+	"github.com/fudbench/fudbench/internal/alloccheck"
 )
 
 // Frame builders, as a host sends them.
@@ -244,13 +246,19 @@ func FuzzFrames(f *testing.F) {
 	f.Add(true, cat([]byte{Sync}, cmd(CmdExtendedErase), []byte{0xFF, 0xEF}))
 	f.Add(false, cat([]byte{Sync}, cmd(CmdGo), addr(RAMBase)))
 	f.Add(false, cat([]byte{Sync}, cmd(CmdReadoutUnprotect), []byte{Sync, Sync, Sync}))
+	// Bounded: beyond the machine's memory (newMachine, outside the
+	// measure), at most 32 bytes allocated a byte fed (a reply, a log
+	// entry, the frame buffer's growth) plus 16 KiB and
+	// alloccheck.FuzzSlack; TestBombs measures the worst.
 	f.Fuzz(func(t *testing.T, ext bool, in []byte) {
 		m := newMachine(ext, nil)
-		for i, b := range in {
-			if out := m.feed(b); len(out) > 1+maxData {
-				t.Fatalf("byte %d: %d bytes of reply", i, len(out))
+		alloccheck.Bound(t, "feed", len(in), 32, 16<<10+alloccheck.FuzzSlack, func() {
+			for i, b := range in {
+				if out := m.feed(b); len(out) > 1+maxData {
+					t.Fatalf("byte %d: %d bytes of reply", i, len(out))
+				}
 			}
-		}
+		})
 		if len(m.flash) != FlashSize || len(m.ram) != RAMSize {
 			t.Fatalf("memory resized: flash %d, ram %d", len(m.flash), len(m.ram))
 		}

@@ -190,7 +190,8 @@ func (ss *session) query(pkt []byte) reply {
 
 // xfer serves qXfer:OBJECT:read:ANNEX:OFFSET,LENGTH.
 func (s *Server) xfer(str string) reply {
-	parts := strings.Split(str, ":")
+	// At most 6 parts: a packet of colons must not make one string each.
+	parts := strings.SplitN(str, ":", 6)
 	if len(parts) != 5 || parts[2] != "read" {
 		return replyEmpty
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/fudbench/fudbench/internal/rsp"
 )
 
@@ -612,9 +613,16 @@ func FuzzDispatch(f *testing.F) {
 	srv := New(t, Options{})
 	f.Fuzz(func(tt *testing.T, pkt []byte) {
 		ss := &session{s: srv}
-		srv.mu.Lock()
-		rep, _ := ss.dispatch(pkt)
-		srv.mu.Unlock()
+		var rep reply
+		// Bounded: a request allocates at most 8 bytes a byte (a hex or
+		// binary payload decoded, its reply encoded) plus 64 KiB (a
+		// memory read or qXfer chunk of the fake target) and
+		// alloccheck.FuzzSlack.
+		alloccheck.Bound(tt, "dispatch", len(pkt), 8, 64<<10+alloccheck.FuzzSlack, func() {
+			srv.mu.Lock()
+			rep, _ = ss.dispatch(pkt)
+			srv.mu.Unlock()
+		})
 		for _, p := range rep {
 			// Every reply must frame: no raw framing bytes.
 			if bytes.ContainsAny(p, "$#*") {
