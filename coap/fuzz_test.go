@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/pion/dtls/v3/pkg/crypto/ccm"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -53,8 +54,16 @@ func FuzzMatch(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in := append([]byte(nil), data...)
-		var acked bool
-		resp, done, err := c.match(in, mid, tok, &acked)
+		var (
+			acked bool
+			resp  *Response
+			done  bool
+			err   error
+		)
+		// Bounded: decoding keeps room for at most coapopt.MaxOptions
+		// options; a response copies its payload out: at most 2 bytes a
+		// byte plus 8 KiB and alloccheck.FuzzSlack.
+		alloccheck.Bound(t, "match", len(in), 2, 8<<10+alloccheck.FuzzSlack, func() { resp, done, err = c.match(in, mid, tok, &acked) })
 		if err != nil {
 			if err != ErrReset || len(data) < 4 || data[0]&0x30 != 0x30 {
 				t.Fatalf("error %v for % x", err, data)
@@ -151,7 +160,15 @@ func FuzzRecordOpen(f *testing.F) {
 		for _, l := range []*recordLayer{rl, cl} {
 			seen := 0
 			before := l.opened
-			pt, ok, rest, _ := l.open(make([]byte, 0, 16), data, func(RecordSeen) { seen++ })
+			var (
+				pt, rest []byte
+				ok       bool
+			)
+			// Bounded: records open in place or into the plaintext buffer,
+			// at most 2 bytes a byte plus 4 KiB and alloccheck.FuzzSlack.
+			alloccheck.Bound(t, "open", len(data), 2, 4<<10+alloccheck.FuzzSlack, func() {
+				pt, ok, rest, _ = l.open(make([]byte, 0, 16), data, func(RecordSeen) { seen++ })
+			})
 			if uint64(seen) != l.opened-before {
 				t.Fatalf("%d records opened, %d reported", l.opened-before, seen)
 			}

@@ -17,7 +17,6 @@ import (
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
-	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/fudbench/fudbench/coap/oscore"
 	"github.com/fudbench/fudbench/internal/coapopt"
@@ -504,16 +503,11 @@ func (c *Client) control(typ message.Type, mid uint16) {
 }
 
 // decode decodes data into c.msg, growing the options slice when a message
-// carries more options than it has room for.
+// carries more options than it has room for, up to coapopt.MaxOptions: a
+// datagram of 65,000 one-byte options is refused rather than decoded into
+// 2 MiB of them.
 func (c *Client) decode(data []byte) error {
-	for {
-		_, err := coder.DefaultCoder.Decode(data, &c.msg)
-		if !errors.Is(err, message.ErrOptionsTooSmall) {
-			return err
-		}
-		// Every option takes at least one byte, so this ends.
-		c.msg.Options = make(message.Options, 0, 2*cap(c.msg.Options)+len(data))
-	}
+	return coapopt.Decode(data, &c.msg)
 }
 
 // response copies the decoded response in c.msg out of the client's

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -85,7 +86,15 @@ func FuzzUnprotectRequest(f *testing.F) {
 			s := sealRaw(cl, payload)
 			m.Options[0].Value, m.Payload = s.Options[0].Value, s.Payload
 		}
-		in, x, err := srv.UnprotectRequest(m)
+		var (
+			in  Message
+			x   *Exchange
+			err error
+		)
+		// Bounded: the plaintext and its options, at most 64 bytes a byte
+		// of the message (an option a byte, 32 bytes each, twice with the
+		// slice's growth) plus 4 KiB and alloccheck.FuzzSlack.
+		alloccheck.Bound(t, "UnprotectRequest", valueBytes(m), 64, 4<<10+alloccheck.FuzzSlack, func() { in, x, err = srv.UnprotectRequest(m) })
 		if err != nil {
 			if x != nil || in.Options != nil {
 				t.Fatal("a result with an error")
@@ -137,7 +146,12 @@ func FuzzUnprotectResponse(f *testing.F) {
 			m.Options[0].Value = nil
 			m.Payload = srv.seal.Seal(nil, x.Request.Nonce[:], payload, aad)
 		}
-		in, use, err := cl.UnprotectResponse(m, x)
+		var (
+			in  Message
+			use Use
+		)
+		// Bounded like UnprotectRequest.
+		alloccheck.Bound(t, "UnprotectResponse", valueBytes(m), 64, 4<<10+alloccheck.FuzzSlack, func() { in, use, err = cl.UnprotectResponse(m, x) })
 		if err != nil {
 			if in.Options != nil || use.ID != nil {
 				t.Fatal("a result with an error")
@@ -160,8 +174,15 @@ func FuzzParseConf(f *testing.F) {
 	f.Add("master_secret,ascii,s\nsender_id,hex,\"\"\nrecipient_id,ascii,\"x\"\nid_context,hex,\"\"\nssn_freq,integer,1\n")
 	f.Add("master_secret,hex,\"0\"\n")
 	f.Add("# c\n\n\r\nmaster_salt,ascii,\"\nrfc8613_b_2,bool,false\naead_alg,text,AES-CCM-16-64-128\n")
+	// Bounded: at most 16 bytes allocated a byte of the file plus 16 KiB
+	// and alloccheck.FuzzSlack (the scanner's line buffer grows to the
+	// longest line, at most maxConfLine).
 	f.Fuzz(func(t *testing.T, conf string) {
-		p, err := ParseConf(strings.NewReader(conf))
+		var (
+			p   Params
+			err error
+		)
+		alloccheck.Bound(t, "ParseConf", len(conf), 16, 16<<10+alloccheck.FuzzSlack, func() { p, err = ParseConf(strings.NewReader(conf)) })
 		if err != nil {
 			if !reflect.DeepEqual(p, Params{}) {
 				t.Fatal("params with an error")

@@ -3,6 +3,7 @@ package oscore
 import (
 	"fmt"
 
+	"github.com/fudbench/fudbench/internal/coapopt"
 	"github.com/plgd-dev/go-coap/v3/message"
 )
 
@@ -141,11 +142,21 @@ func appendExt(b []byte, v int) []byte {
 	return append(b, byte(v>>8), byte(v))
 }
 
+// maxInnerOptions bounds the options parseOptions takes from one
+// message, as coapopt.MaxOptions bounds the outer ones: a 64 KiB
+// plaintext of one-byte options would otherwise decode into 65,000 of
+// them, 10 MiB as the slice grows.
+const maxInnerOptions = coapopt.MaxOptions
+
 // parseOptions decodes CoAP options and the payload after them (RFC 7252
-// §3.1), appending the options to dst. Values point into b.
+// §3.1), appending the options to dst, at most maxInnerOptions of them.
+// Values point into b.
 func parseOptions(dst []message.Option, b []byte) ([]message.Option, []byte, error) {
 	id := 0
-	for len(b) > 0 {
+	for n := 0; len(b) > 0; n++ {
+		if n == maxInnerOptions && b[0] != 0xff {
+			return dst, nil, fmt.Errorf("%w: more than %d options", ErrMalformed, maxInnerOptions)
+		}
 		if b[0] == 0xff {
 			if len(b) == 1 {
 				return dst, nil, fmt.Errorf("%w: payload marker without payload", ErrMalformed)

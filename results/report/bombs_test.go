@@ -15,7 +15,8 @@ import (
 // bombs: a summary.json of gigabytes (sparse, so it costs no disk), one
 // that is /dev/zero, an events.jsonl that is /dev/zero. Each is refused
 // with an error naming the file and the bound, having allocated at most
-// 4 bytes per byte it read plus 1 MiB (a buffer that grows by doubling).
+// 8 bytes per byte it read plus 1 MiB (a buffer that grows by doubling:
+// 4 bytes a byte, 8 under the race detector).
 func TestBombs(t *testing.T) {
 	if _, err := os.Stat("/dev/zero"); err != nil {
 		t.Skip("no /dev/zero")
@@ -62,7 +63,7 @@ func TestBombs(t *testing.T) {
 			defer func(old int64) { maxSummaryFile = old }(maxSummaryFile)
 			maxSummaryFile = tt.limit
 			var err error
-			c := alloccheck.Bound(t, tt.name, int(tt.read), 4, 1<<20, func() { _, err = Load(dir, "") })
+			c := alloccheck.Bound(t, tt.name, int(tt.read), 8, 1<<20, func() { _, err = Load(dir, "") })
 			alloccheck.Log(t, tt.name, tt.read, c, err)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error %v, want one with %q", err, tt.wantErr)

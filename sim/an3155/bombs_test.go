@@ -23,6 +23,7 @@ func TestBombs(t *testing.T) {
 	}{
 		{"Extended Erase claiming 65,520 pages, repeated", true, alloccheck.Repeat(string(ext)+string(make([]byte, 2*65520+1)), n)},
 		{"8 MB of Get commands", false, alloccheck.Repeat(string(cat([]byte{Sync}, cmd(CmdGet))), n)},
+		{"8 MB of refused commands", false, alloccheck.Repeat("\x7f!!", n)},
 		{"8 MB of noise before the sync", false, alloccheck.Repeat("\x55", n)},
 		{"8 MB of 256-byte writes to RAM", false, alloccheck.Repeat(string(cat([]byte{Sync}, cmd(CmdWrite), addr(RAMBase), data(make([]byte, 256)...))), n)},
 	}

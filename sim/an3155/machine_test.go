@@ -247,12 +247,13 @@ func FuzzFrames(f *testing.F) {
 	f.Add(false, cat([]byte{Sync}, cmd(CmdGo), addr(RAMBase)))
 	f.Add(false, cat([]byte{Sync}, cmd(CmdReadoutUnprotect), []byte{Sync, Sync, Sync}))
 	// Bounded: beyond the machine's memory (newMachine, outside the
-	// measure), at most 32 bytes allocated a byte fed (a reply, a log
-	// entry, the frame buffer's growth) plus 16 KiB and
-	// alloccheck.FuzzSlack; TestBombs measures the worst.
+	// measure), at most 128 bytes allocated a byte fed plus 16 KiB and
+	// alloccheck.FuzzSlack. The worst is a stream of refused two-byte
+	// commands: each adds a 64-byte log entry (twice that as the log
+	// grows, until MaxLog) and a reply, about 90 bytes a byte.
 	f.Fuzz(func(t *testing.T, ext bool, in []byte) {
 		m := newMachine(ext, nil)
-		alloccheck.Bound(t, "feed", len(in), 32, 16<<10+alloccheck.FuzzSlack, func() {
+		alloccheck.Bound(t, "feed", len(in), 128, 16<<10+alloccheck.FuzzSlack, func() {
 			for i, b := range in {
 				if out := m.feed(b); len(out) > 1+maxData {
 					t.Fatalf("byte %d: %d bytes of reply", i, len(out))

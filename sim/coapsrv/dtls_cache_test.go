@@ -14,6 +14,8 @@ import (
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/fudbench/fudbench/internal/alloccheck"
 )
 
 // sessionProbe is a handler that keeps what Request.DTLS tells.
@@ -301,7 +303,13 @@ func FuzzCIDRecord(f *testing.F) {
 			return // the address path starts sessions: not this target's
 		}
 		in := bytes.Clone(data)
-		got, d := e.route(from, in)
+		var (
+			got *dtlsPeer
+			d   []byte
+		)
+		// Bounded: routing reads the record in place: 4 KiB and
+		// alloccheck.FuzzSlack, nothing a byte.
+		alloccheck.Bound(t, "route", len(in), 0, 4<<10+alloccheck.FuzzSlack, func() { got, d = e.route(from, in) })
 		if !bytes.Equal(in, data) {
 			t.Fatal("datagram changed")
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -37,7 +38,10 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		*sent = (*sent)[:0]
 		in := append([]byte(nil), data...)
-		w.handle(in)
+		// Bounded: decoding keeps room for at most coapopt.MaxOptions
+		// options; the handler echoes the payload: at most 4 bytes a byte
+		// plus 16 KiB and alloccheck.FuzzSlack.
+		alloccheck.Bound(t, "handle", len(in), 4, 16<<10+alloccheck.FuzzSlack, func() { w.handle(in) })
 		if len(*sent) > 1 {
 			t.Fatalf("%d replies to one datagram", len(*sent))
 		}

@@ -331,16 +331,9 @@ func (w *worker) setPeer(p netip.AddrPort) {
 }
 
 // decode decodes data into w.msg, growing the options slice when a message
-// carries more options than it has room for.
+// carries more options than it has room for, up to coapopt.MaxOptions.
 func (w *worker) decode(data []byte) error {
-	for {
-		_, err := coder.DefaultCoder.Decode(data, &w.msg)
-		if !errors.Is(err, message.ErrOptionsTooSmall) {
-			return err
-		}
-		// Every option takes at least one byte, so this ends.
-		w.msg.Options = make(message.Options, 0, 2*cap(w.msg.Options)+len(data))
-	}
+	return coapopt.Decode(data, &w.msg)
 }
 
 // handle decodes and answers one datagram from w.peer.
