@@ -34,6 +34,13 @@ func secureSims(t *testing.T, cfgs ...sim.Config) (*sim.Sim, string) {
 
 func devOSCORE() *oscore.Params { p := sim.DevOSCORE(); return &p }
 
+// ownSender is the development context with the bench's sender ID id.
+func ownSender(id byte) *oscore.Params {
+	p := sim.DevOSCORE()
+	p.RecipientID = []byte{id}
+	return &p
+}
+
 const secureJob = `
 boards: [%s]
 baseline: {build: {version: 1.0.0, seq: 1, size: 8KiB, seed: 1}}
@@ -57,7 +64,10 @@ func TestSecureFindings(t *testing.T) {
 	}{
 		{sim.Config{Name: name("oscore"), OSCORE: devOSCORE()}, "", ""},
 		{sim.Config{Name: name("oscore-ssn"), OSCORE: devOSCORE(), SSNPersist: sim.SSNNone}, results.FindingNonceReuse, ""},
-		{sim.Config{Name: name("oscore-replay"), OSCORE: devOSCORE(), ReplayAfterBoot: sim.ReplayAccept}, results.FindingReplayAccepted, ""},
+		// Its own bench sender ID, so its own sequence of Partial IVs: the
+		// requests to the other OSCORE boards of the run do not widen the
+		// gap its replay window sees.
+		{sim.Config{Name: name("oscore-replay"), OSCORE: ownSender(0x02), ReplayAfterBoot: sim.ReplayAccept}, results.FindingReplayAccepted, ""},
 		{sim.Config{Name: name("dtls-state"), DTLSCache: sim.DTLSCacheState}, "", "none"},
 		{sim.Config{Name: name("dtls-state-ssn"), DTLSCache: sim.DTLSCacheState, SSNPersist: sim.SSNNone}, results.FindingNonceReuse, "none"},
 		{sim.Config{Name: name("dtls-state-replay"), DTLSCache: sim.DTLSCacheState, ReplayAfterBoot: sim.ReplayAccept}, results.FindingReplayAccepted, "none"},
@@ -82,8 +92,8 @@ func TestSecureFindings(t *testing.T) {
 		}
 		// The OSCORE device that takes its empty replay window as valid
 		// still refuses a request older than the window (32 Partial IVs):
-		// when the bench's polls after power-on used more, the old
-		// request is refused anyway. Most cuts catch it.
+		// when the bench's polls after power-on used more (on a loaded
+		// machine), the old request is refused anyway. Most cuts catch it.
 		lenient := c.cfg.OSCORE != nil && c.want == results.FindingReplayAccepted
 		caught := 0
 		for _, cy := range cs {
