@@ -62,15 +62,15 @@ func TestBombs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tt.in()
-			cr := &countReader{r: r}
+			cr := &alloccheck.Counter{R: r}
 			var (
 				evs []Event
 				err error
 			)
 			c := alloccheck.Measure(func() { evs, err = readJSONL(cr, tt.maxEvents) })
-			alloccheck.Log(t, tt.name, cr.n, c, err)
-			if limit := jsonlPerByte*uint64(cr.n) + jsonlFixed; c.Bytes > limit {
-				t.Errorf("%d bytes read allocated %d bytes, more than %d", cr.n, c.Bytes, limit)
+			alloccheck.Log(t, tt.name, cr.N, c, err)
+			if limit := jsonlPerByte*uint64(cr.N) + jsonlFixed; c.Bytes > limit {
+				t.Errorf("%d bytes read allocated %d bytes, more than %d", cr.N, c.Bytes, limit)
 			}
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("error %v, want %q", err, tt.wantErr)
@@ -78,21 +78,9 @@ func TestBombs(t *testing.T) {
 			if len(evs) != tt.events {
 				t.Errorf("%d events, want %d", len(evs), tt.events)
 			}
-			if cr.n > MaxJSONLLine+1<<20 && tt.wantErr != "" && strings.Contains(tt.wantErr, "longer") {
-				t.Errorf("read %d bytes of a line past its bound", cr.n)
+			if cr.N > MaxJSONLLine+1<<20 && tt.wantErr != "" && strings.Contains(tt.wantErr, "longer") {
+				t.Errorf("read %d bytes of a line past its bound", cr.N)
 			}
 		})
 	}
-}
-
-// countReader counts the bytes a parser took.
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

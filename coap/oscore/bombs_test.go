@@ -30,15 +30,15 @@ func TestBombs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cr := &countReader{r: tt.in}
+			cr := &alloccheck.Counter{R: tt.in}
 			var err error
 			c := alloccheck.Measure(func() { _, err = ParseConf(cr) })
-			alloccheck.Log(t, tt.name, cr.n, c, err)
-			if limit := 16*uint64(cr.n) + 16<<10; c.Bytes > limit {
-				t.Errorf("%d bytes read allocated %d, more than %d", cr.n, c.Bytes, limit)
+			alloccheck.Log(t, tt.name, cr.N, c, err)
+			if limit := 16*uint64(cr.N) + 16<<10; c.Bytes > limit {
+				t.Errorf("%d bytes read allocated %d, more than %d", cr.N, c.Bytes, limit)
 			}
-			if cr.n > maxConfLines*(maxConfLine+1)+64<<10 {
-				t.Errorf("read %d bytes", cr.n)
+			if cr.N > maxConfLines*(maxConfLine+1)+64<<10 {
+				t.Errorf("read %d bytes", cr.N)
 			}
 			if err == nil || tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("ParseConf: %v, want %q", err, tt.wantErr)
@@ -58,15 +58,4 @@ func TestBombs(t *testing.T) {
 			t.Fatalf("UnprotectRequest: %v", err)
 		}
 	})
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }

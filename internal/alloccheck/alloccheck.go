@@ -116,3 +116,17 @@ func Size(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// Counter counts the bytes read through it: how far a parser read into
+// an input before a limit stopped it.
+type Counter struct {
+	R io.Reader
+	N int64
+}
+
+// Read implements io.Reader.
+func (c *Counter) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N += int64(n)
+	return n, err
+}
