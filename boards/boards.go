@@ -281,9 +281,9 @@ func (b *Board) HasTag(tag string) bool { return slices.Contains(b.Tags, tag) }
 
 // Load reads and validates a bench file.
 func Load(path string) (*Bench, error) {
-	data, err := os.ReadFile(path)
+	data, err := config.ReadFile(path, "bench file")
 	if err != nil {
-		return nil, config.Errorf(path, config.Pos{}, "cannot read bench file: %v", err)
+		return nil, err
 	}
 	return Parse(path, data)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fudbench/fudbench/boards"
 	_ "github.com/fudbench/fudbench/inputs/gpio"
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/power"
 	_ "github.com/fudbench/fudbench/power/exec"
@@ -155,7 +156,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("boards: [{name: &a x, tags: *a}]"))
 	f.Add([]byte("{"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, err := boards.Parse("fuzz.yaml", data)
+		var err error
+		alloccheck.Bound(t, "boards.Parse", len(data), alloccheck.YAMLPerByte, alloccheck.YAMLFixed+alloccheck.FuzzSlack, func() { _, err = boards.Parse("fuzz.yaml", data) })
 		if err != nil && !errors.Is(err, config.ErrConfig) {
 			t.Fatalf("non-config error: %v", err)
 		}

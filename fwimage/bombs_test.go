@@ -21,15 +21,7 @@ import (
 // detector).
 func TestBombs(t *testing.T) {
 	dir := t.TempDir()
-	sparse := filepath.Join(dir, "huge.bin")
-	f, err := os.Create(sparse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(8 << 30); err != nil {
-		t.Skipf("no sparse file: %v", err)
-	}
-	f.Close()
+	sparse := alloccheck.Sparse(t, filepath.Join(dir, "huge.bin"), 8<<30)
 	slot := filepath.Join(dir, "slot.bin")
 	if err := os.WriteFile(slot, make([]byte, 65537), 0o644); err != nil {
 		t.Fatal(err)

@@ -17,15 +17,7 @@ import (
 // bench no more than the largest slot among the job's boards.
 func TestImageFileBombs(t *testing.T) {
 	dir := t.TempDir()
-	sparse := filepath.Join(dir, "huge.img")
-	f, err := os.Create(sparse)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(10 << 30); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	sparse := alloccheck.Sparse(t, filepath.Join(dir, "huge.img"), 10<<30)
 	bench := func(slot string) *boards.Bench {
 		text := `boards:
   - name: b

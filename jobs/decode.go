@@ -19,9 +19,9 @@ import (
 // it names (bench file, image files) exist. Whether an image fits a
 // board's flash is checked by Prepare, which knows the board.
 func Load(path string) (*Job, error) {
-	data, err := os.ReadFile(path)
+	data, err := config.ReadFile(path, "job file")
 	if err != nil {
-		return nil, config.Errorf(path, config.Pos{}, "cannot read job file: %v", err)
+		return nil, err
 	}
 	j, err := Parse(path, data)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/fudbench/fudbench/internal/config"
 )
 
@@ -37,7 +38,9 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		j, err := Parse("fuzz.yaml", data)
+		var j *Job
+		var err error
+		alloccheck.Bound(t, "jobs.Parse", len(data), alloccheck.YAMLPerByte, alloccheck.YAMLFixed+alloccheck.FuzzSlack, func() { j, err = Parse("fuzz.yaml", data) })
 		if err != nil {
 			if !errors.Is(err, config.ErrConfig) {
 				t.Fatalf("error %v (%T) is not a configuration error", err, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/goccy/go-yaml/ast"
 
+	"github.com/fudbench/fudbench/internal/alloccheck"
 	"github.com/fudbench/fudbench/internal/config"
 )
 
@@ -261,11 +262,16 @@ func FuzzConfigFromSection(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		sec, err := parseSection("bench.yaml", dir, data)
-		if err != nil {
+		var sec *fakeSection
+		var err error
+		alloccheck.Bound(t, "parse and ConfigFromSection", len(data), alloccheck.YAMLPerByte, alloccheck.YAMLFixed+alloccheck.FuzzSlack, func() {
+			if sec, err = parseSection("bench.yaml", dir, data); err == nil {
+				_, err = ConfigFromSection("b1", sec)
+			}
+		})
+		if sec == nil {
 			return
 		}
-		_, err = ConfigFromSection("b1", sec)
 		if err == nil {
 			return
 		}

@@ -116,7 +116,8 @@ func badCorpus(t *testing.T) (string, []badCase) {
 	emptyBench := runWrite(t, filepath.Join(gen, "empty-bench.yaml"), "")
 	dir := filepath.Join(gen, "a-directory.yaml")
 	missing := filepath.Join(gen, "no-such-file.yaml")
-	// A 10 MB job whose only mistake is on its last line.
+	// A 10 MB job whose only mistake is on its last line: refused by its
+	// size before it is read.
 	var huge bytes.Buffer
 	huge.WriteString("baseline: {build: {version: 1.0.0, seq: 1, size: 4KiB}}\nimage: {build: {version: 2.0.0, seq: 2, size: 4KiB}}\ncuts: [none]\n")
 	pad := "# " + strings.Repeat("padding ", 8) + "\n"
@@ -126,6 +127,8 @@ func badCorpus(t *testing.T) (string, []badCase) {
 	}
 	huge.WriteString("colour: red\n")
 	hugeJob := runWrite(t, filepath.Join(gen, "huge-job.yaml"), huge.String())
+	// The bomb of docs/RELIABILITY.md: cuts nested 100,000 deep.
+	deepJob := runWrite(t, filepath.Join(gen, "deep-job.yaml"), deepJobText(100_000))
 	cases = append(cases,
 		badCase{"gen/empty-job", []string{emptyJob, "--bench", bench}, []string{emptyJob + ":1:1: ", "empty job file"}},
 		badCase{"gen/empty-bench", []string{job, "--bench", emptyBench}, []string{emptyBench + ":1:1: ", "empty file"}},
@@ -133,10 +136,17 @@ func badCorpus(t *testing.T) (string, []badCase) {
 		badCase{"gen/bench-is-directory", []string{job, "--bench", dir}, []string{dir + ": ", "is a directory"}},
 		badCase{"gen/job-missing", []string{missing, "--bench", bench}, []string{missing + ": ", "no such file"}},
 		badCase{"gen/bench-missing", []string{job, "--bench", missing}, []string{missing + ": ", "no such file"}},
-		badCase{"gen/huge-job", []string{hugeJob, "--bench", bench}, []string{fmt.Sprintf("%s:%d:1: ", hugeJob, padLines+4), `unknown key "colour"`}},
+		badCase{"gen/huge-job", []string{hugeJob, "--bench", bench}, []string{hugeJob + ": job file of 9.6 MiB is too large: the limit is 256KiB"}},
+		badCase{"gen/deep-job", []string{deepJob, "--bench", bench}, []string{deepJob + ":3:1031: ", "brackets nest more than 1024 deep (the limit is 64 levels)"}},
 		badCase{"gen/image-key-missing", []string{job, "--bench", bench, "--image-key", missing}, []string{"--image-key", missing}},
 	)
 	return root, cases
+}
+
+// deepJobText is a job whose cuts are lists nested depth deep.
+func deepJobText(depth int) string {
+	return "baseline: {build: {version: 1.0.0, seq: 1, size: 4KiB}}\nimage: {build: {version: 2.0.0, seq: 2, size: 4KiB}}\ncuts: " +
+		strings.Repeat("[", depth) + strings.Repeat("]", depth) + "\n"
 }
 
 // badImages writes the images the corpus's jobs name: each fails

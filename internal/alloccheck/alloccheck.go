@@ -6,6 +6,7 @@ package alloccheck
 import (
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -48,6 +49,15 @@ func Measure(f func()) Cost {
 // too (a few KiB were seen charged to one call), and Measure counts the
 // whole process.
 const FuzzSlack = 64 << 10
+
+// YAMLPerByte and YAMLFixed bound what reading a bench or job file
+// (internal/config.Parse and a decoder over its nodes) may allocate, for
+// the fuzz targets of the packages that read them: the YAML lexer and
+// parser take up to about 600 bytes per byte of input.
+const (
+	YAMLPerByte = 1000
+	YAMLFixed   = 2 << 20
+)
 
 // Bound fails t when f allocates more than perByte bytes per byte of its
 // input (of size n) plus fixed bytes; it returns the cost.
@@ -115,6 +125,22 @@ func Size(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// Sparse makes a file of size bytes at path that holds nothing on disk
+// (a sparse file): a file of gigabytes a parser must refuse by its size.
+// The test is skipped where the file system cannot make one.
+func Sparse(t testing.TB, path string, size int64) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Skipf("no sparse file of %s: %v", Size(size), err)
+	}
+	return path
 }
 
 // Counter counts the bytes read through it: how far a parser read into

@@ -26,6 +26,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/lexer"
 	"github.com/goccy/go-yaml/parser"
 )
 
@@ -107,37 +108,57 @@ type Decoder struct {
 	anchors map[string]ast.Node
 }
 
-// Parse checks that data is UTF-8 text holding one YAML document and
-// returns a decoder for it and the document's body; the body is nil for
-// an empty document (only comments, or nothing). name is used in errors.
+// Parse checks that data is UTF-8 text holding one YAML document within
+// the limits of limits.go and returns a decoder for it and the
+// document's body; the body is nil for an empty document (only comments,
+// or nothing). name is used in errors.
 func Parse(name string, data []byte) (*Decoder, ast.Node, error) {
+	if err := checkSize(name, len(data)); err != nil {
+		return nil, nil, err
+	}
 	if err := CheckUTF8(name, data); err != nil {
 		return nil, nil, err
 	}
+	if err := scanBytes(name, data); err != nil {
+		return nil, nil, err
+	}
 	d := &Decoder{File: name, anchors: map[string]ast.Node{}}
-	f, err := parser.ParseBytes(data, 0)
+	tks := lexer.Tokenize(string(data))
+	if tks.InvalidToken() == nil {
+		// With an invalid token the parser stops at once, with its error.
+		if err := checkTokens(name, tks); err != nil {
+			return nil, nil, err
+		}
+	}
+	f, err := parser.Parse(tks, 0)
 	if err != nil {
 		return nil, nil, d.yamlError(err)
 	}
-	if len(f.Docs) > 1 {
-		if n := f.Docs[1].Body; n != nil {
+	// checkTokens refused a second document; the parser may still split
+	// a directive or a trailing comment into a document of its own.
+	var body ast.Node
+	for _, doc := range f.Docs {
+		n := doc.Body
+		if n == nil {
+			continue
+		}
+		if v := reflect.ValueOf(n); v.Kind() == reflect.Pointer && v.IsNil() {
+			continue
+		}
+		switch n.(type) {
+		case *ast.CommentGroupNode, *ast.CommentNode, *ast.DirectiveNode:
+			continue
+		}
+		if body != nil {
 			return nil, nil, d.Errf(n, "more than one YAML document: the file holds one")
 		}
-	}
-	var body ast.Node
-	if len(f.Docs) == 1 {
-		body = f.Docs[0].Body
-	}
-	if _, ok := body.(*ast.CommentGroupNode); ok {
-		body = nil
-	}
-	if body != nil {
-		if v := reflect.ValueOf(body); v.Kind() == reflect.Pointer && v.IsNil() {
-			body = nil
-		}
+		body = n
 	}
 	if body != nil {
 		d.collectAnchors(body, 0)
+		if err := d.checkAliases(body); err != nil {
+			return nil, nil, err
+		}
 	}
 	return d, body, nil
 }
@@ -641,7 +662,7 @@ func (d *Decoder) DecodeNode(n ast.Node, v any, skip ...string) error {
 	if len(rest.Values) == 0 {
 		return nil
 	}
-	if err := yaml.NodeToValue(&rest, v, yaml.DisallowUnknownField()); err != nil {
+	if err := nodeToValue(&rest, v); err != nil {
 		var pe *PosError
 		if errors.As(err, &pe) {
 			return Errorf(d.File, pe.Pos, "%v", pe.Err)
@@ -649,6 +670,20 @@ func (d *Decoder) DecodeNode(n ast.Node, v any, skip ...string) error {
 		return d.yamlError(err)
 	}
 	return nil
+}
+
+// nodeToValue is goccy's yaml.NodeToValue, strict, with its panics made
+// errors: its decoder dereferences a nil iterator when a tagged value is
+// not of the kind the field wants (a list field given "!t" and a string
+// on the next line). The panic stays inside the decoder, which holds no
+// state of ours.
+func nodeToValue(n ast.Node, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PosError{Pos: PosOf(n), Err: fmt.Errorf("a value the YAML decoder cannot read (%v)", r)}
+		}
+	}()
+	return yaml.NodeToValue(n, v, yaml.DisallowUnknownField())
 }
 
 // PosError is a value error at a position. A type's own UnmarshalYAML

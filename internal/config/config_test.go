@@ -43,7 +43,7 @@ func TestParse(t *testing.T) {
 	}{
 		{"empty", "", "", true},
 		{"comments only", "# nothing\n", "", true},
-		{"two documents", "a: 1\n---\nb: 2\n", "f.yaml:3:1: more than one YAML document", false},
+		{"two documents", "a: 1\n---\nb: 2\n", "f.yaml:2:1: more than one YAML document", false},
 		{"not UTF-8", "a: 1\nb: \xff\n", "f.yaml:2:4: not valid UTF-8 text", false},
 		{"syntax", "a: [1,\n", "f.yaml:", false},
 		{"fine", "a: 1\n", "", false},
@@ -261,4 +261,24 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecodeNodeTaggedValue: goccy's decoder panics on a tagged value of
+// the wrong kind for a list field; DecodeNode makes it an error.
+func TestDecodeNodeTaggedValue(t *testing.T) {
+	d, body, err := Parse("bench.yaml", []byte("sec:\n  coap: !t\n    x\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := d.Fields(body, "top", "sec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		CoAP []string `yaml:"coap"`
+	}
+	err = d.DecodeNode(fs["sec"].Val, &v)
+	if err == nil || !errors.Is(err, ErrConfig) || !strings.HasPrefix(err.Error(), "bench.yaml:2:3: a value the YAML decoder cannot read") {
+		t.Fatalf("error %v", err)
+	}
 }
