@@ -1,0 +1,88 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ServerOptions configure the NATS server a coordinator embeds.
+type ServerOptions struct {
+	// Dir holds JetStream's files (streams, the KV bucket).
+	Dir string
+	// Host is the address to listen on; empty means 127.0.0.1: nothing
+	// listens beyond loopback unless told to.
+	Host string
+	// Port is the client port; 0 picks a free one.
+	Port int
+	// Log receives the server's notices and errors; nil discards them.
+	Log *slog.Logger
+}
+
+// Server is an embedded NATS server with JetStream.
+type Server struct {
+	ns *server.Server
+}
+
+// StartServer starts an embedded NATS server with JetStream storing
+// under o.Dir, and waits until it takes connections.
+func StartServer(o ServerOptions) (*Server, error) {
+	host := o.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	port := o.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "fudbench",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(o.Dir, "jetstream"),
+		NoSigs:     true, // the command owns SIGINT and SIGTERM
+		NoLog:      o.Log == nil,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("lab: nats server: %w", err)
+	}
+	if o.Log != nil {
+		ns.SetLoggerV2(slogLogger{o.Log.With("part", "nats")}, false, false, false)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("lab: nats server on %s:%d did not start within 10s", host, o.Port)
+	}
+	return &Server{ns: ns}, nil
+}
+
+// ClientURL is the URL agents and clients connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Shutdown stops the server and waits until it has stopped.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.ns.Shutdown()
+	done := make(chan struct{})
+	go func() { s.ns.WaitForShutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// slogLogger hands the NATS server's log to slog.
+type slogLogger struct{ l *slog.Logger }
+
+func (g slogLogger) Noticef(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g slogLogger) Warnf(format string, v ...any)   { g.l.Warn(fmt.Sprintf(format, v...)) }
+func (g slogLogger) Fatalf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g slogLogger) Errorf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g slogLogger) Debugf(format string, v ...any)  { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g slogLogger) Tracef(format string, v ...any)  {}
