@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -184,7 +185,9 @@ func TestQueueRefusesBadPool(t *testing.T) {
 func TestLeases(t *testing.T) {
 	_, js := testServer(t)
 	ctx := ctxT(t, 30*time.Second)
-	l, err := OpenLeases(ctx, js, time.Second)
+	// A TTL of 2 s renewed every 667 ms: a slow machine has 1.3 s of
+	// slack before a renewal comes too late.
+	l, err := OpenLeases(ctx, js, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,10 +197,10 @@ func TestLeases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Held for three TTLs by renewals alone.
-	time.Sleep(3 * time.Second)
+	// Held for two and a half TTLs by renewals alone.
+	time.Sleep(5 * time.Second)
 	if h, ok, err := l.Holder(ctx, "dut-1"); err != nil || !ok || h != a {
-		t.Fatalf("holder after 3 TTLs: %v %v %v, want %v", h, ok, err, a)
+		t.Fatalf("holder after 2.5 TTLs: %v %v %v, want %v", h, ok, err, a)
 	}
 	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	_, err = l.Acquire(short, "dut-1", b)
@@ -297,7 +300,7 @@ func TestKVUpdateDropsKeyTTL(t *testing.T) {
 func TestLeaseLost(t *testing.T) {
 	_, js := testServer(t)
 	ctx := ctxT(t, 30*time.Second)
-	l, err := OpenLeases(ctx, js, time.Second)
+	l, err := OpenLeases(ctx, js, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,5 +330,42 @@ func TestLeaseLost(t *testing.T) {
 	}
 	if err := other.Release(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestImages: an image is stored once under its SHA-256; fetching checks
+// the size before reading and the bytes against the name.
+func TestImages(t *testing.T) {
+	_, js := testServer(t)
+	ctx := ctxT(t, 30*time.Second)
+	im, err := OpenImages(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := bytes.Repeat([]byte("firmware"), 40_000) // 320,000 bytes: several chunks
+	d, err := im.Put(ctx, img)
+	if err != nil || d != Digest(img) {
+		t.Fatalf("put: %s %v", d, err)
+	}
+	if d2, err := im.Put(ctx, img); err != nil || d2 != d {
+		t.Fatalf("second put: %s %v", d2, err)
+	}
+	got, err := im.Get(ctx, d, 0)
+	if err != nil || !bytes.Equal(got, img) {
+		t.Fatalf("get: %d bytes, %v", len(got), err)
+	}
+	if _, err := im.Get(ctx, d, 64<<10); err == nil || !strings.Contains(err.Error(), "is 320000 bytes: the limit is 65536") {
+		t.Errorf("get with a 64 KiB limit: %v", err)
+	}
+	if _, err := im.Get(ctx, Digest([]byte("other")), 0); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Errorf("get of a digest never stored: %v", err)
+	}
+	// Bytes stored under a name that is not their digest are refused.
+	forged := Digest([]byte("the real image"))
+	if _, err := im.obs.PutBytes(ctx, forged, []byte("something else")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.Get(ctx, forged, 0); err == nil || !strings.Contains(err.Error(), "holds bytes whose SHA-256 is "+Digest([]byte("something else"))) {
+		t.Errorf("get of a forged object: %v", err)
 	}
 }
