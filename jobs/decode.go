@@ -64,7 +64,7 @@ func Parse(name string, data []byte) (*Job, error) {
 	if body == nil {
 		return nil, config.Errorf(name, config.Pos{Line: 1, Column: 1}, "empty job file: want at least baseline:, image: and cuts:")
 	}
-	j := &Job{File: name}
+	j := &Job{File: name, Text: data}
 	if err := decodeJob(d, j, body); err != nil {
 		return nil, err
 	}

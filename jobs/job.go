@@ -72,6 +72,7 @@ const DemoFile = "(built-in demo)"
 // resolved against the job file's directory.
 type Job struct {
 	File  string // the job file; "" for a job made in code
+	Text  []byte // the bytes Parse read (the run's job hash is theirs)
 	Name  string // default: the file's base name without extension
 	Bench string // bench file; "" = the built-in simulated bench
 	// Boards names the boards; Tag selects the bench's boards with that

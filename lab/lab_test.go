@@ -42,6 +42,18 @@ func connect(t *testing.T, url string) jetstream.JetStream {
 	return js
 }
 
+// testLeases opens the leases bucket with ttl on a new server.
+func testLeases(t *testing.T, ttl time.Duration) (context.Context, *Leases) {
+	t.Helper()
+	_, js := testServer(t)
+	ctx := ctxT(t, 30*time.Second)
+	l, err := OpenLeases(ctx, js, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, l
+}
+
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -183,14 +195,9 @@ func TestQueueRefusesBadPool(t *testing.T) {
 // TestLeases: one holder at a time; a second Acquire waits until the
 // first releases; renewals keep a lease past its TTL.
 func TestLeases(t *testing.T) {
-	_, js := testServer(t)
-	ctx := ctxT(t, 30*time.Second)
 	// A TTL of 2 s renewed every 667 ms: a slow machine has 1.3 s of
 	// slack before a renewal comes too late.
-	l, err := OpenLeases(ctx, js, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, l := testLeases(t, 2*time.Second)
 	a := jobs.Holder{Run: "run-a", Job: "soak", Host: "pi-1", PID: 10}
 	b := jobs.Holder{Run: "run-b", Job: "ci", Host: "pi-2", PID: 20}
 	la, err := l.Acquire(ctx, "dut-1", a)
@@ -274,12 +281,7 @@ func TestLeaseOfDeadHolderExpires(t *testing.T) {
 // key created with a TTL and then written with kv.Update no longer
 // expires.
 func TestKVUpdateDropsKeyTTL(t *testing.T) {
-	_, js := testServer(t)
-	ctx := ctxT(t, 30*time.Second)
-	l, err := OpenLeases(ctx, js, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, l := testLeases(t, time.Second)
 	rev, err := l.kv.Create(ctx, "k", []byte("v"), jetstream.KeyTTL(time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -298,12 +300,7 @@ func TestKVUpdateDropsKeyTTL(t *testing.T) {
 // fails: Lost says so and Release reports it rather than deleting the
 // other holder's key.
 func TestLeaseLost(t *testing.T) {
-	_, js := testServer(t)
-	ctx := ctxT(t, 30*time.Second)
-	l, err := OpenLeases(ctx, js, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, l := testLeases(t, 2*time.Second)
 	le, err := l.Acquire(ctx, "dut-3", jobs.Holder{Run: "run-a"})
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwimage"
-	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/power"
@@ -106,7 +105,7 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 		if job, err = jobs.Load(args[0]); err != nil {
 			return usageErr(err)
 		}
-		jobText, _ = config.ReadFile(args[0], "job file")
+		jobText = job.Text // the bytes parsed: the file is read once
 	}
 	if f.benchFile != "" {
 		job.Bench = f.benchFile

@@ -161,7 +161,7 @@ type tokenCheck struct {
 	lastQ     *token.Token // the last block "?" seen
 	directive int          // the line of the last directive (%YAML)
 	nestAt    int          // the token after a tag alone at the end of its line
-	dashes    int          // the flow levels\' dashes, together
+	dashes    int          // the flow levels' dashes, together
 	docs      int
 	body      bool // a token of the document's content was seen
 	ended     bool // a "..." was seen
@@ -424,7 +424,7 @@ func (c *tokenCheck) keyStart(p int) int {
 			break
 		}
 		switch {
-		case q.Type == token.AnchorType || q.Type == token.AliasType || q.Type == token.TagType:
+		case q.Type == token.TagType:
 		case p > 1 && (c.tks[p-2].Type == token.AnchorType || c.tks[p-2].Type == token.AliasType) && c.tks[p-2].Position.Line == line:
 		default:
 			return p
