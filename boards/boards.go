@@ -36,8 +36,11 @@ type Bench struct {
 
 // Board is one board of the bench: what is wired where.
 type Board struct {
-	Name    string
-	Tags    []string
+	Name string
+	Tags []string
+	// Pool is the lab pool the board serves in (lab mode: jobs are
+	// queued per pool); "" is the pool named "default".
+	Pool    string
 	Power   *DriverConfig
 	Probe   *DriverConfig
 	Console *Console
@@ -339,7 +342,7 @@ type decodedBoard struct {
 	nameAt config.Pos
 }
 
-var boardKeys = []string{"name", "tags", "power", "probe", "console", "inputs", "coap", "flash", "sim"}
+var boardKeys = []string{"name", "tags", "pool", "power", "probe", "console", "inputs", "coap", "flash", "sim"}
 
 func decodeBoard(d *config.Decoder, n ast.Node, w string) (decodedBoard, error) {
 	var out decodedBoard
@@ -377,6 +380,14 @@ func decodeBoard(d *config.Decoder, n ast.Node, w string) (decodedBoard, error) 
 			if !bd.HasTag(tag) {
 				bd.Tags = append(bd.Tags, tag)
 			}
+		}
+	}
+	if f, ok := fs["pool"]; ok {
+		if bd.Pool, err = d.Str(f.Val, w+": pool"); err != nil {
+			return out, err
+		}
+		if !NameOK(bd.Pool) {
+			return out, d.Errf(f.Val, "%s: pool %q: use letters, digits, '.', '_' or '-'", w, bd.Pool)
 		}
 	}
 	if f, ok := fs["power"]; ok {

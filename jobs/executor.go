@@ -43,6 +43,12 @@ type RunOptions struct {
 	// Witnesses are the boards' own cut records when the caller has them
 	// (simulated boards in this process), by board name.
 	Witnesses map[string]power.CutWitness
+	// Sinks receive every event of the run as well (lab mode's agent
+	// forwards them to the coordinator). Emit must not block.
+	Sinks []results.Sink
+	// Recorded, when set, is called with each cycle once it is durable
+	// in DB, in order; an error stops the run like a failed write.
+	Recorded func(results.Cycle) error
 }
 
 // A Watcher sees a run's events as they happen.
@@ -154,6 +160,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	defer jl.Close()
 	sinks := fanout{jl}
+	sinks = append(sinks, o.Sinks...)
 	var dbEvents *results.EventSink
 	if o.DB != nil {
 		if len(prior) == 0 && !(o.Resume && run.ID != o.Run.ID) {
@@ -237,6 +244,11 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		defer mu.Unlock()
 		if o.DB != nil {
 			if err := o.DB.RecordCycle(c); err != nil {
+				return err
+			}
+		}
+		if o.Recorded != nil {
+			if err := o.Recorded(c); err != nil {
 				return err
 			}
 		}

@@ -34,7 +34,20 @@ const (
 // announces them.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$`)
 
-// CheckName returns an error unless name can be a pool or board name in
+// tokenRE is what a name that stands alone as a subject token may be
+// (pools: jobs.<pool>; agents: events.<run>.<agent>): a name without dots.
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// CheckToken returns an error unless name can be a pool or agent name:
+// letters, digits, '_' and '-', at most 64.
+func CheckToken(what, name string) error {
+	if !tokenRE.MatchString(name) {
+		return fmt.Errorf("%s %q: lab mode takes letters, digits, '_' and '-', at most 64", what, name)
+	}
+	return nil
+}
+
+// CheckName returns an error unless name can be a board name in
 // lab mode: letters, digits, '_', '-' and '.', not first, at most 64.
 func CheckName(what, name string) error {
 	if !nameRE.MatchString(name) {

@@ -161,6 +161,12 @@ func (le *lease) renew(ctx context.Context, val []byte) {
 		if ctx.Err() != nil {
 			return
 		}
+		if err != nil && !wrongRevision(err) {
+			// The server did not answer (a coordinator restarting, a
+			// link down): try again at the next tick. Had the key
+			// lapsed meanwhile, that renewal finds another revision.
+			continue
+		}
 		le.mu.Lock()
 		if err != nil {
 			le.err = fmt.Errorf("lab: lease of %s lost: %w", le.board, err)
@@ -197,4 +203,12 @@ func (le *lease) Release() error {
 		return fmt.Errorf("lab: release %s: %w", le.board, err)
 	}
 	return nil
+}
+
+// wrongRevision tells a renewal refused because the key is no longer at
+// the lease's revision from one the server did not answer.
+func wrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

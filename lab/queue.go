@@ -44,7 +44,7 @@ func OpenQueue(ctx context.Context, js jetstream.JetStream, ackWait time.Duratio
 // message ID: a second submit of the same run ID is not queued again,
 // and reports duplicate.
 func (q *Queue) Submit(ctx context.Context, pool, runID string, body []byte) (duplicate bool, err error) {
-	if err := CheckName("pool", pool); err != nil {
+	if err := CheckToken("pool", pool); err != nil {
 		return false, err
 	}
 	if runID == "" {
@@ -82,7 +82,7 @@ type Pool struct {
 // the pool taken and not yet done across all its agents: the number of
 // boards in the pool.
 func (q *Queue) Pool(ctx context.Context, pool string, maxRunning int) (*Pool, error) {
-	if err := CheckName("pool", pool); err != nil {
+	if err := CheckToken("pool", pool); err != nil {
 		return nil, err
 	}
 	if maxRunning < 1 {

@@ -29,7 +29,7 @@ const DefaultBusyTimeout = 10 * time.Second
 
 // schemaVersion is the PRAGMA user_version the code expects. Each entry
 // of migrations moves the schema from its index to index+1.
-const schemaVersion = 3
+const schemaVersion = 4
 
 var migrations = []string{
 	// 0 → 1: the first schema. Times are integer nanoseconds (wall times
@@ -125,6 +125,14 @@ CREATE TABLE nonces (
 	cycle INTEGER NOT NULL,
 	PRIMARY KEY (run, board, proto, key, nonce)
 ) STRICT, WITHOUT ROWID;
+`,
+	// 3 → 4: lab mode. Events that arrive over the network carry where
+	// they came from (the message and the event's place in it), so an
+	// agent or a coordinator that sends or reads a message twice stores
+	// its events once. Local runs leave src NULL.
+	`
+ALTER TABLE events ADD COLUMN src TEXT;
+CREATE UNIQUE INDEX events_src ON events (run, src) WHERE src IS NOT NULL;
 `,
 }
 

@@ -424,8 +424,8 @@ func TestDBMigratesSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if v, err := d.SchemaVersion(); err != nil || v != schemaVersion || schemaVersion != 3 {
-		t.Fatalf("schema version %d (%v) after the upgrade, want %d = 3", v, err, schemaVersion)
+	if v, err := d.SchemaVersion(); err != nil || v != schemaVersion || schemaVersion != 4 {
+		t.Fatalf("schema version %d (%v) after the upgrade, want %d = 4", v, err, schemaVersion)
 	}
 	if err := d.IntegrityCheck(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -123,56 +124,18 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 	}
 	builtin := job.Bench == ""
 	var inv *boards.Bench
-	if builtin {
-		// The built-in boards as they will be, checked before any is
-		// started: a bad job leaves no trace, not even a simulated board.
-		dir := filepath.Join(os.TempDir(), "fudbench-run")
-		plan, err := simbench.Plan(builtinName, inProcessBoards(f.timeScale, dir), dir)
-		if err != nil {
-			return err
-		}
-		inv = plan
-		popt.NoDrivers = true
-	} else {
+	if !builtin {
 		var err error
 		if inv, err = boards.Load(job.Bench); err != nil {
 			return usageErr(err)
 		}
 	}
-	prep, err := jobs.Prepare(ctx, job, inv, popt)
+	st, err := stage(ctx, job, inv, f.timeScale, popt, g.log)
 	if err != nil {
-		if builtin && errors.Is(err, jobs.ErrCannotLand) {
-			err = fmt.Errorf("%w (the built-in simulated boards run at --time-scale %g; a larger scale slows their flash toward real timings)", err, f.timeScale)
-		}
-		return classify(err)
+		return err
 	}
-	var witnesses map[string]power.CutWitness
-	if builtin {
-		dir, err := os.MkdirTemp("", "fudbench-run-")
-		if err != nil {
-			return infraErr(err)
-		}
-		defer os.RemoveAll(dir)
-		// Only the boards the job uses are started.
-		var use []simbench.Board
-		for _, b := range inProcessBoards(f.timeScale, dir) {
-			if slices.Contains(prep.Names(), b.Name) {
-				use = append(use, b)
-			}
-		}
-		sims, err := simbench.Start(ctx, builtinName, use, g.log)
-		if err != nil {
-			return infraErr(err)
-		}
-		defer sims.Close()
-		witnesses = sims.Witnesses
-		// Now with the boards' real addresses, and their drivers opened
-		// once.
-		popt.NoDrivers = false
-		if prep, err = jobs.Prepare(ctx, job, sims.Inventory, popt); err != nil {
-			return classify(err)
-		}
-	}
+	defer st.close()
+	prep, witnesses := st.prep, st.witnesses
 	runInfo := newRunInfo(job, jobText, prep)
 	var db *results.DB
 	if !f.noDB {
@@ -216,7 +179,8 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 		// boards of the same names that are not the same boards.
 		locker = nil
 	}
-	rep, err := jobs.Execute(ctx, jobs.RunOptions{
+	var rep *jobs.Report
+	rep, err = jobs.Execute(ctx, jobs.RunOptions{
 		Prepared: prep, Run: runInfo, OutDir: f.outDir, DB: db, Resume: f.resume,
 		Locker: locker,
 		Log:    log, Out: out, Watch: watch,
@@ -249,6 +213,12 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 			fmt.Fprintf(out, "report: %s\n", path)
 		}
 	}
+	return runResult(rep, err)
+}
+
+// runResult is how a run ended, as an error carrying `fudbench run`'s
+// exit code (nil: every outcome accepted).
+func runResult(rep *jobs.Report, err error) error {
 	s := rep.Summary
 	switch {
 	case rep.Interrupted:
@@ -265,6 +235,66 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 		return infraErr(err)
 	}
 	return nil
+}
+
+// staged is a job prepared to run, with the built-in boards it uses
+// started in this process when it runs on them.
+type staged struct {
+	prep      *jobs.Prepared
+	witnesses map[string]power.CutWitness
+	close     func()
+}
+
+// stage prepares job against inv, or against the built-in simulated
+// boards when inv is nil: those are checked as they will be before any
+// is started (a bad job leaves no trace, not even a simulated board),
+// then only the ones the job uses are started, and the job is prepared
+// again with their real addresses and its drivers opened once.
+func stage(ctx context.Context, job *jobs.Job, inv *boards.Bench, timeScale float64, popt jobs.PrepareOptions, log *slog.Logger) (*staged, error) {
+	if inv != nil {
+		prep, err := jobs.Prepare(ctx, job, inv, popt)
+		if err != nil {
+			return nil, classify(err)
+		}
+		return &staged{prep: prep, close: func() {}}, nil
+	}
+	dir := filepath.Join(os.TempDir(), "fudbench-run")
+	plan, err := simbench.Plan(builtinName, inProcessBoards(timeScale, dir), dir)
+	if err != nil {
+		return nil, err
+	}
+	popt.NoDrivers = true
+	prep, err := jobs.Prepare(ctx, job, plan, popt)
+	if err != nil {
+		if errors.Is(err, jobs.ErrCannotLand) {
+			err = fmt.Errorf("%w (the built-in simulated boards run at --time-scale %g; a larger scale slows their flash toward real timings)", err, timeScale)
+		}
+		return nil, classify(err)
+	}
+	if dir, err = os.MkdirTemp("", "fudbench-run-"); err != nil {
+		return nil, infraErr(err)
+	}
+	var use []simbench.Board
+	for _, b := range inProcessBoards(timeScale, dir) {
+		if slices.Contains(prep.Names(), b.Name) {
+			use = append(use, b)
+		}
+	}
+	sims, err := simbench.Start(ctx, builtinName, use, log)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, infraErr(err)
+	}
+	st := &staged{witnesses: sims.Witnesses, close: func() {
+		sims.Close()
+		os.RemoveAll(dir)
+	}}
+	popt.NoDrivers = false
+	if st.prep, err = jobs.Prepare(ctx, job, sims.Inventory, popt); err != nil {
+		st.close()
+		return nil, classify(err)
+	}
+	return st, nil
 }
 
 // swapWriter is a writer whose destination can change while loggers

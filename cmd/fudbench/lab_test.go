@@ -1,0 +1,574 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fudbench/fudbench/lab"
+	"github.com/fudbench/fudbench/results"
+)
+
+// labProc is a fudbench process of a lab test, its output kept for the
+// failure message.
+type labProc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func (p *labProc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *labProc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// signal sends sig and waits for the process to end.
+func (p *labProc) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not end within 30 s of %v:\n%s", p.name, sig, p.output())
+	}
+}
+
+func startProc(t *testing.T, name string, args ...string) *labProc {
+	t.Helper()
+	p := &labProc{name: name, cmd: exec.Command(binary, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop(t, syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("--- %s:\n%s", name, p.output())
+		}
+	})
+	return p
+}
+
+// testLab is a coordinator started by a test.
+type testLab struct {
+	*labProc
+	dir, url, nats     string
+	listen, natsListen string
+}
+
+// startLab starts `fudbench serve` on ephemeral ports (or the ports of
+// an earlier one, to restart it) and waits until it serves.
+func startLab(t *testing.T, dir, listen, natsListen string, extra ...string) *testLab {
+	t.Helper()
+	if listen == "" {
+		listen, natsListen = "127.0.0.1:0", "127.0.0.1:0"
+	}
+	args := append([]string{"serve", "--data", dir, "--listen", listen, "--nats-listen", natsListen}, extra...)
+	l := &testLab{labProc: startProc(t, "serve", args...), dir: dir}
+	api := regexp.MustCompile(`API\s+(http://\S+)`)
+	nurl := regexp.MustCompile(`NATS\s+(nats://\S+)`)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		out := l.output()
+		if m := api.FindStringSubmatch(out); m != nil {
+			if n := nurl.FindStringSubmatch(out); n != nil {
+				l.url, l.nats = m[1], n[1]
+				l.listen = strings.TrimPrefix(l.url, "http://")
+				l.natsListen = strings.TrimPrefix(l.nats, "nats://")
+				return l
+			}
+		}
+		select {
+		case <-l.done:
+			t.Fatalf("fudbench serve ended:\n%s", out)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("fudbench serve did not start in 60 s:\n%s", l.output())
+	return nil
+}
+
+func (l *testLab) token(scope string) string {
+	return filepath.Join(l.dir, scope)
+}
+
+func (l *testLab) client(t *testing.T, scope string) *lab.Client {
+	b, err := os.ReadFile(l.token(scope))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &lab.Client{URL: l.url, Token: strings.TrimSpace(string(b))}
+}
+
+// agent starts `fudbench agent` on the built-in boards.
+func (l *testLab) agent(t *testing.T, name string, extra ...string) *labProc {
+	t.Helper()
+	args := append([]string{"agent", "--server", l.url, "--token-file", l.token(readTokenFile), "--name", name}, extra...)
+	a := startProc(t, "agent "+name, args...)
+	// Announced once its boards show in the lab.
+	cl := l.client(t, readTokenFile)
+	waitFor(t, 60*time.Second, "agent "+name+" announced", func() bool {
+		ags, err := cl.Agents(context.Background())
+		for _, ag := range ags {
+			if ag.Name == name {
+				return true
+			}
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent %s ended:\n%s", name, a.output())
+		default:
+		}
+		return err == nil && false
+	})
+	return a
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// submit runs `fudbench submit` and returns stdout, stderr and the exit code.
+func (l *testLab) submit(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	return cli(t, append([]string{"submit", "--server", l.url, "--token-file", l.token(submitTokenFile)}, args...)...)
+}
+
+// labDB opens the coordinator's results database read-side.
+func (l *testLab) db(t *testing.T) *results.DB {
+	t.Helper()
+	db, err := results.OpenDB(filepath.Join(l.dir, "results.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestLabDemo is the newcomer's path: a coordinator, two agents, the demo
+// job submitted with --wait; then what the API and dashboard show.
+func TestLabDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a lab with two agents")
+	}
+	l := startLab(t, t.TempDir(), "", "")
+	l.agent(t, "pi1")
+	l.agent(t, "pi2")
+	dir := t.TempDir()
+	junit, report := filepath.Join(dir, "junit.xml"), filepath.Join(dir, "report.html")
+	start := time.Now()
+	stdout, stderr, code := l.submit(t, "testdata/lab/small.yaml", "--wait", "--junit", junit, "--report", report)
+	if code != 0 {
+		t.Fatalf("submit --wait: exit %d\n%s%s", code, stdout, stderr)
+	}
+	id := strings.TrimSpace(stdout)
+	t.Logf("submit --wait: %v\n%s", time.Since(start).Round(time.Millisecond), stderr)
+	for _, want := range []string{"queued " + id, "running on pi", "sim-naive    cycle 4", "pass on pi", "8/8 cycles, 0 failed, exit 0"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("submit --wait output lacks %q", want)
+		}
+	}
+	var doc results.JUnitSuites
+	if b, err := os.ReadFile(junit); err != nil {
+		t.Fatal(err)
+	} else if err := xml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("junit.xml: %v", err)
+	} else if doc.Tests != 8 || doc.Failures != 0 {
+		t.Errorf("junit.xml: %d tests, %d failures; want 8, 0", doc.Tests, doc.Failures)
+	}
+	if b, err := os.ReadFile(report); err != nil || !bytes.Contains(b, []byte(id)) {
+		t.Errorf("report.html does not name the run (%v)", err)
+	}
+
+	// Central results: every cycle, and the events of every cycle.
+	db := l.db(t)
+	cs, err := db.Cycles(id)
+	if err != nil || len(cs) != 8 {
+		t.Fatalf("central store holds %d cycles of %s (%v), want 8", len(cs), id, err)
+	}
+	evs, err := db.ReadEvents(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := 0
+	for _, e := range evs {
+		if e.Kind == results.CycleOutcome {
+			outcomes++
+		}
+	}
+	if outcomes != 8 {
+		t.Errorf("central store holds %d cycle.outcome events, want 8", outcomes)
+	}
+	rec, err := db.Run(id)
+	if err != nil || rec.Status != "pass" || (rec.Host != "pi1" && rec.Host != "pi2") {
+		t.Errorf("central run record %+v (%v), want pass on pi1 or pi2", rec, err)
+	}
+
+	// runs lists it; the read token may not submit or cancel.
+	out, errOut, code := cli(t, "runs", "--server", l.url, "--token-file", l.token(readTokenFile))
+	if code != 0 || !regexp.MustCompile(id+`\s+lab-small\s+default\s+pi[12]\s+pass\s+8/8`).MatchString(out) {
+		t.Errorf("runs: exit %d\n%s%s", code, out, errOut)
+	}
+	_, errOut, code = cli(t, "cancel", id, "--server", l.url, "--token-file", l.token(readTokenFile))
+	if code != ExitUsage || !strings.Contains(errOut, "may read, not submit or cancel") {
+		t.Errorf("cancel with the read token: exit %d, %s", code, errOut)
+	}
+
+	// The dashboard is one page with no outside resource, and its live
+	// stream starts with the runs and the agents.
+	resp, err := http.Get(l.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(page, []byte("EventSource")) || regexp.MustCompile(`(src|href)="(https?:)?//`).Match(page) {
+		t.Errorf("dashboard: %s, %d bytes, or it loads something from outside", resp.Status, len(page))
+	}
+	cl := l.client(t, readTokenFile)
+	req, _ := http.NewRequest("GET", l.url+"/api/v1/live?access_token="+cl.Token, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err = http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	var sawRun, sawAgents bool
+	for sc.Scan() && !(sawRun && sawAgents) {
+		line := sc.Text()
+		if d, ok := strings.CutPrefix(line, "data: "); ok && strings.Contains(d, id) && strings.Contains(d, `"status":"pass"`) {
+			sawRun = true
+		}
+		if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"name":"pi1"`) && strings.Contains(line, `"sim-safe"`) {
+			sawAgents = true
+		}
+	}
+	if !sawRun || !sawAgents {
+		t.Errorf("live stream: run %v, agents %v", sawRun, sawAgents)
+	}
+}
+
+// TestLabRefuses: a job that fails validation is not queued (exit 2,
+// file:line:column), and the API wants a token.
+func TestLabRefuses(t *testing.T) {
+	l := startLab(t, t.TempDir(), "", "")
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("name: x\ncuts: [\n"), 0o644)
+	_, errOut, code := l.submit(t, bad)
+	if code != ExitUsage || !strings.Contains(errOut, "bad.yaml:2:") {
+		t.Errorf("bad job: exit %d, %s", code, errOut)
+	}
+	_, errOut, code = l.submit(t, "testdata/lab/small.yaml", "--pool", "no.such")
+	if code != ExitUsage || !strings.Contains(errOut, "--pool") {
+		t.Errorf("bad pool: exit %d, %s", code, errOut)
+	}
+	// No agent serves the pool yet: queued with a warning.
+	out, errOut, code := l.submit(t, "testdata/lab/small.yaml", "--pool", "later")
+	if code != 0 || !strings.Contains(errOut, "no agent serves pool later") {
+		t.Errorf("submit to an empty pool: exit %d, %s%s", code, out, errOut)
+	}
+	cl := l.client(t, readTokenFile)
+	runs, err := cl.Runs(context.Background())
+	if err != nil || len(runs) != 1 || runs[0].Status != lab.StatusQueued {
+		t.Errorf("runs after one good submission: %+v, %v", runs, err)
+	}
+	// Cancel it while queued: it never runs.
+	if out, errOut, code = cli(t, "cancel", strings.TrimSpace(out), "--server", l.url, "--token-file", l.token(submitTokenFile)); code != 0 || !strings.Contains(out, "cancelled") {
+		t.Errorf("cancel a queued run: exit %d, %s%s", code, out, errOut)
+	}
+	for _, c := range []struct{ name, header string }{{"no token", ""}, {"wrong token", "Bearer nope"}} {
+		req, _ := http.NewRequest("GET", l.url+"/api/v1/runs", nil)
+		if c.header != "" {
+			req.Header.Set("Authorization", c.header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: %s, want 401", c.name, resp.Status)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "wrong"), []byte("nope\n"), 0o600)
+	_, errOut, code = cli(t, "runs", "--server", l.url, "--token-file", filepath.Join(dir, "wrong"))
+	if code != ExitUsage || !strings.Contains(errOut, "not one of this coordinator's") {
+		t.Errorf("runs with a wrong token: exit %d, %s", code, errOut)
+	}
+	// A submission over the limit is refused before it is read whole.
+	req, _ := http.NewRequest("POST", l.url+"/api/v1/runs", io.LimitReader(zeros{}, lab.MaxSubmitBody+1))
+	req.Header.Set("Authorization", "Bearer "+l.client(t, submitTokenFile).Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized submission: %s, want 413", resp.Status)
+	}
+	// A second agent of the same name is refused.
+	l.agent(t, "pi1")
+	_, errOut, code = cli(t, "agent", "--server", l.url, "--token-file", l.token(readTokenFile), "--name", "pi1")
+	if code != ExitUsage || !strings.Contains(errOut, "an agent named pi1") {
+		t.Errorf("second agent pi1: exit %d, %s", code, errOut)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestLabManyJobs: three agents, two pools, ten jobs submitted at once
+// from two clients. Every job runs exactly once, in its pool; no board
+// runs two jobs at once; every result lands centrally; --wait exits with
+// each job's code.
+func TestLabManyJobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three agents, ten jobs")
+	}
+	l := startLab(t, t.TempDir(), "", "")
+	// pi1 and pi2 serve pool a, pi3 pool b; pi1 has a board in pool b
+	// too, on which the jobs (they name sim-safe and sim-naive) cannot
+	// run: it must leave them to pi3.
+	l.agent(t, "pi1", "--pool", "a", "--pool", "sim-dtls=b")
+	l.agent(t, "pi2", "--pool", "a")
+	l.agent(t, "pi3", "--pool", "b")
+	type sub struct {
+		pool, job string
+		code      int
+		id        string
+		out       string
+	}
+	var subs []*sub
+	for i := range 10 {
+		s := &sub{pool: "a", job: "testdata/lab/small.yaml"}
+		if i%2 == 1 {
+			s.pool = "b"
+		}
+		if i == 3 || i == 6 {
+			s.job = "testdata/lab/strict.yaml" // sim-naive bricks: exit 1
+		}
+		subs = append(subs, s)
+	}
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		wg.Go(func() {
+			// Two clients: each its own token file copy.
+			tok := l.token(submitTokenFile)
+			if i%2 == 0 {
+				tok = filepath.Join(t.TempDir(), "token")
+				b, _ := os.ReadFile(l.token(submitTokenFile))
+				os.WriteFile(tok, b, 0o600)
+			}
+			stdout, stderr, code := cli(t, "submit", s.job, "--server", l.url, "--token-file", tok, "--pool", s.pool, "--wait")
+			s.id, s.code, s.out = strings.TrimSpace(stdout), code, stderr
+		})
+	}
+	wg.Wait()
+	db := l.db(t)
+	type span struct {
+		run        string
+		start, end time.Time
+	}
+	spans := map[string][]span{} // agent/board → runs on it
+	for i, s := range subs {
+		want := 0
+		if strings.Contains(s.job, "strict") {
+			want = ExitDeviceFail
+		}
+		if s.code != want {
+			t.Errorf("job %d (%s, pool %s): exit %d, want %d\n%s", i, s.job, s.pool, s.code, want, s.out)
+			continue
+		}
+		rec, err := db.Run(s.id)
+		if err != nil {
+			t.Fatalf("job %d: %v", i, err)
+		}
+		cs, _ := db.Cycles(s.id)
+		if len(cs) != 8 {
+			t.Errorf("job %d: %d cycles stored centrally, want 8", i, len(cs))
+		}
+		inPool := map[string][]string{"a": {"pi1", "pi2"}, "b": {"pi3"}}[s.pool]
+		if !strings.Contains(strings.Join(inPool, " "), rec.Host) || rec.Host == "" {
+			t.Errorf("job %d of pool %s ran on %q", i, s.pool, rec.Host)
+		}
+		// Taken once: one start per run on the timeline.
+		evs, _ := db.ReadEvents(s.id)
+		first := map[string]time.Time{}
+		last := map[string]time.Time{}
+		for _, e := range evs {
+			if e.Board == "" {
+				continue
+			}
+			if _, ok := first[e.Board]; !ok {
+				first[e.Board] = e.Wall
+			}
+			last[e.Board] = e.Wall
+		}
+		for b := range first {
+			k := rec.Host + "/" + b
+			spans[k] = append(spans[k], span{s.id, first[b], last[b]})
+		}
+		if strings.Count(s.out, "running on") != 1 {
+			t.Errorf("job %d was taken other than once:\n%s", i, s.out)
+		}
+	}
+	for k, ss := range spans {
+		for i := range ss {
+			for j := range ss {
+				if i < j && ss[i].start.Before(ss[j].end) && ss[j].start.Before(ss[i].end) {
+					t.Errorf("board %s ran %s and %s at once", k, ss[i].run, ss[j].run)
+				}
+			}
+		}
+	}
+}
+
+// TestLabAgentKilled: an agent killed in the middle of a campaign leaves
+// the job to the next agent of its pool, which resumes it: no finished
+// cycle is lost or run again.
+func TestLabAgentKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a campaign across two agents")
+	}
+	l := startLab(t, t.TempDir(), "", "", "--ack-wait", "3s", "--lease-ttl", "1s")
+	a1 := l.agent(t, "pi1")
+	out, errOut, code := l.submit(t, "testdata/lab/long.yaml")
+	if code != 0 {
+		t.Fatalf("submit: exit %d\n%s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	cl := l.client(t, readTokenFile)
+	var before []results.Cycle
+	waitFor(t, 60*time.Second, "six cycles on pi1", func() bool {
+		cs, err := cl.Cycles(context.Background(), id)
+		before = cs
+		return err == nil && len(cs) >= 6
+	})
+	a1.stop(t, syscall.SIGKILL)
+	if st, _ := cl.Run(context.Background(), id); st.Ended() {
+		t.Fatalf("run ended before the agent was killed: %+v", st)
+	}
+	l.agent(t, "pi2")
+	var st lab.RunState
+	waitFor(t, 120*time.Second, "the run's end on pi2", func() bool {
+		var err error
+		st, err = cl.Run(context.Background(), id)
+		return err == nil && st.Ended()
+	})
+	if st.Status != "pass" || st.Agent != "pi2" || st.Attempt < 2 || st.Done != 32 {
+		t.Fatalf("run after the kill: %+v", st)
+	}
+	after, err := cl.Cycles(context.Background(), id)
+	if err != nil || len(after) != 32 {
+		t.Fatalf("%d cycles after the resume (%v), want 32", len(after), err)
+	}
+	// The cycles pi1 finished are the ones it recorded: not run again.
+	byKey := map[string]results.Cycle{}
+	for _, c := range after {
+		byKey[fmt.Sprintf("%s/%d", c.Board, c.Cycle)] = c
+	}
+	for _, c := range before {
+		a := byKey[fmt.Sprintf("%s/%d", c.Board, c.Cycle)]
+		if a.Start != c.Start || a.End != c.End || a.Outcome != c.Outcome {
+			t.Errorf("cycle %s/%d changed after the resume: %v–%v %s, was %v–%v %s", c.Board, c.Cycle, a.Start, a.End, a.Outcome, c.Start, c.End, c.Outcome)
+		}
+	}
+}
+
+// TestLabCoordinatorRestart: the coordinator stopped and started again in
+// the middle of a campaign; the agent waits for it, and nothing is lost.
+func TestLabCoordinatorRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a campaign across a coordinator restart")
+	}
+	dir := t.TempDir()
+	l := startLab(t, dir, "", "")
+	l.agent(t, "pi1")
+	out, errOut, code := l.submit(t, "testdata/lab/long.yaml")
+	if code != 0 {
+		t.Fatalf("submit: exit %d\n%s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	cl := l.client(t, readTokenFile)
+	waitFor(t, 60*time.Second, "four cycles", func() bool {
+		cs, err := cl.Cycles(context.Background(), id)
+		return err == nil && len(cs) >= 4
+	})
+	l.stop(t, syscall.SIGTERM)
+	time.Sleep(time.Second) // the agent goes on without it
+	l2 := startLab(t, dir, l.listen, l.natsListen)
+	cl = l2.client(t, readTokenFile)
+	var st lab.RunState
+	waitFor(t, 120*time.Second, "the run's end", func() bool {
+		var err error
+		st, err = cl.Run(context.Background(), id)
+		return err == nil && st.Ended()
+	})
+	if st.Status != "pass" || st.Done != 32 {
+		t.Fatalf("run after the restart: %+v", st)
+	}
+	db := l2.db(t)
+	evs, err := db.ReadEvents(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := map[string]int{}
+	for _, e := range evs {
+		if e.Kind == results.CycleOutcome {
+			outcomes[fmt.Sprintf("%s/%d", e.Board, e.Cycle)]++
+		}
+	}
+	if len(outcomes) != 32 {
+		t.Errorf("%d cycles have an outcome event, want 32", len(outcomes))
+	}
+	for k, n := range outcomes {
+		if n != 1 {
+			t.Errorf("cycle %s has %d outcome events", k, n)
+		}
+	}
+}
