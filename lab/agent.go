@@ -84,6 +84,7 @@ type Agent struct {
 	runs   jetstream.KeyValue
 	agents jetstream.KeyValue
 
+	kick    chan struct{} // announce now: a board was taken or freed
 	mu      sync.Mutex
 	running map[string]string // board → run
 	last    map[string]string // board → last outcome
@@ -114,7 +115,7 @@ func NewAgent(ctx context.Context, js jetstream.JetStream, o AgentOptions) (*Age
 			return nil, err
 		}
 	}
-	a := &Agent{o: o, js: js, running: map[string]string{}, last: map[string]string{}, started: time.Now().UTC()}
+	a := &Agent{o: o, js: js, kick: make(chan struct{}, 1), running: map[string]string{}, last: map[string]string{}, started: time.Now().UTC()}
 	for {
 		err := a.bind(ctx)
 		if err == nil {
@@ -264,7 +265,16 @@ func (a *Agent) announceLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.kick:
 		}
+	}
+}
+
+// reannounce makes the announce loop announce the boards' state now.
+func (a *Agent) reannounce() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -398,6 +408,7 @@ func (a *Agent) handle(ctx context.Context, d *Delivery) {
 		}
 	}
 	a.mu.Unlock()
+	a.reannounce()
 	if end.Status == StatusRequeued || err != nil {
 		d.Retry(0)
 		return
@@ -533,6 +544,7 @@ func (a *Agent) run(ctx context.Context, t Task, attempt int, pub *Publisher) En
 				a.running[b] = t.Run
 			}
 			a.mu.Unlock()
+			a.reannounce()
 			pub.Send(Message{Kind: MsgStart, Info: &ri})
 		},
 	}

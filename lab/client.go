@@ -22,8 +22,14 @@ type Client struct {
 	HTTP  *http.Client
 }
 
-// ErrUnauthorized is the API refusing the client's token.
-var ErrUnauthorized = errors.New("not authorized")
+// Errors of the API, by kind.
+var (
+	// ErrUnauthorized is the API refusing the client's token.
+	ErrUnauthorized = errors.New("not authorized")
+	// ErrConflict is a request the lab's state refuses (an agent name
+	// enrolled with another key).
+	ErrConflict = errors.New("refused")
+)
 
 // MaxResponse bounds what the client reads of one answer.
 const MaxResponse = 256 << 20
@@ -69,6 +75,8 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ct
 			return fmt.Errorf("%w: %s", ErrInvalid, msg)
 		case http.StatusNotFound:
 			return fmt.Errorf("%w: %s", ErrNoRun, msg)
+		case http.StatusConflict:
+			return fmt.Errorf("%w: %s", ErrConflict, msg)
 		}
 		return fmt.Errorf("coordinator %s: %s: %s", c.URL, resp.Status, msg)
 	}
@@ -92,6 +100,11 @@ func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 func (c *Client) Lab(ctx context.Context) (LabInfo, error) {
 	var li LabInfo
 	return li, c.getJSON(ctx, "/api/v1/lab", &li)
+}
+
+// Enroll enrols an agent's public nkey.
+func (c *Client) Enroll(ctx context.Context, name, pub string) error {
+	return c.do(ctx, http.MethodPut, "/api/v1/agents/"+url.PathEscape(name)+"/nkey", strings.NewReader(pub), "text/plain", nil)
 }
 
 // PutImage uploads an image under its digest.

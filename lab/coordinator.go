@@ -45,6 +45,9 @@ type CoordinatorOptions struct {
 	Log      *slog.Logger
 	AckWait  time.Duration // the jobs' ack wait (DefaultAckWait when 0)
 	LeaseTTL time.Duration // board leases' TTL (DefaultLeaseTTL when 0)
+	// Replicas is how many servers of a cluster keep each stream and
+	// bucket (1 when 0; 3 for a lab that must outlive a server).
+	Replicas int
 }
 
 // NewCoordinator opens (creating where needed) every stream and bucket
@@ -54,23 +57,24 @@ func NewCoordinator(ctx context.Context, js jetstream.JetStream, o CoordinatorOp
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	r := max(o.Replicas, 1)
 	var err error
-	if c.queue, err = OpenQueue(ctx, js, o.AckWait); err != nil {
+	if c.queue, err = openQueue(ctx, js, o.AckWait, r); err != nil {
 		return nil, err
 	}
-	if c.images, err = OpenImages(ctx, js); err != nil {
+	if c.images, err = openImages(ctx, js, r); err != nil {
 		return nil, err
 	}
-	if c.leases, err = OpenLeases(ctx, js, o.LeaseTTL); err != nil {
+	if c.leases, err = openLeases(ctx, js, o.LeaseTTL, r); err != nil {
 		return nil, err
 	}
-	if c.runs, err = openRuns(ctx, js); err != nil {
+	if c.runs, err = openRuns(ctx, js, r); err != nil {
 		return nil, err
 	}
-	if c.agents, err = openAgents(ctx, js); err != nil {
+	if c.agents, err = openAgents(ctx, js, r); err != nil {
 		return nil, err
 	}
-	if c.events, err = openEvents(ctx, js); err != nil {
+	if c.events, err = openEvents(ctx, js, r); err != nil {
 		return nil, err
 	}
 	return c, nil

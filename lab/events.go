@@ -63,7 +63,7 @@ const (
 )
 
 // openEvents creates the events stream, or takes it as it is.
-func openEvents(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+func openEvents(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        EventsStream,
 		Description: "fudbench run events from the agents",
@@ -71,6 +71,7 @@ func openEvents(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, 
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  time.Hour,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lab: events stream: %w", err)

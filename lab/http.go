@@ -57,6 +57,9 @@ type API struct {
 	Tokens Tokens
 	// NATS is the URL agents connect to, as the API tells them.
 	NATS string
+	// Keys enrol agents on the embedded server; nil when the lab's NATS
+	// is external (its own configuration names the agents).
+	Keys *Keys
 	Log  *slog.Logger
 }
 
@@ -66,6 +69,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /{$}", a.dashboard)
 	mux.Handle("GET /api/v1/lab", a.auth(scopeRead, a.lab))
 	mux.Handle("GET /api/v1/agents", a.auth(scopeRead, a.listAgents))
+	mux.Handle("PUT /api/v1/agents/{name}/nkey", a.auth(scopeSubmit, a.enroll))
 	mux.Handle("GET /api/v1/runs", a.auth(scopeRead, a.listRuns))
 	mux.Handle("POST /api/v1/runs", a.auth(scopeSubmit, a.submit))
 	mux.Handle("GET /api/v1/runs/{id}", a.auth(scopeRead, a.getRun))
@@ -154,10 +158,37 @@ type LabInfo struct {
 	NATS     string        `json:"nats"`
 	AckWait  time.Duration `json:"ack_wait"`
 	LeaseTTL time.Duration `json:"lease_ttl"`
+	// External says the NATS server is not the coordinator's: agents
+	// are enrolled in its own configuration, not through the API.
+	External bool `json:"external,omitempty"`
 }
 
 func (a *API) lab(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, LabInfo{NATS: a.NATS, AckWait: a.C.queue.ackWait, LeaseTTL: a.C.leases.ttl})
+	writeJSON(w, LabInfo{NATS: a.NATS, AckWait: a.C.queue.ackWait, LeaseTTL: a.C.leases.ttl, External: a.Keys == nil})
+}
+
+// enroll admits an agent's public nkey (submit scope: enrolling an agent
+// gives it the lab's jobs).
+func (a *API) enroll(w http.ResponseWriter, r *http.Request) {
+	if a.Keys == nil {
+		httpError(w, http.StatusConflict, "this lab's NATS is external: enrol the agent in its configuration (docs/lab.md)")
+		return
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256))
+	if err != nil {
+		httpError(w, http.StatusRequestEntityTooLarge, "a public key is 56 bytes")
+		return
+	}
+	err = a.Keys.Enroll(r.PathValue("name"), strings.TrimSpace(string(b)))
+	switch {
+	case errors.Is(err, ErrKeyConflict):
+		httpError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		a.fail(w, err)
+	default:
+		a.Log.Info("agent enrolled", "agent", r.PathValue("name"))
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {

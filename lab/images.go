@@ -26,10 +26,15 @@ type Images struct {
 
 // OpenImages creates the images bucket, or takes it as it is.
 func OpenImages(ctx context.Context, js jetstream.JetStream) (*Images, error) {
+	return openImages(ctx, js, 1)
+}
+
+func openImages(ctx context.Context, js jetstream.JetStream, replicas int) (*Images, error) {
 	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      ImagesBucket,
 		Description: "fudbench images, named by their SHA-256",
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lab: images bucket: %w", err)

@@ -32,6 +32,10 @@ var _ jobs.Locker = (*Leases)(nil)
 // per-key TTLs need), or takes it as it is. ttl is DefaultLeaseTTL when
 // zero; it must be at least a second, the server's resolution.
 func OpenLeases(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (*Leases, error) {
+	return openLeases(ctx, js, ttl, 1)
+}
+
+func openLeases(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (*Leases, error) {
 	if ttl == 0 {
 		ttl = DefaultLeaseTTL
 	}
@@ -43,6 +47,7 @@ func OpenLeases(ctx context.Context, js jetstream.JetStream, ttl time.Duration) 
 		Description:    "fudbench board leases, a key per board",
 		Storage:        jetstream.FileStorage,
 		LimitMarkerTTL: time.Minute,
+		Replicas:       replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lab: leases bucket: %w", err)

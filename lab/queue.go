@@ -22,6 +22,11 @@ const DefaultAckWait = 30 * time.Second
 // OpenQueue creates the jobs stream, or takes it as it is. ackWait is
 // DefaultAckWait when zero.
 func OpenQueue(ctx context.Context, js jetstream.JetStream, ackWait time.Duration) (*Queue, error) {
+	return openQueue(ctx, js, ackWait, 1)
+}
+
+// openQueue is OpenQueue with the stream kept on replicas servers.
+func openQueue(ctx context.Context, js jetstream.JetStream, ackWait time.Duration, replicas int) (*Queue, error) {
 	if ackWait <= 0 {
 		ackWait = DefaultAckWait
 	}
@@ -33,6 +38,7 @@ func OpenQueue(ctx context.Context, js jetstream.JetStream, ackWait time.Duratio
 		Storage:     jetstream.FileStorage,
 		// A run ID submitted again within a day is the same job.
 		Duplicates: 24 * time.Hour,
+		Replicas:   replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lab: jobs stream: %w", err)

@@ -85,9 +85,9 @@ func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueC
 	return kv, nil
 }
 
-func openRuns(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+func openRuns(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	return openKV(ctx, js, jetstream.KeyValueConfig{
-		Bucket: RunsBucket, Description: "fudbench runs", Storage: jetstream.FileStorage, History: 1,
+		Bucket: RunsBucket, Description: "fudbench runs", Storage: jetstream.FileStorage, History: 1, Replicas: replicas,
 	})
 }
 
@@ -136,9 +136,9 @@ type BoardInfo struct {
 // AgentTTL is how long an agent's announcement lasts without renewal.
 const AgentTTL = 15 * time.Second
 
-func openAgents(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+func openAgents(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	return openKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: AgentsBucket, Description: "fudbench agents and their boards",
-		Storage: jetstream.FileStorage, History: 1, TTL: AgentTTL,
+		Storage: jetstream.FileStorage, History: 1, TTL: AgentTTL, Replicas: replicas,
 	})
 }

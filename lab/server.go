@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,11 +22,17 @@ type ServerOptions struct {
 	Port int
 	// Log receives the server's notices and errors; nil discards them.
 	Log *slog.Logger
+	// Keys, when set, are the only users the server admits: the
+	// coordinator and the enrolled agents, each agent with
+	// AgentPermissions. Enrolling an agent later reloads the server.
+	Keys *Keys
 }
 
 // Server is an embedded NATS server with JetStream.
 type Server struct {
-	ns *server.Server
+	ns   *server.Server
+	opts *server.Options
+	mu   sync.Mutex // one reload at a time
 }
 
 // StartServer starts an embedded NATS server with JetStream storing
@@ -48,6 +55,9 @@ func StartServer(o ServerOptions) (*Server, error) {
 		NoSigs:     true, // the command owns SIGINT and SIGTERM
 		NoLog:      o.Log == nil,
 	}
+	if o.Keys != nil {
+		opts.Nkeys = o.Keys.users()
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("lab: nats server: %w", err)
@@ -60,7 +70,26 @@ func StartServer(o ServerOptions) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("lab: nats server on %s:%d did not start within 10s", host, o.Port)
 	}
-	return &Server{ns: ns}, nil
+	srv := &Server{ns: ns, opts: opts.Clone()}
+	if o.Keys != nil {
+		o.Keys.mu.Lock()
+		o.Keys.srv = srv
+		o.Keys.mu.Unlock()
+	}
+	return srv, nil
+}
+
+// setUsers replaces the server's users, keeping its connections.
+func (s *Server) setUsers(us []*server.NkeyUser) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opts := s.opts.Clone()
+	opts.Nkeys = us
+	if err := s.ns.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("lab: nats server: reload users: %w", err)
+	}
+	s.opts = opts.Clone()
+	return nil
 }
 
 // ClientURL is the URL agents and clients connect to.

@@ -35,6 +35,7 @@ const (
 	defaultNATSPort  = 4222
 	submitTokenFile  = "submit.token"
 	readTokenFile    = "read.token"
+	agentKeysFile    = "agents.nkeys"
 	envServer        = "FUDBENCH_SERVER"
 	envToken         = "FUDBENCH_TOKEN"
 	envSubmitToken   = "FUDBENCH_SUBMIT_TOKEN"
@@ -94,7 +95,9 @@ func apiErr(err error) error {
 func newServeCmd(g *globals) *cobra.Command {
 	var (
 		listen, natsURL, natsListen, dataDir string
+		natsKey                              string
 		ackWait, leaseTTL                    time.Duration
+		replicas                             int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR] [--nats URL] [--data DIR]",
@@ -120,14 +123,22 @@ Stop it with Ctrl-C or SIGTERM; agents wait for it to come back.`,
 			if ackWait < 2*time.Second || leaseTTL < time.Second {
 				return usageErr(fmt.Errorf("--ack-wait %v, --lease-ttl %v: want at least 2s and 1s", ackWait, leaseTTL))
 			}
-			return serveLab(c, g, listen, natsURL, natsListen, dataDir, lab.CoordinatorOptions{AckWait: ackWait, LeaseTTL: leaseTTL})
+			if replicas < 1 || replicas > 5 || (replicas > 1 && natsURL == "") {
+				return usageErr(fmt.Errorf("--replicas %d: want 1 to 5, and more than 1 only with an external cluster (--nats)", replicas))
+			}
+			if natsKey != "" && natsURL == "" {
+				return usageErr(errors.New("--nats-nkey is for an external NATS (--nats)"))
+			}
+			return serveLab(c, g, listen, natsURL, natsListen, natsKey, dataDir, lab.CoordinatorOptions{AckWait: ackWait, LeaseTTL: leaseTTL, Replicas: replicas})
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&listen, "listen", defaultListen, "HTTP API and dashboard address")
 	fl.StringVar(&natsURL, "nats", "", "external NATS server(s) with JetStream, comma-separated (default: embedded)")
+	fl.StringVar(&natsKey, "nats-nkey", "", "external NATS: the coordinator's nkey seed file")
 	fl.StringVar(&natsListen, "nats-listen", fmt.Sprintf("127.0.0.1:%d", defaultNATSPort), "embedded NATS server's client address (port 0: any free one)")
 	fl.StringVar(&dataDir, "data", defaultLabDir, "directory for the results database, tokens and the embedded server's streams")
+	fl.IntVar(&replicas, "replicas", 1, "external cluster: servers that keep each stream and bucket (3 outlives a server)")
 	fl.DurationVar(&ackWait, "ack-wait", lab.DefaultAckWait, "how long a job whose agent went silent waits before another agent takes it")
 	fl.DurationVar(&leaseTTL, "lease-ttl", lab.DefaultLeaseTTL, "how long a silent agent's boards stay leased")
 	return cmd
@@ -161,7 +172,7 @@ func labTokens(dir string) (lab.Tokens, error) {
 	return ts, err
 }
 
-func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, dataDir string, co lab.CoordinatorOptions) error {
+func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, natsKey, dataDir string, co lab.CoordinatorOptions) error {
 	ctx := c.Context()
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return usageErr(fmt.Errorf("--data: %w", err))
@@ -176,19 +187,38 @@ func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, dataDir
 	if err != nil {
 		return infraErr(err)
 	}
-	var srv *lab.Server
+	var (
+		srv  *lab.Server
+		keys *lab.Keys
+		auth nats.Option
+	)
 	if natsURL == "" {
 		host, port, err := splitHostPort(natsListen)
 		if err != nil {
 			return usageErr(fmt.Errorf("--nats-listen: %w", err))
 		}
-		if srv, err = lab.StartServer(lab.ServerOptions{Dir: dataDir, Host: host, Port: port, Log: g.log}); err != nil {
+		// Only the coordinator and enrolled agents, each with its own
+		// nkey, may connect.
+		if keys, err = lab.LoadKeys(filepath.Join(dataDir, agentKeysFile)); err != nil {
+			return usageErr(err)
+		}
+		if srv, err = lab.StartServer(lab.ServerOptions{Dir: dataDir, Host: host, Port: port, Log: g.log, Keys: keys}); err != nil {
 			return infraErr(err)
 		}
 		defer srv.Shutdown(context.Background())
-		natsURL = srv.ClientURL()
+		natsURL, auth = srv.ClientURL(), keys.CoordinatorOption()
+	} else if natsKey != "" {
+		kp, err := lab.ReadKey(natsKey)
+		if err != nil {
+			return usageErr(fmt.Errorf("--nats-nkey: %w", err))
+		}
+		auth = lab.NkeyOption(kp)
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("fudbench serve"), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
+	opts := []nats.Option{nats.Name("fudbench serve"), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	if auth != nil {
+		opts = append(opts, auth)
+	}
+	nc, err := nats.Connect(natsURL, opts...)
 	if err != nil {
 		return infraErr(fmt.Errorf("nats %s: %w", natsURL, err))
 	}
@@ -207,14 +237,15 @@ func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, dataDir
 	if err != nil {
 		return infraErr(err)
 	}
-	api := &lab.API{C: coord, Tokens: tokens, NATS: natsURL, Log: g.log}
+	api := &lab.API{C: coord, Tokens: tokens, NATS: natsURL, Keys: keys, Log: g.log}
 	hs := lab.NewHTTPServer(api.Handler())
 	go hs.Serve(ln)
 	ingestDone := make(chan struct{})
 	go func() { defer close(ingestDone); coord.Ingest(ctx) }()
 	url := "http://" + ln.Addr().String()
-	fmt.Fprintf(c.OutOrStdout(), "fudbench lab coordinator\n  API        %s\n  dashboard  %s/#token=%s\n  NATS       %s\n  data       %s\n",
-		url, url, tokens.Read, natsURL, dataDir)
+	// The tokens stay in their files: a service's output goes to logs.
+	fmt.Fprintf(c.OutOrStdout(), "fudbench lab coordinator\n  API        %s\n  dashboard  %s/#token=(the read token, %s)\n  NATS       %s\n  data       %s\n",
+		url, url, filepath.Join(dataDir, readTokenFile), natsURL, dataDir)
 	g.log.Info("serving", "api", url, "nats", natsURL)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -243,7 +274,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	var (
 		lc                       labClient
 		benchFile, name, natsURL string
-		dataDir                  string
+		dataDir, nkeyFile        string
 		pools                    []string
 		timeScale                float64
 	)
@@ -270,11 +301,12 @@ their safe state and gives the job back; another agent of the pool resumes
 it without running a finished cycle again.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			return runAgent(c, g, &lc, benchFile, name, natsURL, pools, dataDir, timeScale)
+			return runAgent(c, g, &lc, benchFile, name, natsURL, nkeyFile, pools, dataDir, timeScale)
 		},
 	}
-	lc.flags(cmd, readTokenFile)
+	lc.flags(cmd, submitTokenFile+" or "+readTokenFile)
 	fl := cmd.Flags()
+	fl.StringVar(&nkeyFile, "nkey", "", "the agent's NATS nkey seed, made on first start (default: fudbench/agent-NAME.nk in the user's config directory)")
 	fl.StringVar(&benchFile, "bench", "", "bench file of this host's boards (default: the built-in simulated boards)")
 	fl.StringVar(&name, "name", "", "agent name, unique in the lab (default: the host name)")
 	fl.StringVar(&natsURL, "nats", "", "NATS URL (default: the one the coordinator gives)")
@@ -284,7 +316,7 @@ it without running a finished cycle again.`,
 	return cmd
 }
 
-func runAgent(c *cobra.Command, g *globals, lc *labClient, benchFile, name, natsURL string, pools []string, dataDir string, timeScale float64) error {
+func runAgent(c *cobra.Command, g *globals, lc *labClient, benchFile, name, natsURL, nkeyFile string, pools []string, dataDir string, timeScale float64) error {
 	ctx := c.Context()
 	host, _ := os.Hostname()
 	if name == "" {
@@ -332,13 +364,43 @@ func runAgent(c *cobra.Command, g *globals, lc *labClient, benchFile, name, nats
 			}
 		}
 	}
-	cl, err := lc.client(readTokenFile)
+	// On the coordinator's machine, its submit token enrols the agent at
+	// once; elsewhere the operator gives a token, or enrols the key.
+	scope := submitTokenFile
+	if _, err := os.Stat(filepath.Join(defaultLabDir, scope)); err != nil {
+		scope = readTokenFile
+	}
+	cl, err := lc.client(scope)
 	if err != nil {
 		return err
 	}
+	if nkeyFile == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return usageErr(fmt.Errorf("--nkey: %w", err))
+		}
+		nkeyFile = filepath.Join(dir, "fudbench", "agent-"+name+".nk")
+	}
+	kp, err := lab.AgentKey(nkeyFile)
+	if err != nil {
+		return usageErr(err)
+	}
+	pub, _ := kp.PublicKey()
 	li, err := cl.Lab(ctx)
 	if err != nil {
 		return apiErr(err)
+	}
+	if !li.External {
+		err := cl.Enroll(ctx, name, pub)
+		switch {
+		case errors.Is(err, lab.ErrConflict):
+			return usageErr(fmt.Errorf("agent %s: %w", name, err))
+		case errors.Is(err, lab.ErrUnauthorized):
+			// A read token cannot enrol: the key may be enrolled already.
+			g.log.Debug("not enrolled through the API", "err", err)
+		case err != nil:
+			return apiErr(err)
+		}
 	}
 	if natsURL == "" {
 		natsURL = li.NATS
@@ -351,10 +413,14 @@ func runAgent(c *cobra.Command, g *globals, lc *labClient, benchFile, name, nats
 		defer os.RemoveAll(d)
 		dataDir = d
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("fudbench agent "+name), nats.MaxReconnects(-1),
+	nc, err := nats.Connect(natsURL, nats.Name("fudbench agent "+name), lab.NkeyOption(kp), nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { g.log.Warn("lost the lab's NATS server", "err", err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { g.log.Info("back with the lab's NATS server") }))
+	if errors.Is(err, nats.ErrAuthorization) {
+		return usageErr(fmt.Errorf("nats %s refused agent %s's key %s: enrol it (give the agent the submit token, or add \"%s %s\" to the coordinator's %s)",
+			natsURL, name, nkeyFile, name, pub, agentKeysFile))
+	}
 	if err != nil {
 		return infraErr(fmt.Errorf("nats %s: %w", natsURL, err))
 	}

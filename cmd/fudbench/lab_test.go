@@ -7,7 +7,9 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/fudbench/fudbench/lab"
 	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
 )
 
 // labProc is a fudbench process of a lab test, its output kept for the
@@ -84,6 +92,7 @@ type testLab struct {
 	*labProc
 	dir, url, nats     string
 	listen, natsListen string
+	keys               string // the agents' nkey seed files
 }
 
 // startLab starts `fudbench serve` on ephemeral ports (or the ports of
@@ -94,7 +103,7 @@ func startLab(t *testing.T, dir, listen, natsListen string, extra ...string) *te
 		listen, natsListen = "127.0.0.1:0", "127.0.0.1:0"
 	}
 	args := append([]string{"serve", "--data", dir, "--listen", listen, "--nats-listen", natsListen}, extra...)
-	l := &testLab{labProc: startProc(t, "serve", args...), dir: dir}
+	l := &testLab{labProc: startProc(t, "serve", args...), dir: dir, keys: filepath.Dir(dir)}
 	api := regexp.MustCompile(`API\s+(http://\S+)`)
 	nurl := regexp.MustCompile(`NATS\s+(nats://\S+)`)
 	deadline := time.Now().Add(60 * time.Second)
@@ -133,7 +142,8 @@ func (l *testLab) client(t *testing.T, scope string) *lab.Client {
 // agent starts `fudbench agent` on the built-in boards.
 func (l *testLab) agent(t *testing.T, name string, extra ...string) *labProc {
 	t.Helper()
-	args := append([]string{"agent", "--server", l.url, "--token-file", l.token(readTokenFile), "--name", name}, extra...)
+	args := append([]string{"agent", "--server", l.url, "--token-file", l.token(submitTokenFile), "--name", name,
+		"--nkey", filepath.Join(l.keys, "agent-"+name+".nk")}, extra...)
 	a := startProc(t, "agent "+name, args...)
 	// Announced once its boards show in the lab.
 	cl := l.client(t, readTokenFile)
@@ -182,13 +192,97 @@ func (l *testLab) db(t *testing.T) *results.DB {
 	return db
 }
 
+// labModes are the two ways a coordinator runs: with its embedded NATS
+// server, and on an external three-node cluster.
+var labModes = []struct {
+	name  string
+	start func(t *testing.T, extra ...string) *testLab
+}{
+	{"embedded", func(t *testing.T, extra ...string) *testLab { return startLab(t, t.TempDir(), "", "", extra...) }},
+	{"cluster", startClusterLab},
+}
+
+// startClusterLab starts three NATS servers with JetStream in one
+// cluster on loopback (nats-server as a library) and a coordinator on
+// them, with nkeys made for it and for agents pi1 to pi3, each agent
+// with lab.AgentPermissions, as a lab's own cluster configuration would.
+func startClusterLab(t *testing.T, extra ...string) *testLab {
+	t.Helper()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	coord, err := lab.AgentKey(filepath.Join(keys, "coordinator.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpub, _ := coord.PublicKey()
+	users := []*server.NkeyUser{{Nkey: cpub}}
+	for _, n := range []string{"pi1", "pi2", "pi3"} {
+		kp, err := lab.AgentKey(filepath.Join(keys, "agent-"+n+".nk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := kp.PublicKey()
+		users = append(users, &server.NkeyUser{Nkey: pub, Permissions: lab.AgentPermissions(n)})
+	}
+	var routes []*url.URL
+	var ports []int
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		routes = append(routes, &url.URL{Scheme: "nats", Host: ln.Addr().String()})
+	}
+	var servers []*server.Server
+	var urls []string
+	for i := range 3 {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			Cluster: server.ClusterOpts{Name: "fudbench-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes, Nkeys: users, NoSigs: true, NoLog: true,
+		}
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		t.Cleanup(ns.Shutdown)
+		if !ns.ReadyForConnections(30 * time.Second) {
+			t.Fatalf("nats server n%d did not start", i+1)
+		}
+		servers = append(servers, ns)
+		urls = append(urls, ns.ClientURL())
+	}
+	waitFor(t, 60*time.Second, "a JetStream meta leader", func() bool {
+		for _, ns := range servers {
+			if ns.JetStreamIsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	args := append([]string{"--nats", strings.Join(urls, ","), "--nats-nkey", filepath.Join(keys, "coordinator.nk"), "--replicas", "3"}, extra...)
+	l := startLab(t, filepath.Join(dir, "lab"), "", "", args...)
+	l.keys = keys
+	return l
+}
+
 // TestLabDemo is the newcomer's path: a coordinator, two agents, the demo
-// job submitted with --wait; then what the API and dashboard show.
+// job submitted with --wait; then what the API and dashboard show. Once
+// with the embedded NATS server, once on an external cluster.
 func TestLabDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a lab with two agents")
 	}
-	l := startLab(t, t.TempDir(), "", "")
+	for _, m := range labModes {
+		t.Run(m.name, func(t *testing.T) { testLabDemo(t, m.start(t)) })
+	}
+}
+
+func testLabDemo(t *testing.T, l *testLab) {
 	l.agent(t, "pi1")
 	l.agent(t, "pi2")
 	dir := t.TempDir()
@@ -347,11 +441,24 @@ func TestLabRefuses(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("oversized submission: %s, want 413", resp.Status)
 	}
-	// A second agent of the same name is refused.
+	// A second agent of the same name is refused, with the same key as
+	// the first one's (two processes) or another.
 	l.agent(t, "pi1")
-	_, errOut, code = cli(t, "agent", "--server", l.url, "--token-file", l.token(readTokenFile), "--name", "pi1")
+	_, errOut, code = cli(t, "agent", "--server", l.url, "--token-file", l.token(submitTokenFile), "--name", "pi1",
+		"--nkey", filepath.Join(l.keys, "agent-pi1.nk"))
 	if code != ExitUsage || !strings.Contains(errOut, "an agent named pi1") {
 		t.Errorf("second agent pi1: exit %d, %s", code, errOut)
+	}
+	_, errOut, code = cli(t, "agent", "--server", l.url, "--token-file", l.token(submitTokenFile), "--name", "pi1",
+		"--nkey", filepath.Join(dir, "other.nk"))
+	if code != ExitUsage || !strings.Contains(errOut, "agent pi1 is enrolled with another key") {
+		t.Errorf("agent pi1 with another key: exit %d, %s", code, errOut)
+	}
+	// A key nobody enrolled is refused by NATS itself.
+	_, errOut, code = cli(t, "agent", "--server", l.url, "--token-file", l.token(readTokenFile), "--name", "pi9",
+		"--nkey", filepath.Join(dir, "pi9.nk"))
+	if code != ExitUsage || !strings.Contains(errOut, "refused agent pi9's key") {
+		t.Errorf("agent pi9 not enrolled: exit %d, %s", code, errOut)
 	}
 }
 
@@ -475,7 +582,12 @@ func TestLabAgentKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a campaign across two agents")
 	}
-	l := startLab(t, t.TempDir(), "", "", "--ack-wait", "3s", "--lease-ttl", "1s")
+	for _, m := range labModes {
+		t.Run(m.name, func(t *testing.T) { testLabAgentKilled(t, m.start(t, "--ack-wait", "3s", "--lease-ttl", "1s")) })
+	}
+}
+
+func testLabAgentKilled(t *testing.T, l *testLab) {
 	a1 := l.agent(t, "pi1")
 	out, errOut, code := l.submit(t, "testdata/lab/long.yaml")
 	if code != 0 {
@@ -571,4 +683,170 @@ func TestLabCoordinatorRestart(t *testing.T) {
 			t.Errorf("cycle %s has %d outcome events", k, n)
 		}
 	}
+}
+
+// TestLabDashboardInBrowser opens the dashboard in headless Chromium:
+// the agent's boards show, a run submitted while the page is open
+// appears and reaches its verdict without a reload, its report link
+// opens the report, and the page asks for nothing outside the
+// coordinator and logs no error. Without a token it asks for one.
+func TestLabDashboardInBrowser(t *testing.T) {
+	browser := chromiumPath(t)
+	l := startLab(t, t.TempDir(), "", "")
+	l.agent(t, "pi1")
+	read := l.client(t, readTokenFile).Token
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser), chromedp.Flag("headless", "new"), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1200, 900))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		requests []string
+		problems []string
+	)
+	if err := chromedp.Listen(ctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			requests = append(requests, e.Request.URL)
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+e.ExceptionDetails.Text)
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.ConsoleAPICalledTypeError {
+				problems = append(problems, "console.error")
+			}
+		}
+	}); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	tctx, cancelT := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelT()
+	eval := func(js string) string {
+		t.Helper()
+		s, err := chromedp.Run(tctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", js, err)
+		}
+		return s
+	}
+	until := func(what, js string) {
+		t.Helper()
+		waitFor(t, time.Minute, what, func() bool { return eval(js) == "yes" })
+	}
+
+	// Without a token: the page asks for one and opens no stream.
+	if err := chromedp.Do(tctx, chromedp.Navigate(l.url+"/"), chromedp.WaitReady("body")); err != nil {
+		t.Fatal(err)
+	}
+	if eval(`document.getElementById("login").hidden ? "hidden" : "shown"`) != "shown" {
+		t.Error("the dashboard without a token does not ask for one")
+	}
+
+	// (From another page: a change of fragment alone loads nothing.)
+	if err := chromedp.Do(tctx, chromedp.Navigate("about:blank"), chromedp.Navigate(l.url+"/#token="+read), chromedp.WaitReady("body")); err != nil {
+		t.Fatal(err)
+	}
+	until("pi1's boards on the page", `document.querySelector('#boards tr[data-board="pi1/sim-safe"]') ? "yes" : "no"`)
+	if loc := eval(`location.href`); strings.Contains(loc, read) {
+		t.Errorf("the token stays in the address bar: %s", loc)
+	}
+	done := make(chan int, 1)
+	go func() {
+		_, _, code := l.submit(t, "testdata/lab/small.yaml", "--wait")
+		done <- code
+	}()
+	until("a running run on the page", `[...document.querySelectorAll('#runs tr[data-run]')].some(r => r.textContent.includes("running")) ? "yes" : "no"`)
+	until("the run's verdict on the page", `[...document.querySelectorAll('#runs tr[data-run]')].some(r => r.textContent.includes("pass") && r.textContent.includes("8/8")) ? "yes" : "no"`)
+	if code := <-done; code != 0 {
+		t.Errorf("submit --wait: exit %d", code)
+	}
+	href := eval(`document.querySelector('#runs tr[data-run] a').href`)
+	if !strings.Contains(href, "/report.html?access_token=") {
+		t.Fatalf("report link %q", href)
+	}
+	if err := chromedp.Do(tctx, chromedp.Navigate(href), chromedp.WaitReady("body")); err != nil {
+		t.Fatal(err)
+	}
+	if title := eval(`document.title`); !strings.Contains(title, "lab-small") {
+		t.Errorf("the report link opened %q", title)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, u := range requests {
+		if !strings.HasPrefix(u, l.url+"/") && u != "about:blank" {
+			t.Errorf("the dashboard requested %s", u)
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("the page logged: %v", problems)
+	}
+}
+
+// TestLabSecretsNotRecorded runs the OSCORE example through a lab with
+// debug logging and looks for the boards' keys, the API tokens and the
+// agent's nkey seed in everything the lab wrote: the coordinator's data
+// directory (results database, JetStream's files) but the token and key
+// files themselves, and every process's output.
+func TestLabSecretsNotRecorded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a secured campaign through a lab")
+	}
+	l := startLab(t, t.TempDir(), "", "", "-v")
+	agent := l.agent(t, "pi1", "-v")
+	stdout, stderr, code := l.submit(t, "../../examples/oscore.yaml", "--wait", "-v")
+	if code != ExitDeviceFail || !strings.Contains(stderr, "fail on pi1") {
+		t.Fatalf("oscore example through the lab: exit %d, want 1 (the buggy board fails)\n%s%s", code, stdout, stderr)
+	}
+	seed, err := os.ReadFile(filepath.Join(l.keys, "agent-pi1.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string][]byte{
+		"the development PSK":      sim.DevPSK,
+		"the OSCORE master secret": sim.DevOSCORE().MasterSecret,
+		"the read token":           []byte(l.client(t, readTokenFile).Token),
+		"the submit token":         []byte(l.client(t, submitTokenFile).Token),
+		"the agent's nkey seed":    bytes.TrimSpace(seed),
+	}
+	scan := func(what string, data []byte) {
+		t.Helper()
+		for name, k := range secrets {
+			for form, needle := range secretFormsOf(k) {
+				if bytes.Contains(data, needle) {
+					t.Errorf("%s holds %s (%s)", what, name, form)
+				}
+			}
+		}
+	}
+	l.stop(t, syscall.SIGTERM) // the database and the streams written out
+	agent.stop(t, syscall.SIGTERM)
+	files := 0
+	filepath.WalkDir(l.dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		switch d.Name() {
+		case readTokenFile, submitTokenFile, agentKeysFile:
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		files++
+		scan(path, b)
+		return nil
+	})
+	if files < 5 {
+		t.Errorf("scanned %d files of the lab's data directory", files)
+	}
+	scan("the coordinator's output", []byte(l.output()))
+	scan("the agent's output", []byte(agent.output()))
+	scan("submit's output", []byte(stdout+stderr))
 }

@@ -171,8 +171,10 @@ func TestSecurityArgvFromBenchFile(t *testing.T) {
 const secret = "S3cr3t-PSK-of-the-bench!"
 
 // secretForms are the ways the key could appear in a file or a log.
-func secretForms() map[string][]byte {
-	k := []byte(secret)
+func secretForms() map[string][]byte { return secretFormsOf([]byte(secret)) }
+
+// secretFormsOf are the ways the key k could appear.
+func secretFormsOf(k []byte) map[string][]byte {
 	return map[string][]byte{
 		"raw":           k,
 		"hex":           []byte(hex.EncodeToString(k)),
