@@ -327,8 +327,8 @@ var errCancelled = errors.New("run cancelled")
 // handle runs one delivered job to its end.
 func (a *Agent) handle(ctx context.Context, d *Delivery) {
 	log := a.o.Log.With("run", d.RunID, "attempt", d.Attempt)
-	var t Task
-	if err := json.Unmarshal(d.Body, &t); err != nil || t.Run == "" {
+	t, err := DecodeTask(d.Body)
+	if err != nil {
 		log.Error("a job that does not decode is dropped", "err", err)
 		d.Done()
 		return

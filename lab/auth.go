@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -82,6 +83,15 @@ func LoadKeys(file string) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: agent keys: %w", err)
 	}
+	if k.agents, err = parseKeys(file, b); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// parseKeys reads "NAME PUBLIC-KEY" lines; # starts a comment line.
+func parseKeys(file string, b []byte) (map[string]string, error) {
+	agents := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -92,9 +102,12 @@ func LoadKeys(file string) (*Keys, error) {
 		if len(f) != 2 || CheckToken("agent", f[0]) != nil || !nkeys.IsValidPublicUserKey(f[1]) {
 			return nil, fmt.Errorf("%s:%d: want an agent name and its public user nkey (U…)", file, n)
 		}
-		k.agents[f[0]] = f[1]
+		agents[f[0]] = f[1]
 	}
-	return k, nil
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return agents, nil
 }
 
 // users are the server's nkey users for these keys.
@@ -201,4 +214,25 @@ func parseKey(path string, b []byte) (nkeys.KeyPair, error) {
 func NkeyOption(kp nkeys.KeyPair) nats.Option {
 	pub, _ := kp.PublicKey()
 	return nats.Nkey(pub, kp.Sign)
+}
+
+// CertPool is the system's roots and, when caFile is not empty, the
+// certificates of caFile (a lab's own CA, or a self-signed server
+// certificate).
+func CertPool(caFile string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if caFile == "" {
+		return pool, nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	return pool, nil
 }

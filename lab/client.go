@@ -35,9 +35,13 @@ var (
 const MaxResponse = 256 << 20
 
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ctype string, out any) error {
+	path, query, _ := strings.Cut(path, "?")
 	u, err := url.JoinPath(c.URL, path)
 	if err != nil {
 		return fmt.Errorf("server URL %q: %w", c.URL, err)
+	}
+	if query != "" {
+		u += "?" + query
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
@@ -151,6 +155,13 @@ func (c *Client) Cancel(ctx context.Context, id string) (RunState, error) {
 func (c *Client) Cycles(ctx context.Context, id string) ([]results.Cycle, error) {
 	var out []results.Cycle
 	return out, c.getJSON(ctx, "/api/v1/runs/"+url.PathEscape(id)+"/cycles", &out)
+}
+
+// CyclesSince reads a run's cycles in the order they were recorded,
+// skipping the first skip.
+func (c *Client) CyclesSince(ctx context.Context, id string, skip int) ([]results.Cycle, error) {
+	var out []results.Cycle
+	return out, c.getJSON(ctx, fmt.Sprintf("/api/v1/runs/%s/cycles?since=%d", url.PathEscape(id), skip), &out)
 }
 
 // State reads what an agent needs to resume a run.

@@ -315,19 +315,31 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // handle stores one agent message.
 func (c *Coordinator) handle(ctx context.Context, m jetstream.Msg) error {
-	var msg Message
-	if err := json.Unmarshal(m.Data(), &msg); err != nil {
-		c.log.Error("events: a message that does not decode is dropped", "subject", m.Subject(), "err", err)
+	msg, err := DecodeMessage(m.Subject(), m.Data())
+	if err != nil {
+		c.log.Error("events: a message that does not decode is dropped", "err", err)
 		return nil
 	}
-	if msg.Run == "" {
-		return nil
+	// Only the agent that took the run last reports on it: a late
+	// message of an attempt another agent has taken over (an agent that
+	// lost the coordinator, then came back) tells nothing the new one
+	// does not redo.
+	if msg.Kind != MsgStart {
+		st, _, err := getRun(ctx, c.runs, msg.Run)
+		if err != nil {
+			return ignoreNoRun(err)
+		}
+		// (A run cancelled while its agent was away is closed by the
+		// agent that takes it next.)
+		closing := msg.Kind == MsgEnd && msg.End.Status == StatusCancelled && st.Status == StatusCancelling
+		if (st.Agent != msg.Agent || st.Attempt != msg.Attempt) && !closing {
+			c.log.Warn("events: a message of an attempt that no longer runs is dropped", "run", msg.Run,
+				"agent", msg.Agent, "attempt", msg.Attempt, "running", st.Agent, "running attempt", st.Attempt)
+			return nil
+		}
 	}
 	switch msg.Kind {
 	case MsgStart:
-		if msg.Info == nil {
-			return nil
-		}
 		info := *msg.Info
 		info.ID = msg.Run
 		if err := c.db.PutRun(info, results.RunRunning); err != nil {
@@ -360,9 +372,6 @@ func (c *Coordinator) handle(ctx context.Context, m jetstream.Msg) error {
 		c.mu.Unlock()
 		return nil
 	case MsgCycle:
-		if msg.Cycle == nil {
-			return nil
-		}
 		cy := *msg.Cycle
 		cy.Run, cy.Nonces = msg.Run, msg.Nonces
 		if err := c.db.RecordCycle(cy); err != nil {
@@ -381,9 +390,6 @@ func (c *Coordinator) handle(ctx context.Context, m jetstream.Msg) error {
 		_, err = c.update(ctx, msg.Run, func(st *RunState) { st.Done, st.Failed = len(cs), failed })
 		return ignoreNoRun(err)
 	case MsgEnd:
-		if msg.End == nil {
-			return nil
-		}
 		return c.finish(ctx, msg)
 	}
 	return nil
@@ -427,7 +433,7 @@ func (c *Coordinator) finish(ctx context.Context, msg Message) error {
 			st.Finished = time.Now().UTC()
 		}
 	})
-	c.log.Info("run ended", "run", msg.Run, "agent", msg.Agent, "status", status, "exit", e.Exit)
+	c.log.Info("run ended", "run", msg.Run, "agent", msg.Agent, "status", status, "exit", e.Exit, "why", e.Error)
 	return ignoreNoRun(err)
 }
 

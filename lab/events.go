@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +62,42 @@ const (
 	StatusError      = "error"    // the job could not run (exit 2 or 3)
 	StatusRequeued   = "requeued" // the agent stopped; the job is queued again
 )
+
+// DecodeMessage reads an agent's message from the events stream. The run
+// and the agent are the subject's (events.<run>.<agent>), which the
+// server's permissions tie to the agent that sent it, whatever the body
+// says.
+func DecodeMessage(subject string, data []byte) (Message, error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 3 || parts[0] != "events" || CheckToken("run", parts[1]) != nil || CheckToken("agent", parts[2]) != nil {
+		return Message{}, fmt.Errorf("subject %q: want events.<run>.<agent>", subject)
+	}
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Message{}, fmt.Errorf("message on %s: %w", subject, err)
+	}
+	m.Run, m.Agent = parts[1], parts[2]
+	if m.Attempt < 1 {
+		return Message{}, fmt.Errorf("message on %s: attempt %d", subject, m.Attempt)
+	}
+	var missing bool
+	switch m.Kind {
+	case MsgStart:
+		missing = m.Info == nil
+	case MsgEvents:
+		missing = len(m.Events) == 0
+	case MsgCycle:
+		missing = m.Cycle == nil
+	case MsgEnd:
+		missing = m.End == nil
+	default:
+		return Message{}, fmt.Errorf("message on %s: kind %q", subject, m.Kind)
+	}
+	if missing {
+		return Message{}, fmt.Errorf("message on %s: a %s message without its content", subject, m.Kind)
+	}
+	return m, nil
+}
 
 // openEvents creates the events stream, or takes it as it is.
 func openEvents(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {

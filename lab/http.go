@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -231,7 +232,7 @@ func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	if req.JobFile == "" {
 		req.JobFile = "job.yaml"
 	}
-	out, err := a.C.Submit(r.Context(), Submission{JobFile: req.JobFile, Job: req.Job, Images: req.Images, Pool: req.Pool})
+	out, err := a.C.Submit(r.Context(), Submission(req))
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -260,7 +261,18 @@ func (a *API) cancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) cycles(w http.ResponseWriter, r *http.Request) {
-	cs, err := a.C.db.Cycles(r.PathValue("id"))
+	var cs []results.Cycle
+	var err error
+	if since := r.URL.Query().Get("since"); since != "" {
+		n, perr := strconv.Atoi(since)
+		if perr != nil || n < 0 {
+			httpError(w, http.StatusBadRequest, "since: want a count of cycles already seen")
+			return
+		}
+		cs, err = a.C.db.CyclesSince(r.PathValue("id"), n)
+	} else {
+		cs, err = a.C.db.Cycles(r.PathValue("id"))
+	}
 	if err != nil {
 		a.fail(w, err)
 		return

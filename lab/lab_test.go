@@ -28,7 +28,7 @@ func testServer(t *testing.T) (*Server, jetstream.JetStream) {
 	return s, connect(t, s.ClientURL())
 }
 
-func connect(t *testing.T, url string) jetstream.JetStream {
+func connect(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {

@@ -120,6 +120,9 @@ type Delivery struct {
 // Next waits for the pool's next job until ctx ends.
 func (p *Pool) Next(ctx context.Context) (*Delivery, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err // a job taken now could not run
+		}
 		wait := 5 * time.Second
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(dl))

@@ -36,6 +36,21 @@ type Task struct {
 	Submitted time.Time         `json:"submitted"`
 }
 
+// DecodeTask reads a queued job's body.
+func DecodeTask(data []byte) (Task, error) {
+	var t Task
+	if err := json.Unmarshal(data, &t); err != nil {
+		return Task{}, fmt.Errorf("job: %w", err)
+	}
+	if err := CheckToken("run", t.Run); err != nil {
+		return Task{}, fmt.Errorf("job: %w", err)
+	}
+	if err := CheckToken("pool", t.Pool); err != nil {
+		return Task{}, fmt.Errorf("job %s: %w", t.Run, err)
+	}
+	return t, nil
+}
+
 // RunState is a run as the coordinator knows it.
 type RunState struct {
 	ID      string `json:"id"`

@@ -2,9 +2,11 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,8 @@ type ServerOptions struct {
 	Port int
 	// Log receives the server's notices and errors; nil discards them.
 	Log *slog.Logger
+	// TLS, when set, is required of every client.
+	TLS *tls.Config
 	// Keys, when set, are the only users the server admits: the
 	// coordinator and the enrolled agents, each agent with
 	// AgentPermissions. Enrolling an agent later reloads the server.
@@ -32,6 +36,7 @@ type ServerOptions struct {
 type Server struct {
 	ns   *server.Server
 	opts *server.Options
+	tls  bool
 	mu   sync.Mutex // one reload at a time
 }
 
@@ -58,6 +63,9 @@ func StartServer(o ServerOptions) (*Server, error) {
 	if o.Keys != nil {
 		opts.Nkeys = o.Keys.users()
 	}
+	if o.TLS != nil {
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, o.TLS, 5
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("lab: nats server: %w", err)
@@ -70,7 +78,7 @@ func StartServer(o ServerOptions) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("lab: nats server on %s:%d did not start within 10s", host, o.Port)
 	}
-	srv := &Server{ns: ns, opts: opts.Clone()}
+	srv := &Server{ns: ns, opts: opts.Clone(), tls: o.TLS != nil}
 	if o.Keys != nil {
 		o.Keys.mu.Lock()
 		o.Keys.srv = srv
@@ -92,8 +100,15 @@ func (s *Server) setUsers(us []*server.NkeyUser) error {
 	return nil
 }
 
-// ClientURL is the URL agents and clients connect to.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+// ClientURL is the URL agents and clients connect to: tls:// when the
+// server requires TLS.
+func (s *Server) ClientURL() string {
+	u := s.ns.ClientURL() // tls:// already when the server wants TLS
+	if s.tls && strings.HasPrefix(u, "nats://") {
+		u = "tls://" + strings.TrimPrefix(u, "nats://")
+	}
+	return u
+}
 
 // Shutdown stops the server and waits until it has stopped.
 func (s *Server) Shutdown(ctx context.Context) {

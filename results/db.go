@@ -535,6 +535,20 @@ func (d *DB) RecordCycle(c Cycle) error {
 
 // Cycles returns a run's recorded cycles ordered by board and cycle.
 func (d *DB) Cycles(runID string) ([]Cycle, error) {
+	return d.cycles(runID, "ORDER BY board, cycle", -1)
+}
+
+// CyclesSince returns a run's cycles in the order they were first
+// recorded, skipping the first skip: what a follower has not seen yet.
+func (d *DB) CyclesSince(runID string, skip int) ([]Cycle, error) {
+	return d.cycles(runID, "ORDER BY rowid", max(skip, 0))
+}
+
+func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
+	tail := order
+	if skip >= 0 {
+		tail += fmt.Sprintf(" LIMIT -1 OFFSET %d", skip)
+	}
 	rows, err := d.db.Query(`SELECT run, board, cycle, plan, planned_block,
 			cut_trigger, cut_t, cut_latency, cut_last_acked, cut_in_flight,
 			outcome, reflashed, accepted, reason, blocks, block_size, image_size,
@@ -542,7 +556,7 @@ func (d *DB) Cycles(runID string) ([]Cycle, error) {
 			start_t, end_t, last_console,
 			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash,
 			findings, secure
-		FROM cycles WHERE run = ? ORDER BY board, cycle`, runID)
+		FROM cycles WHERE run = ? `+tail, runID)
 	if err != nil {
 		return nil, d.wrap("read cycles of "+runID, err)
 	}

@@ -3,11 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,16 +43,18 @@ const (
 	envToken         = "FUDBENCH_TOKEN"
 	envSubmitToken   = "FUDBENCH_SUBMIT_TOKEN"
 	envReadToken     = "FUDBENCH_READ_TOKEN"
+	envCA            = "FUDBENCH_CA"
 	defaultServerURL = "http://" + defaultListen
 )
 
 // labClient is the flags every client of the coordinator shares.
 type labClient struct {
-	server, tokenFile string
+	server, tokenFile, ca string
 }
 
 func (lc *labClient) flags(c *cobra.Command, scope string) {
 	c.Flags().StringVar(&lc.server, "server", "", "coordinator URL (default $"+envServer+", else "+defaultServerURL+")")
+	c.Flags().StringVar(&lc.ca, "ca", "", "CA certificate (PEM) the coordinator's TLS certificate chains to, beyond the system's (default $"+envCA+")")
 	c.Flags().StringVar(&lc.tokenFile, "token-file", "", "file holding the API token (default $"+envToken+", else "+defaultLabDir+"/"+scope+" when it exists)")
 }
 
@@ -80,7 +85,16 @@ func (lc *labClient) client(scope string) (*lab.Client, error) {
 		}
 		tok = strings.TrimSpace(string(b))
 	}
-	return &lab.Client{URL: url, Token: tok}, nil
+	ca := cmp.Or(lc.ca, os.Getenv(envCA))
+	pool, err := lab.CertPool(ca)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("--ca: %w", err))
+	}
+	lc.ca = ca
+	hc := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: http.ProxyFromEnvironment,
+	}}
+	return &lab.Client{URL: url, Token: tok, HTTP: hc}, nil
 }
 
 // apiErr gives a client error its exit code.
@@ -95,7 +109,7 @@ func apiErr(err error) error {
 func newServeCmd(g *globals) *cobra.Command {
 	var (
 		listen, natsURL, natsListen, dataDir string
-		natsKey                              string
+		natsKey, tlsCert, tlsKey             string
 		ackWait, leaseTTL                    time.Duration
 		replicas                             int
 	)
@@ -129,12 +143,25 @@ Stop it with Ctrl-C or SIGTERM; agents wait for it to come back.`,
 			if natsKey != "" && natsURL == "" {
 				return usageErr(errors.New("--nats-nkey is for an external NATS (--nats)"))
 			}
-			return serveLab(c, g, listen, natsURL, natsListen, natsKey, dataDir, lab.CoordinatorOptions{AckWait: ackWait, LeaseTTL: leaseTTL, Replicas: replicas})
+			if (tlsCert == "") != (tlsKey == "") {
+				return usageErr(errors.New("--tls-cert and --tls-key go together"))
+			}
+			var tc *tls.Config
+			if tlsCert != "" {
+				cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+				if err != nil {
+					return usageErr(fmt.Errorf("--tls-cert, --tls-key: %w", err))
+				}
+				tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			}
+			return serveLab(c, g, listen, natsURL, natsListen, natsKey, dataDir, tc, lab.CoordinatorOptions{AckWait: ackWait, LeaseTTL: leaseTTL, Replicas: replicas})
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&listen, "listen", defaultListen, "HTTP API and dashboard address")
 	fl.StringVar(&natsURL, "nats", "", "external NATS server(s) with JetStream, comma-separated (default: embedded)")
+	fl.StringVar(&tlsCert, "tls-cert", "", "serve the API over HTTPS and the embedded NATS over TLS with this certificate (PEM)")
+	fl.StringVar(&tlsKey, "tls-key", "", "the certificate's private key (PEM)")
 	fl.StringVar(&natsKey, "nats-nkey", "", "external NATS: the coordinator's nkey seed file")
 	fl.StringVar(&natsListen, "nats-listen", fmt.Sprintf("127.0.0.1:%d", defaultNATSPort), "embedded NATS server's client address (port 0: any free one)")
 	fl.StringVar(&dataDir, "data", defaultLabDir, "directory for the results database, tokens and the embedded server's streams")
@@ -172,7 +199,7 @@ func labTokens(dir string) (lab.Tokens, error) {
 	return ts, err
 }
 
-func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, natsKey, dataDir string, co lab.CoordinatorOptions) error {
+func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, natsKey, dataDir string, tc *tls.Config, co lab.CoordinatorOptions) error {
 	ctx := c.Context()
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return usageErr(fmt.Errorf("--data: %w", err))
@@ -202,7 +229,7 @@ func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, natsKey
 		if keys, err = lab.LoadKeys(filepath.Join(dataDir, agentKeysFile)); err != nil {
 			return usageErr(err)
 		}
-		if srv, err = lab.StartServer(lab.ServerOptions{Dir: dataDir, Host: host, Port: port, Log: g.log, Keys: keys}); err != nil {
+		if srv, err = lab.StartServer(lab.ServerOptions{Dir: dataDir, Host: host, Port: port, Log: g.log, Keys: keys, TLS: tc}); err != nil {
 			return infraErr(err)
 		}
 		defer srv.Shutdown(context.Background())
@@ -215,6 +242,16 @@ func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, natsKey
 		auth = lab.NkeyOption(kp)
 	}
 	opts := []nats.Option{nats.Name("fudbench serve"), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	if tc != nil && srv != nil {
+		// The coordinator trusts its own certificate on its own server.
+		pool, _ := lab.CertPool("")
+		for _, c := range tc.Certificates {
+			if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
+				pool.AddCert(leaf)
+			}
+		}
+		opts = append(opts, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	}
 	if auth != nil {
 		opts = append(opts, auth)
 	}
@@ -239,10 +276,16 @@ func serveLab(c *cobra.Command, g *globals, listen, natsURL, natsListen, natsKey
 	}
 	api := &lab.API{C: coord, Tokens: tokens, NATS: natsURL, Keys: keys, Log: g.log}
 	hs := lab.NewHTTPServer(api.Handler())
-	go hs.Serve(ln)
+	url := "http://" + ln.Addr().String()
+	if tc != nil {
+		hs.TLSConfig = tc
+		url = "https://" + ln.Addr().String()
+		go hs.ServeTLS(ln, "", "")
+	} else {
+		go hs.Serve(ln)
+	}
 	ingestDone := make(chan struct{})
 	go func() { defer close(ingestDone); coord.Ingest(ctx) }()
-	url := "http://" + ln.Addr().String()
 	// The tokens stay in their files: a service's output goes to logs.
 	fmt.Fprintf(c.OutOrStdout(), "fudbench lab coordinator\n  API        %s\n  dashboard  %s/#token=(the read token, %s)\n  NATS       %s\n  data       %s\n",
 		url, url, filepath.Join(dataDir, readTokenFile), natsURL, dataDir)
@@ -329,7 +372,7 @@ func runAgent(c *cobra.Command, g *globals, lc *labClient, benchFile, name, nats
 	var bds []boards.Board
 	if benchFile != "" {
 		if len(pools) > 0 {
-			return usageErr(errors.New("--pool is for the built-in boards: a bench file gives each board its pool:"))
+			return usageErr(errors.New("--pool is for the built-in boards: a bench file gives each board its pool (pool: key)"))
 		}
 		var err error
 		if inv, err = boards.Load(benchFile); err != nil {
@@ -413,10 +456,20 @@ func runAgent(c *cobra.Command, g *globals, lc *labClient, benchFile, name, nats
 		defer os.RemoveAll(d)
 		dataDir = d
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("fudbench agent "+name), lab.NkeyOption(kp), nats.MaxReconnects(-1),
+	opts := []nats.Option{nats.Name("fudbench agent " + name), lab.NkeyOption(kp), nats.MaxReconnects(-1)}
+	if strings.Contains(natsURL, "tls://") || lc.ca != "" {
+		// The coordinator's server wants TLS: verified against the
+		// system's roots and --ca.
+		pool, err := lab.CertPool(lc.ca)
+		if err != nil {
+			return usageErr(fmt.Errorf("--ca: %w", err))
+		}
+		opts = append(opts, nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	}
+	nc, err := nats.Connect(natsURL, append(opts,
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { g.log.Warn("lost the lab's NATS server", "err", err) }),
-		nats.ReconnectHandler(func(*nats.Conn) { g.log.Info("back with the lab's NATS server") }))
+		nats.ReconnectHandler(func(*nats.Conn) { g.log.Info("back with the lab's NATS server") }))...)
 	if errors.Is(err, nats.ErrAuthorization) {
 		return usageErr(fmt.Errorf("nats %s refused agent %s's key %s: enrol it (give the agent the submit token, or add \"%s %s\" to the coordinator's %s)",
 			natsURL, name, nkeyFile, name, pub, agentKeysFile))
@@ -657,27 +710,21 @@ func readImageFile(path string) ([]byte, error) {
 // coordinator going away for a while (a restart) is waited out.
 func follow(ctx context.Context, cl *lab.Client, id string, w io.Writer, log *slog.Logger) (lab.RunState, error) {
 	shown, status, down := 0, "", time.Time{}
-	seen := map[string]bool{}
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		st, err := cl.Run(ctx, id)
 		if err == nil && st.Done > shown {
 			var cs []results.Cycle
-			if cs, err = cl.Cycles(ctx, id); err == nil {
+			if cs, err = cl.CyclesSince(ctx, id, shown); err == nil {
 				for _, c := range cs {
-					k := fmt.Sprintf("%s/%d", c.Board, c.Cycle)
-					if seen[k] {
-						continue
-					}
-					seen[k] = true
 					mark := "ok"
 					if !c.Accepted {
 						mark = "FAIL"
 					}
 					fmt.Fprintf(w, "  %-12s cycle %-4d %-14s %-4s %s\n", c.Board, c.Cycle, c.Outcome, mark, c.Plan)
 				}
-				shown = len(cs)
+				shown += len(cs)
 			}
 		}
 		switch {

@@ -4,9 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"encoding/xml"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,7 +32,9 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/lab"
 	"github.com/fudbench/fudbench/results"
 	"github.com/fudbench/fudbench/sim"
@@ -53,7 +63,7 @@ func (p *labProc) output() string {
 }
 
 // signal sends sig and waits for the process to end.
-func (p *labProc) stop(t *testing.T, sig syscall.Signal) {
+func (p *labProc) stop(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -70,7 +80,7 @@ func (p *labProc) stop(t *testing.T, sig syscall.Signal) {
 	}
 }
 
-func startProc(t *testing.T, name string, args ...string) *labProc {
+func startProc(t testing.TB, name string, args ...string) *labProc {
 	t.Helper()
 	p := &labProc{name: name, cmd: exec.Command(binary, args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
@@ -93,27 +103,28 @@ type testLab struct {
 	dir, url, nats     string
 	listen, natsListen string
 	keys               string // the agents' nkey seed files
+	ca                 string // the certificate to trust, over TLS
 }
 
 // startLab starts `fudbench serve` on ephemeral ports (or the ports of
 // an earlier one, to restart it) and waits until it serves.
-func startLab(t *testing.T, dir, listen, natsListen string, extra ...string) *testLab {
+func startLab(t testing.TB, dir, listen, natsListen string, extra ...string) *testLab {
 	t.Helper()
 	if listen == "" {
 		listen, natsListen = "127.0.0.1:0", "127.0.0.1:0"
 	}
 	args := append([]string{"serve", "--data", dir, "--listen", listen, "--nats-listen", natsListen}, extra...)
 	l := &testLab{labProc: startProc(t, "serve", args...), dir: dir, keys: filepath.Dir(dir)}
-	api := regexp.MustCompile(`API\s+(http://\S+)`)
-	nurl := regexp.MustCompile(`NATS\s+(nats://\S+)`)
+	api := regexp.MustCompile(`API\s+(https?://\S+)`)
+	nurl := regexp.MustCompile(`NATS\s+((?:nats|tls)://\S+)`)
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		out := l.output()
 		if m := api.FindStringSubmatch(out); m != nil {
 			if n := nurl.FindStringSubmatch(out); n != nil {
 				l.url, l.nats = m[1], n[1]
-				l.listen = strings.TrimPrefix(l.url, "http://")
-				l.natsListen = strings.TrimPrefix(l.nats, "nats://")
+				l.listen = l.url[strings.Index(l.url, "://")+3:]
+				l.natsListen = l.nats[strings.Index(l.nats, "://")+3:]
 				return l
 			}
 		}
@@ -131,16 +142,24 @@ func (l *testLab) token(scope string) string {
 	return filepath.Join(l.dir, scope)
 }
 
-func (l *testLab) client(t *testing.T, scope string) *lab.Client {
+func (l *testLab) client(t testing.TB, scope string) *lab.Client {
 	b, err := os.ReadFile(l.token(scope))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &lab.Client{URL: l.url, Token: strings.TrimSpace(string(b))}
+	c := &lab.Client{URL: l.url, Token: strings.TrimSpace(string(b))}
+	if l.ca != "" {
+		pool, err := lab.CertPool(l.ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	}
+	return c
 }
 
 // agent starts `fudbench agent` on the built-in boards.
-func (l *testLab) agent(t *testing.T, name string, extra ...string) *labProc {
+func (l *testLab) agent(t testing.TB, name string, extra ...string) *labProc {
 	t.Helper()
 	args := append([]string{"agent", "--server", l.url, "--token-file", l.token(submitTokenFile), "--name", name,
 		"--nkey", filepath.Join(l.keys, "agent-"+name+".nk")}, extra...)
@@ -164,7 +183,7 @@ func (l *testLab) agent(t *testing.T, name string, extra ...string) *labProc {
 	return a
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -176,13 +195,13 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 }
 
 // submit runs `fudbench submit` and returns stdout, stderr and the exit code.
-func (l *testLab) submit(t *testing.T, args ...string) (string, string, int) {
+func (l *testLab) submit(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	return cli(t, append([]string{"submit", "--server", l.url, "--token-file", l.token(submitTokenFile)}, args...)...)
 }
 
 // labDB opens the coordinator's results database read-side.
-func (l *testLab) db(t *testing.T) *results.DB {
+func (l *testLab) db(t testing.TB) *results.DB {
 	t.Helper()
 	db, err := results.OpenDB(filepath.Join(l.dir, "results.db"))
 	if err != nil {
@@ -441,6 +460,28 @@ func TestLabRefuses(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("oversized submission: %s, want 413", resp.Status)
 	}
+	// An image over the limit, or whose bytes are not its name, is
+	// refused.
+	for _, c := range []struct {
+		name   string
+		digest string
+		body   io.Reader
+		want   int
+	}{
+		{"image of 64 MiB + 1", strings.Repeat("0", 64), io.LimitReader(zeros{}, fwimage.MaxImageSize+1), http.StatusRequestEntityTooLarge},
+		{"image not its digest", strings.Repeat("0", 64), strings.NewReader("not an image"), http.StatusBadRequest},
+	} {
+		req, _ := http.NewRequest("PUT", l.url+"/api/v1/images/"+c.digest, c.body)
+		req.Header.Set("Authorization", "Bearer "+l.client(t, submitTokenFile).Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %s, want %d", c.name, resp.Status, c.want)
+		}
+	}
 	// A second agent of the same name is refused, with the same key as
 	// the first one's (two processes) or another.
 	l.agent(t, "pi1")
@@ -583,11 +624,23 @@ func TestLabAgentKilled(t *testing.T) {
 		t.Skip("a campaign across two agents")
 	}
 	for _, m := range labModes {
-		t.Run(m.name, func(t *testing.T) { testLabAgentKilled(t, m.start(t, "--ack-wait", "3s", "--lease-ttl", "1s")) })
+		t.Run(m.name, func(t *testing.T) {
+			testLabAgentKilled(t, m.start(t, "--ack-wait", "3s", "--lease-ttl", "1s"), syscall.SIGKILL)
+		})
 	}
 }
 
-func testLabAgentKilled(t *testing.T, l *testLab) {
+// TestLabAgentStopped: an agent stopped with SIGTERM mid-campaign leaves
+// its boards safe, gives the job back at once and exits 130; the next
+// agent resumes the run (the ack wait is long: it does not come into it).
+func TestLabAgentStopped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a campaign across two agents")
+	}
+	testLabAgentKilled(t, startLab(t, t.TempDir(), "", ""), syscall.SIGTERM)
+}
+
+func testLabAgentKilled(t *testing.T, l *testLab, sig syscall.Signal) {
 	a1 := l.agent(t, "pi1")
 	out, errOut, code := l.submit(t, "testdata/lab/long.yaml")
 	if code != 0 {
@@ -601,9 +654,15 @@ func testLabAgentKilled(t *testing.T, l *testLab) {
 		before = cs
 		return err == nil && len(cs) >= 6
 	})
-	a1.stop(t, syscall.SIGKILL)
+	stopped := time.Now()
+	a1.stop(t, sig)
+	if sig == syscall.SIGTERM {
+		if code := a1.cmd.ProcessState.ExitCode(); code != ExitInterrupted || time.Since(stopped) > 10*time.Second {
+			t.Errorf("agent stopped with SIGTERM: exit %d after %v", code, time.Since(stopped).Round(time.Millisecond))
+		}
+	}
 	if st, _ := cl.Run(context.Background(), id); st.Ended() {
-		t.Fatalf("run ended before the agent was killed: %+v", st)
+		t.Fatalf("run ended before the agent was stopped: %+v", st)
 	}
 	l.agent(t, "pi2")
 	var st lab.RunState
@@ -849,4 +908,66 @@ func TestLabSecretsNotRecorded(t *testing.T) {
 	scan("the coordinator's output", []byte(l.output()))
 	scan("the agent's output", []byte(agent.output()))
 	scan("submit's output", []byte(stdout+stderr))
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key.
+func selfSigned(t *testing.T, dir string) (cert, key string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fudbench lab test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return cert, key
+}
+
+// TestLabTLS: with --tls-cert the API is HTTPS and the embedded NATS
+// server wants TLS; an agent and submit that trust the certificate (--ca)
+// run a job, a client that does not is refused, and so is plain HTTP.
+func TestLabTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a lab over TLS")
+	}
+	cert, key := selfSigned(t, t.TempDir())
+	l := startLab(t, t.TempDir(), "", "", "--tls-cert", cert, "--tls-key", key)
+	l.ca = cert
+	if !strings.HasPrefix(l.url, "https://") || !strings.HasPrefix(l.nats, "tls://") {
+		t.Fatalf("serve with a certificate: API %s, NATS %s", l.url, l.nats)
+	}
+	l.agent(t, "pi1", "--ca", cert)
+	out, errOut, code := l.submit(t, "testdata/lab/small.yaml", "--wait", "--ca", cert)
+	if code != 0 {
+		t.Fatalf("submit --wait over TLS: exit %d\n%s%s", code, out, errOut)
+	}
+	_, errOut, code = cli(t, "runs", "--server", l.url, "--token-file", l.token(readTokenFile))
+	if code != ExitInfra || !strings.Contains(errOut, "certificate") {
+		t.Errorf("runs without the CA: exit %d, %s", code, errOut)
+	}
+	resp, err := http.Get("http" + strings.TrimPrefix(l.url, "https") + "/api/v1/runs")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("plain HTTP to the API: %s", resp.Status)
+		}
+	}
+	if nc, err := nats.Connect("nats://" + strings.TrimPrefix(l.nats, "tls://")); err == nil {
+		nc.Close()
+		t.Error("a plain NATS client connected")
+	}
 }

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 }
 
 // cli runs the binary and returns stdout, stderr and the exit code.
-func cli(t *testing.T, args ...string) (string, string, int) {
+func cli(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	var stdout, stderr strings.Builder
