@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,6 +89,7 @@ type Agent struct {
 	mu      sync.Mutex
 	running map[string]string // board → run
 	last    map[string]string // board → last outcome
+	health  map[string]string // board → BoardInfo.Health
 	started time.Time
 }
 
@@ -115,7 +117,7 @@ func NewAgent(ctx context.Context, js jetstream.JetStream, o AgentOptions) (*Age
 			return nil, err
 		}
 	}
-	a := &Agent{o: o, js: js, kick: make(chan struct{}, 1), running: map[string]string{}, last: map[string]string{}, started: time.Now().UTC()}
+	a := &Agent{o: o, js: js, kick: make(chan struct{}, 1), running: map[string]string{}, last: map[string]string{}, health: map[string]string{}, started: time.Now().UTC()}
 	for {
 		err := a.bind(ctx)
 		if err == nil {
@@ -284,7 +286,7 @@ func (a *Agent) Info() AgentInfo {
 	defer a.mu.Unlock()
 	info := AgentInfo{Name: a.o.Name, Host: a.o.Host, Version: a.o.Version, Started: a.started, Seen: time.Now().UTC()}
 	for _, b := range a.o.Boards {
-		bi := BoardInfo{Name: b.Name, Tags: b.Tags, Pool: b.Pool, Run: a.running[b.Name], Last: a.last[b.Name]}
+		bi := BoardInfo{Name: b.Name, Tags: b.Tags, Pool: b.Pool, Run: a.running[b.Name], Last: a.last[b.Name], Health: a.health[b.Name]}
 		if b.Power != nil {
 			bi.Power = b.Power.Driver
 		}
@@ -534,7 +536,12 @@ func (a *Agent) run(ctx context.Context, t Task, attempt int, pub *Publisher) En
 		Recorded: func(c results.Cycle) error {
 			a.mu.Lock()
 			a.last[c.Board] = string(c.Outcome)
+			a.health[c.Board] = "ok"
+			if c.Outcome == results.InfraError || c.Outcome == results.MissedCut {
+				a.health[c.Board] = fmt.Sprintf("%s in cycle %d: %s", c.Outcome, c.Cycle, cmp.Or(c.Missed, c.Reason))
+			}
 			a.mu.Unlock()
+			a.reannounce()
 			pub.Send(Message{Kind: MsgCycle, Cycle: &c, Nonces: c.Nonces})
 			return nil
 		},

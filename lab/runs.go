@@ -146,6 +146,9 @@ type BoardInfo struct {
 	// the board's last cycle outcome.
 	Run  string `json:"run,omitempty"`
 	Last string `json:"last,omitempty"`
+	// Health is "ok" once a cycle ran without a bench fault, the fault
+	// ("infra-error in cycle 3: …") after one; "" before any cycle.
+	Health string `json:"health,omitempty"`
 }
 
 // AgentTTL is how long an agent's announcement lasts without renewal.

@@ -104,6 +104,15 @@ type testLab struct {
 	listen, natsListen string
 	keys               string // the agents' nkey seed files
 	ca                 string // the certificate to trust, over TLS
+	extra              []string
+}
+
+// restart starts the coordinator again as it was, on the same ports.
+func (l *testLab) restart(t testing.TB) *testLab {
+	t.Helper()
+	l2 := startLab(t, l.dir, l.listen, l.natsListen, l.extra...)
+	l2.keys, l2.ca = l.keys, l.ca
+	return l2
 }
 
 // startLab starts `fudbench serve` on ephemeral ports (or the ports of
@@ -114,7 +123,7 @@ func startLab(t testing.TB, dir, listen, natsListen string, extra ...string) *te
 		listen, natsListen = "127.0.0.1:0", "127.0.0.1:0"
 	}
 	args := append([]string{"serve", "--data", dir, "--listen", listen, "--nats-listen", natsListen}, extra...)
-	l := &testLab{labProc: startProc(t, "serve", args...), dir: dir, keys: filepath.Dir(dir)}
+	l := &testLab{labProc: startProc(t, "serve", args...), dir: dir, keys: filepath.Dir(dir), extra: extra}
 	api := regexp.MustCompile(`API\s+(https?://\S+)`)
 	nurl := regexp.MustCompile(`NATS\s+((?:nats|tls)://\S+)`)
 	deadline := time.Now().Add(60 * time.Second)
@@ -354,6 +363,20 @@ func testLabDemo(t *testing.T, l *testLab) {
 		t.Errorf("central run record %+v (%v), want pass on pi1 or pi2", rec, err)
 	}
 
+	// The agent that ran it shows its boards free again, with their last
+	// outcome and health.
+	waitFor(t, 15*time.Second, rec.Host+"'s sim-safe announced free, updated and ok", func() bool {
+		ags, err := l.client(t, readTokenFile).Agents(context.Background())
+		for _, a := range ags {
+			for _, b := range a.Boards {
+				if a.Name == rec.Host && b.Name == "sim-safe" {
+					return err == nil && b.Last == "updated" && b.Health == "ok" && b.Run == "" && b.Pool == "default"
+				}
+			}
+		}
+		return false
+	})
+
 	// runs lists it; the read token may not submit or cancel.
 	out, errOut, code := cli(t, "runs", "--server", l.url, "--token-file", l.token(readTokenFile))
 	if code != 0 || !regexp.MustCompile(id+`\s+lab-small\s+default\s+pi[12]\s+pass\s+8/8`).MatchString(out) {
@@ -518,7 +541,12 @@ func TestLabManyJobs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three agents, ten jobs")
 	}
-	l := startLab(t, t.TempDir(), "", "")
+	for _, m := range labModes {
+		t.Run(m.name, func(t *testing.T) { testLabManyJobs(t, m.start(t)) })
+	}
+}
+
+func testLabManyJobs(t *testing.T, l *testLab) {
 	// pi1 and pi2 serve pool a, pi3 pool b; pi1 has a board in pool b
 	// too, on which the jobs (they name sim-safe and sim-naive) cannot
 	// run: it must leave them to pi3.
@@ -697,8 +725,12 @@ func TestLabCoordinatorRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a campaign across a coordinator restart")
 	}
-	dir := t.TempDir()
-	l := startLab(t, dir, "", "")
+	for _, m := range labModes {
+		t.Run(m.name, func(t *testing.T) { testLabCoordinatorRestart(t, m.start(t)) })
+	}
+}
+
+func testLabCoordinatorRestart(t *testing.T, l *testLab) {
 	l.agent(t, "pi1")
 	out, errOut, code := l.submit(t, "testdata/lab/long.yaml")
 	if code != 0 {
@@ -712,7 +744,7 @@ func TestLabCoordinatorRestart(t *testing.T) {
 	})
 	l.stop(t, syscall.SIGTERM)
 	time.Sleep(time.Second) // the agent goes on without it
-	l2 := startLab(t, dir, l.listen, l.natsListen)
+	l2 := l.restart(t)
 	cl = l2.client(t, readTokenFile)
 	var st lab.RunState
 	waitFor(t, 120*time.Second, "the run's end", func() bool {
