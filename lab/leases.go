@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -128,7 +129,7 @@ func (l *Leases) waitFree(ctx context.Context, board string) error {
 // hold starts renewing a lease just created at rev.
 func (l *Leases) hold(board string, val []byte, rev uint64) *lease {
 	ctx, cancel := context.WithCancel(context.Background())
-	le := &lease{l: l, board: board, rev: rev, cancel: cancel, done: make(chan struct{})}
+	le := &lease{l: l, board: board, rev: rev, val: val, cancel: cancel, done: make(chan struct{})}
 	go le.renew(ctx, val)
 	return le
 }
@@ -136,6 +137,7 @@ func (l *Leases) hold(board string, val []byte, rev uint64) *lease {
 type lease struct {
 	l      *Leases
 	board  string
+	val    []byte // the holder, as written
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -161,10 +163,21 @@ func (le *lease) renew(ctx context.Context, val []byte) {
 		le.mu.Lock()
 		rev := le.rev
 		le.mu.Unlock()
-		ack, err := le.l.js.Publish(ctx, "$KV."+LeasesBucket+"."+le.board, val,
+		// The publish is not cut short by Release: its answer says which
+		// revision the key is at, which Release needs.
+		pctx, cancel := context.WithTimeout(context.Background(), le.l.ttl)
+		ack, err := le.l.js.Publish(pctx, "$KV."+LeasesBucket+"."+le.board, val,
 			jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(le.l.ttl))
-		if ctx.Err() != nil {
-			return
+		cancel()
+		if err != nil && wrongRevision(err) {
+			// A renewal whose answer was lost may have landed: the key
+			// still holding this lease's value is still this lease.
+			if cur, ok := le.current(val); ok {
+				le.mu.Lock()
+				le.rev = cur
+				le.mu.Unlock()
+				continue
+			}
 		}
 		if err != nil && !wrongRevision(err) {
 			// The server did not answer (a coordinator restarting, a
@@ -181,6 +194,17 @@ func (le *lease) renew(ctx context.Context, val []byte) {
 		le.rev = ack.Sequence
 		le.mu.Unlock()
 	}
+}
+
+// current returns the key's revision if it still holds val.
+func (le *lease) current(val []byte) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := le.l.kv.Get(ctx, le.board)
+	if err != nil || !bytes.Equal(e.Value(), val) {
+		return 0, false
+	}
+	return e.Revision(), true
 }
 
 // Lost reports the error that ended the renewals, if any: the lease has
@@ -204,7 +228,13 @@ func (le *lease) Release() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := le.l.kv.Delete(ctx, le.board, jetstream.LastRevision(rev)); err != nil {
+	err := le.l.kv.Delete(ctx, le.board, jetstream.LastRevision(rev))
+	if err != nil && wrongRevision(err) {
+		if cur, ok := le.current(le.val); ok {
+			err = le.l.kv.Delete(ctx, le.board, jetstream.LastRevision(cur))
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("lab: release %s: %w", le.board, err)
 	}
 	return nil
