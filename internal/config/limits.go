@@ -149,6 +149,7 @@ type flowLevel struct {
 	entry   bool // the current entry has content
 	colon   bool // the current entry has a ':'
 	dashes  int  // "-" in the current entry: the parser nests each
+	pairs   int  // ':' after the first in a mapping's entry: each nests a mapping
 }
 
 // tokenCheck holds the state of checkTokens.
@@ -162,6 +163,7 @@ type tokenCheck struct {
 	directive int          // the line of the last directive (%YAML)
 	nestAt    int          // the token after a tag alone at the end of its line
 	dashes    int          // the flow levels' dashes, together
+	pairs     int          // the flow levels' nested pairs, together
 	docs      int
 	body      bool // a token of the document's content was seen
 	ended     bool // a "..." was seen
@@ -333,7 +335,7 @@ func (c *tokenCheck) addEmpty(tk *token.Token) error {
 }
 
 func (c *tokenCheck) push(tk *token.Token) error {
-	d := len(c.block) + len(c.flow) + c.dashes
+	d := len(c.block) + len(c.flow) + c.dashes + c.pairs
 	c.stats.Depth = max(c.stats.Depth, d)
 	if c.limits && d > MaxDepth {
 		return c.errAt(tk, "nested more than %d levels deep", MaxDepth)
@@ -510,6 +512,8 @@ func (c *tokenCheck) flowToken(i int, tk *token.Token) error {
 		f.entry, f.colon = false, false
 		c.dashes -= f.dashes
 		f.dashes = 0
+		c.pairs -= f.pairs
+		f.pairs = 0
 		if tk.Type != token.CollectEntryType {
 			c.flow = c.flow[:len(c.flow)-1]
 		}
@@ -523,6 +527,14 @@ func (c *tokenCheck) flowToken(i int, tk *token.Token) error {
 		c.flow = c.flow[:len(c.flow)-1]
 		return err
 	case token.MappingValueType:
+		if f.mapping && f.colon {
+			// {a: b: c}: the parser reads b: c as a mapping in a's value.
+			f.pairs++
+			c.pairs++
+			if err := c.push(tk); err != nil {
+				return err
+			}
+		}
 		f.colon = true
 		if !f.mapping {
 			// [a: b]: an entry that is a mapping of one pair.
