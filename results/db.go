@@ -284,6 +284,16 @@ func (d *DB) BeginRun(r RunInfo) error {
 	if r.ID == "" {
 		return d.wrap("begin run", errors.New("empty run id"))
 	}
+	_, err := d.db.Exec(`INSERT INTO runs (id, job, job_file, job_hash, started, boards, host, version, planned, status)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, runRow(r, RunRunning)...)
+	if err != nil {
+		return d.wrap("begin run "+r.ID, err)
+	}
+	return nil
+}
+
+// runRow is a run's columns for an INSERT, in the order of BeginRun's.
+func runRow(r RunInfo, status string) []any {
 	boards := r.Boards
 	if boards == nil {
 		boards = []string{}
@@ -292,13 +302,7 @@ func (d *DB) BeginRun(r RunInfo) error {
 	if planned == nil {
 		planned = map[string]int{}
 	}
-	_, err := d.db.Exec(`INSERT INTO runs (id, job, job_file, job_hash, started, boards, host, version, planned, status)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.ID, r.Job, r.JobFile, r.JobHash, unixNano(r.Started), mustJSON(boards), r.Host, r.Version, mustJSON(planned), RunRunning)
-	if err != nil {
-		return d.wrap("begin run "+r.ID, err)
-	}
-	return nil
+	return []any{r.ID, r.Job, r.JobFile, r.JobHash, unixNano(r.Started), mustJSON(boards), r.Host, r.Version, mustJSON(planned), status}
 }
 
 // FinishRun marks a run finished now with status (a Verdict, or

@@ -17,20 +17,11 @@ func (d *DB) PutRun(r RunInfo, status string) error {
 	if r.ID == "" {
 		return d.wrap("put run", errors.New("empty run id"))
 	}
-	boards := r.Boards
-	if boards == nil {
-		boards = []string{}
-	}
-	planned := r.Planned
-	if planned == nil {
-		planned = map[string]int{}
-	}
 	_, err := d.db.Exec(`INSERT INTO runs (id, job, job_file, job_hash, started, boards, host, version, planned, status)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET boards = excluded.boards, host = excluded.host,
 			version = excluded.version, planned = excluded.planned, status = excluded.status
-		WHERE runs.finished_at IS NULL`,
-		r.ID, r.Job, r.JobFile, r.JobHash, unixNano(r.Started), mustJSON(boards), r.Host, r.Version, mustJSON(planned), status)
+		WHERE runs.finished_at IS NULL`, runRow(r, status)...)
 	if err != nil {
 		return d.wrap("put run "+r.ID, err)
 	}
