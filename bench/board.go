@@ -65,6 +65,14 @@ type Board struct {
 	// code, such as a bare CoAP URL).
 	Entry *boards.Board
 
+	// BootOps is the number of flash operations the device does from the
+	// moment the last block of an update is sent until the new image runs
+	// (the last block's write, then the device's own update work: verify
+	// marks, copy or swap, confirm), measured by the bench on an update
+	// without a cut on a device that counts them (power.FlashMeter); 0
+	// until measured. Cuts placed in that work (boot_op) are placed by it.
+	BootOps uint64
+
 	// Nonces keeps every AEAD nonce the device used over the campaign
 	// (nil: not checked); Bind makes one for a secured endpoint.
 	Nonces *NonceLedger

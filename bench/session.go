@@ -16,6 +16,7 @@ import (
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwproto"
+	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -76,6 +77,14 @@ type Result struct {
 	// link (nil over plain CoAP, or when no cut fired).
 	Secure   *results.SecureRecovery `json:"secure,omitempty"`
 	Recovery *fwproto.State          `json:"recovery,omitempty"`
+	// OpsAtLast is the device's flash operation count when the last block
+	// was first sent, on a device that counts them (power.FlashMeter);
+	// OpsAtLastOK says it was read.
+	OpsAtLast   uint64 `json:"-"`
+	OpsAtLastOK bool   `json:"-"`
+	// Verified is the time from the start of the update to the new image
+	// answering; zero when it never did.
+	Verified time.Duration `json:"verified,omitempty"`
 	// Infra is set when the bench itself failed (power driver, socket, a
 	// trigger that could not arm): never the device's fault.
 	Infra bool `json:"infra,omitempty"`
@@ -112,6 +121,11 @@ type session struct {
 	// the device accepts; recBytes is the wire count at power-on.
 	awaitFirst bool
 	recBytes   int64
+	// delivered is set when a cut came after the device had taken the
+	// last block, during its own update work: whatever image it then runs
+	// is its verdict, and the transfer is not started again.
+	delivered bool
+	started   time.Time // update.start
 }
 
 // Run pushes u.Image to the board, firing u.Trigger's cut, recovering and
@@ -193,6 +207,15 @@ func (s *session) fire(at time.Time, why string) {
 	})
 }
 
+// fired reports whether the update's cut has fired (it fires once per
+// update): a trigger is not asked again once it has, even when the
+// transfer passes its point once more after a restart.
+func (s *session) fired() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.firing
+}
+
 // cutFired reports whether a cut is pending. A transfer error seen while
 // the trigger is still switching power (the device vanishing is what
 // caused the error) waits for the switch, so it is not taken for a
@@ -211,6 +234,7 @@ func (s *session) cutFired() bool {
 
 func (s *session) run(ctx context.Context) error {
 	e := s.b.Event(results.UpdateStart)
+	s.started = e.Wall
 	e.Text = s.u.Profile
 	e.Attrs = map[string]string{"blocks": strconv.FormatUint(uint64(s.res.Blocks), 10)}
 	s.b.Emit(e)
@@ -283,8 +307,20 @@ func (s *session) run(ctx context.Context) error {
 		done, n, newSZX, err := s.transfer(ctx, c, next, szx)
 		szx = newSZX
 		if done {
-			if s.u.Trigger != nil {
+			work, isWork := s.u.Trigger.(WorkTrigger)
+			if s.u.Trigger != nil && (!isWork || s.fired()) {
 				s.u.Trigger.Disarm()
+			}
+			if isWork && !s.fired() {
+				// The cut is placed in the device's own update work: wait for
+				// the new image with the trigger armed.
+				err := s.waitWork(ctx)
+				if !s.cutFired() {
+					work.Disarm()
+					return err
+				}
+				work.Disarm()
+				s.delivered = true
 			}
 			if !s.cutFired() {
 				break
@@ -305,6 +341,12 @@ func (s *session) run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if !s.cutFired() && err == nil {
+			// Nothing may end a transfer short of its last block but a cut
+			// or an error: taking it for a finished update would be a
+			// false pass.
+			return s.infra(fmt.Errorf("board %s: the transfer stopped at block %d of %d with no cut and no error", s.b.Name, n, s.res.Blocks))
 		}
 		if !s.cutFired() {
 			var rs *fwclient.ResyncError
@@ -532,6 +574,9 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 	defer func() { c.OnRetransmit = nil }()
 	for num := next; num < n; num++ {
 		cur = num
+		if num == n-1 && !s.res.OpsAtLastOK {
+			s.opsAtLast(ctx)
+		}
 		s.mu.Lock()
 		s.sent = int64(num)
 		resent := int64(num) <= s.maxAck
@@ -542,7 +587,7 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 		}
 		sentAt := time.Now()
 		s.emit(results.BlockSent, int64(num), "", 0)
-		if s.u.Trigger != nil {
+		if s.u.Trigger != nil && !s.fired() {
 			s.u.Trigger.Sent(num, sentAt)
 		}
 		resp, err := c.SendBlock(tctx, s.u.Path, s.u.Image, num, szx, tag)
@@ -602,13 +647,47 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 			num = off/uint32(fwproto.BlockSize(szx)) - 1
 			continue
 		}
-		if s.u.Trigger != nil && s.u.Trigger.Acked(num, ackAt) {
+		if s.u.Trigger != nil && !s.fired() && s.u.Trigger.Acked(num, ackAt) {
 			s.fire(ackAt, s.u.Trigger.String())
 			return false, num, szx, nil
 		}
 	}
 	s.emit(results.UpdateDone, int64(n-1), "", 0)
 	return true, n, szx, nil
+}
+
+// opsAtLast reads the device's flash operation count as the last block
+// is about to be sent, on a device that counts them: the start of the
+// device's own update work that boot_op cuts are placed in.
+func (s *session) opsAtLast(ctx context.Context) {
+	m, ok := s.b.Witness.(power.FlashMeter)
+	if !ok {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if st, err := m.FlashStats(wctx); err == nil {
+		s.res.OpsAtLast, s.res.OpsAtLastOK = st.Ops, true
+	}
+}
+
+// waitWork waits for the new image with a WorkTrigger still armed: the
+// cut, when it comes, ends the wait.
+func (s *session) waitWork(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	s.cancel = cancel
+	pending := s.pending || s.firing
+	s.mu.Unlock()
+	if pending {
+		return nil
+	}
+	err := s.waitNewVersion(wctx)
+	if s.cutFired() {
+		return nil
+	}
+	return err
 }
 
 // waitNewVersion waits until the new image runs.
@@ -619,8 +698,18 @@ func (s *session) waitNewVersion(ctx context.Context) error {
 		if err == nil {
 			s.res.Final = &ver
 			if bytes.Equal(ver.Digest, s.digest[:]) {
-				s.mark(MilestoneVersion, time.Now())
+				now := time.Now()
+				s.mark(MilestoneVersion, now)
+				s.res.Verified = now.Sub(s.started)
+				e := s.b.Event(results.UpdateVerified)
+				e.Dur = s.res.Verified
+				s.b.Emit(e)
 				return nil
+			}
+			if s.delivered {
+				// Power came back after a cut in the device's own update
+				// work, and the device chose the image it runs.
+				return stop(fmt.Errorf("board %s: after a cut during the device's own update work it runs %s, not the new image", s.b.Name, ver.Version))
 			}
 			return pending(fmt.Errorf("running %s, not the new image", ver.Version))
 		}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/fudbench/fudbench/bench/fwclient"
 	"github.com/fudbench/fudbench/fwproto"
+	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/results"
 )
@@ -38,6 +40,7 @@ type Strategy struct {
 	Run string
 
 	baseDigest, updDigest [32]byte
+	described             bool
 }
 
 func (s *Strategy) digests() {
@@ -93,16 +96,35 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 		// Every later cycle would start from an unknown image.
 		return finish(results.InfraError, "baseline: "+err.Error()), fmt.Errorf("baseline: %w", err)
 	}
+	s.describe(ctx)
+	if _, ok := cut.(WorkCut); ok && b.BootOps == 0 {
+		if err := s.measureWork(ctx); err != nil {
+			if ctx.Err() != nil {
+				return results.Cycle{}, nil
+			}
+			return finish(results.InfraError, fmt.Sprintf("cut %s: %v", cut, err)), nil
+		}
+		if err := s.EnsureBaseline(ctx); err != nil {
+			if ctx.Err() != nil {
+				return results.Cycle{}, nil
+			}
+			return finish(results.InfraError, "baseline: "+err.Error()), fmt.Errorf("baseline: %w", err)
+		}
+	}
 	trig, err := cut.Trigger(b)
 	if err != nil {
 		return finish(results.InfraError, fmt.Sprintf("cut %s: %v", cut, err)), nil
 	}
+	before, metered := s.flashStats(ctx)
 	res := b.Run(ctx, Update{
 		Profile: s.profile(), Image: s.Update, SZX: s.SZX, Trigger: trig,
 		OffTime: s.OffTime, RecoveryTimeout: s.RecoveryTimeout,
 	})
 	if ctx.Err() != nil {
 		return results.Cycle{}, nil
+	}
+	if metered && trig == nil && res.Err == nil {
+		s.flashCost(ctx, before, res)
 	}
 	c.BlocksSent, c.BlocksResent, c.Resumes, c.Transfer = res.BlocksSent, res.BlocksResent, res.Resumes, res.Transfer
 	c.Cut = res.Cut
@@ -309,6 +331,114 @@ func (s *Strategy) reflash(ctx context.Context, why string) error {
 	}
 	if !bytes.Equal(v.Digest, s.baseDigest[:]) {
 		return fmt.Errorf("after %s the board runs %s, not the baseline", why, v.Version)
+	}
+	return nil
+}
+
+// A WorkCut is a Cut placed in the device's own update work, after the
+// last block (its trigger is a WorkTrigger). Before the first one on a
+// board the bench measures that work (Board.BootOps) with one update
+// without a cut.
+type WorkCut interface {
+	Cut
+	DeviceWork()
+}
+
+// describe puts the board's update strategy on the timeline once per
+// run: the label of its bench entry, or what the device says of itself,
+// with the flash it needs and what it caches for an interrupted update.
+func (s *Strategy) describe(ctx context.Context) {
+	if s.described {
+		return
+	}
+	s.described = true
+	b := s.Board
+	attrs := map[string]string{}
+	label := ""
+	if b.Entry != nil {
+		label = b.Entry.Strategy
+	}
+	if m, ok := b.Witness.(power.FlashMeter); ok {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, err := m.UpdateCost(wctx, len(s.Update), fwproto.BlockSize(s.SZX))
+		cancel()
+		if err == nil {
+			if label == "" {
+				label = c.Strategy
+			}
+			attrs["space"] = strconv.Itoa(c.Space)
+			attrs["cache"] = strconv.Itoa(c.Cache)
+		}
+	}
+	if label == "" {
+		return
+	}
+	attrs["strategy"] = label
+	e := b.Event(results.DeviceInfo)
+	e.Text, e.Attrs = label, attrs
+	b.Emit(e)
+}
+
+// flashStats reads the device's flash counters, when it keeps them.
+func (s *Strategy) flashStats(ctx context.Context) (power.FlashStats, bool) {
+	m, ok := s.Board.Witness.(power.FlashMeter)
+	if !ok {
+		return power.FlashStats{}, false
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := m.FlashStats(wctx)
+	return st, err == nil
+}
+
+// flashCost records what an update without a cut cost the device's
+// flash, and the length of its own update work (Board.BootOps).
+func (s *Strategy) flashCost(ctx context.Context, before power.FlashStats, res *Result) {
+	after, ok := s.flashStats(ctx)
+	if !ok || after.Ops < before.Ops {
+		return
+	}
+	b := s.Board
+	maxErases := uint32(0)
+	for i := range min(len(after.Erases), len(before.Erases)) {
+		maxErases = max(maxErases, after.Erases[i]-before.Erases[i])
+	}
+	attrs := map[string]string{
+		"programmed": strconv.FormatInt(after.Programmed-before.Programmed, 10),
+		"erased":     strconv.FormatInt(after.Erased-before.Erased, 10),
+		"max_erases": strconv.FormatUint(uint64(maxErases), 10),
+	}
+	if res.OpsAtLastOK && after.Ops >= res.OpsAtLast {
+		ops := after.Ops - res.OpsAtLast
+		attrs["boot_ops"] = strconv.FormatUint(ops, 10)
+		if b.BootOps == 0 {
+			b.BootOps = ops
+		}
+	}
+	e := b.Event(results.FlashCost)
+	e.Attrs = attrs
+	b.Emit(e)
+}
+
+// measureWork runs one update without a cut to count the flash
+// operations of the device's own update work, which cuts placed in it
+// are spread over.
+func (s *Strategy) measureWork(ctx context.Context) error {
+	b := s.Board
+	before, ok := s.flashStats(ctx)
+	if !ok {
+		return fmt.Errorf("board %s does not count its flash operations, which a cut in the device's own update work is placed by (a simulated board does; on real hardware cut on the flash-busy line: on_gpio)", b.Name)
+	}
+	e := b.Event(results.Note)
+	e.Text = "measuring the device's own update work: one update without a cut"
+	b.Emit(e)
+	res := b.Run(ctx, Update{Profile: s.profile(), Image: s.Update, SZX: s.SZX, OffTime: s.OffTime, RecoveryTimeout: s.RecoveryTimeout})
+	if res.Err != nil {
+		return fmt.Errorf("the update without a cut that measures the device's own update work failed: %w", res.Err)
+	}
+	s.flashCost(ctx, before, res)
+	if b.BootOps == 0 {
+		return fmt.Errorf("board %s: the device's own update work could not be measured (no flash operations after the last block)", b.Name)
 	}
 	return nil
 }

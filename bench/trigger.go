@@ -32,6 +32,16 @@ type Trigger interface {
 	String() string
 }
 
+// A WorkTrigger is a Trigger that stays armed after the device has taken
+// the last block, through the device's own update work (verifying, copying
+// or swapping slots, confirming the new image) until the new image runs:
+// a cut placed in a bootloader's copy or swap. Other triggers are disarmed
+// with the last block.
+type WorkTrigger interface {
+	Trigger
+	ThroughDeviceWork()
+}
+
 // A Cut is one planned power cut: it describes itself, makes the cycle's
 // trigger on a bound board, and judges where the cut landed. Package jobs
 // defines one per cut kind.

@@ -40,10 +40,14 @@ type Board struct {
 	Tags []string
 	// Pool is the lab pool the board serves in (lab mode: jobs are
 	// queued per pool); "" is the pool named "default".
-	Pool    string
-	Power   *DriverConfig
-	Probe   *DriverConfig
-	Console *Console
+	Pool string
+	// Strategy labels the device's update strategy ("ab-swap",
+	// "inplace-recovery", a team's own name) for the report's strategy
+	// comparison; "" lets a device that describes itself name it.
+	Strategy string
+	Power    *DriverConfig
+	Probe    *DriverConfig
+	Console  *Console
 	// Inputs are the board's trigger inputs, by the name a job uses
 	// (on_gpio: {input: busy}), in file order.
 	Inputs []Input
@@ -342,7 +346,7 @@ type decodedBoard struct {
 	nameAt config.Pos
 }
 
-var boardKeys = []string{"name", "tags", "pool", "power", "probe", "console", "inputs", "coap", "flash", "sim"}
+var boardKeys = []string{"name", "tags", "pool", "strategy", "power", "probe", "console", "inputs", "coap", "flash", "sim"}
 
 func decodeBoard(d *config.Decoder, n ast.Node, w string) (decodedBoard, error) {
 	var out decodedBoard
@@ -388,6 +392,14 @@ func decodeBoard(d *config.Decoder, n ast.Node, w string) (decodedBoard, error) 
 		}
 		if !NameOK(bd.Pool) {
 			return out, d.Errf(f.Val, "%s: pool %q: use letters, digits, '.', '_' or '-'", w, bd.Pool)
+		}
+	}
+	if f, ok := fs["strategy"]; ok {
+		if bd.Strategy, err = d.Str(f.Val, w+": strategy"); err != nil {
+			return out, err
+		}
+		if !NameOK(bd.Strategy) {
+			return out, d.Errf(f.Val, "%s: strategy %q: use letters, digits, '.', '_' or '-'", w, bd.Strategy)
 		}
 	}
 	if f, ok := fs["power"]; ok {

@@ -74,7 +74,7 @@ func registerCut(k *cutKind) {
 
 // kindRank keeps the documented order of kinds in messages.
 func kindRank(k string) int {
-	if i := slices.Index([]string{"none", "after_block", "during_block", "at_time", "on_console", "on_gpio", "random"}, k); i >= 0 {
+	if i := slices.Index([]string{"none", "after_block", "during_block", "at_time", "on_console", "on_gpio", "device_work", "random"}, k); i >= 0 {
 		return i
 	}
 	return 100

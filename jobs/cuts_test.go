@@ -45,6 +45,10 @@ func TestParseCutForms(t *testing.T) {
 		{"on_gpio defaults", `on_gpio: {input: busy}`, []string{"on_gpio busy rising edge 1"}},
 		{"on_gpio sweep", `on_gpio: {input: busy, edge: both, nth: {from: 2, to: 6, step: 2}, delay: 20us}`,
 			[]string{"on_gpio busy both edge 2 +20µs", "on_gpio busy both edge 4 +20µs", "on_gpio busy both edge 6 +20µs"}},
+		{"device_work", `device_work: 40%`, []string{"device_work 40%"}},
+		{"device_work decimal", `device_work: 12.5%`, []string{"device_work 12.5%"}},
+		{"device_work sweep", `device_work: {from: 90%, step: 2.5%}`, []string{"device_work 90%", "device_work 92.5%", "device_work 95%", "device_work 97.5%", "device_work 100%"}},
+		{"device_work defaults", `device_work: {}`, []string{"device_work 0%", "device_work 10%", "device_work 20%", "device_work 30%", "device_work 40%", "device_work 50%", "device_work 60%", "device_work 70%", "device_work 80%", "device_work 90%", "device_work 100%"}},
 		{"random at_time", `random: {count: 2, kind: at_time, window: {from: 1ms, to: 9ms}}`, nil},
 	}
 	for _, c := range cases {

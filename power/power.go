@@ -79,6 +79,50 @@ type CutWitness interface {
 	LastCut(ctx context.Context) (rec CutRecord, ok bool, err error)
 }
 
+// FlashMeter is a CutWitness that can also count the device's own flash
+// work, as a simulated board does: the bench reads it before and after an
+// update that runs without a cut to measure what an update costs the
+// flash (bytes programmed and erased, wear per sector, the operations of
+// the device's own update work after the last block).
+type FlashMeter interface {
+	FlashStats(ctx context.Context) (FlashStats, error)
+	// UpdateCost describes the device's update strategy and what it needs
+	// to update an image of imageSize bytes sent in blockSize blocks.
+	UpdateCost(ctx context.Context, imageSize, blockSize int) (UpdateCost, error)
+}
+
+// FlashStats are a device's cumulative flash counters.
+type FlashStats struct {
+	Ops        uint64   `json:"ops"`        // flash operations (word programs and sector erases)
+	Programmed int64    `json:"programmed"` // bytes programmed
+	Erased     int64    `json:"erased"`     // bytes erased
+	Erases     []uint32 `json:"erases"`     // erase count per sector, in address order
+}
+
+// UpdateCost is what a device's update strategy needs for one image.
+type UpdateCost struct {
+	Strategy string `json:"strategy"`
+	// Space is the flash, beyond the bootloader, the strategy needs to
+	// hold and update the image (slots, scratch, records), in bytes.
+	Space int `json:"space"`
+	// Cache is what the device keeps in flash so that an interrupted
+	// update completes on its own (a recovery record and its journal, a
+	// slot trailer and swap status), in bytes.
+	Cache int `json:"cache"`
+}
+
+// CutArmer is a CutWitness whose device can be made to lose power at one
+// of its own flash operations: a simulated board, where the cut is exact
+// at any time scale. On real hardware the nearest equivalent is a cut on
+// the device's flash-busy line.
+type CutArmer interface {
+	// ArmCut arms a cut at the device's flash operation afterOps
+	// operations from now (1 is the next one). notify is called, from
+	// another goroutine, once the device has lost power, with the
+	// instant. disarm cancels a cut that has not happened.
+	ArmCut(ctx context.Context, afterOps uint64, notify func(at time.Time)) (disarm func(), err error)
+}
+
 // Halter is a Switch with a configured safe (exit) state: Halt drives the
 // supply to it and releases the hardware. Without it, callers use Off.
 type Halter interface {

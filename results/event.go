@@ -40,6 +40,29 @@ const (
 	EchoChallenge Kind = "echo.challenge" // the device asked for proof of freshness (RFC 9175 Echo)
 	Security      Kind = "security"       // a security finding (nonce reuse, accepted replay); Text says which
 	Note          Kind = "note"
+
+	// DeviceInfo describes a board, once, at its first cycle. Text is
+	// the board's update strategy ("inplace-recovery", "naive-inplace",
+	// "ab-overwrite", "ab-swap", "ab-direct", or the label of a real
+	// board's bench file); Attrs "strategy" repeats it and, when the
+	// device reports them, "space" is the bytes of flash beyond the
+	// bootloader the strategy needs for the run's image and "cache" the
+	// bytes the device keeps in flash so that an interrupted update
+	// completes on its own (recovery record and journal, or trailer and
+	// swap status). Reports group boards by the strategy.
+	DeviceInfo Kind = "device"
+	// FlashCost is what an update cost the device's flash, for devices
+	// that count it, measured on an update that ran without a cut (its
+	// Cycle may still plan a cut: the bench measures the device once
+	// before such cycles). Attrs "programmed" and "erased" are bytes,
+	// "max_erases" the most erases any one sector took during the update
+	// (wear), "boot_ops" the device's flash operations from the last block
+	// sent to the new image running.
+	FlashCost Kind = "flash.cost"
+	// UpdateVerified marks an update that ended with the new image
+	// running; Dur is update.start to the new version answering (on a
+	// cycle without a cut: the time to the new version, no cut).
+	UpdateVerified Kind = "update.verified"
 )
 
 // Phases of a cycle, as the Text of Phase events.

@@ -1,6 +1,6 @@
 // Package sim is the simulated board: a device under test that stands in
 // for a small microcontroller (think nRF52 or STM32, NOR flash) running a
-// never-updated bootloader and one of two update strategies:
+// never-updated bootloader and one of five update strategies:
 //
 //   - inplace-recovery: the app's setup step (POST /fw/prepare) writes a
 //     power-safe recovery record caching the transfer parameters and the
@@ -11,6 +11,13 @@
 //     block 0 and writes it straight over itself with no record. A cut
 //     mid-write leaves no bootable image and no recovery: bricked until
 //     reflashed over the probe port.
+//   - ab-overwrite, ab-swap, ab-direct: double-buffered (A/B) updates as
+//     MCUboot does them. The app takes a plain Block1 PUT into the slot it
+//     does not run from and marks it pending; the bootloader copies it
+//     over the primary slot (overwrite-only), swaps the two slots through
+//     a scratch sector with a test boot and a revert (swap), or boots the
+//     newest valid slot in place (direct-XIP with revert). A cut at any
+//     point leaves an image that boots (see ab.go and docs/sim.md).
 //
 // A board is reached only through real interfaces: CoAP over UDP (IPv4 and
 // IPv6) and DTLS-PSK on loopback, a console on a pseudo-terminal, a GDB
@@ -33,6 +40,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +61,48 @@ type Strategy string
 const (
 	InplaceRecovery Strategy = "inplace-recovery"
 	NaiveInplace    Strategy = "naive-inplace"
+	// ABOverwrite is MCUboot's overwrite-only upgrade: the secondary slot
+	// is copied over the primary one, with no way back.
+	ABOverwrite Strategy = "ab-overwrite"
+	// ABSwap is MCUboot's swap using a scratch sector: the slots are
+	// swapped, the new image is booted once in test mode, and swapped
+	// back (reverted) unless it confirms itself.
+	ABSwap Strategy = "ab-swap"
+	// ABDirect is MCUboot's direct-XIP with revert: two executable
+	// slots, the newest valid one boots where it is.
+	ABDirect Strategy = "ab-direct"
+)
+
+// Strategies lists every strategy a board can run.
+var Strategies = []Strategy{InplaceRecovery, NaiveInplace, ABOverwrite, ABSwap, ABDirect}
+
+// AB reports whether s is one of the double-buffered (A/B) strategies.
+func (s Strategy) AB() bool { return s == ABOverwrite || s == ABSwap || s == ABDirect }
+
+// strategyList is "a, b, c or d" of every strategy.
+func strategyList() string {
+	var b strings.Builder
+	for i, s := range Strategies {
+		switch {
+		case i == len(Strategies)-1:
+			b.WriteString(" or ")
+		case i > 0:
+			b.WriteString(", ")
+		}
+		b.WriteString(string(s))
+	}
+	return b.String()
+}
+
+// Confirm settings: what an image booted in test mode (ab-swap,
+// ab-direct) does.
+const (
+	// ConfirmBoot: the image confirms itself (programs its trailer's
+	// image_ok) before it reports ready.
+	ConfirmBoot = "boot"
+	// ConfirmNever: the image fails its self-test and resets at once, as
+	// a watchdog would; the bootloader then reverts to the previous one.
+	ConfirmNever = "never"
 )
 
 // Modes a board is in, as Mode reports them.
@@ -112,10 +163,13 @@ type Config struct {
 	// cannot tell fresh after a boot: ReplayChallenge (default) or the bug
 	// ReplayAccept.
 	ReplayAfterBoot string
-	DTLSAddr        string // default 127.0.0.1:0; "-" disables DTLS
-	PSKIdentity     string // default "fudbench"
-	PSK             []byte // default DevPSK
-	GDBAddr         string // default 127.0.0.1:0; "-" disables the probe port
+	// Confirm is what an image booted in test mode does (ab-swap and
+	// ab-direct): ConfirmBoot (default) or ConfirmNever.
+	Confirm     string
+	DTLSAddr    string // default 127.0.0.1:0; "-" disables DTLS
+	PSKIdentity string // default "fudbench"
+	PSK         []byte // default DevPSK
+	GDBAddr     string // default 127.0.0.1:0; "-" disables the probe port
 
 	ConsoleLink string // stable symlink to the console pty; default StateDir/NAME.console
 	Reenumerate bool   // a power-on brings a new pty behind ConsoleLink
@@ -188,6 +242,9 @@ type Board struct {
 
 	ks keystore // protected storage: survives cuts and reflashing
 
+	wear0 []uint32 // the flash's wear counters when the board was made
+	arm   armed    // the cut ArmCut armed
+
 	console  *simconsole.Console
 	gdbLn    net.Listener
 	gdbStop  context.CancelFunc
@@ -213,7 +270,11 @@ type ram struct {
 	naiveSize  uint32 // bytes written so far
 	naiveBusy  bool
 	naiveTotal uint32 // Size1 announced, 0 unknown
-	sec        secRAM
+	// A/B strategies: the slot the app runs from (0 primary or slot A, 1
+	// secondary or slot B) and whether it was booted in test mode.
+	slot     int
+	testMode bool
+	sec      secRAM
 }
 
 func (c *Config) defaults() error {
@@ -223,8 +284,11 @@ func (c *Config) defaults() error {
 	if c.Strategy == "" {
 		c.Strategy = InplaceRecovery
 	}
-	if c.Strategy != InplaceRecovery && c.Strategy != NaiveInplace {
-		return fmt.Errorf("sim: board %s: unknown strategy %q (want %s or %s)", c.Name, c.Strategy, InplaceRecovery, NaiveInplace)
+	if !slices.Contains(Strategies, c.Strategy) {
+		return fmt.Errorf("sim: board %s: unknown strategy %q (want %s)", c.Name, c.Strategy, strategyList())
+	}
+	if c.Strategy.AB() && c.Layout != "" && c.Layout != "uniform" {
+		return fmt.Errorf("sim: board %s: strategy %s needs the uniform sector layout, not %s (its two slots must have sectors of one size)", c.Name, c.Strategy, c.Layout)
 	}
 	if c.FlashSize == 0 {
 		c.FlashSize = 512 << 10
@@ -274,6 +338,9 @@ func (c *Config) defaults() error {
 	if c.ReplayAfterBoot == "" {
 		c.ReplayAfterBoot = ReplayChallenge
 	}
+	if c.Confirm == "" {
+		c.Confirm = ConfirmBoot
+	}
 	switch {
 	case c.DTLSCache != DTLSCacheNone && c.DTLSCache != DTLSCacheSession && c.DTLSCache != DTLSCacheState:
 		return fmt.Errorf("sim: board %s: dtls_cache %q: want none, session or state", c.Name, c.DTLSCache)
@@ -281,6 +348,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("sim: board %s: ssn_persist %q: want window or none", c.Name, c.SSNPersist)
 	case c.ReplayAfterBoot != ReplayChallenge && c.ReplayAfterBoot != ReplayAccept:
 		return fmt.Errorf("sim: board %s: replay_after_boot %q: want challenge or accept", c.Name, c.ReplayAfterBoot)
+	case c.Confirm != ConfirmBoot && c.Confirm != ConfirmNever:
+		return fmt.Errorf("sim: board %s: confirm %q: want boot or never", c.Name, c.Confirm)
 	}
 	if c.PublicKey == nil {
 		c.PublicKey = fwimage.DevKey().Public().(ed25519.PublicKey)
@@ -338,7 +407,7 @@ func New(cfg Config) (*Board, error) {
 		b.cleanupTmp()
 		return nil, fmt.Errorf("sim: board %s: %w", cfg.Name, err)
 	}
-	lay, err := computeLayout(probe)
+	lay, err := computeLayout(probe, cfg.Strategy)
 	probe.Close()
 	if err != nil {
 		b.cleanupTmp()
@@ -351,6 +420,7 @@ func New(cfg Config) (*Board, error) {
 		return nil, fmt.Errorf("sim: board %s: %w", cfg.Name, err)
 	}
 	b.lay = lay
+	b.wear0 = b.fl.Wear()
 	// The bootloader itself: recognisable bytes in the protected region.
 	boot := make([]byte, lay.BootEnd)
 	copy(boot, "fudbench-sim bootloader v1 (never updated)")
@@ -455,8 +525,10 @@ func (b *Board) Close() error {
 
 // FactoryProgram writes an image into the app slot as a factory
 // programmer would after a mass erase: records, journal and the
-// anti-rollback counter are blank, the bootloader is kept. No timing, no
-// cuts. The board must be unpowered.
+// anti-rollback counter are blank, the bootloader is kept. On an A/B
+// layout the image goes into the primary slot (slot A) and everything
+// else after the bootloader is blank: no update pending, no swap under
+// way. No timing, no cuts. The board must be unpowered.
 func (b *Board) FactoryProgram(img []byte) error {
 	b.mu.Lock()
 	on := b.powered
@@ -468,6 +540,25 @@ func (b *Board) FactoryProgram(img []byte) error {
 		return fmt.Errorf("sim: board %s: image of %d bytes does not fit the %d-byte app slot", b.cfg.Name, len(img), b.lay.AppSize())
 	}
 	erased := b.fl.Config().Erased
+	blank := func(off, n int) error {
+		e := make([]byte, n)
+		for i := range e {
+			e[i] = erased
+		}
+		if err := b.fl.Load(off, e); err != nil {
+			return fmt.Errorf("sim: board %s: factory programming: %w", b.cfg.Name, err)
+		}
+		return nil
+	}
+	if b.lay.AB() {
+		if err := blank(b.lay.BootEnd, b.fl.Size()-b.lay.BootEnd); err != nil {
+			return err
+		}
+		if err := b.fl.Load(b.lay.AppStart, img); err != nil {
+			return fmt.Errorf("sim: board %s: factory programming: %w", b.cfg.Name, err)
+		}
+		return nil
+	}
 	buf := make([]byte, b.lay.AppSize())
 	for i := range buf {
 		buf[i] = erased
@@ -477,13 +568,6 @@ func (b *Board) FactoryProgram(img []byte) error {
 		return err
 	}
 	// No update in progress: both records and the journal erased.
-	blank := func(off, n int) error {
-		e := make([]byte, n)
-		for i := range e {
-			e[i] = erased
-		}
-		return b.fl.Load(off, e)
-	}
 	return errors.Join(
 		blank(b.lay.recAOff, b.fl.Config().Sectors[b.lay.RecA]),
 		blank(b.lay.recBOff, b.fl.Config().Sectors[b.lay.RecB]),

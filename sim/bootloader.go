@@ -12,8 +12,13 @@ import (
 )
 
 // bootloader decides what to run: resume an update in progress, boot a
-// valid app, fall back to recovery, or halt.
+// valid app, fall back to recovery, or halt. A power cut stops it where
+// it is: r.mode stays empty and boot sees the epoch gone.
 func (b *Board) bootloader(r *ram) {
+	if b.cfg.Strategy.AB() {
+		b.abBootloader(r)
+		return
+	}
 	if b.cfg.Strategy == InplaceRecovery {
 		if rec, sector := b.activeRecord(); rec != nil && !b.recordDone(sector) {
 			r.mode, r.rec = ModeRecovery, rec
@@ -47,24 +52,32 @@ func (b *Board) bootloader(r *ram) {
 	r.mode, r.app, r.appDigest = ModeApp, hdr, digest
 }
 
-// verifyApp checks the image in the app slot.
+// verifyApp checks the image in the app slot (the primary slot of an A/B
+// layout).
 func (b *Board) verifyApp() (*fwimage.Header, [32]byte, error) {
+	return b.verifyAt(b.lay.AppStart, b.lay.AppSize())
+}
+
+// verifyAt checks the image at off in a slot of size bytes: header, size,
+// SHA-256 and signature. It returns the header and the SHA-256 of the
+// image's bytes (header and payload).
+func (b *Board) verifyAt(off, size int) (*fwimage.Header, [32]byte, error) {
 	var none [32]byte
 	head := make([]byte, fwimage.HeaderSize)
-	if err := b.fl.Read(b.lay.AppStart, head); err != nil {
-		return nil, none, err
+	if err := b.fl.Read(off, head); err != nil {
+		return nil, none, fmt.Errorf("reading app header: %w", err)
 	}
 	h, err := fwimage.ParseHeader(head)
 	if err != nil {
 		return nil, none, fmt.Errorf("app header: %w", err)
 	}
 	total := fwimage.HeaderSize + int(h.PayloadSize)
-	if total > b.lay.AppSize() {
+	if total > size {
 		return nil, none, fmt.Errorf("app size %d exceeds the slot", total)
 	}
 	img := make([]byte, total)
-	if err := b.fl.Read(b.lay.AppStart, img); err != nil {
-		return nil, none, err
+	if err := b.fl.Read(off, img); err != nil {
+		return nil, none, fmt.Errorf("reading app image: %w", err)
 	}
 	h, err = fwimage.Verify(img, b.pub)
 	if err != nil {
@@ -76,11 +89,24 @@ func (b *Board) verifyApp() (*fwimage.Header, [32]byte, error) {
 // checkRollback refuses an image older than the stored counter and bumps
 // the counter when a newer one boots.
 func (b *Board) checkRollback(h *fwimage.Header) error {
-	ctr, used := b.readCounter()
-	if h.Seq < ctr {
+	if err := b.rollbackOK(h); err != nil {
+		return err
+	}
+	return b.raiseCounter(h)
+}
+
+// rollbackOK refuses an image older than the stored counter.
+func (b *Board) rollbackOK(h *fwimage.Header) error {
+	if ctr, _ := b.readCounter(); h.Seq < ctr {
 		return fmt.Errorf("rollback refused: image seq %d below counter %d", h.Seq, ctr)
 	}
-	if h.Seq > ctr {
+	return nil
+}
+
+// raiseCounter raises the anti-rollback counter to the image's sequence
+// number when that is higher.
+func (b *Board) raiseCounter(h *fwimage.Header) error {
+	if ctr, used := b.readCounter(); h.Seq > ctr {
 		if err := b.writeCounter(h.Seq, used); err != nil {
 			return fmt.Errorf("counter update: %w", err)
 		}

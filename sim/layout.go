@@ -11,7 +11,7 @@ import (
 
 // Layout is where the bootloader keeps things in flash. It is derived
 // from the sector list so that the same rules hold on uniform and mixed
-// layouts:
+// layouts. The in-place strategies (inplace-recovery, naive-inplace) use:
 //
 //	boot     the first sectors, at least 16 KiB: the never-updated
 //	         bootloader (write-protected)
@@ -21,32 +21,71 @@ import (
 //	         durably written
 //	counter  one sector: the anti-rollback counter, an append-only log
 //	app      the rest: the application image slot (header + payload)
+//
+// The A/B strategies (ab-overwrite, ab-swap, ab-direct; uniform sectors
+// only) use:
+//
+//	boot       as above
+//	counter    one sector, as above
+//	primary    image sectors, then one trailer sector (slot A of ab-direct)
+//	secondary  as many image sectors, then one trailer sector (slot B)
+//	scratch    one sector (ab-swap only): a sector's copy during a swap
+//	status     one sector (ab-swap only): the swap's progress
+//
+// The two slots split what the others leave evenly (a sector left over
+// stays unused at the end). AppStart and AppEnd are the primary slot's
+// image sectors, without its trailer, on every layout: the probe programs
+// an image there and AppSize is the image capacity.
 type Layout struct {
 	BootEnd          int
-	RecA, RecB       int // sector indexes
-	Journal, Counter int
+	RecA, RecB       int // sector indexes; -1 on A/B layouts
+	Journal, Counter int // Journal is -1 on A/B layouts
 	AppStart, AppEnd int
-	recAOff, recBOff int
-	journalOff       int
-	journalLen       int
-	counterOff       int
-	counterLen       int
+	// Primary and Secondary are the image slots of an A/B layout (zero on
+	// in-place layouts); Scratch and Status the sectors only ab-swap has
+	// (-1 otherwise).
+	Primary, Secondary Slot
+	Scratch, Status    int
+	recAOff, recBOff   int
+	journalOff         int
+	journalLen         int
+	counterOff         int
+	counterLen         int
 }
+
+// Slot is one image slot of an A/B layout: image sectors followed by a
+// trailer sector.
+type Slot struct {
+	Start, End int // the image sectors: [Start, End)
+	First      int // index of the first image sector
+	Sectors    int // number of image sectors
+	Trailer    int // index of the trailer sector
+	TrailerOff int // offset of the trailer sector
+}
+
+// Size is the slot's image capacity.
+func (s Slot) Size() int { return s.End - s.Start }
+
+// AB reports whether the layout is an A/B one.
+func (l Layout) AB() bool { return l.Primary.Sectors > 0 }
 
 const minBoot = 16 << 10
 
-func computeLayout(f *flash.Flash) (Layout, error) {
-	var l Layout
+func computeLayout(f *flash.Flash, st Strategy) (Layout, error) {
+	l := Layout{Scratch: -1, Status: -1}
 	secs := f.Config().Sectors
 	i, off := 0, 0
 	for off < minBoot && i < len(secs) {
 		off += secs[i]
 		i++
 	}
+	l.BootEnd = off
+	if st.AB() {
+		return l, abLayout(&l, f, st, i, off)
+	}
 	if i+4 >= len(secs) {
 		return l, fmt.Errorf("sim: flash of %d sectors too small for bootloader, records, journal, counter and an app slot", len(secs))
 	}
-	l.BootEnd = off
 	l.RecA, l.recAOff = i, off
 	off += secs[i]
 	l.RecB, l.recBOff = i+1, off
@@ -57,6 +96,47 @@ func computeLayout(f *flash.Flash) (Layout, error) {
 	off += secs[i+3]
 	l.AppStart, l.AppEnd = off, f.Size()
 	return l, nil
+}
+
+// abLayout lays out an A/B strategy's sectors after the bootloader, which
+// ends at sector i, offset off.
+func abLayout(l *Layout, f *flash.Flash, st Strategy, i, off int) error {
+	secs := f.Config().Sectors
+	extra := 0 // sectors besides the counter and the two slots
+	if st == ABSwap {
+		extra = 2
+	}
+	k := (len(secs)-i-1-extra)/2 - 1 // image sectors per slot
+	if k < 1 {
+		return fmt.Errorf("sim: flash of %d sectors too small for bootloader, counter and two slots of an image sector and a trailer sector each (%s)", len(secs), st)
+	}
+	l.RecA, l.RecB, l.Journal = -1, -1, -1
+	l.Counter, l.counterOff, l.counterLen = i, off, secs[i]
+	off += secs[i]
+	i++
+	slot := func() Slot {
+		s := Slot{Start: off, First: i, Sectors: k}
+		for range k {
+			off += secs[i]
+			i++
+		}
+		s.End, s.Trailer, s.TrailerOff = off, i, off
+		off += secs[i]
+		i++
+		return s
+	}
+	l.Primary = slot()
+	l.Secondary = slot()
+	if st == ABSwap {
+		l.Scratch = i
+		l.Status = i + 1
+		a := f.Config().WriteAlign
+		if need := swapHeaderLen + 3*k*a; need > secs[i+1] {
+			return fmt.Errorf("sim: swap status sector of %d bytes too small for %d image sectors (%d bytes of status); use larger sectors or a smaller flash", secs[i+1], k, need)
+		}
+	}
+	l.AppStart, l.AppEnd = l.Primary.Start, l.Primary.End
+	return nil
 }
 
 // AppSize is the capacity of the application slot.

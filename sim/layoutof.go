@@ -30,7 +30,7 @@ func LayoutOf(cfg Config) (Layout, Config, error) {
 		return Layout{}, cfg, fmt.Errorf("sim: board %s: %w", cfg.Name, err)
 	}
 	defer f.Close()
-	lay, err := computeLayout(f)
+	lay, err := computeLayout(f, cfg.Strategy)
 	if err != nil {
 		return Layout{}, cfg, fmt.Errorf("sim: board %s: %w", cfg.Name, err)
 	}

@@ -132,20 +132,26 @@ func (b *Board) SetPower(on bool) {
 // CutAtFlashOp arms a power cut at flash operation number op (see
 // flash.Flash.CutAtOp): the sweep tests' way of cutting at every operation.
 func (b *Board) CutAtFlashOp(op uint64) {
+	b.arm.mu.Lock()
+	defer b.arm.mu.Unlock()
+	b.arm.op = 0 // replaces a cut ArmCut armed
 	b.fl.CutAtOp(op, func(c flash.Cut) { b.cutPower("flash-op", &c) })
 }
 
-func (b *Board) cutPower(cause string, fc *flash.Cut) {
+// cutPower cuts power now and records the cut; ok is false when the
+// board was already off (nothing is recorded).
+func (b *Board) cutPower(cause string, fc *flash.Cut) (rec CutRecord, ok bool) {
 	inProgress := b.fl.InProgress()
 	b.fl.PowerOff()
+	b.disarmAll()
 	b.mu.Lock()
 	if !b.powered {
 		b.mu.Unlock()
-		return
+		return CutRecord{}, false
 	}
 	b.powered = false
 	b.epoch++
-	rec := CutRecord{At: time.Now(), Mode: b.mode, Flash: inProgress, Block: -1, LastAcked: -1, Cause: cause}
+	rec = CutRecord{At: time.Now(), Mode: b.mode, Flash: inProgress, Block: -1, LastAcked: -1, Cause: cause}
 	if fc != nil {
 		rec.Flash = *fc
 	}
@@ -177,6 +183,7 @@ func (b *Board) cutPower(cause string, fc *flash.Cut) {
 		go func() { defer close(done); b.console.Detach() }()
 	}
 	b.log.Debug("power cut", "cause", cause, "flash", rec.Flash.Kind, "block", rec.Block, "last_acked", rec.LastAcked)
+	return rec, true
 }
 
 // Reset is a software (or probe) reset: RAM is lost, the bootloader runs
@@ -278,7 +285,10 @@ func (b *Board) boot(ep uint64) {
 	r.writing.Store(-1)
 	r.lastAcked.Store(-1)
 	b.bootloader(r)
-	if !b.alive(ep) {
+	if r.mode == "" || !b.alive(ep) {
+		return // power went while the bootloader ran
+	}
+	if !b.appConfirm(ep, r) {
 		return
 	}
 	if r.mode != ModeHalted && !b.initSecurity(ep, r) {

@@ -198,6 +198,9 @@ func (b *Board) route(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv.Respons
 		}
 		return cborResp(codes.Content, stateOf(r)), false
 	case req.Path == fwproto.PathPrepare && req.Code == codes.POST:
+		if b.cfg.Strategy.AB() {
+			return b.abPrepareRefusal(), false
+		}
 		if b.cfg.Strategy != InplaceRecovery {
 			return failure(codes.NotFound, "", "this firmware has no resumable update (naive-inplace)"), false
 		}
@@ -205,6 +208,9 @@ func (b *Board) route(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv.Respons
 	case req.Path == fwproto.PathFW && (req.Code == codes.PUT || req.Code == codes.POST):
 		if b.cfg.Strategy == NaiveInplace {
 			return b.naiveBlock(r, req)
+		}
+		if b.cfg.Strategy.AB() {
+			return b.abBlock(r, req)
 		}
 		if r.mode != ModeRecovery {
 			return failure(codes.MethodNotAllowed, "", "updates go through /fw/prepare and recovery"), false
@@ -306,7 +312,7 @@ func (b *Board) recoveryBlock(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv
 		return failure(codes.BadRequest, r.state, fmt.Sprintf("block %d: %d bytes more=%v, want %d bytes more=%v", num, len(req.Payload), more, want, num < n-1)), false
 	}
 	r.writing.Store(int64(num))
-	if err := b.writeBlock(num, bs, req.Payload); err != nil {
+	if err := b.writeBlock(b.lay.AppStart, num, bs, req.Payload); err != nil {
 		if errors.Is(err, errPower) {
 			return nil, false
 		}
@@ -343,9 +349,9 @@ func (b *Board) recoveryBlock(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv
 var errPower = errors.New("power lost")
 
 // writeBlock erases the sector a block starts (when it is the sector's
-// first block) and programs it, padding to the write unit.
-func (b *Board) writeBlock(num, bs uint32, data []byte) error {
-	off := b.lay.AppStart + int(num*bs)
+// first block) and programs it at base, padding to the write unit.
+func (b *Board) writeBlock(base int, num, bs uint32, data []byte) error {
+	off := base + int(num*bs)
 	_, start, _, err := b.fl.Sector(off)
 	if err != nil {
 		return err
@@ -382,6 +388,26 @@ func wrapPower(err error) error {
 // naiveBlock is the naive-inplace firmware: each block goes straight over
 // the running image, starting at block 0, with no record of any kind.
 func (b *Board) naiveBlock(r *ram, req *coapsrv.Request) (*coapsrv.Response, bool) {
+	return b.blockUpload(r, req, uploadTarget{base: b.lay.AppStart, size: b.lay.AppSize(), name: "app slot"})
+}
+
+// uploadTarget is where a plain Block1 upload goes and what the firmware
+// does around it.
+type uploadTarget struct {
+	base, size int    // the slot's image area
+	name       string // "app slot", "secondary slot", "slot B"
+	where      string // in a sentence: "the secondary slot", "slot B"
+	// begin runs at block 0 before anything is written, end after the
+	// last block is written and before it is acknowledged; nil does
+	// nothing. Errors wrapping errPower end the request unanswered.
+	begin, end func() error
+	done       string // what the console line says end did
+}
+
+// blockUpload takes one block of a plain RFC 7959 Block1 upload (or a
+// single-message one) into t, in order from block 0, and reboots once the
+// last block is written.
+func (b *Board) blockUpload(r *ram, req *coapsrv.Request, t uploadTarget) (*coapsrv.Response, bool) {
 	blk, ok := req.Block1()
 	num, more, szx := blk.Num, blk.More, blk.SZX
 	if !ok {
@@ -392,9 +418,9 @@ func (b *Board) naiveBlock(r *ram, req *coapsrv.Request) (*coapsrv.Response, boo
 		}
 	}
 	if num == 0 {
-		if s1, ok := req.Size1(); ok && int(s1) > b.lay.AppSize() {
-			resp := failure(codes.RequestEntityTooLarge, "", fmt.Sprintf("image of %d bytes exceeds the %d-byte app slot", s1, b.lay.AppSize()))
-			resp.Size1 = uint32(b.lay.AppSize())
+		if s1, ok := req.Size1(); ok && int(s1) > t.size {
+			resp := failure(codes.RequestEntityTooLarge, "", fmt.Sprintf("image of %d bytes exceeds the %d-byte %s", s1, t.size, t.name))
+			resp.Size1 = uint32(t.size)
 			return resp, false
 		}
 		r.naiveBusy, r.naiveNext, r.naiveSZX, r.naiveSize = true, 0, szx, 0
@@ -407,15 +433,37 @@ func (b *Board) naiveBlock(r *ram, req *coapsrv.Request) (*coapsrv.Response, boo
 	if more && uint32(len(req.Payload)) != bs || uint32(len(req.Payload)) > bs && ok {
 		return failure(codes.BadRequest, "", "block payload does not match its size"), false
 	}
-	if int(num*bs)+len(req.Payload) > b.lay.AppSize() {
-		return failure(codes.RequestEntityTooLarge, "", "image exceeds the app slot"), false
+	if int(num*bs)+len(req.Payload) > t.size {
+		resp := failure(codes.RequestEntityTooLarge, "", fmt.Sprintf("image exceeds the %d-byte %s", t.size, t.name))
+		resp.Size1 = uint32(t.size)
+		return resp, false
 	}
 	r.writing.Store(int64(num))
-	if err := b.writeBlock(num, bs, req.Payload); err != nil {
-		if errors.Is(err, errPower) {
-			return nil, false
+	step := func(f func() error) (*coapsrv.Response, bool) {
+		if f == nil {
+			return nil, true
 		}
-		return failure(codes.InternalServerError, "", err.Error()), false
+		if err := f(); err != nil {
+			if errors.Is(err, errPower) {
+				return nil, false
+			}
+			r.writing.Store(-1)
+			return failure(codes.InternalServerError, "", err.Error()), false
+		}
+		return nil, true
+	}
+	if num == 0 {
+		if resp, ok := step(t.begin); !ok {
+			return resp, false
+		}
+	}
+	if resp, ok := step(func() error { return b.writeBlock(t.base, num, bs, req.Payload) }); !ok {
+		return resp, false
+	}
+	if !more {
+		if resp, ok := step(t.end); !ok {
+			return resp, false
+		}
 	}
 	r.writing.Store(-1)
 	r.lastAcked.Store(int64(num))
@@ -428,6 +476,10 @@ func (b *Board) naiveBlock(r *ram, req *coapsrv.Request) (*coapsrv.Response, boo
 	if more {
 		return &coapsrv.Response{Code: codes.Continue, Block1: echo}, false
 	}
-	b.console.Printf("APP received %d bytes; rebooting", r.naiveSize)
+	if t.done != "" {
+		b.console.Printf("APP received %d bytes into %s; %s; rebooting", r.naiveSize, t.where, t.done)
+	} else {
+		b.console.Printf("APP received %d bytes; rebooting", r.naiveSize)
+	}
 	return &coapsrv.Response{Code: codes.Changed, Block1: echo}, true
 }

@@ -55,6 +55,8 @@ type Settings struct {
 	SSNPersist       Choice       `yaml:"ssn_persist"`
 	SSNWindow        int          `yaml:"ssn_window"`
 	ReplayAfterBoot  Choice       `yaml:"replay_after_boot"`
+	// What an image booted in test mode does (ab-swap, ab-direct).
+	Confirm Choice `yaml:"confirm"`
 }
 
 // Choice is a setting's value from a fixed list, kept with its position
@@ -129,6 +131,7 @@ func ConfigFromSection(name string, sec Section) (Config, error) {
 		{"dtls_cache", s.DTLSCache, []string{DTLSCacheNone, DTLSCacheSession, DTLSCacheState}, &c.DTLSCache},
 		{"ssn_persist", s.SSNPersist, []string{SSNWindow, SSNNone}, &c.SSNPersist},
 		{"replay_after_boot", s.ReplayAfterBoot, []string{ReplayChallenge, ReplayAccept}, &c.ReplayAfterBoot},
+		{"confirm", s.Confirm, []string{ConfirmBoot, ConfirmNever}, &c.Confirm},
 	} {
 		if ch.v.V == "" {
 			continue
@@ -195,15 +198,15 @@ func scalar(n ast.Node, what string, parse func(string) error) error {
 	return config.Scalar(n, parse)
 }
 
-// UnmarshalYAML reads a strategy: inplace-recovery or naive-inplace.
+// UnmarshalYAML reads a strategy: inplace-recovery, naive-inplace,
+// ab-overwrite, ab-swap or ab-direct.
 func (s *Strategy) UnmarshalYAML(n ast.Node) error {
 	return scalar(n, "strategy", func(v string) error {
-		switch Strategy(v) {
-		case InplaceRecovery, NaiveInplace:
+		if slices.Contains(Strategies, Strategy(v)) {
 			*s = Strategy(v)
 			return nil
 		}
-		return fmt.Errorf("unknown strategy %q: want %s or %s", v, InplaceRecovery, NaiveInplace)
+		return fmt.Errorf("unknown strategy %q: want %s", v, strategyList())
 	})
 }
 

@@ -98,8 +98,9 @@ func TestConfigFromSectionErrors(t *testing.T) {
 		msg        string // the whole message, or with a trailing "…" its start
 	}{
 		{"strategy in flow style", "boards:\n  - name: sim-safe\n    sim: {strategy: yolo}\n",
-			"3:21", `unknown strategy "yolo": want inplace-recovery or naive-inplace`},
-		{"strategy", benchWith("strategy: yolo"), "4:17", `unknown strategy "yolo": want inplace-recovery or naive-inplace`},
+			"3:21", `unknown strategy "yolo": want inplace-recovery, naive-inplace, ab-overwrite, ab-swap or ab-direct`},
+		{"strategy", benchWith("strategy: yolo"), "4:17", `unknown strategy "yolo": want inplace-recovery, naive-inplace, ab-overwrite, ab-swap or ab-direct`},
+		{"confirm", benchWith("strategy: ab-swap", "confirm: sometimes"), "5:16", `confirm "sometimes": want boot, never`},
 		{"strategy not a scalar", benchWith("strategy: [naive-inplace]"), "4:17", `strategy: want a single value, got a list`},
 		{"layout", benchWith("flash:", "  layout: wide"), "5:17", `unknown flash layout "wide": want uniform or stm32f4`},
 		{"write_align", benchWith("flash: {write_align: 3}"), "4:28", `write_align 3: want 1, 4 or 8`},

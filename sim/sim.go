@@ -63,7 +63,7 @@ func Start(cfgs []Config, powerOn bool, log *slog.Logger) (*Sim, error) {
 			return nil, err
 		}
 		s.Boards = append(s.Boards, b)
-		if _, _, err := b.verifyApp(); err != nil {
+		if !b.hasImage() {
 			img, err := fwimage.Build(BaselineSpec, fwimage.DevKey())
 			if err != nil {
 				s.Close()
@@ -147,6 +147,11 @@ type Info struct {
 	PowerPin    string `json:"power_pin,omitempty"`
 	BusyPin     string `json:"busy_pin,omitempty"`
 	Boots       uint32 `json:"boots"`
+	// Confirm is what an image booted in test mode does (ab-swap and
+	// ab-direct boards only): boot or never.
+	Confirm string `json:"confirm,omitempty"`
+	// Flash is the board's flash counters since it was made.
+	Flash FlashStats `json:"flash"`
 }
 
 // Info describes the board's wiring and state.
@@ -160,6 +165,10 @@ func (b *Board) Info() Info {
 	if dtls != "" {
 		in.PSKIdentity = b.cfg.PSKIdentity
 	}
+	if b.cfg.Strategy == ABSwap || b.cfg.Strategy == ABDirect {
+		in.Confirm = b.cfg.Confirm
+	}
+	in.Flash = b.FlashStats()
 	if b.powerPin != nil {
 		in.PowerPin, in.BusyPin = PinNames(b.Name())
 	}

@@ -73,8 +73,16 @@ func TestBoardsJSON(t *testing.T) {
 	}
 
 	bs, out := read()
-	if len(bs) != 5 || bs[0].Name != "sim-safe" || bs[1].Name != "sim-naive" || bs[2].Name != "sim-oscore" || bs[4].Name != "sim-dtls" {
+	if len(bs) != 8 || bs[0].Name != "sim-safe" || bs[1].Name != "sim-naive" || bs[2].Name != "sim-oscore" || bs[4].Name != "sim-dtls" ||
+		bs[5].Name != "sim-ab-overwrite" || bs[6].Name != "sim-ab-swap" || bs[7].Name != "sim-ab-direct" {
 		t.Fatalf("built-in bench: %s", out)
+	}
+	for _, ab := range bs[5:] {
+		// A/B boards take a plain Block1 PUT into their secondary slot,
+		// whose capacity is less than half the flash.
+		if ab.CoAP.Profile != "block1" || ab.Flash == nil || ab.Flash.SlotSize <= 0 || ab.Flash.SlotSize >= 256<<10 {
+			t.Errorf("%s: block1, and a slot of less than half the flash: %s", ab.Name, out)
+		}
 	}
 	if o := bs[2].CoAP.OSCORE; o == nil || o.SenderID != "01" || o.RecipientID != "" || strings.Contains(out, "master") {
 		t.Errorf("sim-oscore: the bench's OSCORE context by its IDs, no secret: %s", out)

@@ -45,6 +45,22 @@ var builtinBoards = []builtinBoard{
 	{Name: "sim-oscore-nossn", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "oscore", "ssn-persist-none"}, CoAP: 5713, CoAPS: 5714, OSCORE: 5715, GDB: 3336, SSNPersist: sim.SSNNone},
 	// DTLS with the record layer restored after a cut: no handshake.
 	{Name: "sim-dtls", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "safe", "inplace-recovery", "dtls", "dtls-state"}, CoAP: 5723, CoAPS: 5724, GDB: 3337, DTLSCache: sim.DTLSCacheState},
+	// The double-buffered family, for comparing strategies
+	// (examples/compare-strategies.yaml, docs/strategies.md).
+	{Name: "sim-ab-overwrite", Strategy: sim.ABOverwrite, Tags: []string{"sim", "ab", "ab-overwrite"}, CoAP: 5733, CoAPS: 5734, GDB: 3338},
+	{Name: "sim-ab-swap", Strategy: sim.ABSwap, Tags: []string{"sim", "ab", "ab-swap"}, CoAP: 5743, CoAPS: 5744, GDB: 3339},
+	{Name: "sim-ab-direct", Strategy: sim.ABDirect, Tags: []string{"sim", "ab", "ab-direct"}, CoAP: 5753, CoAPS: 5754, GDB: 3340},
+}
+
+// Flash is the board's flash: entry in the built-in bench, from its
+// strategy's layout at the sim's default flash.
+func (b builtinBoard) Flash() string {
+	lay, cfg, err := sim.LayoutOf(b.config())
+	if err != nil {
+		panic("built-in board " + b.Name + ": " + err.Error()) // a fixed list: a mistake here is the program's
+	}
+	return fmt.Sprintf("{size: %dKiB, base: %#x, app_address: %#x, erase_from: %#x, slot_size: %d, program_time: 41us, write_unit: %d}",
+		cfg.FlashSize>>10, cfg.FlashBase, cfg.FlashBase+uint32(lay.AppStart), cfg.FlashBase+uint32(lay.BootEnd), lay.AppSize(), cfg.WriteAlign)
 }
 
 // config is the board's sim configuration, without addresses.
@@ -75,13 +91,14 @@ var simBenchTmpl = template.Must(template.New("sim").Funcs(template.FuncMap{"joi
 {{- range .Boards}}
   - name: {{.Name}}
     tags: [{{join .Tags ", "}}]
+    strategy: {{.Strategy}}
     power: {driver: sim, url: "http://{{$.Control}}", board: {{.Name}}}
     probe: {driver: gdbrsp, address: "127.0.0.1:{{.GDB}}", reset: reset}
     console:
       port: {{$.Dir}}/{{.Name}}.console
       patterns: {boot: "^BL .*bootloader", app: "^APP .* ready$", recovery: "^RECOVERY ready"}
     coap: {{.Entry}}
-    flash: {size: 512KiB, base: 0x0, app_address: 0x8000, erase_from: 0x4000, slot_size: 480KiB, program_time: 41us, write_unit: 4}
+    flash: {{.Flash}}
     sim:
       strategy: {{.Strategy}}
       coap: ["127.0.0.1:{{.CoAP}}", "[::1]:{{.CoAP}}"]

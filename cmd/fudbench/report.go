@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -13,12 +14,14 @@ import (
 
 func newReportCmd(g *globals) *cobra.Command {
 	var (
-		runID, out string
+		runID, out, dbPath string
+		compare            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "report [DB|OUTDIR] [--run ID] [-o report.html]",
-		Short: "Write a run's campaign report as one self-contained HTML file",
+		Use:   "report [DB|OUTDIR] [--run ID] [-o report.html]\n  fudbench report --compare RUN1 RUN2 ... [--db DB] [-o compare.html]",
+		Short: "Write a run's campaign report, or compare runs, as one self-contained HTML file",
 		Long: `Write the campaign report of a run: its summary and outcome counts, the
+strategy comparison (when its boards run several update strategies), the
 outcome map (outcome by cut point, one row per board), recovery-time
 distributions, transfer throughput and round trips, the failure-rate trend
 across every run of the same job in the database, and the timeline and last
@@ -29,13 +32,48 @@ The input is a results database (results.db) or a run's output directory
 unless --run names one; from an output directory, the run its summary.json
 names. The page embeds its plots as SVG and loads nothing from the network.
 
+With --compare, put two or more runs side by side in the form of the
+Strategies section: one column per run and update strategy, with each run's
+job, start and cycle count (default output compare.html). Each RUN is one of:
+  OUTDIR          a run's output directory: its run
+  DB              a results database file: its newest run
+  DB#RUNID        run RUNID of that database
+  RUNID           run RUNID of the database given by --db
+                  (default fudbench-out/results.db)
+For example, runs of your own boards in one database:
+  fudbench report --compare --db lab/results.db 20261125T214056Z-08fa 20261126T091502Z-1c2e
+
 Exit codes: 0 written; 2 a bad input (no such file, not a results database,
-unknown run); 3 the report could not be written.`,
-		Args: cobra.MaximumNArgs(1),
+unknown run, fewer than two runs to compare); 3 the report could not be
+written.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if compare {
+				if len(args) < 2 {
+					return usageErr(fmt.Errorf("report --compare: give at least two runs (got %d)", len(args)))
+				}
+				if runID != "" {
+					return usageErr(errors.New("report --compare: name each run as DB#RUNID or RUNID (with --db), not with --run"))
+				}
+				return nil
+			}
+			if c.Flags().Changed("db") && len(args) > 0 {
+				return usageErr(errors.New("report: give the database as the argument or as --db, not both"))
+			}
+			return cobra.MaximumNArgs(1)(c, args)
+		},
 		RunE: func(c *cobra.Command, args []string) error {
+			if compare {
+				if !c.Flags().Changed("output") {
+					out = "compare.html"
+				}
+				return writeComparison(c, g, args, dbPath, out)
+			}
 			src := "fudbench-out"
-			if len(args) == 1 {
+			switch {
+			case len(args) == 1:
 				src = args[0]
+			case c.Flags().Changed("db"):
+				src = dbPath
 			}
 			in, err := report.Load(src, runID)
 			if err != nil {
@@ -55,8 +93,44 @@ unknown run); 3 the report could not be written.`,
 		},
 	}
 	cmd.Flags().StringVar(&runID, "run", "", "run ID (default: the newest run in the database, or the output directory's run)")
-	cmd.Flags().StringVarP(&out, "output", "o", "report.html", `output file ("-" for stdout)`)
+	cmd.Flags().StringVarP(&out, "output", "o", "report.html", `output file ("-" for stdout; compare.html with --compare)`)
+	cmd.Flags().BoolVar(&compare, "compare", false, "compare the runs given as arguments (at least two) side by side")
+	cmd.Flags().StringVar(&dbPath, "db", "fudbench-out/results.db", "the database a run ID given to --compare is looked up in (without --compare: the database to report from)")
 	return cmd
+}
+
+// writeComparison resolves each argument to a run and writes their
+// comparison page.
+func writeComparison(c *cobra.Command, g *globals, args []string, dbPath, out string) error {
+	var ins []report.Input
+	seen := map[string]string{}
+	for _, a := range args {
+		in, err := report.ResolveRun(a, dbPath)
+		if err != nil {
+			if errors.Is(err, report.ErrInput) {
+				return usageErr(err)
+			}
+			return infraErr(fmt.Errorf("%s: %w", a, err))
+		}
+		id := in.Summary.RunID
+		if prev, ok := seen[id]; ok {
+			return usageErr(fmt.Errorf("report --compare: %s and %s are the same run %s", prev, a, id))
+		}
+		seen[id] = a
+		ins = append(ins, *in)
+	}
+	if err := report.WriteComparison(out, ins); err != nil {
+		return infraErr(err)
+	}
+	if out != "-" {
+		var ids []string
+		for _, in := range ins {
+			ids = append(ids, in.Summary.RunID)
+		}
+		fmt.Fprintf(c.OutOrStdout(), "report: %s (runs %s)\n", out, strings.Join(ids, ", "))
+	}
+	g.log.Debug("comparison written", "out", out, "runs", len(ins))
+	return nil
 }
 
 // writeRunReport writes the report of a run that just ended to path,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -83,6 +84,15 @@ type reportDOM struct {
 	Scripts     int                       `json:"scripts"`
 	MapRows     []string                  `json:"mapRows"`
 	Fragile     []string                  `json:"fragile"`
+	// The Strategies section: its column headings, its rows' keys, the
+	// cells of each row by key, its plots and those drawn at a visible
+	// size.
+	StrategyCols     []string            `json:"strategyCols"`
+	StrategyRows     []string            `json:"strategyRows"`
+	StrategyCells    map[string][]string `json:"strategyCells"`
+	StrategyPlots    int                 `json:"strategyPlots"`
+	StrategyPlotsLit int                 `json:"strategyPlotsLit"`
+	ComparedRuns     []string            `json:"comparedRuns"`
 }
 
 const domScript = `(() => {
@@ -112,6 +122,16 @@ const domScript = `(() => {
     scripts: document.scripts.length,
     mapRows: Array.from(document.querySelectorAll("#outcome-map h3")).map(h => h.textContent),
     fragile: Array.from(document.querySelectorAll("#outcome-map ul.fragile li")).map(li => li.textContent),
+    strategyCols: Array.from(document.querySelectorAll("#strategies th")).map(th => th.textContent.trim()),
+    strategyRows: Array.from(document.querySelectorAll("#strategies tr[data-row]")).map(tr => tr.dataset.row),
+    strategyCells: Object.fromEntries(Array.from(document.querySelectorAll("#strategies tr[data-row]")).map(tr =>
+      [tr.dataset.row, Array.from(tr.querySelectorAll("td.num")).map(td => td.textContent.trim())])),
+    strategyPlots: document.querySelectorAll("#strategies svg").length,
+    strategyPlotsLit: Array.from(document.querySelectorAll("#strategies svg")).filter(s => {
+      const r = s.getBoundingClientRect();
+      return r.width > 300 && r.height > 100 && s.querySelectorAll("path, rect, polygon").length > 4;
+    }).length,
+    comparedRuns: Array.from(document.querySelectorAll("#runs tr[data-run]")).map(tr => tr.dataset.run),
   };
 })()`
 
@@ -276,6 +296,11 @@ func TestReportDemoInBrowser(t *testing.T) {
 			if len(d.MapRows) != 2 || !strings.Contains(strings.Join(d.Fragile, "\n"), "bricked at block") {
 				t.Errorf("outcome map rows %q, fragile %q; want both boards and sim-naive's bricks", d.MapRows, d.Fragile)
 			}
+			// Each board runs its own strategy: two columns, and the
+			// outcome and recovery plots.
+			if len(d.StrategyCols) != 2 || d.StrategyPlotsLit < 2 {
+				t.Errorf("strategies: columns %q, %d plots drawn; want 2 columns and at least 2 plots", d.StrategyCols, d.StrategyPlotsLit)
+			}
 			// Outcome map, two recovery box plots, throughput, round
 			// trips, re-sent blocks, trend (two), one per failed cycle.
 			if want := 8 + d.FailedShown; d.Plots < want {
@@ -383,5 +408,239 @@ func TestReportBadInput(t *testing.T) {
 	}
 	if st, _ := os.Stat(notDB); st == nil || st.Size() != int64(len("not a database\n")) {
 		t.Errorf("the report touched a file that is not a database")
+	}
+}
+
+// strategyRun is a run of several update strategies, written with the
+// results package as the bench records one: a device event at each
+// board's first cycle, cut and uncut cycles, update.verified and
+// flash.cost events. strategies maps a board to its strategy ("" for a
+// board that reports none); bricks to the cut points that brick it.
+type strategyRun struct {
+	id      string
+	started time.Time
+	boards  []string
+	strat   map[string]string
+	bricks  map[string]int // the cut points (after blocks 0..n-1) that brick the board
+	cuts    int
+}
+
+func (r strategyRun) write(t *testing.T, dbPath string) {
+	t.Helper()
+	db, err := results.OpenDB(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	run := results.RunInfo{ID: r.id, Job: "strategies", JobFile: "strategies.yaml", Started: r.started,
+		Boards: r.boards, Host: "bench", Version: "test", Planned: map[string]int{}}
+	if err := db.BeginRun(run); err != nil {
+		t.Fatal(err)
+	}
+	sink := db.Events(r.id)
+	var cycles []results.Cycle
+	tm := time.Duration(0)
+	emit := func(board string, cycle int, k results.Kind, text string, dur time.Duration, attrs map[string]string) {
+		tm += time.Millisecond
+		sink.Emit(results.Event{T: tm, Wall: r.started.Add(tm), Board: board, Cycle: cycle, Kind: k, Block: -1, Text: text, Dur: dur, Attrs: attrs})
+	}
+	for _, b := range r.boards {
+		run.Planned[b] = r.cuts + 1
+		if st := r.strat[b]; st != "" {
+			emit(b, 1, results.DeviceInfo, st, 0, map[string]string{"strategy": st, "space": "266240", "cache": "8192"})
+		}
+		// An uncut update first, measured.
+		c := results.Cycle{Run: r.id, Board: b, Cycle: 1, Plan: "none", PlannedBlock: -1, Outcome: results.Updated, Accepted: true}
+		emit(b, 1, results.UpdateVerified, "", 1500*time.Millisecond, nil)
+		emit(b, 1, results.FlashCost, "", 0, map[string]string{"programmed": "131072", "erased": "135168", "max_erases": "2", "boot_ops": "40"})
+		cycles = append(cycles, c)
+		for i := 0; i < r.cuts; i++ {
+			plan := fmt.Sprintf("after_block %d", i)
+			c := results.Cycle{Run: r.id, Board: b, Cycle: i + 2, Plan: plan, PlannedBlock: int64(i), Outcome: results.Updated, Accepted: true,
+				Cut: &results.CutInfo{Trigger: plan, LastAcked: int64(i), InFlight: -1}}
+			if i < r.bricks[b] {
+				c.Outcome, c.Accepted = results.Bricked, false
+			} else {
+				c.RecoveryVersion = time.Duration(20+i) * time.Millisecond
+			}
+			cycles = append(cycles, c)
+		}
+	}
+	for _, c := range cycles {
+		if err := db.RecordCycle(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sum := results.Summarize(run, cycles)
+	if err := db.FinishRun(r.id, string(sum.Verdict), sum); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// strategyRuns writes two runs of several strategies into one database:
+// run-a of five strategies (naive-inplace bricks at its first six cut
+// points) and a board that reports none; run-b of two.
+func strategyRuns(t *testing.T, dbPath string) (a, b strategyRun) {
+	t.Helper()
+	start := time.Date(2026, 11, 25, 21, 40, 0, 0, time.UTC)
+	a = strategyRun{id: "run-a", started: start, cuts: 8,
+		boards: []string{"b-inplace", "b-naive", "b-abo", "b-swap", "b-direct", "lonely"},
+		strat: map[string]string{"b-inplace": "inplace-recovery", "b-naive": "naive-inplace", "b-abo": "ab-overwrite",
+			"b-swap": "ab-swap", "b-direct": "ab-direct"},
+		bricks: map[string]int{"b-naive": 6}}
+	b = strategyRun{id: "run-b", started: start.Add(time.Hour), cuts: 4, boards: []string{"x1", "x2"},
+		strat: map[string]string{"x1": "ab-swap", "x2": "inplace-recovery"}}
+	a.write(t, dbPath)
+	b.write(t, dbPath)
+	return a, b
+}
+
+// TestReportCompare runs report --compare through the CLI: runs named by
+// run ID in --db, as DB#RUNID, as a database (its newest run); at least
+// two runs; a bad input exits 2 naming it; an unwritable output exits 3.
+func TestReportCompare(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "lab", "results.db")
+	os.MkdirAll(filepath.Dir(dbPath), 0o755)
+	strategyRuns(t, dbPath)
+	out := filepath.Join(dir, "cmp.html")
+
+	for _, args := range [][]string{
+		{"run-a", "run-b", "--db", dbPath},
+		{dbPath + "#run-a", dbPath},
+	} {
+		os.Remove(out)
+		stdout, stderr, code := cli(t, append([]string{"report", "--compare", "-o", out}, args...)...)
+		if code != 0 || !strings.Contains(stdout, "report: "+out+" (runs run-a, run-b)") {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, stdout, stderr)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := string(b)
+		for _, want := range []string{`id="strategies"`, "run-a · naive-inplace", `data-run="run-b"`, "run-b · ab-swap", "after_block 0: bricked (1 of 1)"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("%v: the page lacks %q", args, want)
+			}
+		}
+	}
+	// The default output is compare.html; runs of the default database.
+	work := filepath.Join(dir, "work")
+	os.MkdirAll(filepath.Join(work, "fudbench-out"), 0o755)
+	b, _ := os.ReadFile(dbPath)
+	os.WriteFile(filepath.Join(work, "fudbench-out", "results.db"), b, 0o644)
+	if stdout, stderr, code := runCLI(t, work, "report", "--compare", "run-b", "run-a"); code != 0 || !strings.Contains(stdout, "report: compare.html") {
+		t.Errorf("default output: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(work, "compare.html")); err != nil {
+		t.Errorf("no compare.html: %v", err)
+	}
+
+	notDB := runWrite(t, filepath.Join(dir, "notes.txt"), "not a database\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"one run", []string{"run-a", "--db", dbPath}, ExitUsage, "at least two runs"},
+		{"no run", []string{}, ExitUsage, "at least two runs"},
+		{"unknown run", []string{"run-a", "run-zz", "--db", dbPath}, ExitUsage, `no run "run-zz"`},
+		{"unknown run in a file", []string{"run-a", dbPath + "#run-zz", "--db", dbPath}, ExitUsage, `no run "run-zz"`},
+		{"not a database", []string{"run-a", notDB, "--db", dbPath}, ExitUsage, "notes.txt: not a results database"},
+		{"missing file", []string{"run-a", filepath.Join(dir, "gone.db"), "--db", dbPath}, ExitUsage, "gone.db"},
+		{"no database for a run ID", []string{"run-a", "run-b", "--db", filepath.Join(dir, "none.db")}, ExitUsage, "run-a: no such file or directory, nor a run ID"},
+		{"the same run twice", []string{"run-a", dbPath + "#run-a", "--db", dbPath}, ExitUsage, "the same run run-a"},
+		{"with --run", []string{"run-a", "run-b", "--db", dbPath, "--run", "run-a"}, ExitUsage, "not with --run"},
+		{"cannot write", []string{"run-a", "run-b", "--db", dbPath, "-o", filepath.Join(notDB, "x.html")}, ExitInfra, "x.html"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(out)
+			args := append([]string{"report", "--compare"}, tc.args...)
+			if !slices.Contains(tc.args, "-o") {
+				args = append(args, "-o", out)
+			}
+			_, stderr, code := cli(t, args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, stderr, tc.code, tc.want)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Errorf("a page was written")
+			}
+		})
+	}
+}
+
+// TestReportStrategiesInBrowser opens the report of a run of five
+// strategies and the comparison of two runs in headless Chromium: the
+// Strategies table has a column per strategy (per run and strategy on the
+// comparison), its plots are drawn, and the pages load nothing.
+func TestReportStrategiesInBrowser(t *testing.T) {
+	browser := chromiumPath(t)
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "results.db")
+	strategyRuns(t, dbPath)
+	reportPath, comparePath := filepath.Join(dir, "report.html"), filepath.Join(dir, "compare.html")
+	if o, e, code := cli(t, "report", dbPath, "--run", "run-a", "-o", reportPath); code != 0 {
+		t.Fatalf("report: exit %d\n%s%s", code, o, e)
+	}
+	if o, e, code := cli(t, "report", "--compare", "--db", dbPath, "run-a", "run-b", "-o", comparePath); code != 0 {
+		t.Fatalf("report --compare: exit %d\n%s%s", code, o, e)
+	}
+	for _, tc := range []struct {
+		page     string
+		cols     []string
+		bricked  []string // the share-bricked row
+		compared []string
+	}{
+		{reportPath, []string{"inplace-recovery", "naive-inplace", "ab-overwrite", "ab-swap", "ab-direct", "lonely"},
+			[]string{"0/8 · 0.0 % (0.0–32.4 %)", "6/8 · 75.0 % (40.9–92.9 %)", "0/8 · 0.0 % (0.0–32.4 %)", "0/8 · 0.0 % (0.0–32.4 %)", "0/8 · 0.0 % (0.0–32.4 %)", "0/8 · 0.0 % (0.0–32.4 %)"}, nil},
+		{comparePath, []string{"run-a · inplace-recovery", "run-a · naive-inplace", "run-a · ab-overwrite", "run-a · ab-swap", "run-a · ab-direct", "run-a · lonely", "run-b · ab-swap", "run-b · inplace-recovery"},
+			nil, []string{"run-a", "run-b"}},
+	} {
+		t.Run(filepath.Base(tc.page), func(t *testing.T) {
+			shot := ""
+			if d := os.Getenv("FUDBENCH_REPORT_SCREENSHOT_DIR"); d != "" {
+				shot = filepath.Join(d, filepath.Base(tc.page)+".png")
+			}
+			pv := browse(t, browser, tc.page, shot)
+			d := pv.Data
+			if !slices.Equal(d.StrategyCols, tc.cols) {
+				t.Errorf("strategy columns %q, want %q", d.StrategyCols, tc.cols)
+			}
+			for _, row := range []string{"cuts", "share-updated", "share-bricked", "worst-cut", "time-no-cut", "recovery-p50", "recovery-p95", "space", "programmed", "erased", "max-erases", "boot-ops", "cache"} {
+				if cells := d.StrategyCells[row]; len(cells) != len(tc.cols) {
+					t.Errorf("row %s: %q, want %d cells", row, cells, len(tc.cols))
+				}
+			}
+			if tc.bricked != nil && !slices.Equal(d.StrategyCells["share-bricked"], tc.bricked) {
+				t.Errorf("bricked: %q, want %q", d.StrategyCells["share-bricked"], tc.bricked)
+			}
+			if got := d.StrategyCells["worst-cut"]; len(got) < 2 || got[1] != "after_block 0: bricked (1 of 1); 6 cut points bricked" || got[0] != "none found" {
+				t.Errorf("worst cut points %q", got)
+			}
+			// The board that reports nothing shows "—", never 0.
+			if got := d.StrategyCells["space"]; len(got) < 6 || got[5] != "—" || got[0] != "260 KiB" {
+				t.Errorf("space %q", got)
+			}
+			// Outcome shares, recovery after a cut, time to the new
+			// version, flash written.
+			if d.StrategyPlots != 4 || d.StrategyPlotsLit != 4 {
+				t.Errorf("%d plots in #strategies, %d drawn; want 4", d.StrategyPlots, d.StrategyPlotsLit)
+			}
+			if !slices.Equal(d.ComparedRuns, tc.compared) {
+				t.Errorf("compared runs %q, want %q", d.ComparedRuns, tc.compared)
+			}
+			if d.Scripts != 0 || len(pv.Requests) != 1 || pv.Requests[0] != "(the report)" {
+				t.Errorf("scripts %d, requests %q", d.Scripts, pv.Requests)
+			}
+			if len(pv.Failed) != 0 || len(pv.Console) != 0 {
+				t.Errorf("failed loads %q, console errors %q", pv.Failed, pv.Console)
+			}
+		})
 	}
 }

@@ -169,6 +169,7 @@ boards:
 {{- range .}}
   - name: {{.Name}}
     tags: [{{join .Tags ", "}}]
+    strategy: {{.Strategy}}
     power: {driver: sim, url: "http://{{.Control}}", board: {{.Name}}}
 {{- if .GDB}}
     probe: {driver: gdbrsp, address: "{{.GDB}}", reset: reset}
@@ -183,11 +184,11 @@ boards:
 
 func writeServedBench(path string, s *sim.Sim, control string, tags map[string][]string) error {
 	type entry struct {
-		Name, Control, GDB, ConsoleLink, Entry string
-		Tags                                   []string
-		FlashSize, SlotSize, WriteUnit         int
-		Base, AppAddr, EraseFrom               uint32
-		ProgramTime                            time.Duration
+		Name, Control, GDB, ConsoleLink, Entry, Strategy string
+		Tags                                             []string
+		FlashSize, SlotSize, WriteUnit                   int
+		Base, AppAddr, EraseFrom                         uint32
+		ProgramTime                                      time.Duration
 	}
 	var es []entry
 	for _, b := range s.Boards {
@@ -196,7 +197,7 @@ func writeServedBench(path string, s *sim.Sim, control string, tags map[string][
 		if len(t) == 0 {
 			t = []string{"sim", string(cfg.Strategy)}
 		}
-		es = append(es, entry{Name: in.Name, Control: control, GDB: in.GDB, ConsoleLink: in.ConsoleLink,
+		es = append(es, entry{Name: in.Name, Strategy: string(cfg.Strategy), Control: control, GDB: in.GDB, ConsoleLink: in.ConsoleLink,
 			Entry: simbench.CoAPEntry(cfg, in.CoAP[0], in.CoAPS, in.OSCORE), Tags: t, FlashSize: cfg.FlashSize, SlotSize: lay.AppSize(), WriteUnit: cfg.WriteAlign,
 			Base: cfg.FlashBase, AppAddr: cfg.FlashBase + uint32(lay.AppStart), EraseFrom: cfg.FlashBase + uint32(lay.BootEnd),
 			ProgramTime: time.Duration(float64(cfg.ProgramTime) * cfg.TimeScale)})

@@ -39,7 +39,8 @@ func DevSequenceFile() string {
 // oscore are the board's addresses.
 func CoAPEntry(cfg sim.Config, udp, dtls, oscore string) string {
 	profile := boards.ProfileResumable
-	if cfg.Strategy == sim.NaiveInplace {
+	if cfg.Strategy != sim.InplaceRecovery && cfg.Strategy != "" {
+		// Naive in-place and the A/B strategies take a plain Block1 PUT.
 		profile = boards.ProfileBlock1
 	}
 	switch {

@@ -109,10 +109,30 @@ func (w witness) LastCut(context.Context) (power.CutRecord, bool, error) {
 	return power.CutRecord{Seq: n, At: rec.At, Writing: rec.Block, LastAcked: rec.LastAcked, Flash: string(rec.Flash.Kind)}, true, nil
 }
 
+// FlashStats are the board's flash counters (power.FlashMeter).
+func (w witness) FlashStats(context.Context) (power.FlashStats, error) {
+	st := w.b.FlashStats()
+	return power.FlashStats{Ops: st.Ops, Programmed: st.Programmed, Erased: st.Erased, Erases: st.Erases}, nil
+}
+
+// UpdateCost is what the board's strategy needs for one image
+// (power.FlashMeter).
+func (w witness) UpdateCost(_ context.Context, imageSize, blockSize int) (power.UpdateCost, error) {
+	c := w.b.UpdateCost(imageSize, blockSize)
+	return power.UpdateCost{Strategy: string(c.Strategy), Space: c.Space, Cache: c.Cache}, nil
+}
+
+// ArmCut cuts the board's power at one of its own flash operations
+// (power.CutArmer).
+func (w witness) ArmCut(_ context.Context, afterOps uint64, notify func(time.Time)) (func(), error) {
+	return w.b.ArmCut(afterOps, func(rec sim.CutRecord) { notify(rec.At) }), nil
+}
+
 var inventoryTmpl = template.Must(template.New("inventory").Parse(`boards:
 {{- range .}}
   - name: {{.Name}}
     tags: [{{.Tags}}]
+    strategy: {{.Strategy}}
     power: {driver: gpio, pin: "{{.PowerPin}}"}
     probe: {driver: gdbrsp, address: "{{.GDB}}", reset: reset}
     console:

@@ -46,13 +46,17 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 // runID, else the one its summary.json names; a directory without
 // results.db is read from summary.json and events.jsonl alone (no
 // trend). Errors for a bad input match ErrInput.
-func Load(path, runID string) (*Input, error) {
+func Load(path, runID string) (*Input, error) { return load(path, runID, true) }
+
+// load is Load; history says whether to read the other runs of the job
+// for the trend.
+func load(path, runID string, history bool) (*Input, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, inputErr("report input %s: %w", path, err)
 	}
 	if !fi.IsDir() {
-		return loadDBFile(path, runID)
+		return loadDBFile(path, runID, history)
 	}
 	dbPath := filepath.Join(path, DBFile)
 	sumPath := filepath.Join(path, SummaryFile)
@@ -62,7 +66,7 @@ func Load(path, runID string) (*Input, error) {
 				runID = s.RunID
 			}
 		}
-		in, err := loadDBFile(dbPath, runID)
+		in, err := loadDBFile(dbPath, runID, history)
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +81,7 @@ func Load(path, runID string) (*Input, error) {
 
 // loadDBFile checks that path is an SQLite file before opening it, so a
 // wrong file is reported as such and never turned into a database.
-func loadDBFile(path, runID string) (*Input, error) {
+func loadDBFile(path, runID string, history bool) (*Input, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, inputErr("report input %s: %w", path, err)
@@ -93,16 +97,14 @@ func loadDBFile(path, runID string) (*Input, error) {
 		return nil, inputErr("report input %s: %w", path, err)
 	}
 	defer db.Close()
-	in, err := FromDB(db, runID)
-	if err != nil {
-		return nil, err
-	}
-	return in, nil
+	return fromDB(db, runID, history)
 }
 
 // FromDB reads run runID (the newest when empty) from an open database,
 // with every run of the same job for the trend.
-func FromDB(db *results.DB, runID string) (*Input, error) {
+func FromDB(db *results.DB, runID string) (*Input, error) { return fromDB(db, runID, true) }
+
+func fromDB(db *results.DB, runID string, history bool) (*Input, error) {
 	runs, err := db.Runs()
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
@@ -131,7 +133,7 @@ func FromDB(db *results.DB, runID string) (*Input, error) {
 	in := &Input{Run: run, Cycles: cycles, Events: events, Source: db.Path()}
 	in.Summary = summaryOf(db, run, cycles)
 	for _, r := range runs {
-		if r.Job != run.Job {
+		if r.Job != run.Job || !history && r.ID != run.ID {
 			continue
 		}
 		s := in.Summary

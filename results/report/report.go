@@ -1,6 +1,8 @@
 // Package report renders a campaign report: one self-contained HTML file
-// with the run's header and outcome counts, the outcome map (where in
-// the update each board is fragile), the cut points (planned beside
+// with the run's header and outcome counts, the strategy comparison
+// (one column per update strategy: survival of cuts, time to the new
+// version, flash cost), the outcome map (where in the update each board
+// is fragile), the cut points (planned beside
 // where the power went), recovery-time distributions, transfer figures,
 // the failure-rate trend across runs of the same job, and the timeline
 // of each failed cycle.
@@ -13,7 +15,9 @@
 // MaxFailedShown failed cycles get their own timeline.
 //
 // Load reads the input from a results database or a run's output
-// directory; Build shapes it; Render writes the HTML.
+// directory; Build shapes it; Render writes the HTML. ResolveRun and
+// WriteComparison put several runs side by side in the form of the
+// strategy comparison.
 package report
 
 import (
@@ -84,6 +88,10 @@ type Report struct {
 	Header    Header
 	Legend    []OutcomeCount
 
+	// Strategies compares the run's update strategies; nil when the run
+	// has fewer than two strategy columns.
+	Strategies *StrategyView
+
 	Grids []GridView
 
 	// CutTallies count each board's planned cuts; CutRows list cut
@@ -142,6 +150,13 @@ func Build(in Input) (*Report, error) {
 		r.Legend = append(r.Legend, OutcomeCount{Outcome: o, Color: hex(outcomeColor(o))})
 	}
 	r.Header = header(in, prof)
+
+	if cols := Strategies(in); len(cols) >= 2 {
+		var err error
+		if r.Strategies, err = buildStrategyView(cols, false); err != nil {
+			return nil, err
+		}
+	}
 
 	for _, g := range BuildGrids(boards, labels, in.Cycles, tl) {
 		v := GridView{Grid: g}
@@ -292,6 +307,17 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"hasPrefix": strings.HasPrefix,
 }).Parse(pageText))
 
+//go:embed strategies.html.tmpl
+var strategiesText string
+
+//go:embed compare.html.tmpl
+var compareText string
+
+func init() {
+	template.Must(page.New("strategies").Parse(strategiesText))
+	template.Must(page.New("compare").Parse(compareText))
+}
+
 func blockOr(v int64) string {
 	if v < 0 {
 		return "–"
@@ -301,7 +327,7 @@ func blockOr(v int64) string {
 
 // Render writes r as one HTML page.
 func Render(w io.Writer, r *Report) error {
-	if err := page.Execute(w, r); err != nil {
+	if err := page.ExecuteTemplate(w, "report", r); err != nil {
 		return fmt.Errorf("report: render: %w", err)
 	}
 	return nil
@@ -318,8 +344,13 @@ func WriteFile(path string, in Input) error {
 	if err := Render(&b, r); err != nil {
 		return err
 	}
+	return writePage(path, b.Bytes())
+}
+
+// writePage writes a page to path atomically; "-" writes to stdout.
+func writePage(path string, page []byte) error {
 	if path == "-" {
-		if _, err := os.Stdout.Write(b.Bytes()); err != nil {
+		if _, err := os.Stdout.Write(page); err != nil {
 			return fmt.Errorf("report: write stdout: %w", err)
 		}
 		return nil
@@ -332,7 +363,7 @@ func WriteFile(path string, in Input) error {
 	if err != nil {
 		return fmt.Errorf("report: write %s: %w", path, err)
 	}
-	_, err = f.Write(b.Bytes())
+	_, err = f.Write(page)
 	if err == nil {
 		err = f.Chmod(0o644)
 	}

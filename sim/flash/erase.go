@@ -36,6 +36,7 @@ func (f *Flash) eraseSector(idx int, persist bool) error {
 	f.ops++
 	op := f.ops
 	f.wear[idx]++
+	f.erased += int64(size)
 	if f.tripAt != 0 && op == f.tripAt {
 		cut := f.tearErase(start, size, f.rng.Float64(), op)
 		err := f.trip(cut, func() error { return errors.Join(f.persist(start, size), f.persistCounters(idx, idx+1)) })

@@ -116,6 +116,8 @@ type Flash struct {
 	powered bool
 	cutCh   chan struct{}
 	ops     uint64
+	prog    int64  // bytes programmed (torn write units included)
+	erased  int64  // bytes erased (torn erases included)
 	tripAt  uint64 // 0: none; otherwise op number (1-based) to tear
 	onTrip  func(Cut)
 	onBusy  func(bool)
@@ -220,6 +222,21 @@ func (f *Flash) Ops() uint64 {
 	return f.ops
 }
 
+// Stats are a device's cumulative counters since it was made.
+type Stats struct {
+	Ops        uint64   // operations started (write units programmed, sectors erased)
+	Programmed int64    // bytes programmed, a torn write unit included
+	Erased     int64    // bytes erased, a torn erase included
+	Wear       []uint32 // erase count per sector (persisted with the contents)
+}
+
+// Stats returns the device's counters, read at one instant.
+func (f *Flash) Stats() Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return Stats{Ops: f.ops, Programmed: f.prog, Erased: f.erased, Wear: append([]uint32(nil), f.wear...)}
+}
+
 func (f *Flash) setCur(k OpKind, addr int) {
 	f.mu.Lock()
 	f.cur = Cut{Op: f.ops + 1, Kind: k, Addr: addr}
@@ -268,6 +285,19 @@ func (f *Flash) CutAtOp(op uint64, onCut func(Cut)) {
 	f.mu.Lock()
 	f.tripAt, f.onTrip = op, onCut
 	f.mu.Unlock()
+}
+
+// DisarmAt disarms the cut armed with CutAtOp if it is still armed at
+// operation op, and reports whether it was: a caller that armed op can
+// cancel its own cut without touching one armed since by someone else.
+func (f *Flash) DisarmAt(op uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if op == 0 || f.tripAt != op {
+		return false
+	}
+	f.tripAt, f.onTrip = 0, nil
+	return true
 }
 
 // PowerOff cuts power now. An operation in progress is torn in proportion

@@ -491,3 +491,36 @@ func BenchmarkOpen512KiB(b *testing.B) {
 		f.Close()
 	}
 }
+
+func TestStatsAndDisarmAt(t *testing.T) {
+	f := newTest(t, Config{WriteAlign: 4, Erased: 0xFF, Protected: 4096})
+	if err := f.EraseSector(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Program(8192, make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	st := f.Stats()
+	if st.Ops != 17 || st.Programmed != 64 || st.Erased != 4096 || st.Wear[2] != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	fired := false
+	f.CutAtOp(st.Ops+3, func(Cut) { fired = true })
+	if f.DisarmAt(st.Ops + 2) {
+		t.Fatal("disarmed a cut armed at another operation")
+	}
+	if !f.DisarmAt(st.Ops+3) || f.DisarmAt(st.Ops+3) {
+		t.Fatal("DisarmAt of the armed operation, twice")
+	}
+	if err := f.Program(8192+64, make([]byte, 64)); err != nil || fired {
+		t.Fatalf("a disarmed cut fired: %v", err)
+	}
+	// A torn write unit counts as programmed.
+	f.CutAtOp(f.Ops()+2, nil)
+	if err := f.Program(8192+128, make([]byte, 16)); !errors.Is(err, ErrPowerLost) {
+		t.Fatal(err)
+	}
+	if st := f.Stats(); st.Programmed != 64+64+8 {
+		t.Fatalf("programmed %d after a torn write", st.Programmed)
+	}
+}

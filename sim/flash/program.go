@@ -63,6 +63,7 @@ func (f *Flash) Program(off int, data []byte) error {
 				case <-cutCh:
 					f.mu.Lock()
 					f.ops++
+					f.prog += int64(a)
 					cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
 					f.cuts = append(f.cuts, cut)
 					err := f.persist(off, (w+1)*a)
@@ -76,6 +77,7 @@ func (f *Flash) Program(off int, data []byte) error {
 			// Timed words follow each other with no idle gap: a cut seen
 			// between two of them tears the one that was starting.
 			f.ops++
+			f.prog += int64(a)
 			cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
 			f.cuts = append(f.cuts, cut)
 			err := f.persist(off, (w+1)*a)
@@ -89,6 +91,7 @@ func (f *Flash) Program(off int, data []byte) error {
 			return errors.Join(fmt.Errorf("%w: before programming %#x", ErrPowerLost, off+w*a), err)
 		}
 		f.ops++
+		f.prog += int64(a)
 		if f.tripAt != 0 && f.ops == f.tripAt {
 			cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
 			err := f.trip(cut, func() error { return f.persist(off, (w+1)*a) })
@@ -153,6 +156,7 @@ func (f *Flash) programInstant(off int, data []byte) error {
 			k := int(f.tripAt - f.ops - 1)
 			w := done + k
 			f.applyWords(f.data[off+done*a:off+w*a], data[done*a:w*a])
+			f.prog += int64(f.tripAt-f.ops) * int64(a)
 			f.ops = f.tripAt
 			cut := f.tearProgram(off+w*a, data[w*a:(w+1)*a], f.ops)
 			err := f.trip(cut, func() error { return f.persist(off, (w+1)*a) })
@@ -160,6 +164,7 @@ func (f *Flash) programInstant(off int, data []byte) error {
 		}
 		f.applyWords(f.data[off+done*a:off+(done+n)*a], data[done*a:(done+n)*a])
 		f.ops += uint64(n)
+		f.prog += int64(n * a)
 		done += n
 		f.mu.Unlock()
 	}
