@@ -320,6 +320,9 @@ func (s *session) run(ctx context.Context) error {
 					return err
 				}
 				work.Disarm()
+			}
+			if isWork && s.cutFired() {
+				// The device had the whole image when its power went.
 				s.delivered = true
 			}
 			if !s.cutFired() {
@@ -375,12 +378,18 @@ func (s *session) run(ctx context.Context) error {
 		if restarts >= s.u.MaxRestarts {
 			return fmt.Errorf("board %s: gave up after %d restarts", s.b.Name, restarts)
 		}
+		if _, isWork := s.u.Trigger.(WorkTrigger); isWork && s.restartedWithImage(ctx, n) {
+			s.delivered = true
+		}
 		restarts++
 		next, err = s.recover(ctx)
 		if err != nil {
 			return err
 		}
 		s.resetCut()
+		if s.delivered {
+			break
+		}
 	}
 	if s.u.NoVerify {
 		return nil
@@ -593,6 +602,12 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 		resp, err := c.SendBlock(tctx, s.u.Path, s.u.Image, num, szx, tag)
 		ackAt := time.Now()
 		if s.cutFired() {
+			if err == nil && num == n-1 && resp.Code == codes.Changed {
+				// The device took the last block before the cut: the cut
+				// came in its own work after it, however fast that was.
+				s.emit(results.UpdateDone, int64(num), "", 0)
+				return true, n, szx, nil
+			}
 			return false, num, szx, nil
 		}
 		if err != nil {
@@ -654,6 +669,21 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 	}
 	s.emit(results.UpdateDone, int64(n-1), "", 0)
 	return true, n, szx, nil
+}
+
+// restartedWithImage tells, for a cut that came while the last block
+// (num) was in flight, whether the device had taken it and restarted on
+// its own before power went: its record of the cut then shows no transfer
+// at all (nothing written, nothing acknowledged), as a device that reboots
+// once it has the last block leaves it. Its answer may have been on the
+// wire when the cut stopped the transfer.
+func (s *session) restartedWithImage(ctx context.Context, num uint32) bool {
+	if num != s.res.Blocks-1 || s.res.Cut == nil || s.res.Cut.InFlight != int64(num) {
+		return false
+	}
+	s.witness(ctx)
+	d := s.res.Cut.Device
+	return d != nil && d.Writing == -1 && d.LastAcked == -1
 }
 
 // opsAtLast reads the device's flash operation count as the last block

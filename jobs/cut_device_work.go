@@ -37,11 +37,33 @@ func init() {
 		decode: func(d *config.Decoder, f config.Field, w string) (cutSpec, error) {
 			return decodeDeviceWork(d, f.Val, w)
 		},
+		draw: &drawer{share: DeviceWork},
 	})
 }
 
 // deviceWorkSpec is a sweep in tenths of a percent.
 type deviceWorkSpec struct{ from, to, step int }
+
+// shareWindow reads the {from, to} window random: draws device_work cuts
+// from (default 0% to 100%).
+func shareWindow(d *config.Decoder, n ast.Node, w string) (deviceWorkSpec, error) {
+	fs, err := d.Fields(n, w, "from", "to")
+	if err != nil {
+		return deviceWorkSpec{}, err
+	}
+	s := deviceWorkSpec{0, 1000, 1}
+	for k, dst := range map[string]*int{"from": &s.from, "to": &s.to} {
+		if f, ok := fs[k]; ok {
+			if *dst, err = permille(d, f.Val, w+"."+k); err != nil {
+				return s, err
+			}
+		}
+	}
+	if s.from > s.to {
+		return s, d.Errf(n, "%s: from %s is after to %s", w, pct(s.from), pct(s.to))
+	}
+	return s, nil
+}
 
 func decodeDeviceWork(d *config.Decoder, n ast.Node, w string) (cutSpec, error) {
 	if !d.IsMap(n) {

@@ -24,10 +24,11 @@ func init() {
 type randomSpec struct {
 	n      int
 	kind   *cutKind
-	blocks IntRange // block kinds
-	times  DurRange // time kinds
-	delay  DurRange // kinds that draw a delay
-	seedN  uint64   // 0: derived from the job's seed
+	blocks IntRange       // block kinds
+	times  DurRange       // time kinds
+	shares deviceWorkSpec // device_work: the window, in tenths of a percent
+	delay  DurRange       // kinds that draw a delay
+	seedN  uint64         // 0: derived from the job's seed
 }
 
 func (s *randomSpec) seed() uint64      { return s.seedN }
@@ -75,7 +76,14 @@ func decodeRandom(d *config.Decoder, f config.Field, w string) (cutSpec, error) 
 		return nil, d.Errf(kf.Val, "%s.kind %q: want %s", w, kind, drawable())
 	}
 	wf, hasWindow := fs["window"]
-	if s.kind.draw.byTime {
+	if s.kind.draw.share != nil {
+		s.shares = deviceWorkSpec{0, 1000, 1}
+		if hasWindow {
+			if s.shares, err = shareWindow(d, wf.Val, w+".window"); err != nil {
+				return nil, err
+			}
+		}
+	} else if s.kind.draw.byTime {
 		if !hasWindow {
 			return nil, d.Errf(f.Key, "%s: window {from, to} is required for %s", w, kind)
 		}
@@ -112,7 +120,7 @@ func decodeRandom(d *config.Decoder, f config.Field, w string) (cutSpec, error) 
 }
 
 func (s *randomSpec) count(j *Job, blocks uint32, what string) (int64, error) {
-	if !s.kind.draw.byTime {
+	if !s.kind.draw.byTime && s.kind.draw.share == nil {
 		if _, _, err := s.blocks.resolve(j, blocks, what+".window"); err != nil {
 			return 0, err
 		}
@@ -121,6 +129,13 @@ func (s *randomSpec) count(j *Job, blocks uint32, what string) (int64, error) {
 }
 
 func (s *randomSpec) expand(j *Job, blocks uint32, what string, rng *rand.Rand, add func(bench.Cut)) error {
+	if s.kind.draw.share != nil {
+		for range s.n {
+			p := s.shares.from + rng.IntN(s.shares.to-s.shares.from+1)
+			add(randomWorkCut{randomCut{s.kind.draw.share(p, blocks)}})
+		}
+		return nil
+	}
 	var from, to int64
 	if !s.kind.draw.byTime {
 		var err error
@@ -158,3 +173,9 @@ type randomCut struct{ bench.Cut }
 func (c randomCut) String() string { return "random " + c.Cut.String() }
 
 func (c randomCut) Missed(cut *results.CutInfo) string { return c.Cut.Missed(cut) }
+
+// randomWorkCut is a drawn cut in the device's own update work: still a
+// bench.WorkCut, so the bench measures the work before it.
+type randomWorkCut struct{ randomCut }
+
+func (randomWorkCut) DeviceWork() {}

@@ -36,6 +36,9 @@ type drawer struct {
 	byTime bool
 	delay  bool
 	cut    func(block int64, delay, at time.Duration) bench.Cut
+	// share, when not nil, draws a place in the device's own update work
+	// (tenths of a percent) instead: blocks, delays and times unused.
+	share func(permille int, blocks uint32) bench.Cut
 }
 
 // cutSpec is one decoded entry of a job's cut list.

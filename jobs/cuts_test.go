@@ -50,6 +50,7 @@ func TestParseCutForms(t *testing.T) {
 		{"device_work sweep", `device_work: {from: 90%, step: 2.5%}`, []string{"device_work 90%", "device_work 92.5%", "device_work 95%", "device_work 97.5%", "device_work 100%"}},
 		{"device_work defaults", `device_work: {}`, []string{"device_work 0%", "device_work 10%", "device_work 20%", "device_work 30%", "device_work 40%", "device_work 50%", "device_work 60%", "device_work 70%", "device_work 80%", "device_work 90%", "device_work 100%"}},
 		{"random at_time", `random: {count: 2, kind: at_time, window: {from: 1ms, to: 9ms}}`, nil},
+		{"random device_work", `random: {count: 3, kind: device_work, window: {from: 99.8%}, seed: 5}`, []string{"random device_work 100%", "random device_work 99.9%", "random device_work 100%"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/internal/config"
+	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -52,6 +53,9 @@ type PrepareOptions struct {
 	// bench whose boards are not up yet (the built-in simulated boards
 	// before they are started).
 	NoDrivers bool
+	// Witnesses are the boards' own cut records when the caller has them
+	// (simulated boards in this process), by board name, as for Execute.
+	Witnesses map[string]power.CutWitness
 	Log       *slog.Logger
 
 	fit slotFit // the largest slot an image file may fill (Prepare sets it)
@@ -135,11 +139,15 @@ func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (
 	}
 	hub := bench.NewHub(results.NewClock(), nil)
 	for _, bd := range p.Boards {
-		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Probe: o.Use != UseUpdate, Inputs: o.Use == UseRun})
+		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Probe: o.Use != UseUpdate, Inputs: o.Use == UseRun, Witness: o.Witnesses[bd.Name]})
 		if err != nil {
 			return nil, err
 		}
+		err = j.checkArmer(p, b)
 		b.Close()
+		if err != nil {
+			return nil, err
+		}
 	}
 	return p, nil
 }
@@ -266,4 +274,19 @@ func (j *Job) loadImage(what string, spec ImageSpec, o PrepareOptions) ([]byte, 
 		return nil, config.Wrapf(j.fileName(), spec.At, err, "%s image %s", what, name)
 	}
 	return img, nil
+}
+
+// checkArmer refuses, before anything is powered, a device_work cut on a
+// board whose device cannot lose power at one of its own flash
+// operations.
+func (j *Job) checkArmer(p *Prepared, b *bench.Board) error {
+	if _, ok := b.Witness.(power.CutArmer); ok {
+		return nil
+	}
+	for _, c := range p.Plan {
+		if _, ok := c.Cut.(bench.WorkCut); ok {
+			return j.errAt(j.Cuts[c.Entry].At, "%s: board %s cannot lose power at one of its own flash operations, which device_work cuts are placed on (the simulated boards can, in `fudbench run` or served by `fudbench sim`); on real hardware cut on the flash-busy line instead (on_gpio)", c.Desc, b.Name)
+		}
+	}
+	return nil
 }

@@ -2,14 +2,17 @@ package jobs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/jobs"
 	"github.com/fudbench/fudbench/power"
@@ -67,12 +70,18 @@ accept: {"*": [updated, rolled-back, bricked]}
 			defer db.Close()
 			var mu sync.Mutex
 			var evs []results.Event
+			witnesses := map[string]power.CutWitness{name: simbench.Witness(s.Boards[0])}
+			prep, err := jobs.Prepare(context.Background(), job, inv, jobs.PrepareOptions{Use: jobs.UseRun, Witnesses: witnesses})
+			if err != nil {
+				t.Fatal(err)
+			}
+			prep.Baseline, prep.Update = build(t, "1.0.0", 1, 6<<10, 1), build(t, "2.0.0", 2, 6<<10, 2)
 			rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
-				Prepared: mustPrepare(t, job, inv, build(t, "1.0.0", 1, 6<<10, 1), build(t, "2.0.0", 2, 6<<10, 2)),
+				Prepared: prep,
 				Run:      results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: "strategies", JobHash: "h", Started: time.Now()},
 				OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 				Tx:        coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
-				Witnesses: map[string]power.CutWitness{name: simbench.Witness(s.Boards[0])},
+				Witnesses: witnesses,
 				Sinks:     []results.Sink{results.SinkFunc(func(e results.Event) { mu.Lock(); evs = append(evs, e); mu.Unlock() })},
 			})
 			if err != nil {
@@ -119,5 +128,26 @@ accept: {"*": [updated, rolled-back, bricked]}
 				t.Errorf("timeline: device info %v, flash cost with boot_ops %v", info, cost)
 			}
 		})
+	}
+}
+
+// TestDeviceWorkNeedsAnArmer: a device_work cut on a board whose device
+// cannot lose power at one of its own flash operations is refused at the
+// cut's line before anything is powered.
+func TestDeviceWorkNeedsAnArmer(t *testing.T) {
+	_, inv := startSims(t, 1, sim.ABSwap)
+	name := inv.Boards[0].Name
+	job := parseJob(t, fmt.Sprintf(`boards: [%s]
+baseline: {build: {version: 1.0.0, seq: 1, size: 6KiB, seed: 1}}
+image: {build: {version: 2.0.0, seq: 2, size: 6KiB, seed: 2}}
+cuts:
+  - none
+  - device_work: 50%%
+`, name))
+	// No witness: the board's gpio power switch knows nothing of its flash.
+	_, err := jobs.Prepare(context.Background(), job, inv, jobs.PrepareOptions{Use: jobs.UseRun})
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Line != 6 || ce.Column != 5 || !strings.Contains(ce.Msg, "cannot lose power at one of its own flash operations") || !strings.Contains(ce.Msg, name) {
+		t.Fatalf("got %v, want an error at 6:5 naming the board", err)
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fudbench/fudbench/fwimage"
@@ -37,6 +39,9 @@ type Sim struct {
 	log    *slog.Logger
 	http   *http.Server
 	ln     net.Listener
+
+	armMu sync.Mutex
+	armed map[string]func() // disarm of the cut armed through the control endpoint, by board
 }
 
 // Start makes the boards, factory-programs the baseline image on any
@@ -186,6 +191,12 @@ func (b *Board) Info() Info {
 //	POST /boards/{name}/reset     software reset
 //	GET  /boards/{name}/cuts      the board's record of every power cut
 //	GET  /boards/{name}/cuts/last the latest one and its number ({"seq": 0} when none)
+//	GET  /boards/{name}/flash     the board's flash counters (FlashStats)
+//	GET  /boards/{name}/cost?image=BYTES&block=BYTES
+//	                              what its strategy needs for one image (UpdateCost)
+//	PUT  /boards/{name}/cut-at    body N: cut its power at its flash operation N
+//	                              operations from now (ArmCut); replaces one armed before
+//	DELETE /boards/{name}/cut-at  disarm it
 func (s *Sim) ServeControl(addr string) (net.Addr, error) {
 	mux := http.NewServeMux()
 	get := func(w http.ResponseWriter, r *http.Request) *Board {
@@ -262,6 +273,63 @@ func (s *Sim) ServeControl(addr string) (net.Addr, error) {
 			rec, n := b.LastCut()
 			writeJSON(w, LastCutInfo{Seq: n, CutRecord: rec})
 		}
+	})
+	mux.HandleFunc("GET /boards/{name}/flash", func(w http.ResponseWriter, r *http.Request) {
+		if b := get(w, r); b != nil {
+			writeJSON(w, b.FlashStats())
+		}
+	})
+	mux.HandleFunc("GET /boards/{name}/cost", func(w http.ResponseWriter, r *http.Request) {
+		b := get(w, r)
+		if b == nil {
+			return
+		}
+		image, err1 := strconv.Atoi(r.URL.Query().Get("image"))
+		block, err2 := strconv.Atoi(r.URL.Query().Get("block"))
+		if err1 != nil || err2 != nil || image < 1 || image > 1<<30 || block < 16 || block > 1<<20 {
+			http.Error(w, "want ?image=BYTES&block=BYTES (an image of 1 B to 1 GiB, blocks of 16 B to 1 MiB)", http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, b.UpdateCost(image, block))
+	})
+	mux.HandleFunc("PUT /boards/{name}/cut-at", func(w http.ResponseWriter, r *http.Request) {
+		b := get(w, r)
+		if b == nil {
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 32))
+		if err != nil {
+			http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(body)), 10, 64)
+		if err != nil || n < 1 || n > 1<<40 {
+			http.Error(w, "body must be the number of flash operations from now, 1 or more", http.StatusBadRequest)
+			return
+		}
+		s.armMu.Lock()
+		if s.armed == nil {
+			s.armed = map[string]func(){}
+		}
+		if disarm := s.armed[b.Name()]; disarm != nil {
+			disarm()
+		}
+		s.armed[b.Name()] = b.ArmCut(n, nil)
+		s.armMu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("DELETE /boards/{name}/cut-at", func(w http.ResponseWriter, r *http.Request) {
+		b := get(w, r)
+		if b == nil {
+			return
+		}
+		s.armMu.Lock()
+		if disarm := s.armed[b.Name()]; disarm != nil {
+			disarm()
+			delete(s.armed, b.Name())
+		}
+		s.armMu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

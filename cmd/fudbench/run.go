@@ -289,7 +289,7 @@ func stage(ctx context.Context, job *jobs.Job, inv *boards.Bench, timeScale floa
 		sims.Close()
 		os.RemoveAll(dir)
 	}}
-	popt.NoDrivers = false
+	popt.NoDrivers, popt.Witnesses = false, sims.Witnesses
 	if st.prep, err = jobs.Prepare(ctx, job, sims.Inventory, popt); err != nil {
 		st.close()
 		return nil, classify(err)

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,4 +86,29 @@ func TestRunCompareStrategies(t *testing.T) {
 	if !strings.Contains(string(page), `id="strategies"`) {
 		t.Error("report.html has no strategy table")
 	}
+	// The page as a reader sees it: five columns, every row filled, the
+	// plots drawn, nothing loaded from the network.
+	t.Run("in browser", func(t *testing.T) {
+		pv := browse(t, chromiumPath(t), filepath.Join(out, "report.html"), "")
+		d := pv.Data
+		want := []string{"inplace-recovery", "naive-inplace", "ab-overwrite", "ab-swap", "ab-direct"}
+		if !slices.Equal(d.StrategyCols, want) {
+			t.Errorf("strategy columns %q, want %q", d.StrategyCols, want)
+		}
+		for _, row := range []string{"share-bricked", "worst-cut", "time-no-cut", "recovery-p50", "space", "programmed", "erased", "max-erases", "boot-ops", "cache"} {
+			cells := d.StrategyCells[row]
+			if len(cells) != len(want) || slices.Contains(cells, "") {
+				t.Errorf("row %s: %q", row, cells)
+			}
+		}
+		if got := d.StrategyCells["share-bricked"]; len(got) == 5 && (!strings.HasPrefix(got[0], "0/32") || strings.HasPrefix(got[1], "0/32")) {
+			t.Errorf("bricked: %q", got)
+		}
+		if d.StrategyPlots != 4 || d.StrategyPlotsLit != 4 {
+			t.Errorf("%d plots in #strategies, %d drawn; want 4", d.StrategyPlots, d.StrategyPlotsLit)
+		}
+		if len(pv.Requests) != 1 || len(pv.Failed) != 0 || len(pv.Console) != 0 {
+			t.Errorf("requests %q, failed %q, console %q", pv.Requests, pv.Failed, pv.Console)
+		}
+	})
 }

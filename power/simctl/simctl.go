@@ -8,7 +8,11 @@
 //	board: sim-safe              # the board's name
 //
 // On and Off are PUT /boards/{board}/power with body "on" or "off"; State
-// is GET on the same path.
+// is GET on the same path. The switch is also the board's witness: its own
+// record of each cut (power.CutWitness), its flash counters and update
+// cost (power.FlashMeter), and a cut at one of its own flash operations
+// (power.CutArmer), so device_work cuts run on boards served by
+// `fudbench sim` too.
 package simctl
 
 import (
@@ -20,7 +24,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fudbench/fudbench/power"
@@ -32,8 +38,9 @@ const Driver = "sim"
 // DefaultTimeout bounds a request when the caller's ctx has no deadline.
 const DefaultTimeout = 10 * time.Second
 
-// maxBody bounds how much of a response is read.
-const maxBody = 4 << 10
+// maxBody bounds how much of a response is read (the flash counters hold
+// one number per sector).
+const maxBody = 64 << 10
 
 func init() {
 	power.Register(Driver, open)
@@ -47,8 +54,9 @@ var (
 // Switch drives one simulated board's power input.
 type Switch struct {
 	board   string
-	power   string // the power resource's URL
-	lastCut string // the board's latest cut record
+	power   string   // the power resource's URL
+	lastCut string   // the board's latest cut record
+	base    *url.URL // the board's resource
 	client  *http.Client
 }
 
@@ -81,7 +89,7 @@ func New(baseURL, board string, client *http.Client) (*Switch, error) {
 		client = &http.Client{Timeout: DefaultTimeout}
 	}
 	return &Switch{board: board, power: u.JoinPath("boards", board, "power").String(),
-		lastCut: u.JoinPath("boards", board, "cuts", "last").String(), client: client}, nil
+		lastCut: u.JoinPath("boards", board, "cuts", "last").String(), base: u.JoinPath("boards", board), client: client}, nil
 }
 
 // String names the switch after its board, e.g. "sim:sim-safe".
@@ -120,6 +128,112 @@ func (s *Switch) LastCut(ctx context.Context) (power.CutRecord, bool, error) {
 		return power.CutRecord{}, false, fmt.Errorf("%s: last cut: %w: %w", s, power.ErrDriver, err)
 	}
 	return rec, rec.Seq > 0, nil
+}
+
+var (
+	_ power.FlashMeter = (*Switch)(nil)
+	_ power.CutArmer   = (*Switch)(nil)
+)
+
+// FlashStats asks the simulated board for its flash counters (GET
+// /boards/{board}/flash).
+func (s *Switch) FlashStats(ctx context.Context) (power.FlashStats, error) {
+	body, err := s.doURL(ctx, "flash counters", http.MethodGet, s.base.JoinPath("flash").String(), nil, false)
+	if err != nil {
+		return power.FlashStats{}, err
+	}
+	st, err := ParseFlashStats(body)
+	if err != nil {
+		return power.FlashStats{}, fmt.Errorf("%s: flash counters: %w: %w", s, power.ErrDriver, err)
+	}
+	return st, nil
+}
+
+// UpdateCost asks the simulated board what its strategy needs for an
+// image (GET /boards/{board}/cost).
+func (s *Switch) UpdateCost(ctx context.Context, imageSize, blockSize int) (power.UpdateCost, error) {
+	u := s.base.JoinPath("cost")
+	u.RawQuery = url.Values{"image": {strconv.Itoa(imageSize)}, "block": {strconv.Itoa(blockSize)}}.Encode()
+	body, err := s.doURL(ctx, "update cost", http.MethodGet, u.String(), nil, false)
+	if err != nil {
+		return power.UpdateCost{}, err
+	}
+	c, err := ParseUpdateCost(body)
+	if err != nil {
+		return power.UpdateCost{}, fmt.Errorf("%s: update cost: %w: %w", s, power.ErrDriver, err)
+	}
+	return c, nil
+}
+
+// cutPoll is how often an armed cut's board is asked whether it happened.
+const cutPoll = 2 * time.Millisecond
+
+// ArmCut arms a cut at the board's own flash operation afterOps
+// operations from now (PUT /boards/{board}/cut-at) and watches its cut
+// record for it: notify gets the instant the board recorded, a few
+// milliseconds after the cut.
+func (s *Switch) ArmCut(ctx context.Context, afterOps uint64, notify func(time.Time)) (func(), error) {
+	before, _, err := s.LastCut(ctx)
+	if err != nil {
+		return nil, err
+	}
+	at := s.base.JoinPath("cut-at").String()
+	if _, err := s.doURL(ctx, "arm cut", http.MethodPut, at, strings.NewReader(strconv.FormatUint(afterOps, 10)), true); err != nil {
+		return nil, err
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(cutPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			rec, ok, err := s.LastCut(wctx)
+			if err == nil && ok && rec.Seq > before.Seq {
+				notify(rec.At)
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			stop()
+			<-done
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			s.doURL(dctx, "disarm cut", http.MethodDelete, at, nil, false)
+		})
+	}, nil
+}
+
+// ParseFlashStats parses the control endpoint's answer to GET .../flash.
+func ParseFlashStats(body []byte) (power.FlashStats, error) {
+	var st power.FlashStats
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("answer is not flash counters: %w", err)
+	}
+	if st.Programmed < 0 || st.Erased < 0 {
+		return power.FlashStats{}, fmt.Errorf("flash counters out of range: programmed %d erased %d", st.Programmed, st.Erased)
+	}
+	return st, nil
+}
+
+// ParseUpdateCost parses the control endpoint's answer to GET .../cost.
+func ParseUpdateCost(body []byte) (power.UpdateCost, error) {
+	var c power.UpdateCost
+	if err := json.Unmarshal(body, &c); err != nil {
+		return c, fmt.Errorf("answer is not an update cost: %w", err)
+	}
+	if c.Space < 0 || c.Cache < 0 || len(c.Strategy) > 64 {
+		return power.UpdateCost{}, fmt.Errorf("update cost out of range: space %d cache %d strategy of %d bytes", c.Space, c.Cache, len(c.Strategy))
+	}
+	return c, nil
 }
 
 // ParseLastCut parses the control endpoint's answer to GET .../cuts/last:

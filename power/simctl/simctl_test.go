@@ -283,3 +283,95 @@ func FuzzParseState(f *testing.F) {
 		}
 	})
 }
+
+// TestSimBoardFlashWork: the flash counters, the update cost and a cut at
+// one of the board's own flash operations, through the control endpoint.
+func TestSimBoardFlashWork(t *testing.T) {
+	s, base := startSim(t, "simctl-w")
+	board := s.Board("simctl-w")
+	sw, err := New(base, "simctl-w", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sw.On(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := board.WaitMode(ctx, sim.ModeApp); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sw.FlashStats(ctx)
+	if err != nil || len(st.Erases) != board.Flash().NumSectors() {
+		t.Fatalf("FlashStats = %+v, %v", st, err)
+	}
+	c, err := sw.UpdateCost(ctx, 16<<10, 1024)
+	if err != nil || c.Strategy != "inplace-recovery" || c.Space <= 16<<10 || c.Cache <= 0 {
+		t.Fatalf("UpdateCost = %+v, %v", c, err)
+	}
+
+	// Armed one operation ahead: the board loses power at its next flash
+	// operation, here one the test starts itself.
+	fired := make(chan time.Time, 1)
+	disarm, err := sw.ArmCut(ctx, 1, func(at time.Time) { fired <- at })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer disarm()
+	if err := board.Flash().EraseSector(board.Flash().NumSectors() - 1); err == nil {
+		t.Fatal("the armed cut did not stop the erase")
+	}
+	select {
+	case at := <-fired:
+		rec, ok, err := sw.LastCut(ctx)
+		if err != nil || !ok || !rec.At.Equal(at) || rec.Flash != "erase" {
+			t.Errorf("cut record %+v ok %v err %v, notified at %v", rec, ok, err, at)
+		}
+	case <-ctx.Done():
+		t.Fatal("the armed cut was never reported")
+	}
+	if board.Powered() {
+		t.Error("board still powered after its armed cut")
+	}
+
+	// Disarmed before it is reached: nothing happens.
+	if err := sw.On(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := board.WaitMode(ctx, sim.ModeApp); err != nil {
+		t.Fatal(err)
+	}
+	disarm2, err := sw.ArmCut(ctx, 1, func(time.Time) { t.Error("a disarmed cut fired") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	disarm2()
+	if err := board.Flash().EraseSector(board.Flash().NumSectors() - 1); err != nil {
+		t.Errorf("erase after disarm: %v", err)
+	}
+	if !board.Powered() {
+		t.Error("a disarmed cut cut the power")
+	}
+}
+
+func FuzzParseFlashStats(f *testing.F) {
+	f.Add([]byte(`{"ops":12,"programmed":1024,"erased":4096,"erases":[1,0,2]}`))
+	f.Add([]byte(`{"programmed":-1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := ParseFlashStats(b)
+		if err == nil && (st.Programmed < 0 || st.Erased < 0) {
+			t.Fatalf("accepted %+v", st)
+		}
+	})
+}
+
+func FuzzParseUpdateCost(f *testing.F) {
+	f.Add([]byte(`{"strategy":"ab-swap","space":53248,"cache":88}`))
+	f.Add([]byte(`{"space":-5}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseUpdateCost(b)
+		if err == nil && (c.Space < 0 || c.Cache < 0 || len(c.Strategy) > 64) {
+			t.Fatalf("accepted %+v", c)
+		}
+	})
+}
