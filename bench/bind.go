@@ -17,6 +17,7 @@ import (
 	"github.com/fudbench/fudbench/inputs"
 	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/internal/gpiopin"
+	"github.com/fudbench/fudbench/link"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/probes"
 )
@@ -34,16 +35,21 @@ type BindOptions struct {
 	// simulated board in this process); otherwise a power switch that is
 	// a power.CutWitness serves.
 	Witness power.CutWitness
+	// Link replaces the board's link (its entry's coap.link) when not nil:
+	// a job's link. A link that is Off means none.
+	Link *link.Config
 }
 
 // Bind opens a board's drivers as its inventory entry describes them and
-// reads its DTLS key. It powers nothing. A wiring mistake (an unknown
+// reads its DTLS key. It powers nothing. When the board (or opt) has an
+// impaired link, the link's forwarder is started and the board's
+// endpoint points at it; Close stops it. A wiring mistake (an unknown
 // driver, bad settings, a pin that is not on this host, an unreadable
 // key) is a *config.Error at its line in the bench file; other failures
 // are the bench's (infra).
 func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (_ *Board, err error) {
 	b := &Board{Name: bd.Name, hub: hub, Patterns: SimPatterns, PowerTimeout: opt.PowerTimeout,
-		Flash: bd.Flash, Entry: bd, Profile: boards.ProfileResumable, Inputs: map[string]inputs.Input{}}
+		Flash: bd.Flash, Entry: bd, Profile: boards.ProfileResumable, Inputs: map[string]inputs.Input{}, log: opt.Log}
 	defer func() {
 		if err != nil {
 			b.Close()
@@ -92,6 +98,15 @@ func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (_ *
 				return nil, config.Errorf(bd.File, o.At, "board %s: %v", bd.Name, err)
 			}
 			b.Nonces = NewNonceLedger()
+		}
+		lc := c.Link
+		if opt.Link != nil {
+			lc = opt.Link
+		}
+		if lc != nil && !lc.Off {
+			if err := b.startLink(c.Address, lc); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if opt.Probe && bd.Probe != nil {

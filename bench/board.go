@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/inputs"
+	"github.com/fudbench/fudbench/link"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/probes"
 	"github.com/fudbench/fudbench/results"
@@ -73,6 +75,13 @@ type Board struct {
 	// until measured. Cuts placed in that work (boot_op) are placed by it.
 	BootOps uint64
 
+	// Link is the impaired link between the bench and the device (nil:
+	// none): Bind starts a forwarder for it, and Endpoint.Addr is the
+	// forwarder's.
+	Link *link.Config
+	link *linkState
+	log  *slog.Logger
+
 	// Nonces keeps every AEAD nonce the device used over the campaign
 	// (nil: not checked); Bind makes one for a secured endpoint.
 	Nonces *NonceLedger
@@ -95,8 +104,11 @@ var ErrPower = errors.New("power switch failed")
 
 // Endpoint is how the bench reaches a device over CoAP.
 type Endpoint struct {
-	Addr string    // host:port
-	PSK  *coap.PSK // nil: plain UDP
+	Addr string // host:port the bench sends to
+	// Device is the device's own address when Addr is an impaired
+	// link's forwarder ("": Addr is the device's).
+	Device string
+	PSK    *coap.PSK // nil: plain UDP
 	// OSCORE protects every request end to end (nil: none); it goes with
 	// plain UDP.
 	OSCORE *coap.OSCORE
@@ -106,6 +118,14 @@ type Endpoint struct {
 	// power-on; it sets the resolution of the recovery times (default
 	// 20 ms; raise it for slow links such as 6LoWPAN).
 	Poll time.Duration
+}
+
+// DeviceAddr is the device's address, through a link or not.
+func (e Endpoint) DeviceAddr() string {
+	if e.Device != "" {
+		return e.Device
+	}
+	return e.Addr
 }
 
 func (e Endpoint) poll() time.Duration {
@@ -335,10 +355,13 @@ func (b *Board) NeedCoAP() error {
 	return nil
 }
 
-// Close releases the board's console, probe and inputs. It does not
-// touch power: callers use Safe for that.
+// Close releases the board's console, probe, inputs and link forwarder.
+// It does not touch power: callers use Safe for that.
 func (b *Board) Close() error {
 	var errs []error
+	if b.link != nil && b.link.f != nil {
+		errs = append(errs, b.link.f.Close())
+	}
 	if b.Console != nil {
 		errs = append(errs, b.Console.Close())
 	}

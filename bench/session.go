@@ -432,7 +432,7 @@ func (s *session) unreachable(err error) error {
 		return fmt.Errorf("board %s: read version before the update: the device sends, but no answer to the request: %w", s.b.Name, err)
 	}
 	s.res.Unreachable = true
-	return s.infra(fmt.Errorf("board %s unreachable at %s: %w", s.b.Name, s.b.Endpoint.Addr, err))
+	return s.infra(fmt.Errorf("board %s unreachable at %s: %w", s.b.Name, s.b.Endpoint.DeviceAddr(), err))
 }
 
 // checkResync decides whether a 4.08 answer's state may be followed: it

@@ -71,7 +71,9 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 		Start: start, Attempts: 1,
 	}
 	b.sec.start()
+	b.linkCycle(n)
 	finish := func(o results.Outcome, reason string) results.Cycle {
+		b.linkSummary()
 		c.Outcome, c.Reason = o, reason
 		c.Accepted = slices.Contains(s.Accepted, o) && o != results.MissedCut && o != results.InfraError
 		// Security findings fail the cycle whatever its outcome; the

@@ -1,6 +1,6 @@
 // Package boards is the bench inventory: a YAML file that lists boards and
 // how each is wired — its power switch, probe, console, trigger inputs,
-// CoAP endpoint and update profile, and flash layout. It is passive data:
+// CoAP endpoint, update profile and link, and flash layout. It is passive data:
 // drivers act on it (power, probes, inputs), the bench binds it.
 //
 // Decoding is strict and happens before anything is powered: an unknown
@@ -25,6 +25,7 @@ import (
 
 	"github.com/fudbench/fudbench/inputs"
 	"github.com/fudbench/fudbench/internal/config"
+	"github.com/fudbench/fudbench/link"
 	"github.com/fudbench/fudbench/power"
 )
 
@@ -101,7 +102,11 @@ type CoAP struct {
 	Path    string // block1 resource; "" is /fw
 	DTLS    *DTLS
 	OSCORE  *OSCORE
-	At      config.Pos
+	// Link impairs the path to the device through a forwarder on the
+	// bench host (nil: the bench talks to the device directly); a job's
+	// link replaces it.
+	Link *link.Config
+	At   config.Pos
 	// ProfileAt is where the profile was set; zero when defaulted.
 	ProfileAt config.Pos
 }
@@ -544,7 +549,7 @@ func decodeConsole(d *config.Decoder, f config.Field, w string) (*Console, error
 }
 
 func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
-	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls", "oscore")
+	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls", "oscore", "link")
 	if err != nil {
 		return nil, err
 	}
@@ -634,6 +639,11 @@ func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
 			return nil, d.Errf(of.Key, "%s: dtls and oscore are two ways to secure one endpoint: give one", w)
 		}
 		if c.OSCORE, err = decodeOSCORE(d, of, w+".oscore"); err != nil {
+			return nil, err
+		}
+	}
+	if lf, ok := fs["link"]; ok {
+		if c.Link, err = link.Decode(d, lf.Val, w+".link"); err != nil {
 			return nil, err
 		}
 	}

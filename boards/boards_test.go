@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fudbench/fudbench/boards"
 	_ "github.com/fudbench/fudbench/inputs/gpio"
@@ -111,6 +112,19 @@ func TestBadBenchFiles(t *testing.T) {
 		{"bad input name", "boards:\n  - name: a\n    inputs: {\"b u s y\": {driver: gpio}}\n", `:3:14: board a: input name "b u s y"`},
 		{"timing half given", "boards:\n  - name: a\n    flash: {program_time: 41us}\n", `:3:12: board a: flash: program_time and write_unit go together`},
 		{"bad profile", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", profile: block2}\n", `:3:48: unknown profile "block2"`},
+		{"unknown link key", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {los: 5%}}\n", `:3:46: board a: coap.link: unknown key "los"`},
+		{"unknown link profile", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: wifi}\n", `:3:45: board a: coap.link: unknown link profile "wifi"`},
+		{"loss without percent", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {loss: 5}}\n", `:3:52: board a: coap.link.loss: want a percentage`},
+		{"loss over 100", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {loss: 101%}}\n", `:3:52: board a: coap.link.loss: "101%": want 0% to 100%`},
+		{"loss precision", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {loss: 0.125%}}\n", `at most two decimals`},
+		{"delay no unit", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {delay: 40}}\n", `:3:53: board a: coap.link.delay: 40 needs a unit`},
+		{"delay too long", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {delay: 11s}}\n", `more than 10s`},
+		{"jitter over delay", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {delay: 5ms, jitter: 10ms}}\n", `:3:66: board a: coap.link: jitter 10ms is more than the delay 5ms`},
+		{"rate no unit", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {rate: 50000}}\n", `want a number and a unit: bit, kbit or Mbit`},
+		{"rate zero", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {rate: 0kbit}}\n", `want more than 0`},
+		{"mtu small", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {mtu: 8}}\n", `coap.link.mtu 8: want 16 to 65507`},
+		{"seed zero", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {seed: 0}}\n", `coap.link.seed: want 1 or more`},
+		{"none with overrides", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {profile: none, loss: 1%}}\n", `profile none has no impairments`},
 		{"empty", "", "empty file"},
 		{"comments only", "# nothing yet\n", "empty file"},
 		{"no boards", "boards: []\n", "no boards"},
@@ -133,6 +147,42 @@ func TestBadBenchFiles(t *testing.T) {
 				t.Errorf("error spans lines: %q", err)
 			}
 		})
+	}
+}
+
+// TestLinkDecode: a link is a profile, a mapping, or a profile with
+// overrides.
+func TestLinkDecode(t *testing.T) {
+	text := `boards:
+  - name: a
+    coap: {address: "127.0.0.1:5683", link: {loss: 5%, delay: 40ms, jitter: 10ms, rate: 50kbit, mtu: 127, duplicate: 1%, reorder: 0.25%, seed: 7}}
+  - name: b
+    coap: {address: "127.0.0.1:5684", link: 6lowpan-lossy}
+  - name: c
+    coap: {address: "127.0.0.1:5685", link: {profile: lora-sf7, seed: 3, loss: 0}}
+  - name: d
+    coap: {address: "127.0.0.1:5686"}
+`
+	b, err := boards.Parse("bench.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := b.Boards[0].CoAP.Link
+	if a.Loss != 500 || a.Delay != 40*time.Millisecond || a.Jitter != 10*time.Millisecond || a.Rate != 50_000 || a.MTU != 127 ||
+		a.Duplicate != 100 || a.Reorder != 25 || a.Seed != 7 || a.At.Line != 3 {
+		t.Errorf("a: %+v", a)
+	}
+	if got := a.String(); got != "loss 5% delay 40ms±10ms rate 50kbit mtu 127 duplicate 1% reorder 0.25% seed 7" {
+		t.Errorf("a: %s", got)
+	}
+	if l := b.Boards[1].CoAP.Link; l.Profile != "6lowpan-lossy" || l.Loss != 1000 || l.Rate != 250_000 || l.Seed != 1 {
+		t.Errorf("b: %+v", l)
+	}
+	if l := b.Boards[2].CoAP.Link; l.Profile != "lora-sf7" || l.Loss != 0 || l.Rate != 5470 || l.MTU != 222 || l.Seed != 3 {
+		t.Errorf("c: %+v", l)
+	}
+	if b.Boards[3].CoAP.Link != nil {
+		t.Errorf("d: %+v", b.Boards[3].CoAP.Link)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/internal/config"
+	"github.com/fudbench/fudbench/link"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -73,7 +74,7 @@ func Parse(name string, data []byte) (*Job, error) {
 
 var topKeys = []string{"name", "bench", "boards", "tag", "baseline", "image", "profile", "profiles",
 	"block_size", "path", "cuts", "off_time", "recovery_timeout", "accept", "repeat", "seed",
-	"parallel", "reflash", "missed_cut"}
+	"parallel", "reflash", "missed_cut", "link", "links"}
 
 func decodeJob(d *config.Decoder, j *Job, body ast.Node) error {
 	fs, err := d.Fields(body, "job", topKeys...)
@@ -169,6 +170,28 @@ func decodeJob(d *config.Decoder, j *Job, body ast.Node) error {
 			}
 			j.Profiles[e.Name] = p
 			j.profilesAt[e.Name] = config.PosOf(e.Key)
+		}
+	}
+	if f, ok := fs["link"]; ok {
+		if j.Link, err = link.Decode(d, f.Val, "link"); err != nil {
+			return err
+		}
+	}
+	if f, ok := fs["links"]; ok {
+		lf, err := d.FieldsAny(f.Val, "links", false)
+		if err != nil {
+			return err
+		}
+		j.Links = map[string]*link.Config{}
+		j.linksAt = map[string]config.Pos{}
+		for _, e := range lf {
+			if !boards.NameOK(e.Name) {
+				return d.Errf(e.Key, "links: %q is not a board name", e.Name)
+			}
+			if j.Links[e.Name], err = link.Decode(d, e.Val, "links."+e.Name); err != nil {
+				return err
+			}
+			j.linksAt[e.Name] = config.PosOf(e.Key)
 		}
 	}
 	if f, ok := fs["block_size"]; ok {

@@ -368,3 +368,34 @@ repeat: 2
 		}
 	}
 }
+
+// TestJobLink: the job's link applies to every board, links: to one;
+// a links entry for a board the job does not run is refused at its line.
+func TestJobLink(t *testing.T) {
+	j := mustParse(t, head+`cuts: [none]
+link: {profile: 6lowpan-good, seed: 9}
+links:
+  b: none
+  c: {loss: 2.5%, delay: 1s, jitter: 0.5s, rate: 5.47kbit}
+`)
+	if l := j.LinkFor("a"); l == nil || l.Profile != "6lowpan-good" || l.Seed != 9 || l.Loss != 100 {
+		t.Errorf("a: %+v", l)
+	}
+	if l := j.LinkFor("b"); l == nil || !l.Off {
+		t.Errorf("b: %+v", l)
+	}
+	if l := j.LinkFor("c"); l == nil || l.Loss != 250 || l.Delay != time.Second || l.Jitter != 500*time.Millisecond || l.Rate != 5470 {
+		t.Errorf("c: %+v", l)
+	}
+	if _, err := j.SelectBoards([]boards.Board{{Name: "a"}, {Name: "b"}, {Name: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := j.SelectBoards([]boards.Board{{Name: "a"}, {Name: "b"}})
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Line != 7 || ce.Column != 3 || !strings.Contains(ce.Msg, `links: board "c" is not among the job's boards`) {
+		t.Errorf("links for a board not in the job: %v", err)
+	}
+	if l := mustParse(t, head+"cuts: [none]\n").LinkFor("a"); l != nil {
+		t.Errorf("no link: %+v", l)
+	}
+}

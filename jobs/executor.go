@@ -207,6 +207,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{
 			Console: o.Console && bd.Console != nil, Probe: true, Inputs: true,
 			Tx: o.Tx, Log: o.Log, PowerTimeout: o.PowerTimeout, Witness: o.Witnesses[bd.Name],
+			Link: j.LinkFor(bd.Name),
 		})
 		if err != nil {
 			release()

@@ -33,6 +33,7 @@ import (
 
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/internal/config"
+	"github.com/fudbench/fudbench/link"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -84,8 +85,12 @@ type Job struct {
 	// Profile overrides every board's update profile ("resumable" or
 	// "block1"; "" keeps the profile of each board's bench entry);
 	// Profiles overrides it per board.
-	Profile   string
-	Profiles  map[string]string
+	Profile  string
+	Profiles map[string]string
+	// Link replaces every board's link (its bench entry's coap.link) for
+	// the job; Links replaces it per board. nil keeps the bench entry's.
+	Link      *link.Config
+	Links     map[string]*link.Config
 	BlockSize int    // 16..1024, a power of two
 	Path      string // block1 upload path; "" is the board's, else /fw
 	Cuts      []CutEntry
@@ -105,7 +110,7 @@ type Job struct {
 
 	benchAt, tagAt, cutsAt, profileAt, pathAt config.Pos
 	boardsAt                                  []config.Pos
-	acceptAt, profilesAt                      map[string]config.Pos
+	acceptAt, profilesAt, linksAt             map[string]config.Pos
 }
 
 // ImageSpec is an image: a file, or one built on the fly (sim boards and
@@ -170,6 +175,15 @@ func (j *Job) ProfileFor(board, benchProfile string) string {
 	return boards.ProfileResumable
 }
 
+// LinkFor is the link the job sets for a board: its links entry, else
+// the job's link; nil when the job keeps the bench entry's.
+func (j *Job) LinkFor(board string) *link.Config {
+	if l, ok := j.Links[board]; ok {
+		return l
+	}
+	return j.Link
+}
+
 // AcceptedFor lists the outcomes that pass for a board: its own accept
 // entry, else "*", else updated.
 func (j *Job) AcceptedFor(board string) []results.Outcome {
@@ -190,7 +204,7 @@ func (j *Job) Accepts(board string, o results.Outcome) bool {
 // SelectBoards resolves the job's boards against a bench's inventory: the
 // listed names in the job's order, or the bench's boards carrying Tag, or
 // all of them, in bench order. A name the bench does not have — in boards,
-// accept or profiles — is a configuration error at its line.
+// accept, profiles or links — is a configuration error at its line.
 func (j *Job) SelectBoards(inventory []boards.Board) ([]string, error) {
 	have := map[string]bool{}
 	var all []string
@@ -240,6 +254,11 @@ func (j *Job) SelectBoards(inventory []boards.Board) ([]string, error) {
 	for _, name := range slices.Sorted(maps.Keys(j.Profiles)) {
 		if !slices.Contains(out, name) {
 			return nil, j.errAt(j.profilesAt[name], "profiles: board %q is not among the job's boards (%s)", name, strings.Join(out, ", "))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(j.Links)) {
+		if !slices.Contains(out, name) {
+			return nil, j.errAt(j.linksAt[name], "links: board %q is not among the job's boards (%s)", name, strings.Join(out, ", "))
 		}
 	}
 	return out, nil

@@ -59,11 +59,38 @@ const (
 	// (wear), "boot_ops" the device's flash operations from the last block
 	// sent to the new image running.
 	FlashCost Kind = "flash.cost"
+	// LinkDrop is a datagram the impaired link between the bench and the
+	// board dropped (docs/bench.md, coap.link), stamped when it reached
+	// the link. Text is why: "loss", "mtu" or "queue"; Block is the Block1
+	// number when the datagram is a plain CoAP message with one (-1
+	// otherwise: a DTLS record, an OSCORE message, a GET); Attrs "dir" is
+	// "to-device" or "from-device", "bytes" its size and, for CoAP,
+	// "coap" its type, code and message ID.
+	LinkDrop Kind = "link.drop"
+	// LinkDup is a datagram the link delivered twice; LinkReorder one it
+	// held back behind the next of its direction. Same fields as
+	// LinkDrop. Drops, duplicates and reorders together are at most
+	// MaxLinkEvents a cycle; the summary counts the rest.
+	LinkDup     Kind = "link.dup"
+	LinkReorder Kind = "link.reorder"
+	// LinkSummary closes each cycle on a board with an impaired link:
+	// Text is the link's configuration; Attrs, for each direction
+	// ("to_device.", "from_device."): "datagrams", "delivered",
+	// "dropped" (of which "lost", "mtu", "queue"), "duplicated",
+	// "reordered", "mean_delay" (arrival at the link to delivery, as
+	// measured on the bench host); "events_suppressed" the events over
+	// MaxLinkEvents. Dur is the mean delay towards the device.
+	LinkSummary Kind = "link.summary"
 	// UpdateVerified marks an update that ended with the new image
 	// running; Dur is update.start to the new version answering (on a
 	// cycle without a cut: the time to the new version, no cut).
 	UpdateVerified Kind = "update.verified"
 )
+
+// MaxLinkEvents bounds the link.drop, link.dup and link.reorder events
+// of one board in one cycle, so a link that loses everything cannot
+// flood the run's sinks.
+const MaxLinkEvents = 1000
 
 // Phases of a cycle, as the Text of Phase events.
 const (
