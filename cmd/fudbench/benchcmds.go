@@ -332,7 +332,10 @@ func newConsoleCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// isTerminal reports whether f is a terminal (not merely a character
+// device: /dev/null is one too, and a progress bar redrawn into it costs a
+// write per block for nothing).
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0 && os.Getenv("CI") == ""
+	return err == nil && st.Mode()&os.ModeCharDevice != 0 && isTTY(f) && os.Getenv("CI") == ""
 }

@@ -10,11 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/fudbench/fudbench/internal/simbench"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
+
+	"github.com/fudbench/fudbench/internal/simbench"
 
 	"github.com/spf13/cobra"
 
@@ -138,9 +140,35 @@ func contains(s, sub string) bool {
 	return false
 }
 
+// EnvCPUProfile names a file to write a CPU profile of the whole command
+// to (go tool pprof reads it): FUDBENCH_CPUPROFILE=cpu.out fudbench ….
+const EnvCPUProfile = "FUDBENCH_CPUPROFILE"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	endProfile := startCPUProfile(os.Getenv(EnvCPUProfile))
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	endProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startCPUProfile starts a CPU profile into path ("": none) and returns
+// what ends it.
+func startCPUProfile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fudbench: %s: %v\n", EnvCPUProfile, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }

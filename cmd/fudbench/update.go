@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -221,6 +222,10 @@ func updateURL(c *cobra.Command, f *updateFlags, args []string, szx uint8, hub *
 		return usageErr(err)
 	}
 	ep.Tx = coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3}
+	// The live heap is the file and little else, and the per-block garbage
+	// is small: collecting at 5× the live heap rather than 2× spares the
+	// collections that reading the file and the first blocks would start.
+	debug.SetGCPercent(400)
 	img, err := fwimage.ReadFile(args[0], 0)
 	if err != nil {
 		return usageErr(fmt.Errorf("read image: %w", err))
@@ -374,6 +379,12 @@ func progressSink(c *cobra.Command, total *uint32) results.Sink {
 			done := int(e.Block) + 1
 			pct := done * 100 / int(n)
 			if tty {
+				// Redrawn when the percentage moves, and at the last block:
+				// a terminal write per block would cost more than the block.
+				if pct == last && done != int(n) {
+					return
+				}
+				last = pct
 				bar := strings.Repeat("#", pct/4) + strings.Repeat(".", 25-pct/4)
 				fmt.Fprintf(w, "\r[%s] %3d%% block %d/%d", bar, pct, done, n)
 			} else if pct/10 != last {

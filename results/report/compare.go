@@ -91,7 +91,7 @@ func BuildComparison(ins []Input) (*Comparison, error) {
 
 // RenderComparison writes c as one HTML page.
 func RenderComparison(w io.Writer, c *Comparison) error {
-	if err := page.ExecuteTemplate(w, "compare", c); err != nil {
+	if err := pages().ExecuteTemplate(w, "compare", c); err != nil {
 		return fmt.Errorf("report: render: %w", err)
 	}
 	return nil

@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fudbench/fudbench/results"
@@ -293,7 +294,16 @@ func header(in Input, prof map[string]string) Header {
 //go:embed report.html.tmpl
 var pageText string
 
-var page = template.Must(template.New("report").Funcs(template.FuncMap{
+// pages parses the report's templates once, when a page is first drawn:
+// commands that never draw one do not pay for it at start-up.
+var pages = sync.OnceValue(func() *template.Template {
+	t := template.Must(template.New("report").Funcs(funcs).Parse(pageText))
+	template.Must(t.New("strategies").Parse(strategiesText))
+	template.Must(t.New("compare").Parse(compareText))
+	return t
+})
+
+var funcs = template.FuncMap{
 	"ms":        fmtMs,
 	"pct":       func(f float64) string { return fmt.Sprintf("%.1f %%", 100*f) },
 	"kibps":     func(bps float64) string { return fmt.Sprintf("%.1f KiB/s", bps/1024) },
@@ -305,18 +315,13 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"add":       func(a, b int) int { return a + b },
 	"blockOr":   blockOr,
 	"hasPrefix": strings.HasPrefix,
-}).Parse(pageText))
+}
 
 //go:embed strategies.html.tmpl
 var strategiesText string
 
 //go:embed compare.html.tmpl
 var compareText string
-
-func init() {
-	template.Must(page.New("strategies").Parse(strategiesText))
-	template.Must(page.New("compare").Parse(compareText))
-}
 
 func blockOr(v int64) string {
 	if v < 0 {
@@ -327,7 +332,7 @@ func blockOr(v int64) string {
 
 // Render writes r as one HTML page.
 func Render(w io.Writer, r *Report) error {
-	if err := page.ExecuteTemplate(w, "report", r); err != nil {
+	if err := pages().ExecuteTemplate(w, "report", r); err != nil {
 		return fmt.Errorf("report: render: %w", err)
 	}
 	return nil
