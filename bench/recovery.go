@@ -108,7 +108,8 @@ func (s *session) recover(ctx context.Context) (uint32, error) {
 	case s.u.Profile == boards.ProfileResumable && boot.Mode == fwproto.ModeApp:
 		// Cut before the record was written, or after the new image
 		// booted: see what runs.
-		ver, err := c.Version(ctx)
+		var ver fwproto.Version
+		err := s.again(ctx, "GET /fw/version", func() (err error) { ver, err = c.Version(ctx); return err })
 		if err != nil {
 			return 0, fmt.Errorf("board %s: read version after power-on: %w", s.b.Name, err)
 		}
@@ -118,7 +119,7 @@ func (s *session) recover(ctx context.Context) (uint32, error) {
 			return s.res.Blocks, nil
 		}
 		s.mark(MilestoneAppUp, time.Now())
-		if err := c.Prepare(ctx, s.prep()); err != nil {
+		if err := s.again(ctx, "the prepare", func() error { return c.Prepare(ctx, s.prep()) }); err != nil {
 			return 0, fmt.Errorf("board %s: prepare again: %w", s.b.Name, err)
 		}
 	default:
@@ -127,7 +128,8 @@ func (s *session) recover(ctx context.Context) (uint32, error) {
 		if s.delivered {
 			return s.res.Blocks, nil
 		}
-		if ver, err := c.Version(ctx); err == nil && bytes.Equal(ver.Digest, s.digest[:]) {
+		var ver fwproto.Version
+		if err := s.again(ctx, "GET /fw/version", func() (err error) { ver, err = c.Version(ctx); return err }); err == nil && bytes.Equal(ver.Digest, s.digest[:]) {
 			return s.res.Blocks, nil
 		}
 		s.mark(MilestoneAppUp, time.Now())

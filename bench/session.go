@@ -93,6 +93,40 @@ type Result struct {
 	Err         error `json:"-"`
 }
 
+// maxLostExchanges bounds how often one block (or one other request) is
+// sent again as a new request after every retransmission of an exchange
+// went unanswered.
+const maxLostExchanges = 4
+
+// silenceBound is how long a device may stay silent, in lost exchanges,
+// before the bench stops sending again: the recovery timeout (the job's
+// bound on a device's silence), but at least three times as long as one
+// exchange with all its retransmissions lasts, so that on a lossy link a
+// block always gets two more chances. A device that died is declared so
+// after about three exchanges' time.
+func silenceBound(recovery, exchange time.Duration) time.Duration {
+	return max(recovery, 3*exchange)
+}
+
+// again runs one exchange f, and runs it again as a new request when every
+// retransmission of it went unanswered, up to maxLostExchanges times and
+// within silenceBound: on a lossy link a lost exchange is the link's, not
+// the device's. Only
+// requests a device may receive twice go through it (reads, and the
+// prepare, which an application and a recovery bootloader both accept
+// again).
+func (s *session) again(ctx context.Context, what string, f func() error) error {
+	start := time.Now()
+	for lost := 0; ; lost++ {
+		t := time.Now()
+		err := f()
+		if err == nil || !errors.Is(err, coap.ErrNoResponse) || ctx.Err() != nil || lost >= maxLostExchanges || time.Since(start) >= silenceBound(s.u.RecoveryTimeout, time.Since(t)) {
+			return err
+		}
+		s.emit(results.Note, -1, fmt.Sprintf("no answer to %s after every retransmission: sent again as a new request (%d of %d)", what, lost+1, maxLostExchanges), 0)
+	}
+}
+
 // session is the state of one Update run.
 type session struct {
 	b       *Board
@@ -498,7 +532,8 @@ func (s *session) prepare(ctx context.Context) error {
 		s.emit(results.Note, -1, "running "+v.Version, 0)
 	case errors.As(err, &se) && se.Code == codes.NotFound:
 		// No application: a recovery bootloader answers /fw/state.
-		st, serr := c.State(ctx)
+		var st fwproto.State
+		serr := s.again(ctx, "GET /fw/state", func() (err error) { st, err = c.State(ctx); return err })
 		if serr != nil {
 			return fmt.Errorf("board %s: read version before the update: %w (and /fw/state: %v)", s.b.Name, err, serr)
 		}
@@ -512,7 +547,7 @@ func (s *session) prepare(ctx context.Context) error {
 	// The device reboots into recovery with the session's state, when it
 	// caches it.
 	s.expectState()
-	if err := c.Prepare(ctx, s.prep()); err != nil {
+	if err := s.again(ctx, "the prepare", func() error { return c.Prepare(ctx, s.prep()) }); err != nil {
 		return fmt.Errorf("board %s: prepare: %w", s.b.Name, err)
 	}
 	return nil
@@ -581,6 +616,10 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 		s.emit(results.BlockRetry, int64(cur), fmt.Sprintf("retransmission %d", k), 0)
 	}
 	defer func() { c.OnRetransmit = nil }()
+	// lost counts the exchanges of this block that got no answer at all;
+	// heard is when the device last answered. A block goes again as a new
+	// request while the device's silence is within silenceBound.
+	lost, heard := 0, time.Now()
 	for num := next; num < n; num++ {
 		cur = num
 		if num == n-1 && !s.res.OpsAtLastOK {
@@ -629,11 +668,30 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 			if errors.As(err, &rs) {
 				return false, num, szx, err
 			}
+			if lost > 0 && num == n-1 && answered(err) {
+				// The last block was sent again because its answer never
+				// came: the device took it and moved on. Whether the new
+				// image runs is checked next.
+				s.emit(results.Note, int64(num), fmt.Sprintf("the last block, sent again, is answered %v: the device had taken it", err), 0)
+				s.emit(results.UpdateDone, int64(num), "", 0)
+				return true, n, szx, nil
+			}
 			if answered(err) {
 				return false, num, szx, fmt.Errorf("board %s: %w", s.b.Name, err)
 			}
+			if errors.Is(err, coap.ErrNoResponse) && ctx.Err() == nil && lost < maxLostExchanges && time.Since(heard) < silenceBound(s.u.RecoveryTimeout, ackAt.Sub(sentAt)) {
+				// Every retransmission of the request or of its answer was
+				// lost: on a lossy link that is the link, not the device.
+				// The block goes again as a new request (a device answers a
+				// block it already has again without writing it).
+				lost++
+				s.emit(results.BlockRetry, int64(num), fmt.Sprintf("no answer to block %d after every retransmission: sent again as a new request (%d of %d)", num, lost, maxLostExchanges), 0)
+				num--
+				continue
+			}
 			return false, num, szx, fmt.Errorf("board %s: block %d: %w", s.b.Name, num, err)
 		}
+		lost, heard = 0, ackAt
 		if resp.Block1 != nil && resp.Block1.SZX == szx && resp.Block1.Num != num {
 			// An acknowledgement of another block is not one of this block.
 			return false, num, szx, fmt.Errorf("board %s: block %d: device acknowledged block %d", s.b.Name, num, resp.Block1.Num)

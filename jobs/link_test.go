@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,4 +117,59 @@ func attr(t *testing.T, e results.Event, k string) uint64 {
 		t.Fatalf("%s: attr %s = %q", e.Kind, k, e.Attrs[k])
 	}
 	return v
+}
+
+// TestLostExchangesAreTheLink: on a link that loses a fifth of the
+// datagrams, with one retransmission an exchange, whole exchanges go
+// unanswered; the bench sends such a block again as a new request instead
+// of blaming the device, and every board — resumable in place, naive in
+// place over block1, A/B over block1 — ends every uncut cycle updated.
+func TestLostExchangesAreTheLink(t *testing.T) {
+	for _, st := range []sim.Strategy{sim.InplaceRecovery, sim.NaiveInplace, sim.ABSwap} {
+		t.Run(string(st), func(t *testing.T) {
+			_, inv := startSims(t, 1, st)
+			name := inv.Boards[0].Name
+			job := parseJob(t, fmt.Sprintf(`
+boards: [%s]
+baseline: {build: {version: 1.0.0, seq: 1, size: 8KiB, seed: 1}}
+image: {build: {version: 2.0.0, seq: 2, size: 8KiB, seed: 2}}
+block_size: 256
+link: {loss: 20%%, seed: 11}
+cuts: [none]
+repeat: 3
+off_time: 5ms
+recovery_timeout: 5s
+`, name))
+			dir := t.TempDir()
+			var mu sync.Mutex
+			var evs []results.Event
+			rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
+				Prepared: mustPrepare(t, job, inv, nil, nil),
+				Run:      results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: "lost", JobHash: "h", Started: time.Now()},
+				OutDir:   dir, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
+				Tx:    coap.Transmission{AckTimeout: 40 * time.Millisecond, MaxRetransmit: 1},
+				Sinks: []results.Sink{results.SinkFunc(func(e results.Event) { mu.Lock(); evs = append(evs, e); mu.Unlock() })},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range rep.Cycles {
+				if c.Outcome != results.Updated {
+					t.Errorf("cycle %d: %s (%s)", c.Cycle, c.Outcome, c.Reason)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			again := 0
+			for _, e := range evs {
+				if e.Kind == results.BlockRetry && strings.Contains(e.Text, "sent again as a new request") {
+					again++
+				}
+			}
+			t.Logf("%s: %d blocks sent again after a lost exchange over %d cycles", st, again, len(rep.Cycles))
+			if again == 0 {
+				t.Error("no exchange was lost: the test does not test the resend")
+			}
+		})
+	}
 }

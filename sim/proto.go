@@ -426,6 +426,11 @@ func (b *Board) blockUpload(r *ram, req *coapsrv.Request, t uploadTarget) (*coap
 		r.naiveBusy, r.naiveNext, r.naiveSZX, r.naiveSize = true, 0, szx, 0
 		r.naiveTotal, _ = req.Size1()
 	}
+	if r.naiveBusy && more && num+1 == r.naiveNext && szx == r.naiveSZX {
+		// The block just taken, sent again because its answer was lost:
+		// acknowledge it again without writing it twice.
+		return &coapsrv.Response{Code: codes.Continue, Block1: &coapsrv.Block{Num: num, More: more, SZX: szx}}, false
+	}
 	if !r.naiveBusy || num != r.naiveNext || szx != r.naiveSZX {
 		return failure(codes.RequestEntityIncomplete, "", fmt.Sprintf("expected block %d", r.naiveNext)), false
 	}
