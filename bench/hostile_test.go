@@ -580,3 +580,32 @@ func FuzzHostileAnswer(f *testing.F) {
 		}
 	})
 }
+
+// TestLastAnswerLost: the device takes the last block, verifies it and
+// restarts into the new image, but its answer is lost; the retransmission
+// reaches the new image, which knows no transfer and refuses it. The
+// device took the image: the bench checks the new version and the update
+// succeeds, with no error.
+func TestLastAnswerLost(t *testing.T) {
+	lost := false
+	dev := &protoDevice{post: func(r hreq, resp *hresp) {
+		if !lost && r.Block1 != nil && !r.Block1.More && resp.Code == codes.Changed {
+			lost, resp.Silent = true, true
+		}
+	}}
+	d := sha256.Sum256([]byte("baseline"))
+	dev.running = d[:]
+	b, mem := hostileBoard(t, dev)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := b.Run(ctx, bench.Update{SZX: 4, Image: img(t, "2.0.0", 2, 2<<10, 2), Profile: boards.ProfileResumable, RecoveryTimeout: time.Second})
+	if res.Err != nil || !lost {
+		t.Fatalf("update: %v (answer lost: %v)", res.Err, lost)
+	}
+	if res.Final == nil || !bytes.Equal(res.Final.Digest, dev.running) {
+		t.Errorf("final version %+v", res.Final)
+	}
+	if errs := mem.OfKind(results.UpdateError); len(errs) != 0 {
+		t.Errorf("update errors on the timeline: %+v", errs)
+	}
+}

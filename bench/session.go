@@ -668,9 +668,11 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 			if errors.As(err, &rs) {
 				return false, num, szx, err
 			}
-			if lost > 0 && num == n-1 && answered(err) {
-				// The last block was sent again because its answer never
-				// came: the device took it and moved on. Whether the new
+			if num == n-1 && answered(err) && (lost > 0 || resp != nil && resp.Retransmits > 0) {
+				// The last block went again (retransmitted, or as a new
+				// request) because its answer never came, and what answers
+				// now refuses it: the device took it and moved on, a new
+				// image that no longer knows the transfer. Whether the new
 				// image runs is checked next.
 				s.emit(results.Note, int64(num), fmt.Sprintf("the last block, sent again, is answered %v: the device had taken it", err), 0)
 				s.emit(results.UpdateDone, int64(num), "", 0)
