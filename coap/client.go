@@ -251,8 +251,10 @@ func (c *Client) Addr() string { return c.addr }
 type Response struct {
 	Code    codes.Code
 	Payload []byte
-	Block1  *Block
+	Block1  *Block // Block1, or Q-Block1 in answer to a Q-Block1 request
 	Size1   uint32
+	// ContentFormat is the Content-Format option, -1 when absent.
+	ContentFormat int
 	// Retransmits counts the retransmissions of the request this answers
 	// (0: the first copy was answered).
 	Retransmits int
@@ -282,6 +284,10 @@ type Request struct {
 	// device challenges a request.
 	Echo       []byte
 	RequestTag []byte
+	// QBlock1 sends Block1 as the Q-Block1 option (19, RFC 9177).
+	QBlock1 bool
+	// NonConfirmable sends the request as a NON message.
+	NonConfirmable bool
 }
 
 // Get fetches path.

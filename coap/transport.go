@@ -518,7 +518,15 @@ func (c *Client) response() *Response {
 	if len(m.Payload) > 0 {
 		out.Payload = append([]byte(nil), m.Payload...)
 	}
-	if v, ok := coapopt.Uint(m.Options, message.Block1, 3); ok && v&7 != 7 {
+	out.ContentFormat = -1
+	if v, ok := coapopt.Uint(m.Options, message.ContentFormat, 2); ok {
+		out.ContentFormat = int(v)
+	}
+	v, ok := coapopt.Uint(m.Options, message.Block1, 3)
+	if !ok {
+		v, ok = coapopt.Uint(m.Options, message.QBlock1, 3)
+	}
+	if ok && v&7 != 7 {
 		out.block = Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}
 		out.Block1 = &out.block
 	}
@@ -571,7 +579,11 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		if b.More {
 			v |= 8
 		}
-		opts = append(opts, message.Option{ID: message.Block1, Value: coapopt.PutUint(ob[4:8], v)})
+		id := message.Block1
+		if r.QBlock1 {
+			id = message.QBlock1 // 19: still after Content-Format (12)
+		}
+		opts = append(opts, message.Option{ID: id, Value: coapopt.PutUint(ob[4:8], v)})
 	}
 	if r.Size1 != 0 {
 		opts = append(opts, message.Option{ID: message.Size1, Value: coapopt.PutUint(ob[8:12], r.Size1)})
@@ -603,7 +615,11 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		buf = make([]byte, need)
 		c.out = buf[:0]
 	}
-	buf[0] = 1<<6 | byte(message.Confirmable)<<4 | byte(len(tok))
+	typ := message.Confirmable
+	if r.NonConfirmable {
+		typ = message.NonConfirmable
+	}
+	buf[0] = 1<<6 | byte(typ)<<4 | byte(len(tok))
 	buf[1] = byte(code)
 	binary.BigEndian.PutUint16(buf[2:4], mid)
 	n := 4 + copy(buf[4:], tok)
