@@ -19,6 +19,10 @@
 // context the caller passes. An ICMP port unreachable (a device that is
 // off) counts as a lost datagram.
 //
+// QPut sends a whole body with Q-Block1 (RFC 9177): bursts of
+// non-confirmable blocks, with the blocks the server reports missing sent
+// again.
+//
 // Automatic block-wise transfer is not offered on purpose: go-coap's covers
 // the whole upload with one timeout, resends bytes when a server asks for a
 // smaller block, and has no resume.
