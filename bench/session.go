@@ -16,7 +16,6 @@ import (
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwproto"
-	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/results"
 )
 
@@ -750,13 +749,7 @@ func (s *session) restartedWithImage(ctx context.Context, num uint32) bool {
 // is about to be sent, on a device that counts them: the start of the
 // device's own update work that boot_op cuts are placed in.
 func (s *session) opsAtLast(ctx context.Context) {
-	m, ok := s.b.Witness.(power.FlashMeter)
-	if !ok {
-		return
-	}
-	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if st, err := m.FlashStats(wctx); err == nil {
+	if st, ok := s.b.flashStats(ctx); ok {
 		s.res.OpsAtLast, s.res.OpsAtLastOK = st.Ops, true
 	}
 }

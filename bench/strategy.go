@@ -383,7 +383,13 @@ func (s *Strategy) describe(ctx context.Context) {
 
 // flashStats reads the device's flash counters, when it keeps them.
 func (s *Strategy) flashStats(ctx context.Context) (power.FlashStats, bool) {
-	m, ok := s.Board.Witness.(power.FlashMeter)
+	return s.Board.flashStats(ctx)
+}
+
+// flashStats reads the device's flash counters, when it keeps them
+// (power.FlashMeter).
+func (b *Board) flashStats(ctx context.Context) (power.FlashStats, bool) {
+	m, ok := b.Witness.(power.FlashMeter)
 	if !ok {
 		return power.FlashStats{}, false
 	}

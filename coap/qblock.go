@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"os"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -266,30 +264,15 @@ func (c *Client) qsend(path string, img []byte, num, n uint32, szx uint8, tag []
 // transfer (tokens from firstTok on); nil when none came.
 func (c *Client) qwait(ctx context.Context, deadline time.Time, firstTok uint64) (*Response, error) {
 	for {
-		if err := c.conn.SetReadDeadline(deadline); err != nil {
-			return nil, fmt.Errorf("read deadline: %w", err)
-		}
-		data, err := c.read()
+		data, waited, err := c.readUntil(ctx, deadline)
 		if err != nil {
-			if errors.Is(err, errDTLSAlert) {
-				return nil, c.sessionEnded(err)
+			return nil, err
+		}
+		if data == nil {
+			if waited {
+				return nil, nil
 			}
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, cerr
-			}
-			if c.closed.Load() || errors.Is(err, net.ErrClosed) {
-				return nil, fmt.Errorf("read: %w", net.ErrClosed)
-			}
-			if refused(err) {
-				continue
-			}
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
-				return nil, fmt.Errorf("read: %w", err)
-			}
-			if time.Now().Before(deadline) {
-				continue // a stale cancellation wake-up
-			}
-			return nil, nil
+			continue
 		}
 		c.heard.Store(true)
 		m := &c.msg

@@ -322,32 +322,15 @@ func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
 		if !acked && next.Before(wake) {
 			wake = next
 		}
-		if err := c.conn.SetReadDeadline(wake); err != nil {
-			return nil, fmt.Errorf("read deadline: %w", err)
-		}
-		data, err := c.read()
+		data, waited, err := c.readUntil(ctx, wake)
 		if err != nil {
-			if errors.Is(err, errDTLSAlert) {
-				return nil, c.sessionEnded(err)
-			}
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, cerr
-			}
-			if c.closed.Load() || errors.Is(err, net.ErrClosed) {
-				return nil, fmt.Errorf("read: %w", net.ErrClosed)
-			}
-			if refused(err) {
-				// The device's port is closed (it is off or rebooting):
-				// as good as a lost datagram.
+			return nil, err
+		}
+		if data == nil {
+			if !waited {
 				continue
 			}
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
-				return nil, fmt.Errorf("read: %w", err)
-			}
 			now := time.Now()
-			if now.Before(wake) {
-				continue // a stale cancellation wake-up
-			}
 			if !now.Before(limit) || retransmits >= int(c.tx.MaxRetransmit) {
 				return nil, fmt.Errorf("%w after %d transmissions in %v: %w", ErrNoResponse, retransmits+1, now.Sub(start).Round(time.Millisecond), context.DeadlineExceeded)
 			}
@@ -375,6 +358,33 @@ func (c *Client) exchange(ctx context.Context, r *Request) (*Response, error) {
 			return resp, nil
 		}
 	}
+}
+
+// readUntil reads one datagram, waiting until wake at most. data is nil
+// when none came: waited says wake has passed; otherwise the read ended
+// early for nothing (a datagram refused by a closed port, which is as good
+// as a lost one for a device that is off or rebooting, or a stale
+// cancellation wake-up) and the caller reads again. An error is final.
+func (c *Client) readUntil(ctx context.Context, wake time.Time) (data []byte, waited bool, err error) {
+	if err := c.conn.SetReadDeadline(wake); err != nil {
+		return nil, false, fmt.Errorf("read deadline: %w", err)
+	}
+	data, err = c.read()
+	switch {
+	case err == nil:
+		return data, false, nil
+	case errors.Is(err, errDTLSAlert):
+		return nil, false, c.sessionEnded(err)
+	case ctx.Err() != nil:
+		return nil, false, ctx.Err()
+	case c.closed.Load() || errors.Is(err, net.ErrClosed):
+		return nil, false, fmt.Errorf("read: %w", net.ErrClosed)
+	case refused(err):
+		return nil, false, nil
+	case !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err):
+		return nil, false, fmt.Errorf("read: %w", err)
+	}
+	return nil, !time.Now().Before(wake), nil
 }
 
 // read reads one CoAP message; over DTLS, records that are not
