@@ -71,6 +71,9 @@ func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (_ *
 	if c := bd.CoAP; c != nil {
 		b.Endpoint = Endpoint{Addr: c.Address, Tx: opt.Tx}
 		b.Profile, b.Path = c.Profile, c.Path
+		if q := c.QBlock; q != nil {
+			b.QBlock = &coap.QBlock{MaxPayloads: q.MaxPayloads, NonTimeout: q.NonTimeout}
+		}
 		if c.DTLS != nil {
 			key, err := c.DTLS.Key()
 			if err != nil {

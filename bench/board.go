@@ -51,6 +51,10 @@ type Board struct {
 	// resource.
 	Profile string
 	Path    string
+	// QBlock sends the image with Q-Block1 (RFC 9177) in bursts with
+	// these parameters (nil: Block1, one confirmable block at a time).
+	QBlock  *coap.QBlock
+	qprobed bool // the device answered the Q-Block probe
 	// Flash is the board's flash as the bench file describes it (nil:
 	// not described).
 	Flash    *boards.Flash

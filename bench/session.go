@@ -592,6 +592,9 @@ func (s *session) waitRecovery(ctx context.Context) (fwproto.State, error) {
 // transfer sends blocks from next until the last one is taken (done), the
 // cut fires, or an error. It returns the block it stopped at.
 func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32, szx uint8) (done bool, at uint32, newSZX uint8, err error) {
+	if s.b.QBlock != nil {
+		return s.qtransfer(ctx, c, next, szx)
+	}
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()

@@ -32,6 +32,15 @@ type Trigger interface {
 	String() string
 }
 
+// An AckTrigger is a Trigger that fires once a given block is
+// acknowledged (after_block). A transfer in bursts (Q-Block1) ends a burst
+// at that block and waits for the device's answer to it, so that nothing
+// after it is on the wire when power goes.
+type AckTrigger interface {
+	Trigger
+	AckBlock() uint32
+}
+
 // A WorkTrigger is a Trigger that stays armed after the device has taken
 // the last block, through the device's own update work (verifying, copying
 // or swapping slots, confirming the new image) until the new image runs:

@@ -106,9 +106,20 @@ type CoAP struct {
 	// bench host (nil: the bench talks to the device directly); a job's
 	// link replaces it.
 	Link *link.Config
-	At   config.Pos
+	// QBlock sends image bodies with Q-Block1 (RFC 9177) instead of
+	// Block1 (nil: Block1).
+	QBlock *QBlock
+	At     config.Pos
 	// ProfileAt is where the profile was set; zero when defaulted.
 	ProfileAt config.Pos
+}
+
+// QBlock holds the Q-Block1 parameters of an endpoint (RFC 9177 §7.2);
+// zero values mean the RFC's defaults.
+type QBlock struct {
+	MaxPayloads int           // blocks per burst; default 10
+	NonTimeout  time.Duration // wait for the answer to a burst; default 2 s
+	At          config.Pos
 }
 
 // DTLS is a pre-shared key identity and where its key is kept. The key
@@ -549,7 +560,7 @@ func decodeConsole(d *config.Decoder, f config.Field, w string) (*Console, error
 }
 
 func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
-	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls", "oscore", "link")
+	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls", "oscore", "link", "qblock")
 	if err != nil {
 		return nil, err
 	}
@@ -647,7 +658,50 @@ func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
 			return nil, err
 		}
 	}
+	if qf, ok := fs["qblock"]; ok {
+		if c.QBlock, err = decodeQBlock(d, qf, w+".qblock"); err != nil {
+			return nil, err
+		}
+		if c.QBlock != nil && c.OSCORE != nil {
+			return nil, d.Errf(qf.Key, "%s: Q-Block1 is not offered over OSCORE: drop qblock or oscore", w)
+		}
+	}
 	return c, nil
+}
+
+// decodeQBlock reads qblock: true | false | {max_payloads: N, non_timeout: D}.
+func decodeQBlock(d *config.Decoder, f config.Field, w string) (*QBlock, error) {
+	q := &QBlock{At: config.PosOf(f.Key)}
+	if !d.IsMap(f.Val) {
+		on, err := d.Bool(f.Val, w)
+		if err != nil {
+			return nil, d.Errf(f.Val, "%s: want true, false or {max_payloads: N, non_timeout: D}", w)
+		}
+		if !on {
+			return nil, nil
+		}
+		return q, nil
+	}
+	fs, err := d.Fields(f.Val, w, "max_payloads", "non_timeout")
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := fs["max_payloads"]; ok {
+		n, err := d.IntIn(v.Val, w+".max_payloads", 1, 64)
+		if err != nil {
+			return nil, err
+		}
+		q.MaxPayloads = int(n)
+	}
+	if v, ok := fs["non_timeout"]; ok {
+		if q.NonTimeout, err = d.Duration(v.Val, w+".non_timeout", time.Minute); err != nil {
+			return nil, err
+		}
+		if q.NonTimeout == 0 {
+			return nil, d.Errf(v.Val, "%s.non_timeout: want more than 0 (e.g. 2s)", w)
+		}
+	}
+	return q, nil
 }
 
 func decodeOSCORE(d *config.Decoder, f config.Field, w string) (*OSCORE, error) {

@@ -125,6 +125,11 @@ func TestBadBenchFiles(t *testing.T) {
 		{"mtu small", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {mtu: 8}}\n", `coap.link.mtu 8: want 16 to 65507`},
 		{"seed zero", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {seed: 0}}\n", `coap.link.seed: want 1 or more`},
 		{"none with overrides", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", link: {profile: none, loss: 1%}}\n", `profile none has no impairments`},
+		{"qblock not a bool", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", qblock: yes please}\n", `:3:47: board a: coap.qblock: want true, false or {max_payloads: N, non_timeout: D}`},
+		{"qblock max_payloads", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", qblock: {max_payloads: 0}}\n", `:3:62: board a: coap.qblock.max_payloads 0: want 1 to 64`},
+		{"qblock unknown key", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", qblock: {burst: 4}}\n", `unknown key "burst"`},
+		{"qblock zero timeout", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", qblock: {non_timeout: 0}}\n", `coap.qblock.non_timeout: want more than 0`},
+		{"qblock over oscore", "boards:\n  - name: a\n    coap:\n      address: \"127.0.0.1:5683\"\n      oscore: {master_secret_env: S, sender_id: \"01\", recipient_id: \"02\"}\n      qblock: true\n", `:6:7: board a: coap: Q-Block1 is not offered over OSCORE`},
 		{"empty", "", "empty file"},
 		{"comments only", "# nothing yet\n", "empty file"},
 		{"no boards", "boards: []\n", "no boards"},
@@ -147,6 +152,31 @@ func TestBadBenchFiles(t *testing.T) {
 				t.Errorf("error spans lines: %q", err)
 			}
 		})
+	}
+}
+
+// TestQBlockDecode: qblock is true, false, or the burst parameters.
+func TestQBlockDecode(t *testing.T) {
+	text := `boards:
+  - name: a
+    coap: {address: "127.0.0.1:5683", qblock: true}
+  - name: b
+    coap: {address: "127.0.0.1:5684", qblock: {max_payloads: 4, non_timeout: 500ms}}
+  - name: c
+    coap: {address: "127.0.0.1:5685", qblock: false}
+`
+	b, err := boards.Parse("bench.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := b.Boards[0].CoAP.QBlock; q == nil || q.MaxPayloads != 0 || q.NonTimeout != 0 || q.At.Line != 3 {
+		t.Errorf("a: %+v", q)
+	}
+	if q := b.Boards[1].CoAP.QBlock; q == nil || q.MaxPayloads != 4 || q.NonTimeout != 500*time.Millisecond {
+		t.Errorf("b: %+v", q)
+	}
+	if q := b.Boards[2].CoAP.QBlock; q != nil {
+		t.Errorf("c: %+v", q)
 	}
 }
 

@@ -256,6 +256,9 @@ type Response struct {
 	Code    codes.Code
 	Payload []byte
 	Block1  *Block // Block1, or Q-Block1 in answer to a Q-Block1 request
+	// QBlock2 is the response's Q-Block2 option (nil: none): a server
+	// that has Q-Block answers a Q-Block2 request with one.
+	QBlock2 *Block
 	Size1   uint32
 	// ContentFormat is the Content-Format option, -1 when absent.
 	ContentFormat int
@@ -266,7 +269,7 @@ type Response struct {
 	// the request again with this value.
 	Echo []byte
 
-	block Block // storage behind Block1: one allocation per response
+	block, qblock2 Block // storage behind Block1 and QBlock2: one allocation per response
 }
 
 // Block is a decoded Block1 option.
@@ -290,6 +293,9 @@ type Request struct {
 	RequestTag []byte
 	// QBlock1 sends Block1 as the Q-Block1 option (19, RFC 9177).
 	QBlock1 bool
+	// QBlock2 asks for a block of the response with the Q-Block2 option
+	// (31, RFC 9177); nil: none.
+	QBlock2 *Block
 	// NonConfirmable sends the request as a NON message.
 	NonConfirmable bool
 }

@@ -126,6 +126,19 @@ type QEvents struct {
 // *StatusError; a 4.08 without a missing-blocks payload is one too (a
 // device's own resynchronisation).
 func (c *Client) QPut(ctx context.Context, path string, img []byte, first uint32, szx uint8, tag []byte, q QBlock, ev QEvents) (*Response, error) {
+	return c.QPutUntil(ctx, path, img, first, 0, szx, tag, q, ev)
+}
+
+// QPutUntil is QPut that stops short of the end of img, when until is
+// not 0 and below the image's block count: it sends blocks first to
+// until−1 and returns the server's answer that every one of them arrived
+// (a 2.31 naming block until−1 or a later one, or a 4.08 whose missing
+// blocks all come after it), sending block until−1 again while the server
+// stays silent. A bench that must hear of block until−1 before anything
+// follows it (a power cut planned there) stops the transfer there, then
+// goes on with QPut from until. until−1 should end a set of MaxPayloads
+// blocks, where the server answers at once.
+func (c *Client) QPutUntil(ctx context.Context, path string, img []byte, first, until uint32, szx uint8, tag []byte, q QBlock, ev QEvents) (*Response, error) {
 	q = q.withDefaults()
 	if c.osc != nil {
 		return nil, errors.New("coap: Q-Block1 over OSCORE is not supported")
@@ -151,15 +164,21 @@ func (c *Client) QPut(ctx context.Context, path string, img []byte, first uint32
 		return nil, fmt.Errorf("coap: PUT %s%s: %w", c.addr, path, err)
 	}
 
-	queue := make([]uint32, 0, n-first) // blocks to send, in order
-	for i := first; i < n; i++ {
+	if until == 0 || until > n {
+		until = n
+	}
+	if until <= first {
+		return nil, fmt.Errorf("coap: blocks %d to %d: nothing to send", first, until-1)
+	}
+	queue := make([]uint32, 0, until-first) // blocks to send, in order
+	for i := first; i < until; i++ {
 		queue = append(queue, i)
 	}
 	sent := make([]bool, n)
 	firstTok := c.tokSeq + 1
 	probes := 0
 	for {
-		burst := min(q.MaxPayloads, len(queue))
+		burst := burstLen(queue, q.MaxPayloads)
 		probe := burst == 0
 		if probe {
 			// Everything went out and the server said nothing: the last
@@ -168,10 +187,13 @@ func (c *Client) QPut(ctx context.Context, path string, img []byte, first uint32
 				return nil, fmt.Errorf("coap: PUT %s%s: %w after the last block was sent %d times: %w", c.addr, path, ErrNoResponse, probes+1, context.DeadlineExceeded)
 			}
 			probes++
-			queue = append(queue, n-1)
+			queue = append(queue, until-1)
 			burst = 1
 		}
 		for _, num := range queue[:burst] {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("coap: PUT %s%s: %w", c.addr, path, err)
+			}
 			if ev.Sending != nil {
 				ev.Sending(num, sent[num])
 			}
@@ -197,6 +219,9 @@ func (c *Client) QPut(ctx context.Context, path string, img []byte, first uint32
 			if ev.Answer != nil {
 				ev.Answer(r, nil)
 			}
+			if until < n && r.Block1 != nil && r.Block1.Num+1 >= until {
+				return r, nil
+			}
 			continue
 		case codes.RequestEntityIncomplete:
 			if r.ContentFormat == MediaTypeMissingBlocks {
@@ -208,12 +233,31 @@ func (c *Client) QPut(ctx context.Context, path string, img []byte, first uint32
 				if ev.Answer != nil {
 					ev.Answer(r, missing)
 				}
-				queue = requeue(queue, missing, n)
+				if until < n && (len(missing) == 0 || missing[0] >= until) {
+					return r, nil
+				}
+				queue = requeue(queue, missing, until)
 				continue
 			}
 		}
 		return r, &StatusError{Op: fmt.Sprintf("PUT %s (Q-Block1)", path), Code: r.Code, Payload: r.Payload}
 	}
+}
+
+// burstLen is how many blocks of queue the next burst sends: at most max,
+// and up to the first block that ends a set of max blocks (block numbers
+// k·max−1), where the server answers 2.31 (RFC 9177 §4.4, sets counted by
+// block number as libcoap does): a burst begun mid-set after a resume
+// ends where the server's set does.
+func burstLen(queue []uint32, max int) int {
+	n := 0
+	for n < len(queue) && n < max {
+		n++
+		if (queue[n-1]+1)%uint32(max) == 0 {
+			break
+		}
+	}
+	return n
 }
 
 // requeue puts the missing blocks (below n, not already queued) in front
@@ -297,4 +341,18 @@ func (c *Client) qwait(ctx context.Context, deadline time.Time, firstTok uint64)
 			return c.response(), nil
 		}
 	}
+}
+
+// ProbeQBlock asks the server whether it has Q-Block, as RFC 9177 §4.1
+// suggests: a confirmable GET of /.well-known/core asking for its first
+// 16 bytes with Q-Block2. refused is true when the server answers 4.02 Bad
+// Option: it does not know the option, so it takes no Q-Block1 either. Any
+// other answer (with Q-Block2, or a 4.04 from a device without
+// /.well-known/core) is not a refusal. An error means no answer.
+func (c *Client) ProbeQBlock(ctx context.Context) (refused bool, r *Response, err error) {
+	r, err = c.Do(ctx, Request{Code: codes.GET, Path: "/.well-known/core", ContentFormat: -1, QBlock2: &Block{SZX: 0}})
+	if err != nil {
+		return false, nil, err
+	}
+	return r.Code == codes.BadOption, r, nil
 }

@@ -67,6 +67,7 @@ func qServer(t *testing.T, n, max int, drop map[uint32]bool) (addr string, body 
 				reply.Options = message.Options{{ID: message.ContentFormat, Value: coapopt.PutUint(make([]byte, 4), coap.MediaTypeMissingBlocks)}}
 			case (num+1)%uint32(max) == 0:
 				reply.Code = codes.Continue
+				reply.Options = message.Options{{ID: coap.OptionQBlock1, Value: coapopt.PutUint(make([]byte, 4), v)}}
 			default:
 				continue
 			}
@@ -140,6 +141,43 @@ func TestQPutLostBlocks(t *testing.T) {
 		if !slices.Contains(resent, want) {
 			t.Errorf("block %d not sent again (resent %v, lists %v)", want, resent, lists)
 		}
+	}
+}
+
+// TestQPutUntil stops after block 9, whose first copy is lost: nothing
+// past it is sent, block 9 goes again until the server answers for it,
+// and the transfer then goes on from block 10 to the end.
+func TestQPutUntil(t *testing.T) {
+	img := make([]byte, 25*64+10)
+	for i := range img {
+		img[i] = byte(i * 17)
+	}
+	addr, body := qServer(t, 26, 10, map[uint32]bool{9: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := coap.Dial(ctx, addr, nil, coap.Transmission{AckTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var sent []uint32
+	ev := coap.QEvents{Sending: func(num uint32, _ bool) { sent = append(sent, num) }}
+	q := coap.QBlock{NonTimeout: 100 * time.Millisecond}
+	r, err := c.QPutUntil(ctx, "fw", img, 0, 10, 2, []byte{9}, q, ev)
+	if err != nil {
+		t.Fatalf("QPutUntil: %v", err)
+	}
+	if r.Code != codes.Continue || r.Block1 == nil || r.Block1.Num != 9 {
+		t.Fatalf("answer %v %+v, want 2.31 for block 9", r.Code, r.Block1)
+	}
+	if slices.Max(sent) != 9 || len(sent) != 11 || sent[10] != 9 {
+		t.Fatalf("sent %v: want 0–9, then 9 again, nothing past it", sent)
+	}
+	if r, err = c.QPut(ctx, "fw", img, 10, 2, []byte{9}, q, ev); err != nil || r.Code != codes.Changed {
+		t.Fatalf("QPut from 10: %v %v", r, err)
+	}
+	if got := body(); !bytes.Equal(got, img) {
+		t.Fatalf("server holds %d bytes, want the %d sent", len(got), len(img))
 	}
 }
 

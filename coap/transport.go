@@ -540,6 +540,10 @@ func (c *Client) response() *Response {
 		out.block = Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}
 		out.Block1 = &out.block
 	}
+	if v, ok := coapopt.Uint(m.Options, message.QBlock2, 3); ok && v&7 != 7 {
+		out.qblock2 = Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}
+		out.QBlock2 = &out.qblock2
+	}
 	if v, ok := coapopt.Uint(m.Options, message.Size1, 4); ok {
 		out.Size1 = v
 	}
@@ -559,7 +563,8 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%v is not a request code", r.Code)
 	}
 	// Options in ascending number, so no sorting is needed: Uri-Path (11),
-	// Content-Format (12), Block1 (27), Size1 (60), Request-Tag (292).
+	// Content-Format (12), Q-Block1 (19) or Block1 (27), Q-Block2 (31),
+	// Size1 (60), Request-Tag (292).
 	opts := c.opts[:0]
 	c.pathBuf = append(c.pathBuf[:0], r.Path...)
 	for i := 0; i < len(c.pathBuf); {
@@ -594,6 +599,12 @@ func (c *Client) encode(r *Request, mid uint16, tok []byte) ([]byte, error) {
 			id = message.QBlock1 // 19: still after Content-Format (12)
 		}
 		opts = append(opts, message.Option{ID: id, Value: coapopt.PutUint(ob[4:8], v)})
+	}
+	if b := r.QBlock2; b != nil {
+		if b.SZX > 6 || b.Num >= 1<<20 {
+			return nil, fmt.Errorf("q-block2 option: num %d szx %d out of range", b.Num, b.SZX)
+		}
+		opts = append(opts, message.Option{ID: message.QBlock2, Value: coapopt.PutUint(ob[12:16], b.Num<<4|uint32(b.SZX))})
 	}
 	if r.Size1 != 0 {
 		opts = append(opts, message.Option{ID: message.Size1, Value: coapopt.PutUint(ob[8:12], r.Size1)})

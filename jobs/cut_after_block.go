@@ -88,3 +88,4 @@ func (t *afterBlockTrigger) Arm(context.Context, bench.Fire) error { return nil 
 func (t *afterBlockTrigger) Sent(uint32, time.Time)                {}
 func (t *afterBlockTrigger) Acked(num uint32, _ time.Time) bool    { return num == t.n }
 func (t *afterBlockTrigger) Disarm()                               {}
+func (t *afterBlockTrigger) AckBlock() uint32                      { return t.n }

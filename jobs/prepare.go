@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/boards"
@@ -124,6 +125,9 @@ func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (
 			return nil, err
 		}
 		if err := j.checkBoard(bd, p, o.Use, cuts); err != nil {
+			return nil, err
+		}
+		if err := j.checkBursts(p, bd); err != nil {
 			return nil, err
 		}
 		if bd.CoAP != nil && j.ProfileFor(n, bd.CoAP.Profile) == boards.ProfileBlock1 {
@@ -274,6 +278,38 @@ func (j *Job) loadImage(what string, spec ImageSpec, o PrepareOptions) ([]byte, 
 		return nil, config.Wrapf(j.fileName(), spec.At, err, "%s image %s", what, name)
 	}
 	return img, nil
+}
+
+// checkBursts refuses a cut placed at a block on a board that sends its
+// image in Q-Block1 bursts, unless the block ends a burst: a burst's
+// blocks go out without waiting for each other's answers, so the device
+// has taken the blocks after the planned one before the bench hears of
+// it, and the cut would be judged missed. Bursts end at the last block of
+// each set of max_payloads blocks (blocks k·max_payloads−1) and at the
+// image's last block; cuts timed another way (at_time, on_gpio,
+// on_console, device_work) land anywhere.
+func (j *Job) checkBursts(p *Prepared, bd *boards.Board) error {
+	if bd.CoAP == nil || bd.CoAP.QBlock == nil {
+		return nil
+	}
+	set := int64(bd.CoAP.QBlock.MaxPayloads)
+	if set == 0 {
+		set = 10
+	}
+	last := int64(j.Blocks(len(p.Update))) - 1
+	for _, c := range p.Plan {
+		n := c.Cut.Block()
+		if n < 0 || n == last || (n+1)%set == 0 {
+			continue
+		}
+		where := strings.Trim(bd.File, "()")
+		if at := bd.CoAP.QBlock.At; at.Line > 0 {
+			where = fmt.Sprintf("%s:%d", where, at.Line)
+		}
+		return j.errAt(j.Cuts[c.Entry].At, "%s: board %s sends the image in Q-Block1 bursts of %d blocks (%s), so a cut at block %d cannot land: the device takes the rest of the burst first. Plan block cuts where a burst ends (blocks %d, %d, … and the last, %d: from: %d, step: %d), or time the cut with at_time, on_gpio or on_console",
+			c.Desc, bd.Name, set, where, n, set-1, 2*set-1, last, set-1, set)
+	}
+	return nil
 }
 
 // checkArmer refuses, before anything is powered, a device_work cut on a

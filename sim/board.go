@@ -177,6 +177,13 @@ type Config struct {
 	PublicKey ed25519.PublicKey // default the development key's
 	Seed      uint64
 	Logger    *slog.Logger
+	// MaxPayloads is the Q-Block1 MAX_PAYLOADS (RFC 9177 §7.2): blocks in
+	// one set, and blocks held in RAM ahead of the next one to write
+	// (default 10). NonReceiveTimeout is how long the firmware waits for
+	// the next block of a non-confirmable Q-Block1 body before it asks
+	// for the missing ones (default 4 s; not scaled by TimeScale).
+	MaxPayloads       int
+	NonReceiveTimeout time.Duration
 	// Pins registers the power input and busy output in gpioreg as
 	// "<NAME>-PWR" and "<NAME>-BUSY" (upper case).
 	Pins bool
@@ -275,6 +282,7 @@ type ram struct {
 	slot     int
 	testMode bool
 	sec      secRAM
+	q        qrx // a Q-Block1 body being received
 }
 
 func (c *Config) defaults() error {

@@ -19,7 +19,7 @@ func (b *Board) startCoAP(ep uint64, r *ram) ([]*coapsrv.Server, error) {
 	h := func(ctx context.Context, req *coapsrv.Request) *coapsrv.Response {
 		return b.serve(ep, req)
 	}
-	opts := coapsrv.Options{Logger: b.log}
+	opts := coapsrv.Options{Logger: b.log, QBlock1: true}
 	oscoreH := func(ctx context.Context, req *coapsrv.Request) *coapsrv.Response {
 		return b.serveOSCORE(ep, req)
 	}
@@ -98,6 +98,7 @@ func (b *Board) startCoAP(ep uint64, r *ram) ([]*coapsrv.Server, error) {
 		}
 		oopts := opts
 		oopts.OSCORE = true
+		oopts.QBlock1 = false // Q-Block1 is not offered under OSCORE
 		s, err := coapsrv.ServeUDP(sock, oscoreH, oopts)
 		if err != nil {
 			return fail(fmt.Errorf("sim: board %s: oscore %s: %w", b.cfg.Name, addr, err))
@@ -187,6 +188,8 @@ func (b *Board) route(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv.Respons
 			boot.Version = r.app.Version
 		}
 		return cborResp(codes.Content, boot), false
+	case req.Path == "/.well-known/core" && req.Code == codes.GET:
+		return b.wellKnownCore(r, req), false
 	case req.Path == fwproto.PathVersion && req.Code == codes.GET:
 		if r.mode != ModeApp {
 			return failure(codes.NotFound, r.state, "no application running (recovery mode)"), false
@@ -206,16 +209,21 @@ func (b *Board) route(ep uint64, r *ram, req *coapsrv.Request) (*coapsrv.Respons
 		}
 		return b.prepare(ep, r, req)
 	case req.Path == fwproto.PathFW && (req.Code == codes.PUT || req.Code == codes.POST):
-		if b.cfg.Strategy == NaiveInplace {
-			return b.naiveBlock(r, req)
-		}
-		if b.cfg.Strategy.AB() {
-			return b.abBlock(r, req)
-		}
-		if r.mode != ModeRecovery {
+		var write func(*coapsrv.Request) (*coapsrv.Response, bool)
+		switch {
+		case b.cfg.Strategy == NaiveInplace:
+			write = func(req *coapsrv.Request) (*coapsrv.Response, bool) { return b.naiveBlock(r, req) }
+		case b.cfg.Strategy.AB():
+			write = func(req *coapsrv.Request) (*coapsrv.Response, bool) { return b.abBlock(r, req) }
+		case r.mode != ModeRecovery:
 			return failure(codes.MethodNotAllowed, "", "updates go through /fw/prepare and recovery"), false
+		default:
+			write = func(req *coapsrv.Request) (*coapsrv.Response, bool) { return b.recoveryBlock(ep, r, req) }
 		}
-		return b.recoveryBlock(ep, r, req)
+		if _, q := req.QBlock1(); q {
+			return b.qblockUpload(ep, r, req, func() uint32 { return b.qNext(r) }, write)
+		}
+		return write(req)
 	}
 	return failure(codes.NotFound, "", "no such resource"), false
 }

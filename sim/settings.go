@@ -57,6 +57,9 @@ type Settings struct {
 	ReplayAfterBoot  Choice       `yaml:"replay_after_boot"`
 	// What an image booted in test mode does (ab-swap, ab-direct).
 	Confirm Choice `yaml:"confirm"`
+	// Q-Block1 (RFC 9177): MAX_PAYLOADS and NON_RECEIVE_TIMEOUT.
+	MaxPayloads       MaxPayloads `yaml:"max_payloads"`
+	NonReceiveTimeout Duration    `yaml:"non_receive_timeout"`
 }
 
 // Choice is a setting's value from a fixed list, kept with its position
@@ -118,6 +121,9 @@ func ConfigFromSection(name string, sec Section) (Config, error) {
 		GDBAddr:     string(s.GDB),
 		ConsoleLink: s.ConsoleLink,
 		Reenumerate: s.Reenumerate,
+
+		MaxPayloads:       int(s.MaxPayloads),
+		NonReceiveTimeout: time.Duration(s.NonReceiveTimeout),
 	}
 	for _, a := range s.CoAP {
 		c.UDPAddrs = append(c.UDPAddrs, string(a))
@@ -348,6 +354,21 @@ func (t *TimeScale) UnmarshalYAML(n ast.Node) error {
 			return fmt.Errorf("time_scale %s: want 0 (instant) to 1000", v)
 		}
 		*t = TimeScale(f)
+		return nil
+	})
+}
+
+// MaxPayloads is the Q-Block1 MAX_PAYLOADS, 1 to 64.
+type MaxPayloads int
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (m *MaxPayloads) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "max_payloads", func(v string) error {
+		i, err := strconv.Atoi(v)
+		if err != nil || i < 1 || i > 64 {
+			return fmt.Errorf("max_payloads %s: want 1 to 64 blocks", v)
+		}
+		*m = MaxPayloads(i)
 		return nil
 	})
 }

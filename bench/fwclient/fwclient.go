@@ -155,3 +155,19 @@ func (c *Client) SendBlock(ctx context.Context, path string, img []byte, num uin
 	}
 	return r, withDiagnostic(err)
 }
+
+// QPut sends img from block first on with Q-Block1 (see coap.Client.QPut).
+// As with SendBlock, a 4.08 whose payload is the device's state becomes a
+// *ResyncError and other error answers carry the device's diagnostic.
+func (c *Client) QPut(ctx context.Context, path string, img []byte, first uint32, szx uint8, tag []byte, q coap.QBlock, ev coap.QEvents) (*coap.Response, error) {
+	r, err := c.Client.QPut(ctx, path, img, first, szx, tag, q, ev)
+	if err == nil || r == nil {
+		return r, err
+	}
+	if r.Code == codes.RequestEntityIncomplete && r.ContentFormat != coap.MediaTypeMissingBlocks {
+		if st, derr := fwproto.DecodeState(r.Payload); derr == nil {
+			return r, &ResyncError{State: st}
+		}
+	}
+	return r, withDiagnostic(err)
+}

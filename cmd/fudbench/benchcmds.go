@@ -72,6 +72,9 @@ func newBoardsCmd(g *globals) *cobra.Command {
 					case b.CoAP.DTLS != nil && b.CoAP.DTLS.Cache != "none":
 						sec = ", dtls cache " + b.CoAP.DTLS.Cache
 					}
+					if b.CoAP.QBlock != nil {
+						sec += ", q-block1"
+					}
 					coap = fmt.Sprintf("%s://%s (%s%s)", scheme, b.CoAP.Address, coapProfile(b.CoAP), sec)
 				}
 				ins := "-"
@@ -129,6 +132,13 @@ type coapJSON struct {
 	Path    string      `json:"path,omitempty"`
 	DTLS    *dtlsJSON   `json:"dtls"`
 	OSCORE  *oscoreJSON `json:"oscore,omitempty"`
+	QBlock  *qblockJSON `json:"qblock,omitempty"`
+}
+
+// qblockJSON is a board's Q-Block1 setting; 0 is the default.
+type qblockJSON struct {
+	MaxPayloads  int   `json:"max_payloads"`
+	NonTimeoutNs int64 `json:"non_timeout_ns"`
 }
 
 type dtlsJSON struct {
@@ -185,6 +195,9 @@ func boardToJSON(b boards.Board) boardJSON {
 		}
 		if o := c.OSCORE; o != nil {
 			j.CoAP.OSCORE = &oscoreJSON{SenderID: hex.EncodeToString(o.SenderID), RecipientID: hex.EncodeToString(o.RecipientID), SequenceFile: o.SequenceFile}
+		}
+		if q := c.QBlock; q != nil {
+			j.CoAP.QBlock = &qblockJSON{MaxPayloads: q.MaxPayloads, NonTimeoutNs: int64(q.NonTimeout)}
 		}
 	}
 	if f := b.Flash; f != nil {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	peerbuild "github.com/fudbench/fudbench/internal/peers"
 )
 
 func TestBoardsListsBuiltinBench(t *testing.T) {
@@ -263,5 +265,55 @@ func TestUpdateURLToLibcoap(t *testing.T) {
 	// A bad block size is a usage error.
 	if _, _, code := cli(t, "update", "--url", "coap://127.0.0.1:1/x", "--block-size", "100", file); code != 2 {
 		t.Errorf("block size 100: exit %d, want 2", code)
+	}
+}
+
+// TestUpdateURLQBlock pushes a file with `fudbench update --url --qblock`
+// to libcoap 4.3.5's coap-server with Q-Block (-L 7), and to one without
+// (-L 1), which answers the Q-Block probe with 4.02: that is the bench's
+// configuration, said at once with exit 3, never the device's failure.
+func TestUpdateURLQBlock(t *testing.T) {
+	lc := peerbuild.NeedLibcoap(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "blob")
+	data := make([]byte, 50_000)
+	for i := range data {
+		data[i] = byte(i*13 + i>>8)
+	}
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode string
+		ok   bool
+	}{{"7", true}, {"1", false}} {
+		pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		pc.Close()
+		s := exec.Command(lc.Server, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-d", "2", "-L", tc.mode, "-v", "0")
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		url := fmt.Sprintf("coap://127.0.0.1:%d/blob", port)
+		deadline := time.Now().Add(10 * time.Second)
+		for exec.Command(lc.Client, "-B", "1", "-m", "get", fmt.Sprintf("coap://127.0.0.1:%d/", port)).Run() != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		out, errOut, code := cli(t, "update", "--url", url, "--qblock", "--json", file)
+		s.Process.Kill()
+		s.Wait()
+		var res updateJSON
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("-L %s: %v\n%s\n%s", tc.mode, err, out, errOut)
+		}
+		if tc.ok {
+			if code != 0 || !res.OK || res.BlocksSent != 49 {
+				t.Errorf("-L %s: exit %d %+v\n%s", tc.mode, code, res, errOut)
+			}
+			continue
+		}
+		if code != ExitInfra || res.BlocksSent != 0 || !strings.Contains(errOut, "answered the Q-Block probe (RFC 9177 §4.1) with 4.02 Bad Option") {
+			t.Errorf("-L %s: exit %d %+v\n%s", tc.mode, code, res, errOut)
+		}
 	}
 }

@@ -28,7 +28,7 @@ type updateFlags struct {
 	benchFile, profile, rawURL, pskID, pskFile, imageKey string
 	blockSize, cutAfter                                  int
 	offTime, timeout, connect                            time.Duration
-	jsonOut, skipImageCheck                              bool
+	jsonOut, skipImageCheck, qblock                      bool
 }
 
 func newUpdateCmd(g *globals) *cobra.Command {
@@ -48,6 +48,11 @@ finishes the update.
 
 With --url, the file goes to any CoAP server with the block1 profile
 (RFC 7959 PUT from block 0); coaps:// needs --psk-identity and --psk-file.
+
+--qblock sends the image with Q-Block1 (RFC 9177) instead: bursts of
+non-confirmable requests, the blocks the device lists missing sent again.
+With a cut, --cut-after-block must name a block that ends a burst
+(9, 19, 29 … or the last).
 
 Exit codes: 0 updated; 1 the device failed the update; 2 a bad image,
 bench file, or a DTLS identity the device refuses; 3 the bench failed
@@ -69,6 +74,7 @@ bench file, or a DTLS identity the device refuses; 3 the bench failed
 	fl.StringVar(&f.imageKey, "image-key", "", "public key (PEM) that signs the image; default: the development key")
 	fl.BoolVar(&f.skipImageCheck, "skip-image-check", false, "push an image that does not verify (to test that a device refuses it)")
 	fl.BoolVar(&f.jsonOut, "json", false, "print the result as JSON on stdout")
+	fl.BoolVar(&f.qblock, "qblock", false, "send the image with Q-Block1 (RFC 9177) in bursts of 10 blocks (default: the board's)")
 	return cmd
 }
 
@@ -119,6 +125,18 @@ func runUpdate(c *cobra.Command, g *globals, f *updateFlags, args []string) erro
 			return usageErr(fmt.Errorf("--image-key: %w", err))
 		}
 		popt.ImageKey, popt.KeyGiven = ed25519.PublicKey(pub), true
+	}
+	if f.qblock {
+		bd, err := inv.Board(name)
+		if err != nil {
+			return classify(err)
+		}
+		if bd.CoAP != nil && bd.CoAP.QBlock == nil {
+			if bd.CoAP.OSCORE != nil {
+				return usageErr(fmt.Errorf("--qblock: board %s speaks OSCORE, over which Q-Block1 is not offered", name))
+			}
+			bd.CoAP.QBlock = &boards.QBlock{}
+		}
 	}
 	prep, err := jobs.Prepare(ctx, job, inv, popt)
 	if err != nil {
@@ -232,6 +250,9 @@ func updateURL(c *cobra.Command, f *updateFlags, args []string, szx uint8, hub *
 	}
 	b := bench.NewBoard(ep.Addr, nil, ep, boards.ProfileBlock1, hub)
 	b.Path = path
+	if f.qblock {
+		b.QBlock = &coap.QBlock{}
+	}
 	*total = fwproto.Blocks(uint32(len(img)), szx)
 	res := b.Run(c.Context(), bench.Update{Image: img, SZX: szx, RecoveryTimeout: f.timeout, Connect: f.connect, NoVerify: true})
 	if err := printUpdate(c, f, b.Name, len(img), res, ""); err != nil {

@@ -352,6 +352,7 @@ func (p *dtlsPeer) serve() {
 func (p *dtlsPeer) run(conn *dtls.Conn) {
 	s := p.e.s
 	w := newWorker(s, p.id)
+	w.dconn = conn
 	w.setPeer(p.remote(conn))
 	ds := &DTLSSession{p: p, conn: conn}
 	w.req.DTLS = ds

@@ -25,6 +25,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0x40, 1, 0, 7, 0xff})       // payload marker, no payload
 	f.Add([]byte{0x40, 1, 0, 8, 0xbd, 0xff}) // truncated extended option
 	f.Add([]byte{0x60, 0x45, 0, 9})          // ACK
+	f.Add(encode(f, message.NonConfirmable, codes.PUT, 10, []byte{9}, "/fw", make([]byte, 16),
+		Block{Num: 4, More: true, SZX: 0}.Option(message.QBlock1)))
+	f.Add(encode(f, message.Confirmable, codes.GET, 11, []byte{2}, "/.well-known/core", nil,
+		Block{SZX: 0}.Option(message.QBlock2)))
 	f.Add([]byte{})
 
 	w, sent := sinkWorker(f, func(_ context.Context, r *Request) *Response {
@@ -33,8 +37,13 @@ func FuzzDecode(f *testing.F) {
 		_, _ = r.Size1()
 		_, _ = r.RequestTag()
 		_, _ = r.ContentFormat()
+		_, _ = r.Block2()
+		_, _ = r.QBlock2()
+		if b, ok := r.QBlock1(); ok && b.More {
+			return &Response{Code: codes.Empty} // a block of a Q-Block1 body
+		}
 		return &Response{Code: codes.Content, ContentFormat: int(message.AppCBOR), Payload: r.Payload, Block1: &Block{Num: 1}}
-	}, Options{MaxCached: 64})
+	}, Options{MaxCached: 64, QBlock1: true})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		*sent = (*sent)[:0]
 		in := append([]byte(nil), data...)

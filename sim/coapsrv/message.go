@@ -27,7 +27,13 @@ type Request struct {
 	Options     message.Options
 	Payload     []byte
 	DTLS        *DTLSSession // the DTLS session the request came on; nil over plain UDP
+
+	origin Origin
 }
+
+// Origin is where the request came from, for a separate response
+// (Origin.Send) after the handler has returned.
+func (r *Request) Origin() Origin { return r.origin }
 
 // Block is the value of a Block1 or Block2 option (RFC 7959 §2.2).
 type Block struct {
@@ -39,15 +45,45 @@ type Block struct {
 // Size is the block size in bytes that SZX stands for.
 func (b Block) Size() int { return 16 << b.SZX }
 
+// value is the option value of b.
+func (b Block) value() uint32 {
+	v := b.Num<<4 | uint32(b.SZX&7)
+	if b.More {
+		v |= 8
+	}
+	return v
+}
+
+// Option is b as an option numbered id (Block1, Q-Block1 …), its value
+// in the shortest form.
+func (b Block) Option(id message.OptionID) message.Option {
+	var buf [4]byte
+	return message.Option{ID: id, Value: coapopt.PutUint(buf[:], b.value())}
+}
+
 // Block1 returns the request's Block1 option. ok is false when it is
 // absent, longer than 3 bytes, or uses the reserved SZX 7.
-func (r *Request) Block1() (Block, bool) {
-	v, ok := coapopt.Uint(r.Options, message.Block1, 3)
+func (r *Request) Block1() (Block, bool) { return r.block(message.Block1) }
+
+func (r *Request) block(id message.OptionID) (Block, bool) {
+	v, ok := coapopt.Uint(r.Options, id, 3)
 	if !ok || v&7 == 7 {
 		return Block{}, false
 	}
 	return Block{Num: v >> 4, More: v&8 != 0, SZX: uint8(v & 7)}, true
 }
+
+// QBlock1 returns the request's Q-Block1 option (RFC 9177 §4), whose value
+// is that of Block1. ok is false when it is absent, longer than 3 bytes,
+// or uses the reserved SZX 7.
+func (r *Request) QBlock1() (Block, bool) { return r.block(message.QBlock1) }
+
+// Block2 returns the request's Block2 option (RFC 7959 §2.2): the block of
+// the response body asked for.
+func (r *Request) Block2() (Block, bool) { return r.block(message.Block2) }
+
+// QBlock2 returns the request's Q-Block2 option (RFC 9177 §4).
+func (r *Request) QBlock2() (Block, bool) { return r.block(message.QBlock2) }
 
 // Size1 returns the request's Size1 option (RFC 7959 §4), the size of the
 // whole body the client means to send.

@@ -26,6 +26,13 @@
 //     confirmable message, and is dropped otherwise.
 //   - A confirmable request with a critical option this endpoint does not
 //     recognise gets 4.02 Bad Option without reaching the handler.
+//   - A handler that answers a Response with code codes.Empty sends an empty
+//     ACK to a confirmable request (and nothing to a non-confirmable one):
+//     the request was taken, its response comes later or with another
+//     request (RFC 9177 §4.4, the blocks of a Q-Block1 body).
+//   - Origin.Send sends a separate non-confirmable response later, to where
+//     an earlier request came from (a 4.08 listing the Q-Block1 blocks still
+//     missing, when none came for a while).
 //   - Close is a power cut: it returns at once, and after it returns no
 //     datagram (not even a DTLS close_notify) is sent and no new handler call
 //     starts. A handler already running is not waited for; its context is
@@ -37,6 +44,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -76,6 +84,12 @@ type Options struct {
 	// OSCORE accepts the OSCORE option (9, RFC 8613), which the handler
 	// acts on; without it the option is an unknown critical one (4.02).
 	OSCORE bool
+	// QBlock1 accepts the Q-Block1 and Q-Block2 options (19 and 31, RFC
+	// 9177), which the handler acts on; without it they are unknown
+	// critical ones (4.02 to a confirmable request, a non-confirmable one
+	// is dropped), which is how a client learns that the endpoint has no
+	// Q-Block (RFC 9177 §4.1).
+	QBlock1 bool
 }
 
 // optOSCORE is the OSCORE option number (RFC 8613 §2).
@@ -117,6 +131,7 @@ type Server struct {
 
 	dtls   *dtlsEndpoint // nil over plain UDP
 	oscore bool          // the OSCORE option is the handler's
+	qblock bool          // the Q-Block1 option is the handler's
 }
 
 func newServer(h Handler, opts Options) (*Server, error) {
@@ -144,6 +159,7 @@ func newServer(h Handler, opts Options) (*Server, error) {
 		start:  time.Now(),
 		cache:  newReplyCache(opts.MaxCached, int64(opts.ExchangeLifetime)),
 		oscore: opts.OSCORE,
+		qblock: opts.QBlock1,
 	}
 	s.nextMID.Store(uint32(message.RandMID()))
 	return s, nil
@@ -296,7 +312,8 @@ func (s *Server) serveUDP(w *worker) {
 // per DTLS session. Everything here is reused from datagram to datagram.
 type worker struct {
 	s        *Server
-	conn     uint64 // DTLS session number; 0 over plain UDP
+	conn     uint64    // DTLS session number; 0 over plain UDP
+	dconn    io.Writer // the DTLS session, for Server.Send; nil over plain UDP
 	peer     netip.AddrPort
 	peerAddr net.Addr // peer as a net.Addr, converted once per new peer
 	identity []byte
@@ -374,7 +391,7 @@ func (w *worker) handle(data []byte) {
 		return
 	}
 	var resp *Response
-	if unknownCritical(m.Options, s.oscore) {
+	if unknownCritical(m.Options, s.oscore, s.qblock) {
 		if m.Type != message.Confirmable {
 			return // rejected silently, RFC 7252 §5.4.1
 		}
@@ -390,7 +407,12 @@ func (w *worker) handle(data []byte) {
 		}
 	}
 	var out []byte
-	if resp != nil {
+	if resp != nil && resp.Code == codes.Empty {
+		if m.Type == message.Confirmable {
+			out = w.emptyAck(mid)
+			w.write(out)
+		}
+	} else if resp != nil {
 		out = w.encode(resp)
 		if out == nil {
 			return
@@ -416,9 +438,12 @@ var badOption = Response{Code: codes.BadOption, ContentFormat: NoContentFormat}
 // unknownCritical reports whether opts hold a critical (odd-numbered) option
 // this endpoint does not act on, or a known critical option of illegal
 // length (RFC 7252 §5.4.1, §5.4.3). Q-Block and proxying are not offered.
-func unknownCritical(opts message.Options, oscore bool) bool {
+func unknownCritical(opts message.Options, oscore, qblock bool) bool {
 	for _, o := range opts {
 		if o.ID&1 == 0 || (oscore && o.ID == optOSCORE) {
+			continue
+		}
+		if qblock && (o.ID == message.QBlock1 || o.ID == message.QBlock2) && len(o.Value) <= 3 {
 			continue
 		}
 		switch o.ID {
@@ -445,6 +470,7 @@ func (w *worker) fillRequest() {
 	r.Token = m.Token
 	r.Options = m.Options
 	r.Payload = m.Payload
+	r.origin = Origin{w: w, addr: w.peer}
 
 	w.pathBuf = w.pathBuf[:0]
 	w.query = w.query[:0]
@@ -480,40 +506,101 @@ func (w *worker) encode(resp *Response) []byte {
 	if m.Type == message.NonConfirmable {
 		typ, mid = message.NonConfirmable, int32(uint16(w.s.nextMID.Add(1)))
 	}
-	opts := w.respOpts[:0]
+	w.respOpts = responseOptions(w.respOpts[:0], w.optBuf[:], resp)
+	var err error
+	w.out, err = w.s.render(w.out, message.Message{Token: m.Token, Options: w.respOpts, Code: resp.Code, Payload: resp.Payload, MessageID: mid, Type: typ})
+	if err != nil {
+		w.s.log.Error("coap response not encodable", "path", w.path, "err", err)
+		return nil
+	}
+	return w.out
+}
+
+// responseOptions appends resp's options to opts; buf holds their values
+// (12 bytes).
+func responseOptions(opts message.Options, buf []byte, resp *Response) message.Options {
 	if resp.ContentFormat >= 0 && len(resp.Payload) > 0 {
-		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: coapopt.PutUint(w.optBuf[0:4], uint32(resp.ContentFormat))})
+		opts = opts.Add(message.Option{ID: message.ContentFormat, Value: coapopt.PutUint(buf[0:4], uint32(resp.ContentFormat))})
 	}
 	if b := resp.Block1; b != nil {
-		v := b.Num<<4 | uint32(b.SZX&7)
-		if b.More {
-			v |= 8
-		}
-		opts = opts.Add(message.Option{ID: message.Block1, Value: coapopt.PutUint(w.optBuf[4:8], v)})
+		opts = opts.Add(message.Option{ID: message.Block1, Value: coapopt.PutUint(buf[4:8], b.value())})
 	}
 	if resp.Size1 != 0 {
-		opts = opts.Add(message.Option{ID: message.Size1, Value: coapopt.PutUint(w.optBuf[8:12], resp.Size1)})
+		opts = opts.Add(message.Option{ID: message.Size1, Value: coapopt.PutUint(buf[8:12], resp.Size1)})
 	}
 	for _, o := range resp.Options {
 		opts = opts.Add(o)
 	}
-	w.respOpts = opts
-	code := resp.Code
-	if code > 255 {
-		w.s.log.Error("coap handler returned an invalid code", "code", uint16(code), "path", w.path)
-		code = codes.InternalServerError
+	return opts
+}
+
+// render encodes m into buf (grown when too small) and returns the
+// encoded bytes. An invalid code (a handler bug) becomes 5.00.
+func (s *Server) render(buf []byte, m message.Message) ([]byte, error) {
+	if m.Code > 255 {
+		s.log.Error("coap handler returned an invalid code", "code", uint16(m.Code))
+		m.Code = codes.InternalServerError
 	}
-	out := message.Message{Token: m.Token, Options: opts, Code: code, Payload: resp.Payload, MessageID: mid, Type: typ}
-	n, err := coder.DefaultCoder.Encode(out, w.out)
+	n, err := coder.DefaultCoder.Encode(m, buf[:cap(buf)])
 	if errors.Is(err, message.ErrTooSmall) {
-		w.out = make([]byte, n)
-		n, err = coder.DefaultCoder.Encode(out, w.out)
+		buf = make([]byte, n)
+		n, err = coder.DefaultCoder.Encode(m, buf)
 	}
 	if err != nil {
-		w.s.log.Error("coap response not encodable", "code", code.String(), "path", w.path, "err", err)
+		return buf, fmt.Errorf("%s: %w", m.Code, err)
+	}
+	return buf[:n], nil
+}
+
+// emptyAck renders an empty ACK for mid into the worker's buffer.
+func (w *worker) emptyAck(mid uint16) []byte {
+	b := w.out[:4]
+	b[0] = 1<<6 | byte(message.Acknowledgement)<<4
+	b[1] = 0
+	binary.BigEndian.PutUint16(b[2:], mid)
+	return b
+}
+
+// Origin is where a request came from: its peer, and its DTLS session if
+// any. It stays valid after the handler returns, for Send.
+type Origin struct {
+	w    *worker
+	addr netip.AddrPort
+}
+
+// Send sends resp to o as a separate non-confirmable response with token
+// (RFC 7252 §5.2.2, §5.2.3): a reply that no request is waiting in the
+// server for. It may be called from any goroutine, a handler's included,
+// and does not wait for handler calls. Once the
+// server is closed it sends nothing and returns net.ErrClosed; over DTLS,
+// a session that has ended returns its error.
+func (o Origin) Send(token []byte, resp *Response) error {
+	if o.w == nil {
+		return errors.New("coapsrv: send to the origin of no request")
+	}
+	s := o.w.s
+	var optBuf [12]byte
+	opts := responseOptions(nil, optBuf[:], resp)
+	out, err := s.render(nil, message.Message{Token: token, Options: opts, Code: resp.Code, Payload: resp.Payload,
+		MessageID: int32(uint16(s.nextMID.Add(1))), Type: message.NonConfirmable})
+	if err != nil {
+		return fmt.Errorf("coapsrv: separate response: %w", err)
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed.Load() {
+		return net.ErrClosed
+	}
+	if o.w.conn == 0 {
+		if _, err := s.sock.WriteToUDPAddrPort(out, o.addr); err != nil {
+			return fmt.Errorf("coapsrv: separate response to %v: %w", o.addr, err)
+		}
 		return nil
 	}
-	return w.out[:n]
+	if _, err := o.w.dconn.Write(out); err != nil {
+		return fmt.Errorf("coapsrv: separate response to %v: %w", o.addr, err)
+	}
+	return nil
 }
 
 // reset sends an RST for mid.
