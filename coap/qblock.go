@@ -10,6 +10,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/fudbench/fudbench/internal/coapopt"
 )
 
 // OptionQBlock1 is the Q-Block1 option (RFC 9177 §4): the value format of
@@ -19,7 +21,7 @@ const OptionQBlock1 = message.QBlock1
 // MediaTypeMissingBlocks is application/missing-blocks+cbor-seq (RFC 9177
 // §5): the payload of a 4.08 that lists the blocks a server still lacks,
 // as a CBOR sequence of unsigned integers in ascending order.
-const MediaTypeMissingBlocks = 272
+const MediaTypeMissingBlocks = coapopt.MediaTypeMissingBlocks
 
 // QBlock holds the Q-Block1 congestion-control parameters (RFC 9177 §7.2).
 // The zero value means the RFC's defaults.
@@ -49,64 +51,18 @@ func (q QBlock) withDefaults() QBlock {
 }
 
 // ErrMissingBlocks marks a missing-blocks payload that does not decode.
-var ErrMissingBlocks = errors.New("coap: bad missing-blocks payload")
+var ErrMissingBlocks = coapopt.ErrMissingBlocks
 
 // DecodeMissingBlocks decodes an application/missing-blocks+cbor-seq
 // payload: a CBOR sequence of unsigned integers (block numbers, at most
 // 2^20-1 each). At most max numbers are accepted.
 func DecodeMissingBlocks(p []byte, max int) ([]uint32, error) {
-	var out []uint32
-	for len(p) > 0 {
-		if len(out) >= max {
-			return nil, fmt.Errorf("%w: more than %d block numbers", ErrMissingBlocks, max)
-		}
-		b := p[0]
-		if b>>5 != 0 {
-			return nil, fmt.Errorf("%w: major type %d, not an unsigned integer", ErrMissingBlocks, b>>5)
-		}
-		ai := b & 31
-		var v uint64
-		var n int
-		switch {
-		case ai < 24:
-			v, n = uint64(ai), 1
-		case ai == 24 && len(p) >= 2:
-			v, n = uint64(p[1]), 2
-		case ai == 25 && len(p) >= 3:
-			v, n = uint64(binary.BigEndian.Uint16(p[1:3])), 3
-		case ai == 26 && len(p) >= 5:
-			v, n = uint64(binary.BigEndian.Uint32(p[1:5])), 5
-		case ai == 27 && len(p) >= 9:
-			v, n = binary.BigEndian.Uint64(p[1:9]), 9
-		default:
-			return nil, fmt.Errorf("%w: truncated or indefinite item", ErrMissingBlocks)
-		}
-		if v >= 1<<20 {
-			return nil, fmt.Errorf("%w: block number %d out of range", ErrMissingBlocks, v)
-		}
-		out = append(out, uint32(v))
-		p = p[n:]
-	}
-	return out, nil
+	return coapopt.DecodeMissingBlocks(p, max)
 }
 
 // AppendMissingBlocks appends nums as a CBOR sequence of unsigned integers
 // in their shortest form.
-func AppendMissingBlocks(b []byte, nums []uint32) []byte {
-	for _, v := range nums {
-		switch {
-		case v < 24:
-			b = append(b, byte(v))
-		case v < 1<<8:
-			b = append(b, 24, byte(v))
-		case v < 1<<16:
-			b = append(b, 25, byte(v>>8), byte(v))
-		default:
-			b = append(b, 26, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-		}
-	}
-	return b
-}
+func AppendMissingBlocks(b []byte, nums []uint32) []byte { return coapopt.AppendMissingBlocks(b, nums) }
 
 // QEvents reports the progress of a Q-Block1 transfer on the requesting
 // goroutine; any field may be nil.

@@ -8,8 +8,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"github.com/fudbench/fudbench/coap"
 	"github.com/fudbench/fudbench/fwproto"
+	"github.com/fudbench/fudbench/internal/coapopt"
 	"github.com/fudbench/fudbench/sim/coapsrv"
 )
 
@@ -234,7 +234,7 @@ func continueAt(num, n uint32, szx uint8) *coapsrv.Response {
 
 // missingBlocks is the 4.08 that lists blocks (RFC 9177 §5).
 func missingBlocks(miss []uint32) *coapsrv.Response {
-	return &coapsrv.Response{Code: codes.RequestEntityIncomplete, ContentFormat: coap.MediaTypeMissingBlocks, Payload: coap.AppendMissingBlocks(nil, miss)}
+	return &coapsrv.Response{Code: codes.RequestEntityIncomplete, ContentFormat: coapopt.MediaTypeMissingBlocks, Payload: coapopt.AppendMissingBlocks(nil, miss)}
 }
 
 // armQTimer starts the NON_RECEIVE_TIMEOUT of the body's last request.

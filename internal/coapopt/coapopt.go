@@ -1,6 +1,7 @@
 // Package coapopt reads and writes CoAP uint option values (RFC 7252
-// §3.2) without allocating, and decodes messages with a bound on their
-// options, for the bench's CoAP client and the simulated board's server
+// §3.2) without allocating, decodes messages with a bound on their
+// options, and reads and writes Q-Block1's missing-blocks lists (RFC 9177
+// §5), for the bench's CoAP client and the simulated board's server
 // alike. It is a leaf: it imports go-coap's message types
 // and nothing of fudbench.
 package coapopt
