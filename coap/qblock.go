@@ -133,12 +133,14 @@ func (c *Client) QPutUntil(ctx context.Context, path string, img []byte, first, 
 	sent := make([]bool, n)
 	firstTok := c.tokSeq + 1
 	probes := 0
+	heard := false // the last wait ended with an answer
 	for {
 		burst := burstLen(queue, q.MaxPayloads)
-		probe := burst == 0
-		if probe {
-			// Everything went out and the server said nothing: the last
-			// block again asks it for its answer.
+		// Everything went out. After an answer (a 2.31 for the last set)
+		// the final one may be on its way: wait for it without sending.
+		// When the server said nothing, the last block again asks it for
+		// its answer.
+		if burst == 0 && !heard {
 			if probes >= q.NonMaxRetransmit {
 				return nil, fmt.Errorf("coap: PUT %s%s: %w after the last block was sent %d times: %w", c.addr, path, ErrNoResponse, probes+1, context.DeadlineExceeded)
 			}
@@ -164,6 +166,7 @@ func (c *Client) QPutUntil(ctx context.Context, path string, img []byte, first, 
 		if err != nil {
 			return nil, fmt.Errorf("coap: PUT %s%s: %w", c.addr, path, err)
 		}
+		heard = r != nil
 		if r == nil {
 			continue // no answer to this burst: on with the next one
 		}

@@ -5,7 +5,7 @@
 # 64-, 256- and 1024-byte blocks, over UDP and DTLS-PSK, alternately, for
 # ROUNDS rounds; the table shows the medians. Installs nothing.
 #
-# Two comparisons:
+# Two comparisons, and a third over a lossy link (--link, below):
 #
 #   in-process (default): package coap's upload in a test process against
 #   the coap-client process (go test -bench BenchmarkPeersBlock1 ./coap/);
@@ -21,18 +21,35 @@
 #   ${XDG_CACHE_HOME:-~/.cache}/fudbench-peers/libcoap-4.3.5/build), else
 #   Debian's coap-server-openssl/coap-client-openssl.
 #
-# Usage: scripts/bench-peers.sh [--process] [ROUNDS] [FILTER]
-#   ROUNDS defaults to 5 (in-process) and 7 (--process).
+#   --link: uploads over an impaired link (go test -bench
+#   BenchmarkLinkUpload ./coap/): a 16 KiB image in 1024-byte blocks to
+#   libcoap 4.3.5's coap-server (-L 7, Q-Block) through package link's UDP
+#   forwarder at 0, 1, 5 and 20 % loss each way and 40 ms delay, by package
+#   coap's Block1 and Q-Block1 (QPut) clients and by coap-client with Block1
+#   and with Q-Block1 (-N -L 5), the same link seed for each; median
+#   seconds per upload, goodput, blocks sent again and uploads started
+#   again per upload, and the share of datagrams the forwarder dropped.
+#   Needs libcoap 4.3.5 as .ci/run builds it (see --process).
+#
+# Usage: scripts/bench-peers.sh [--process | --link] [ROUNDS] [FILTER]
+#   ROUNDS defaults to 5 (in-process), 7 (--process) and 3 (--link).
 #   FUDBENCH=PATH runs that fudbench binary instead of building one.
 #   FILTER selects cases, e.g. 'udp/256KiB' or 'dtls/4MiB/block1024' (for the
-#   in-process comparison it is a -bench sub-pattern; default: all cases).
+#   in-process comparison it is a -bench sub-pattern; default: all cases);
+#   for --link e.g. 'loss5pct' or 'loss20pct/cc-qblock1'.
 set -eu
 
 mode=inprocess
-if [ "${1:-}" = "--process" ]; then
+case "${1:-}" in
+--process)
 	mode=process
 	shift
-fi
+	;;
+--link)
+	mode=link
+	shift
+	;;
+esac
 filter=${2:-}
 cd "$(dirname "$0")/.."
 
@@ -71,6 +88,44 @@ inprocess() {
 }
 END {
 	printf "%-5s %-7s %-10s %9s %9s %10s %7s %9s %10s %9s\n", "link", "size", "block", "fud-s", "cc-s", "cc-start-s", "ratio", "ratio-net", "fud-cpu-s", "cc-cpu-s"
+	for (i = 1; i <= rows; i++) print row[i]
+}' "$out"
+}
+
+# linkbench runs BenchmarkLinkUpload and prints its table.
+linkbench() {
+	local rounds=${1:-3}
+	local dir=${FUDBENCH_LIBCOAP:-${XDG_CACHE_HOME:-$HOME/.cache}/fudbench-peers/libcoap-4.3.5/build}
+	if [ ! -x "$dir/coap-server" ] || [ ! -x "$dir/coap-client" ]; then
+		echo "bench-peers: no libcoap 4.3.5 in $dir: bash .ci/run builds it (Q-Block)" >&2
+		exit 1
+	fi
+	export FUDBENCH_LIBCOAP=$dir
+
+	local pattern='BenchmarkLinkUpload'
+	[ -n "$filter" ] && pattern="$pattern/$filter"
+	out=$(mktemp)
+	trap 'rm -f "$out"' EXIT
+	go test -run '^$' -bench "^${pattern}\$" -benchtime "${rounds}x" -timeout 60m ./coap/ | tee "$out" >&2
+	if ! grep -q '^BenchmarkLinkUpload/' "$out"; then
+		echo "bench-peers: no benchmark results" >&2
+		exit 1
+	fi
+
+	echo
+	echo "upload of a 16 KiB image in 1024-byte blocks to libcoap 4.3.5 coap-server over a lossy link (40 ms each way), median of $rounds rounds; ratio: s / fud-block1's s at the same loss"
+	awk '
+/^BenchmarkLinkUpload\// {
+	split($1, n, "/"); sub(/-[0-9]+$/, "", n[3])
+	loss = n[2]; sub(/^loss/, "", loss); sub(/pct$/, "%", loss)
+	for (i = 3; i < NF; i += 2) v[$(i+1)] = $i
+	if (n[3] == "fud-block1") base[loss] = v["s"]
+	ratio = (loss in base && base[loss] > 0) ? sprintf("%7.2f", v["s"] / base[loss]) : sprintf("%7s", "-")
+	row[++rows] = sprintf("%-5s %-12s %8.2f %s %15.1f %7.2f %8.2f %8.1f", loss, n[3], v["s"], ratio, v["goodput-kbit/s"], v["resent"], v["restarts"], v["lost-pct"])
+	delete v
+}
+END {
+	printf "%-5s %-12s %8s %7s %15s %7s %8s %8s\n", "loss", "client", "s", "ratio", "goodput-kbit/s", "resent", "restarts", "lost-pct"
 	for (i = 1; i <= rows; i++) print row[i]
 }' "$out"
 }
@@ -207,8 +262,8 @@ process() {
 	echo "fudbench update --url (release build) vs coap-client -m put ($client), whole processes, median of $rounds alternating runs; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"
 }
 
-if [ "$mode" = process ]; then
-	process "${1:-}"
-else
-	inprocess "${1:-}"
-fi
+case "$mode" in
+process) process "${1:-}" ;;
+link) linkbench "${1:-}" ;;
+*) inprocess "${1:-}" ;;
+esac
