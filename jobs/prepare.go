@@ -281,7 +281,8 @@ func (j *Job) loadImage(what string, spec ImageSpec, o PrepareOptions) ([]byte, 
 }
 
 // checkBursts refuses a cut placed at a block on a board that sends its
-// image in Q-Block1 bursts, unless the block ends a burst: a burst's
+// image in Q-Block1 bursts, unless it comes after a block that ends a
+// burst (a during_block cut never: see below): a burst's
 // blocks go out without waiting for each other's answers, so the device
 // has taken the blocks after the planned one before the bench hears of
 // it, and the cut would be judged missed. Bursts end at the last block of
@@ -297,14 +298,21 @@ func (j *Job) checkBursts(p *Prepared, bd *boards.Board) error {
 		set = 10
 	}
 	last := int64(j.Blocks(len(p.Update))) - 1
+	where := strings.Trim(bd.File, "()")
+	if at := bd.CoAP.QBlock.At; at.Line > 0 {
+		where = fmt.Sprintf("%s:%d", where, at.Line)
+	}
 	for _, c := range p.Plan {
+		if _, ok := c.Cut.(duringBlock); ok {
+			// The device writes a burst's blocks one after the other
+			// after they have all arrived: how long after its sending
+			// block N is written depends on the blocks before it.
+			return j.errAt(j.Cuts[c.Entry].At, "%s: board %s sends the image in Q-Block1 bursts (%s), so a cut timed from a block's sending cannot land while that block is written: cut on the device's flash-busy line (on_gpio), at a time (at_time), or after a block that ends a burst (after_block)",
+				c.Desc, bd.Name, where)
+		}
 		n := c.Cut.Block()
 		if n < 0 || n == last || (n+1)%set == 0 {
 			continue
-		}
-		where := strings.Trim(bd.File, "()")
-		if at := bd.CoAP.QBlock.At; at.Line > 0 {
-			where = fmt.Sprintf("%s:%d", where, at.Line)
 		}
 		return j.errAt(j.Cuts[c.Entry].At, "%s: board %s sends the image in Q-Block1 bursts of %d blocks (%s), so a cut at block %d cannot land: the device takes the rest of the burst first. Plan block cuts where a burst ends (blocks %d, %d, … and the last, %d: from: %d, step: %d), or time the cut with at_time, on_gpio or on_console",
 			c.Desc, bd.Name, set, where, n, set-1, 2*set-1, last, set-1, set)

@@ -113,6 +113,20 @@ cuts:
 	_, err := jobs.Prepare(context.Background(), job, inv, jobs.PrepareOptions{Use: jobs.UseRun})
 	var ce *config.Error
 	if !errors.As(err, &ce) || ce.Line != 8 || !strings.Contains(err.Error(), "during_block 12") ||
+		!strings.Contains(err.Error(), "cannot land while that block is written") {
+		t.Fatalf("err %v", err)
+	}
+	job = parseJob(t, fmt.Sprintf(`
+boards: [%s]
+baseline: {build: {version: 1.0.0, seq: 1, size: 6KiB, seed: 1}}
+image: {build: {version: 2.0.0, seq: 2, size: 30KiB, seed: 2}}
+block_size: 1024
+cuts:
+  - after_block: {from: 9, to: 29, step: 10}
+  - after_block: {from: 0, to: 4}
+`, bd.Name))
+	_, err = jobs.Prepare(context.Background(), job, inv, jobs.PrepareOptions{Use: jobs.UseRun})
+	if !errors.As(err, &ce) || ce.Line != 8 || !strings.Contains(err.Error(), "after_block 0") ||
 		!strings.Contains(err.Error(), "bursts of 10 blocks") || !strings.Contains(err.Error(), "blocks 9, 19, … and the last, 29") {
 		t.Fatalf("err %v", err)
 	}
