@@ -95,6 +95,12 @@ type Board struct {
 	cycle   atomic.Int64
 	powered atomic.Bool // what the bench last did, for the safe state on abort
 	touched atomic.Bool
+	// inflight is closed when the last driver call started in its own
+	// goroutine returns: a call the bench gave up on (its context
+	// cancelled) may still be in the driver, and the safe state lets it
+	// land first (for a while), so that a power-on on its way cannot
+	// arrive after the safe state's off.
+	inflight atomic.Pointer[chan struct{}]
 }
 
 // DefaultPowerTimeout bounds a power switch call when Board.PowerTimeout
@@ -195,7 +201,12 @@ func (b *Board) powerCall(ctx context.Context, limit time.Duration, call func(co
 	ctx, cancel := context.WithTimeout(ctx, to)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- call(ctx) }()
+	fin := make(chan struct{})
+	b.inflight.Store(&fin)
+	go func() {
+		defer close(fin)
+		done <- call(ctx)
+	}()
 	select {
 	case err := <-done:
 		return err
@@ -273,13 +284,32 @@ func (b *Board) PowerState(ctx context.Context, limit time.Duration) (on, known 
 	return on, true, nil
 }
 
+// safeWait bounds how long the safe state waits for a driver call the
+// bench gave up on to return.
+const safeWait = 2 * time.Second
+
 // Safe puts a board the bench has touched into its safe state (the
 // driver's Halt, or off). It is what every abort path calls, Ctrl-C
 // included; it uses its own short deadline because the run's context is
-// usually already cancelled.
+// usually already cancelled. A driver call the bench gave up on that is
+// still under way goes first (up to PowerTimeout, at most 2 s).
 func (b *Board) Safe() error {
 	if !b.touched.Load() || b.Power == nil {
 		return nil
+	}
+	if fin := b.inflight.Load(); fin != nil {
+		// A call given up on may still be in the driver: let it land
+		// before the safe state, unless it hangs.
+		wait := b.PowerTimeout
+		if wait <= 0 || wait > safeWait {
+			wait = safeWait
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-*fin:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	err := b.powerCall(context.Background(), 5*time.Second, func(ctx context.Context) error { return power.Safe(ctx, b.Power) })
 	if err != nil {

@@ -272,9 +272,26 @@ func ParseState(body []byte) (bool, error) {
 }
 
 func (s *Switch) put(ctx context.Context, op string) error {
-	_, err := s.do(ctx, op, http.MethodPut, op)
+	// A switch request is not abandoned half-way: cancelling it would
+	// leave the bench not knowing whether the board's power changed, and
+	// the request may still be carried out after the caller's next one
+	// (an off for the safe state). It is bounded by the caller's deadline,
+	// or putTimeout.
+	if err := ctx.Err(); err != nil {
+		return s.wrap(op, err) // not sent
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(putTimeout)
+	}
+	pctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl)
+	defer cancel()
+	_, err := s.do(pctx, op, http.MethodPut, op)
 	return err
 }
+
+// putTimeout bounds a switch request made without a deadline.
+const putTimeout = 10 * time.Second
 
 func (s *Switch) do(ctx context.Context, op, method, body string) ([]byte, error) {
 	var rd io.Reader

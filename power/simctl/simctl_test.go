@@ -3,10 +3,13 @@ package simctl
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,4 +377,32 @@ func FuzzParseUpdateCost(f *testing.F) {
 			t.Fatalf("accepted %+v", c)
 		}
 	})
+}
+
+// TestSwitchRequestNotAbandoned: a power request already sent is carried
+// to the board's answer even when the caller cancels meanwhile, so the
+// bench knows the board's power and its next request (the safe state's
+// off) cannot overtake it.
+func TestSwitchRequestNotAbandoned(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		time.Sleep(200 * time.Millisecond)
+		got.Store(string(b))
+		fmt.Fprintln(w, "on")
+	}))
+	defer srv.Close()
+	s, err := New(srv.URL, "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	if err := s.On(ctx); err != nil {
+		t.Fatalf("on, cancelled after it was sent: %v", err)
+	}
+	if took := time.Since(start); took < 200*time.Millisecond || got.Load() != "on" {
+		t.Errorf("returned after %v with the board told %v: want the board's answer", took, got.Load())
+	}
 }
