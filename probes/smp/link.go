@@ -54,8 +54,13 @@ func (p *Probe) do(ctx context.Context, f func() error) error {
 // call sends one request and decodes the answer into rsp. A device's
 // non-zero rc is an error naming the command and the code.
 func (p *Probe) call(ctx context.Context, op uint8, group uint16, id uint8, req any, wait time.Duration, rsp any) error {
+	return p.callAt(ctx, op, group, id, "", req, wait, rsp)
+}
+
+// callAt is call with a detail after the command's name in errors.
+func (p *Probe) callAt(ctx context.Context, op uint8, group uint16, id uint8, detail string, req any, wait time.Duration, rsp any) error {
 	body, err := p.request(ctx, op, group, id, wire.Marshal(req), wait)
-	what := wire.CommandName(group, id)
+	what := wire.CommandName(group, id) + detail
 	if err != nil {
 		return fmt.Errorf("%s: %s: %w", p, what, err)
 	}

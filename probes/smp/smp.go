@@ -293,8 +293,8 @@ func (p *Probe) Flash(ctx context.Context, addr uint32, data []byte, progress fu
 		}
 		p.log.Info("uploaded", "bytes", len(data), "addr", fmt.Sprintf("%#08x", addr), "took", time.Since(start).Round(time.Millisecond))
 		var rsp wire.ImageStateRsp
-		if err := p.call(ctx, wire.OpRead, wire.GroupImage, wire.IDImageState, struct{}{}, p.cfg.Timeout, &rsp); err != nil {
-			return fmt.Errorf("verify: %w", err)
+		if err := p.callAt(ctx, wire.OpRead, wire.GroupImage, wire.IDImageState, " (verify)", struct{}{}, p.cfg.Timeout, &rsp); err != nil {
+			return err
 		}
 		for _, im := range rsp.Images {
 			if im.Image != 0 || im.Slot != 0 {
@@ -334,12 +334,12 @@ func (p *Probe) upload(ctx context.Context, data []byte, progress func(done, tot
 			wait *= 4 // the device erases the slot first
 		}
 		var rsp wire.UploadRsp
-		err := p.call(ctx, wire.OpWrite, wire.GroupImage, wire.IDImageUpload, req, wait, &rsp)
+		err := p.callAt(ctx, wire.OpWrite, wire.GroupImage, wire.IDImageUpload, fmt.Sprintf(" at offset %d of %d", off, total), req, wait, &rsp)
 		if err != nil {
 			if off > 0 {
 				p.resume.sha, p.resume.off, p.resume.ok = sha, off, true
 			}
-			return fmt.Errorf("upload at offset %d of %d: %w", off, total, err)
+			return err
 		}
 		if rsp.Off > total {
 			return fmt.Errorf("%s: upload: the device asks for offset %d of a %d-byte image: %w", p, rsp.Off, total, probes.ErrProbe)
