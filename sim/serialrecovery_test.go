@@ -82,6 +82,11 @@ func TestSMPSerialRecoveryMcumgr(t *testing.T) {
 					t.Fatalf("image %s: %q", cmd, out)
 				}
 			}
+			// Without a hash the CLI sends "hash": null, which MCUboot
+			// refuses (rc 3); the simulated bootloader takes it as slot 0.
+			if out := mcumgr(t, bin, port, "image", "confirm"); strings.Contains(out, "Error") {
+				t.Fatalf("image confirm without a hash: %q", out)
+			}
 			if out := mcumgr(t, bin, port, "image", "test", strings.Repeat("00", 32)); !strings.Contains(out, "Error: 5") {
 				t.Fatalf("image test of an unknown hash: %q", out)
 			}
