@@ -169,7 +169,9 @@ func TestSMPOpenSettings(t *testing.T) {
 		s       probes.MapSettings
 		wantErr string
 	}{
-		{s: probes.MapSettings{"port": "/dev/ttyACM0", "baud": 115200, "mtu": 1024, "timeout": "2s", "reset": "none"}},
+		{s: probes.MapSettings{"port": "/dev/ttyACM0", "baud": 115200, "mtu": 1024, "timeout": "2s", "reset": "none", "line_delay": "20ms"}},
+		{s: probes.MapSettings{"port": "p", "line_delay": "soon"}, wantErr: `line_delay: "soon"`},
+		{s: probes.MapSettings{"port": "p", "line_delay": "2s"}, wantErr: "line_delay: 2s out of range"},
 		{s: probes.MapSettings{}, wantErr: "port: required"},
 		{s: probes.MapSettings{"port": "p", "mtu": 64}, wantErr: "mtu: 64 out of range"},
 		{s: probes.MapSettings{"port": "p", "reset": "dtr"}, wantErr: `reset: "dtr"`},

@@ -1,6 +1,7 @@
 package smp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -89,10 +90,38 @@ func (p *Probe) request(ctx context.Context, op uint8, group uint16, id uint8, b
 	if err := ctx.Err(); err != nil {
 		return nil, ctxErr(err)
 	}
-	if err := p.send(wire.Encode(pkt)); err != nil {
+	if err := p.sendFrame(ctx, wire.Encode(pkt)); err != nil {
 		return nil, err
 	}
 	return p.await(ctx, h, wait)
+}
+
+// sendFrame writes a frame's lines, all at once or, with a line delay,
+// one line at a time with the delay before each continuation line.
+func (p *Probe) sendFrame(ctx context.Context, frame []byte) error {
+	if p.cfg.LineDelay <= 0 {
+		return p.send(frame)
+	}
+	for first := true; len(frame) > 0; first = false {
+		i := bytes.IndexByte(frame, '\n') + 1
+		if i == 0 {
+			i = len(frame)
+		}
+		if !first {
+			t := time.NewTimer(p.cfg.LineDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctxErr(ctx.Err())
+			case <-t.C:
+			}
+		}
+		if err := p.send(frame[:i]); err != nil {
+			return err
+		}
+		frame = frame[i:]
+	}
+	return nil
 }
 
 func (p *Probe) send(b []byte) error {

@@ -158,6 +158,16 @@ func TestSMPAgainstMCUboot(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "image erase: the device answered rc 8 ENOTSUP") || !strings.Contains(err.Error(), link) || !errors.Is(err, probes.ErrProbe) {
 		t.Fatalf("image erase: %v", err)
 	}
+	// A frame of several lines, paced.
+	paced, err := New(Config{Port: link, LineDelay: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("0123456789", 20)
+	if got, err := paced.Echo(ctx, long); err != nil || got != long {
+		t.Fatalf("paced echo = %q, %v", got, err)
+	}
+	paced.Close()
 	if err := p.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}

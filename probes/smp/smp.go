@@ -14,6 +14,9 @@
 //	timeout: 5s          # per request; the first upload chunk, which makes
 //	                     # MCUboot erase the slot, gets four times as long
 //	reset: smp           # smp: Reset sends SMP reset | none: Reset does nothing
+//	line_delay: 0s       # a pause before each continuation line of a frame,
+//	                     # for a device that cannot take a whole frame at
+//	                     # once (the mcumgr CLI always waits 20ms)
 //
 // The port is opened on first use (8N1, no modem lines touched) and again
 // after it failed. Lines the device prints that are not SMP frames
@@ -92,7 +95,10 @@ type Config struct {
 	MTU     int           // 0 is DefaultMTU
 	Timeout time.Duration // per request; 0 is DefaultTimeout
 	Reset   string        // ResetSMP ("") or ResetNone
-	Logger  *slog.Logger  // nil discards
+	// LineDelay is a pause before each continuation line; 0 sends a
+	// frame at once.
+	LineDelay time.Duration
+	Logger    *slog.Logger // nil discards
 }
 
 // port is the part of serial.Port the driver uses, so that tests can
@@ -153,6 +159,9 @@ func New(cfg Config) (*Probe, error) {
 		return nil, err
 	}
 	cfg.Timeout = timeout
+	if cfg.LineDelay < 0 || cfg.LineDelay > time.Second {
+		return nil, fmt.Errorf("line_delay: %v out of range (0 to 1s)", cfg.LineDelay)
+	}
 	switch cfg.Reset {
 	case "":
 		cfg.Reset = ResetSMP
@@ -181,6 +190,8 @@ type settings struct {
 	MTU     int    `json:"mtu" yaml:"mtu"`
 	Timeout string `json:"timeout" yaml:"timeout"`
 	Reset   string `json:"reset" yaml:"reset"`
+	// LineDelay is a duration ("20ms").
+	LineDelay string `json:"line_delay" yaml:"line_delay"`
 }
 
 func open(st probes.Settings) (probes.Flasher, error) {
@@ -192,7 +203,13 @@ func open(st probes.Settings) (probes.Flasher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(Config{Port: s.Port, Baud: s.Baud, MTU: s.MTU, Timeout: timeout, Reset: s.Reset})
+	var delay time.Duration
+	if s.LineDelay != "" {
+		if delay, err = time.ParseDuration(s.LineDelay); err != nil {
+			return nil, fmt.Errorf("line_delay: %q: want a duration such as 20ms", s.LineDelay)
+		}
+	}
+	return New(Config{Port: s.Port, Baud: s.Baud, MTU: s.MTU, Timeout: timeout, Reset: s.Reset, LineDelay: delay})
 }
 
 // String names the probe, e.g. "smp:/dev/ttyUSB0".
