@@ -166,7 +166,10 @@ func (b *Board) serveSMP(pkt []byte, up *smpUpload) {
 		return
 	}
 	req, err := smp.ParsePacket(pkt)
-	if err != nil || (req.Op != smp.OpRead && req.Op != smp.OpWrite) {
+	// The op is the low three bits; an SMP version 2 request's version
+	// bits are kept in the answer, as MCUboot's header bit fields do.
+	op := req.Op & smp.OpMask
+	if err != nil || (op != smp.OpRead && op != smp.OpWrite) {
 		return
 	}
 	if up.ep != ep {
@@ -175,7 +178,7 @@ func (b *Board) serveSMP(pkt []byte, up *smpUpload) {
 	var rsp any
 	reset := false
 	switch {
-	case req.Group == smp.GroupImage && req.ID == smp.IDImageState && req.Op == smp.OpRead:
+	case req.Group == smp.GroupImage && req.ID == smp.IDImageState && op == smp.OpRead:
 		rsp = b.smpList()
 	case req.Group == smp.GroupImage && req.ID == smp.IDImageState:
 		rsp = b.smpSetState(req.Body)
@@ -197,7 +200,7 @@ func (b *Board) serveSMP(pkt []byte, up *smpUpload) {
 		return // power went while it worked
 	}
 	h := req.Header
-	h.Op++
+	h.Op = req.Op&^smp.OpMask | (op + 1)
 	h.Flags = 0
 	b.console.Write(smp.Encode(smp.Packet{Header: h, Body: smp.Marshal(rsp)}.Marshal()))
 	if reset {

@@ -116,6 +116,7 @@ type smpClient struct {
 	lines smp.LineBuffer
 	dec   smp.Decoder
 	seq   uint8
+	op    uint8 // the last answer's op byte
 }
 
 func openSMP(t testing.TB, b *Board) *smpClient {
@@ -149,7 +150,7 @@ func (c *smpClient) call(op uint8, group uint16, id uint8, req any, wait time.Du
 		c.lines.Feed(buf[:n], func(line []byte) error {
 			pkt, _ := c.dec.Line(line)
 			if p, err := smp.ParsePacket(pkt); pkt != nil && err == nil && p.Seq == h.Seq && p.Response() {
-				got = bytes.Clone(p.Body)
+				got, c.op = bytes.Clone(p.Body), p.Op
 			}
 			return nil
 		})
@@ -196,6 +197,10 @@ func TestSMPSerialRecoveryCutMidUpload(t *testing.T) {
 	}
 	powerOn(t, b, ModeHalted)
 	c = openSMP(t, b)
+	// An SMP version 2 request: the answer keeps the version bits.
+	if body, err := c.call(smp.OpWrite|0x08, smp.GroupDefault, smp.IDEcho, smp.EchoReq{D: "v2"}, 2*time.Second); err != nil || c.op != smp.OpWriteRsp|0x08 || !bytes.Contains(body, []byte("v2")) {
+		t.Fatalf("v2 echo: op %#x, %x, %v", c.op, body, err)
+	}
 	if body, err := c.call(smp.OpRead, smp.GroupImage, smp.IDImageState, struct{}{}, 2*time.Second); err != nil || bytes.Contains(body, []byte("version")) {
 		t.Fatalf("image list of the torn slot: %x %v", body, err)
 	}

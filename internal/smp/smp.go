@@ -26,11 +26,13 @@ import (
 
 // Operations (Header.Op).
 const (
-	OpRead       = 0
-	OpReadRsp    = 1
-	OpWrite      = 2
-	OpWriteRsp   = 3
-	opVersionMsk = 0x07 // the low three bits; SMP version 2 uses bits 3–4
+	OpRead     = 0
+	OpReadRsp  = 1
+	OpWrite    = 2
+	OpWriteRsp = 3
+	// OpMask is the op's bits of Header.Op; SMP version 2 sets bit 3
+	// (the version, bits 3–4).
+	OpMask = 0x07
 )
 
 // Groups and command IDs.
@@ -84,7 +86,7 @@ func ParseHeader(b []byte) (Header, error) {
 
 // Response reports whether h is a response (read or write).
 func (h Header) Response() bool {
-	op := h.Op & opVersionMsk
+	op := h.Op & OpMask
 	return op == OpReadRsp || op == OpWriteRsp
 }
 
