@@ -23,11 +23,11 @@ func simImage(t *testing.T, version string, seq uint32, size int) []byte {
 
 // haltedSim is a naive-inplace simulated board with a torn app slot: its
 // bootloader finds no bootable image and serves SMP serial recovery.
-func haltedSim(t *testing.T) *sim.Board {
+func haltedSim(t *testing.T, reenumerate bool) *sim.Board {
 	t.Helper()
 	b, err := sim.New(sim.Config{
 		Name: "smp-" + t.Name(), Strategy: sim.NaiveInplace, DTLSAddr: "-", GDBAddr: "-", UDPAddrs: []string{"127.0.0.1:0"},
-		TimeScale: 0.05, StateDir: t.TempDir(),
+		TimeScale: 0.05, StateDir: t.TempDir(), Reenumerate: reenumerate,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func haltedSim(t *testing.T) *sim.Board {
 // recovery; a power cut in the middle of the upload is a clear error
 // within the timeout, and leaves the board halted until a full upload.
 func TestSMPFlashesBrickedSimBoard(t *testing.T) {
-	b := haltedSim(t)
+	b := haltedSim(t, false)
 	img := simImage(t, "2.0.0", 2, 40<<10)
 	p, err := New(Config{Port: b.ConsoleLink(), MTU: 1024, Timeout: time.Second})
 	if err != nil {
@@ -106,5 +106,45 @@ func TestSMPFlashesBrickedSimBoard(t *testing.T) {
 	// The app does not speak SMP: silence, then a timeout.
 	if _, err := p.Echo(ctx, "app"); !errors.Is(err, probes.ErrTimeout) {
 		t.Fatalf("echo to the app: %v", err)
+	}
+}
+
+// A board whose USB-serial adapter it powers: a cut mid-upload takes the
+// port away, which is an error at once (not a timeout), and the probe
+// opens the new port behind the same link for the next flash.
+func TestSMPPortVanishesMidUpload(t *testing.T) {
+	b := haltedSim(t, true)
+	img := simImage(t, "2.0.0", 2, 40<<10)
+	p, err := New(Config{Port: b.ConsoleLink(), MTU: 1024, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	b.CutAtFlashOp(b.Flash().Ops() + 3000)
+	start := time.Now()
+	err = p.Flash(ctx, 0, img, nil)
+	if !errors.Is(err, probes.ErrProbe) || errors.Is(err, probes.ErrTimeout) {
+		t.Fatalf("flash as the port vanished: %v", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("the failed flash took %v: the vanished port was waited for", d)
+	}
+	t.Logf("port gone mid-upload, after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	b.SetPower(true)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if m, _ := b.WaitMode(wctx, sim.ModeApp, sim.ModeHalted); m != sim.ModeHalted {
+		t.Fatalf("after the cut the board is %s, want halted", m)
+	}
+	if err := p.Flash(ctx, 0, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	boots := b.Boots()
+	if err := p.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := b.WaitBoot(wctx, boots); m != sim.ModeApp {
+		t.Fatalf("after reset: %s %v", m, err)
 	}
 }
