@@ -82,6 +82,18 @@ func trimCR(line []byte) []byte {
 	return line
 }
 
+// The decoder's errors carry no figures: they cost no allocation, so a
+// stream of bad lines costs nothing but its reading.
+var (
+	errLineTooLong   = fmt.Errorf("smp: line over %d characters: %w", MaxLine, ErrTooLarge)
+	errFrameTooLarge = fmt.Errorf("smp: frame over the decoder's bound: %w", ErrTooLarge)
+	errBase64        = fmt.Errorf("smp: line is not base64: %w", ErrMalformed)
+	errEmptyFirst    = fmt.Errorf("smp: empty first line: %w", ErrMalformed)
+	errShortFrame    = fmt.Errorf("smp: frame length below a header and CRC: %w", ErrMalformed)
+	errPastLength    = fmt.Errorf("smp: bytes past the frame's length: %w", ErrMalformed)
+	errCRC           = fmt.Errorf("smp: CRC mismatch: %w", ErrMalformed)
+)
+
 // Decoder reassembles packets from console lines. The zero value is ready
 // to use with DefaultMaxFrame.
 type Decoder struct {
@@ -119,7 +131,7 @@ func (d *Decoder) Line(line []byte) ([]byte, error) {
 	text := line[2:]
 	if len(text) > MaxLine {
 		d.Reset()
-		return nil, fmt.Errorf("smp: line of %d characters: %w", len(text), ErrTooLarge)
+		return nil, errLineTooLong
 	}
 	if first {
 		d.Reset()
@@ -129,32 +141,32 @@ func (d *Decoder) Line(line []byte) ([]byte, error) {
 	n := base64.StdEncoding.DecodedLen(len(text))
 	if len(d.buf)+n > maxFrame+2 { // +2: the padding DecodedLen counts
 		d.Reset()
-		return nil, fmt.Errorf("smp: frame over %d bytes: %w", maxFrame, ErrTooLarge)
+		return nil, errFrameTooLarge
 	}
 	start := len(d.buf)
 	d.buf = append(d.buf, make([]byte, n)...)
 	got, err := base64.StdEncoding.Decode(d.buf[start:], text)
 	if err != nil {
 		d.Reset()
-		return nil, fmt.Errorf("smp: base64: %w: %w", ErrMalformed, err)
+		return nil, errBase64
 	}
 	d.buf = d.buf[:start+got]
 	if d.want == 0 {
 		if len(d.buf) < 2 {
 			if first && len(d.buf) == 0 {
 				d.Reset()
-				return nil, fmt.Errorf("smp: empty first line: %w", ErrMalformed)
+				return nil, errEmptyFirst
 			}
 			return nil, nil
 		}
 		l := int(binary.BigEndian.Uint16(d.buf))
 		if l < HeaderLen+2 {
 			d.Reset()
-			return nil, fmt.Errorf("smp: frame length %d below a header and CRC: %w", l, ErrMalformed)
+			return nil, errShortFrame
 		}
 		if l+2 > maxFrame {
 			d.Reset()
-			return nil, fmt.Errorf("smp: frame of %d bytes over %d: %w", l+2, maxFrame, ErrTooLarge)
+			return nil, errFrameTooLarge
 		}
 		d.want = l + 2
 	}
@@ -162,14 +174,13 @@ func (d *Decoder) Line(line []byte) ([]byte, error) {
 	case len(d.buf) < d.want:
 		return nil, nil
 	case len(d.buf) > d.want:
-		over := len(d.buf) - d.want
 		d.Reset()
-		return nil, fmt.Errorf("smp: %d bytes past the frame's length: %w", over, ErrMalformed)
+		return nil, errPastLength
 	}
 	body := d.buf[2:d.want]
 	d.Reset()
 	if CRC16(0, body) != 0 {
-		return nil, fmt.Errorf("smp: CRC mismatch: %w", ErrMalformed)
+		return nil, errCRC
 	}
 	return body[:len(body)-2], nil
 }
