@@ -173,6 +173,11 @@ type Config struct {
 
 	ConsoleLink string // stable symlink to the console pty; default StateDir/NAME.console
 	Reenumerate bool   // a power-on brings a new pty behind ConsoleLink
+	// SerialRecovery is when the bootloader serves MCUmgr SMP on the
+	// console (serialrecovery.go): SerialRecoveryHalted (default) while
+	// halted, SerialRecoveryOff never, or "wait DURATION" also for that
+	// long after each reset.
+	SerialRecovery string
 
 	PublicKey ed25519.PublicKey // default the development key's
 	Seed      uint64
@@ -252,12 +257,20 @@ type Board struct {
 	wear0 []uint32 // the flash's wear counters when the board was made
 	arm   armed    // the cut ArmCut armed
 
-	console  *simconsole.Console
-	gdbLn    net.Listener
-	gdbStop  context.CancelFunc
-	gdbDone  chan struct{}
-	powerPin *PowerPin
-	busyPin  *BusyPin
+	console *simconsole.Console
+	// The bootloader's SMP serial recovery (serialrecovery.go): console
+	// input, the wait after a reset, and the epoch whose wait window is
+	// open (b.mu).
+	smpIn     chan []byte
+	smpStop   chan struct{}
+	smpDone   chan struct{}
+	smpWait   time.Duration
+	smpWindow uint64
+	gdbLn     net.Listener
+	gdbStop   context.CancelFunc
+	gdbDone   chan struct{}
+	powerPin  *PowerPin
+	busyPin   *BusyPin
 }
 
 // ram is what the firmware holds in RAM: lost at every reset.
@@ -348,6 +361,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Confirm == "" {
 		c.Confirm = ConfirmBoot
+	}
+	if c.SerialRecovery == "" {
+		c.SerialRecovery = SerialRecoveryHalted
+	}
+	if _, err := ParseSerialRecovery(c.SerialRecovery); err != nil {
+		return fmt.Errorf("sim: board %s: %w", c.Name, err)
 	}
 	switch {
 	case c.DTLSCache != DTLSCacheNone && c.DTLSCache != DTLSCacheSession && c.DTLSCache != DTLSCacheState:
@@ -445,7 +464,9 @@ func New(cfg Config) (*Board, error) {
 	if link == "" {
 		link = filepath.Join(dir, cfg.Name+".console")
 	}
-	b.console, err = simconsole.New(simconsole.Options{Link: link, Reenumerate: cfg.Reenumerate, Logger: b.log})
+	b.smpWait, _ = ParseSerialRecovery(cfg.SerialRecovery)
+	b.startSerialRecovery()
+	b.console, err = simconsole.New(simconsole.Options{Link: link, Reenumerate: cfg.Reenumerate, Logger: b.log, Input: b.smpInput})
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("sim: board %s: console: %w", cfg.Name, err)
@@ -524,6 +545,7 @@ func (b *Board) Close() error {
 	if b.console != nil {
 		errs = append(errs, b.console.Close())
 	}
+	b.stopSerialRecovery()
 	if b.fl != nil {
 		errs = append(errs, b.fl.Close())
 	}

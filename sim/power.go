@@ -55,7 +55,7 @@ func (b *Board) WaitBoot(ctx context.Context, after uint32) (string, error) {
 		b.mu.Lock()
 		m, n, ch := b.mode, b.boots, b.changed
 		b.mu.Unlock()
-		if n > after && (m == ModeApp || m == ModeRecovery || m == ModeHalted) {
+		if n > after && (m == ModeApp || m == ModeRecovery || m == ModeHalted || m == ModeSerialRecovery) {
 			return m, nil
 		}
 		select {
@@ -280,6 +280,10 @@ func (b *Board) boot(ep uint64) {
 	boots, cause := b.boots, b.cause
 	b.mu.Unlock()
 	b.console.Printf("BL fudbench-sim bootloader v1 board=%s reset=%s boots=%d", b.cfg.Name, cause, boots)
+	if b.smpWait > 0 && b.serialWindow(ep) {
+		b.console.Printf("BL serial recovery: SMP command received; staying in serial recovery until reset")
+		return
+	}
 
 	r := &ram{epoch: ep}
 	r.writing.Store(-1)

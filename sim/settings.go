@@ -57,9 +57,26 @@ type Settings struct {
 	ReplayAfterBoot  Choice       `yaml:"replay_after_boot"`
 	// What an image booted in test mode does (ab-swap, ab-direct).
 	Confirm Choice `yaml:"confirm"`
+	// When the bootloader serves MCUmgr SMP on the console.
+	SerialRecovery SerialRecoverySetting `yaml:"serial_recovery"`
 	// Q-Block1 (RFC 9177): MAX_PAYLOADS and NON_RECEIVE_TIMEOUT.
 	MaxPayloads       MaxPayloads `yaml:"max_payloads"`
 	NonReceiveTimeout Duration    `yaml:"non_receive_timeout"`
+}
+
+// SerialRecoverySetting is serial_recovery: halted, off or "wait
+// DURATION".
+type SerialRecoverySetting string
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (v *SerialRecoverySetting) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "value", func(s string) error {
+		if _, err := ParseSerialRecovery(s); err != nil {
+			return err
+		}
+		*v = SerialRecoverySetting(s)
+		return nil
+	})
 }
 
 // Choice is a setting's value from a fixed list, kept with its position
@@ -122,6 +139,7 @@ func ConfigFromSection(name string, sec Section) (Config, error) {
 		ConsoleLink: s.ConsoleLink,
 		Reenumerate: s.Reenumerate,
 
+		SerialRecovery:    string(s.SerialRecovery),
 		MaxPayloads:       int(s.MaxPayloads),
 		NonReceiveTimeout: time.Duration(s.NonReceiveTimeout),
 	}

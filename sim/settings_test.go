@@ -101,6 +101,8 @@ func TestConfigFromSectionErrors(t *testing.T) {
 			"3:21", `unknown strategy "yolo": want inplace-recovery, naive-inplace, ab-overwrite, ab-swap or ab-direct`},
 		{"strategy", benchWith("strategy: yolo"), "4:17", `unknown strategy "yolo": want inplace-recovery, naive-inplace, ab-overwrite, ab-swap or ab-direct`},
 		{"confirm", benchWith("strategy: ab-swap", "confirm: sometimes"), "5:16", `confirm "sometimes": want boot, never`},
+		{"serial_recovery", benchWith("serial_recovery: always"), "4:24", `serial_recovery "always": want halted, off or wait DURATION (wait 500ms)`},
+		{"serial_recovery wait", benchWith("serial_recovery: wait 2m"), "4:24", `serial_recovery "wait 2m": the wait must be a duration above 0 and at most 1m (wait 500ms)`},
 		{"strategy not a scalar", benchWith("strategy: [naive-inplace]"), "4:17", `strategy: want a single value, got a list`},
 		{"layout", benchWith("flash:", "  layout: wide"), "5:17", `unknown flash layout "wide": want uniform or stm32f4`},
 		{"write_align", benchWith("flash: {write_align: 3}"), "4:28", `write_align 3: want 1, 4 or 8`},
@@ -186,6 +188,7 @@ func TestConfigFromSection(t *testing.T) {
 		"gdb: 127.0.0.1:0",
 		"console_link: "+link,
 		"reenumerate: true",
+		"serial_recovery: wait 500ms",
 	)
 	got, err := configFrom(t, dir, text)
 	if err != nil {
@@ -197,7 +200,8 @@ func TestConfigFromSection(t *testing.T) {
 		FlashBase: 0x08000000, ProgramTime: 10 * time.Microsecond, EraseTime: 20 * time.Millisecond,
 		TimeScale: 0.5, BootDelay: 30 * time.Millisecond, NetDelay: 500 * time.Millisecond,
 		UDPAddrs: []string{"127.0.0.1:0", "[::1]:0"}, DTLSAddr: "-",
-		PSKIdentity: "bench-7", PSK: []byte{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff},
+		SerialRecovery: "wait 500ms",
+		PSKIdentity:    "bench-7", PSK: []byte{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff},
 		GDBAddr: "127.0.0.1:0", ConsoleLink: link, Reenumerate: true,
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -104,7 +104,7 @@ func (s *Sim) WaitReady(ctx context.Context) error {
 		if !b.Powered() {
 			continue
 		}
-		if _, err := b.WaitMode(ctx, ModeApp, ModeRecovery, ModeHalted); err != nil {
+		if _, err := b.WaitMode(ctx, ModeApp, ModeRecovery, ModeHalted, ModeSerialRecovery); err != nil {
 			return err
 		}
 	}

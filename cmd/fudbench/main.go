@@ -28,6 +28,7 @@ import (
 	_ "github.com/fudbench/fudbench/probes/cli"
 	_ "github.com/fudbench/fudbench/probes/gdbrsp"
 	_ "github.com/fudbench/fudbench/probes/openocd"
+	_ "github.com/fudbench/fudbench/probes/smp"
 	_ "github.com/fudbench/fudbench/probes/stm32uart"
 )
 

@@ -1,7 +1,8 @@
 // Package peers finds the programs written by others that tests use as
 // real peers and that Debian does not ship: libcoap 4.3.5 built with
-// OSCORE, Q-Block and DTLS (.ci/run builds it once into a cache outside
-// the repository). A test that needs a peer skips without it on a
+// OSCORE, Q-Block and DTLS, the mcumgr CLI and MCUboot's serial recovery
+// built for the host (.ci/run builds them once into a cache outside the
+// repository). A test that needs a peer skips without it on a
 // developer's machine and fails under CI=true, where .ci/run provides it.
 package peers
 

@@ -19,8 +19,9 @@
 //     for FullTimeout (an overrun).
 //   - Every line ends in "\r\n", like most MCU firmware. The slave is kept
 //     in raw mode (no echo, no CR/LF translation, no signals), so a reader
-//     gets exactly the bytes the board wrote, and whatever a reader sends to
-//     the board is read and discarded so the pty never fills that way.
+//     gets exactly the bytes the board wrote. Whatever a reader sends to the
+//     board is read, handed to Options.Input if set, and otherwise
+//     discarded, so the pty never fills that way.
 //   - Ptys have no modem lines: DTR/RTS ioctls fail and the baud rate is
 //     ignored (see the design notes for go.bug.st/serial).
 //   - Options.Link is a stable symlink to the current /dev/pts/N, like a
@@ -80,6 +81,11 @@ type Options struct {
 	FullTimeout time.Duration
 	// Logger receives pty lifecycle events; nil means slog.Default().
 	Logger *slog.Logger
+	// Input, if set, receives the bytes readers send to the board, in
+	// order, on the console's goroutine, while it is attached; p is valid
+	// only during the call, which must not block (a UART's receive
+	// interrupt hands bytes on and returns).
+	Input func(p []byte)
 }
 
 // Stats counts what happened to the console's traffic. Every Printf ends up
@@ -96,8 +102,7 @@ type Stats struct {
 	Unread uint64
 	// Unpowered is the number of Printf calls discarded while detached.
 	Unpowered uint64
-	// InputBytes is the number of bytes readers sent to the board (read and
-	// discarded).
+	// InputBytes is the number of bytes readers sent to the board.
 	InputBytes uint64
 	// Ptys is the number of ptys created so far.
 	Ptys uint64
@@ -116,6 +121,9 @@ type Console struct {
 	lastPath string // so a re-enumerated pty gets a different number
 
 	lines, dropped, unread, unpowered, input, ptys atomic.Uint64
+	// live mirrors attached for the goroutines that must not take mu
+	// (Close and Detach hold it while they wait for them).
+	live atomic.Bool
 }
 
 // port is one pty and the goroutines serving it. The master is driven with
@@ -171,6 +179,7 @@ func New(opts Options) (*Console, error) {
 	}
 	c.cur = p
 	c.attached = true
+	c.live.Store(true)
 	return c, nil
 }
 
@@ -223,8 +232,21 @@ func (c *Console) Printf(format string, a ...any) {
 	s := fmt.Sprintf(format, a...)
 	s = strings.TrimRight(s, "\r\n")
 	s = strings.ReplaceAll(s, "\r\n", "\n")
-	line := []byte(strings.ReplaceAll(s, "\n", "\r\n") + "\r\n")
+	c.queue([]byte(strings.ReplaceAll(s, "\n", "\r\n") + "\r\n"))
+}
 
+// Write queues bytes as they are, with no line ending added (a protocol
+// the board speaks on its console, such as SMP frames); it counts as one
+// line in Stats and is discarded as Printf's lines are. It never blocks
+// and always reports len(p).
+func (c *Console) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		c.queue(append([]byte(nil), p...))
+	}
+	return len(p), nil
+}
+
+func (c *Console) queue(line []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.attached || c.cur == nil {
@@ -261,6 +283,7 @@ func (c *Console) Detach() {
 		return
 	}
 	c.attached = false
+	c.live.Store(false)
 	if !c.opts.Reenumerate {
 		drain(c.cur.q)
 		c.log.Debug("console detached", "path", c.cur.path)
@@ -304,6 +327,7 @@ func (c *Console) Attach() error {
 		c.log.Warn("console termios not restored", "path", c.cur.path, "err", err)
 	}
 	c.attached = true
+	c.live.Store(true)
 	c.log.Debug("console attached", "path", c.cur.path)
 	return nil
 }
@@ -318,6 +342,7 @@ func (c *Console) Close() error {
 	}
 	c.closed = true
 	c.attached = false
+	c.live.Store(false)
 	if c.cur == nil {
 		return nil // the link went with the pty at Detach
 	}
@@ -460,8 +485,8 @@ func (p *port) hungUp() bool {
 // wire before a terminal program opens its port are.
 const readerPoll = 5 * time.Millisecond
 
-// watchLoop tracks whether a reader has the port open, and reads and
-// discards what readers send to the board.
+// watchLoop tracks whether a reader has the port open, and reads what
+// readers send to the board.
 func (c *Console) watchLoop(p *port) {
 	defer p.wg.Done()
 	buf := make([]byte, 4096)
@@ -491,6 +516,9 @@ func (c *Console) watchLoop(p *port) {
 		n, err := unix.Read(p.master, buf)
 		if n > 0 {
 			c.input.Add(uint64(n))
+			if c.opts.Input != nil && c.live.Load() {
+				c.opts.Input(buf[:n])
+			}
 		}
 		if err == nil || err == unix.EAGAIN || err == unix.EINTR {
 			continue
