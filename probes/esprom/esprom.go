@@ -1,6 +1,11 @@
-// Package esprom is the probe driver "esprom": it flashes an ESP32 or
-// ESP8266 through the chip's ROM serial loader (the protocol esptool
-// speaks, without its flasher stub). Importing it registers the driver.
+// Package esprom is the probe driver "esprom": it flashes an ESP32
+// through the chip's ROM serial loader (the protocol esptool speaks,
+// without its flasher stub). Importing it registers the driver.
+//
+// It is tested against the ESP32's ROM (emulated, sim/esprom). The
+// ESP8266's ROM has no SPI_FLASH_MD5, so the check after the write fails
+// there; the ROMs of later chips (ESP32-S2 on) take a fifth FLASH_BEGIN
+// word (encrypted write) that the driver does not send.
 //
 // Settings:
 //
