@@ -254,7 +254,7 @@ func (d *DriverConfig) Pos() (line, col int) { return d.At.Line, d.At.Column }
 
 // ProbeDrivers are the probe drivers the schema accepts (a build may
 // compile in fewer; the run says so when a board needs a missing one).
-var ProbeDrivers = []string{"gdbrsp", "openocd", "stm32uart", "smp", "probe-rs", "pyocd"}
+var ProbeDrivers = []string{"gdbrsp", "openocd", "stm32uart", "smp", "esprom", "probe-rs", "pyocd"}
 
 // Board returns the board called name.
 func (b *Bench) Board(name string) (*Board, error) {

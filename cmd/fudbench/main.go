@@ -26,6 +26,7 @@ import (
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/power/simctl"
 	_ "github.com/fudbench/fudbench/probes/cli"
+	_ "github.com/fudbench/fudbench/probes/esprom"
 	_ "github.com/fudbench/fudbench/probes/gdbrsp"
 	_ "github.com/fudbench/fudbench/probes/openocd"
 	_ "github.com/fudbench/fudbench/probes/smp"
