@@ -8,8 +8,8 @@
 // package's import list is the driver set. Each driver also keeps a direct
 // constructor for tests. power/powertest holds a fake Switch.
 //
-// The base interface is Switch; StateReader, Meter, Halter, Bounded and
-// CutWitness are optional
+// The base interface is Switch; StateReader, Meter, Supply, Halter, Bounded
+// and CutWitness are optional
 // abilities found by type assertion, and callers fall back when they are
 // missing (Safe uses Off when a Switch is no Halter).
 //
@@ -48,6 +48,17 @@ type Reading struct {
 // Meter is a Switch that can measure its output.
 type Meter interface {
 	Measure(ctx context.Context) (Reading, error)
+}
+
+// Supply is a Switch that sets its output voltage: a bench supply. The
+// bench uses it for a brownout cut (the output dropped to a level for a
+// while, then back to Nominal) instead of a clean off.
+type Supply interface {
+	// SetVoltage sets the output's voltage; the output stays on or off.
+	SetVoltage(ctx context.Context, volts float64) error
+	// Nominal is the voltage the output is set to when the bench switches
+	// it on (the bench file's setting).
+	Nominal() float64
 }
 
 // Bounded is a Switch whose calls finish on their own within
