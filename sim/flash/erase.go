@@ -23,10 +23,12 @@ func (f *Flash) eraseSector(idx int, persist bool) error {
 	}
 	f.opMu.Lock()
 	defer f.opMu.Unlock()
-	f.busy(true)
-	defer f.busy(false)
+	// The operation is under way before the busy line rises and until
+	// after it falls, as a bench watching the line sees it.
 	f.setCur(OpErase, start)
 	defer f.setCur(OpNone, 0)
+	f.busy(true)
+	defer f.busy(false)
 	f.mu.Lock()
 	if !f.powered {
 		f.cuts = append(f.cuts, Cut{Op: f.ops + 1, Kind: OpNone, Addr: start})

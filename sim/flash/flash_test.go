@@ -368,14 +368,24 @@ func TestAsyncCutDuringTimedProgram(t *testing.T) {
 	}
 }
 
+// TestBusyEdges: the busy line rises once per operation and, while it
+// is high, the operation is already (and still) in progress: a power cut
+// made the instant the line rises is recorded as cutting that operation.
 func TestBusyEdges(t *testing.T) {
 	f := newTest(t, Config{WriteAlign: 4, Erased: 0xFF})
 	var edges []bool
-	f.OnBusy(func(b bool) { edges = append(edges, b) })
+	var seen []OpKind
+	f.OnBusy(func(b bool) {
+		edges = append(edges, b)
+		seen = append(seen, f.InProgress().Kind)
+	})
 	f.EraseSector(3)
 	f.Program(3*4096, make([]byte, 8))
 	if len(edges) != 4 || !edges[0] || edges[1] || !edges[2] || edges[3] {
 		t.Errorf("edges %v", edges)
+	}
+	if want := []OpKind{OpErase, OpErase, OpProgram, OpProgram}; !slices.Equal(seen, want) {
+		t.Errorf("operation in progress at each edge: %v, want %v", seen, want)
 	}
 }
 

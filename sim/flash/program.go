@@ -32,10 +32,12 @@ func (f *Flash) Program(off int, data []byte) error {
 
 	f.opMu.Lock()
 	defer f.opMu.Unlock()
-	f.busy(true)
-	defer f.busy(false)
+	// The operation is under way before the busy line rises and until
+	// after it falls, as a bench watching the line sees it.
 	f.setCur(OpProgram, off)
 	defer f.setCur(OpNone, 0)
+	f.busy(true)
+	defer f.busy(false)
 	words := len(data) / a
 	per := f.scaled(f.cfg.ProgramTime)
 	if per == 0 {
