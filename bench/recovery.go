@@ -39,24 +39,35 @@ func (s *session) witness(ctx context.Context) {
 // recover powers the board back on after the off-time and follows it
 // until the transfer can continue; it returns the block to continue from.
 func (s *session) recover(ctx context.Context) (uint32, error) {
-	s.b.Phase(results.PhaseOff)
-	offEnd := time.Now().Add(s.u.OffTime)
-	s.witness(ctx)
-	if wait := time.Until(offEnd); wait > 0 {
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return 0, ctx.Err()
+	name := s.b.Name
+	if s.u.Brownout != nil {
+		// The supply is back at its nominal voltage already: the device
+		// reset (below its brownout threshold) or ran on. Recovery counts
+		// from the restore; console lines since then are its evidence.
+		s.witness(ctx)
+		s.b.Phase(results.PhaseRecovery)
+		s.powerOn = s.restored
+	} else {
+		s.b.Phase(results.PhaseOff)
+		offEnd := time.Now().Add(s.u.OffTime)
+		s.witness(ctx)
+		if wait := time.Until(offEnd); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
 		}
 	}
-	name := s.b.Name
 	lines, stopWatch := s.b.hub.Watch(func(e *results.Event) bool { return e.Kind == results.ConsoleLine && e.Board == name })
 	defer stopWatch()
-	s.b.Phase(results.PhaseRecovery)
-	if err := s.b.PowerOn(ctx); err != nil {
-		return 0, s.infra(err)
+	if s.u.Brownout == nil {
+		s.b.Phase(results.PhaseRecovery)
+		if err := s.b.PowerOn(ctx); err != nil {
+			return 0, s.infra(err)
+		}
+		s.powerOn = s.b.Event(results.PowerOn)
 	}
-	s.powerOn = s.b.Event(results.PowerOn)
 	s.expectState()
 	if s.secured() && s.res.Secure == nil {
 		s.awaitFirst, s.recBytes = true, s.b.sec.bytes()

@@ -54,6 +54,13 @@ type Update struct {
 	// waiting for the device to run the new image: for any CoAP server
 	// that is not a device (block1 to a URL).
 	NoVerify bool
+	// Brownout makes the cut a brownout (the supply dropped to a level
+	// for a while) instead of off; nil cuts power off. It needs a supply
+	// that sets its voltage (power.Supply).
+	Brownout *Brownout
+	// Sample is how often a measuring supply (power.Meter) is read during
+	// the update; 0 does not read it.
+	Sample time.Duration
 	// MaxRestarts bounds how often a block1 transfer restarts from block 0
 	// and how often a resumable transfer resynchronises (a device that
 	// answers 4.08 forever cannot hang the bench).
@@ -87,6 +94,9 @@ type Result struct {
 	// Infra is set when the bench itself failed (power driver, socket, a
 	// trigger that could not arm): never the device's fault.
 	Infra bool `json:"infra,omitempty"`
+	// Energy is what the board drew during the update, from its supply's
+	// readings (nil without them).
+	Energy *results.Energy `json:"energy,omitempty"`
 	// Unreachable is set when the device never answered at all.
 	Unreachable bool  `json:"unreachable,omitempty"`
 	Err         error `json:"-"`
@@ -147,6 +157,9 @@ type session struct {
 	// board keeps a record of its cuts.
 	witnessed int
 	powerOn   results.Event
+	// restored is the instant a brownout cut's supply was back at its
+	// nominal voltage (zero for an off cut).
+	restored results.Event
 	// captured is the last block request the device acknowledged, as it
 	// went on the wire: sent again after a cut, it must be refused.
 	captured *coap.Captured
@@ -193,12 +206,14 @@ func (b *Board) Run(ctx context.Context, u Update) *Result {
 		firedCh: make(chan struct{}), acked: -1, sent: -1, maxAck: -1, p: b.poll(nil)}
 	defer s.p.Close()
 	s.res.Blocks = fwproto.Blocks(uint32(len(u.Image)), u.SZX)
+	meter := b.startSampler(ctx, u.Sample)
 	if err := s.run(ctx); err != nil {
 		s.res.Err = err
 	}
 	if u.Trigger != nil {
 		u.Trigger.Disarm()
 	}
+	s.res.Energy = meter.finish()
 	return s.res
 }
 
@@ -213,15 +228,22 @@ func (s *session) infra(err error) error {
 	return err
 }
 
-// fire is the trigger's callback: power off now, from the caller's
-// goroutine, then stop the transfer.
+// fire is the trigger's callback: power off now (or the brownout), from
+// the caller's goroutine, then stop the transfer.
 func (s *session) fire(at time.Time, why string) {
 	s.cutOnce.Do(func() {
 		defer close(s.firedCh)
 		s.mu.Lock()
 		s.firing = true
 		s.mu.Unlock()
-		ev, err := s.b.PowerOff(context.Background())
+		var ev results.Event
+		var err error
+		if bo := s.u.Brownout; bo != nil {
+			why += ", " + bo.String()
+			ev, s.restored, err = s.b.brownout(context.Background(), *bo)
+		} else {
+			ev, err = s.b.PowerOff(context.Background())
+		}
 		ret := ev.Wall // stamped when the switch call returned, before the event is written
 		s.mu.Lock()
 		cut := &results.CutInfo{Trigger: why, T: ev.T, Latency: ret.Sub(at), LastAcked: s.acked, InFlight: s.sent}

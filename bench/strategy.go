@@ -38,6 +38,10 @@ type Strategy struct {
 	Accepted []results.Outcome
 	// Run names the run in the cycle records.
 	Run string
+	// Brownout makes every cut a brownout (nil: power off); Sample is how
+	// often a measuring supply is read during the update (0: never).
+	Brownout *Brownout
+	Sample   time.Duration
 
 	baseDigest, updDigest [32]byte
 	described             bool
@@ -56,6 +60,15 @@ func (s *Strategy) profile() string {
 	return s.Board.Profile
 }
 
+// PlanText describes a cycle's planned cut as its record names it: the
+// cut, and how power is cut when it is not switched off.
+func PlanText(cut Cut, bo *Brownout) string {
+	if bo != nil && cut.String() != "none" {
+		return cut.String() + ", " + bo.String()
+	}
+	return cut.String()
+}
+
 // Cycle runs cycle n with the planned cut and classifies it. A non-nil
 // fault means the bench can no longer vouch for the board (its power
 // switch failed, or the baseline could not be restored): the caller takes
@@ -66,7 +79,7 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 	b := s.Board
 	start := b.hub.Clock().Since()
 	c := results.Cycle{
-		Run: s.Run, Board: b.Name, Cycle: n, Plan: cut.String(), PlannedBlock: cut.Block(),
+		Run: s.Run, Board: b.Name, Cycle: n, Plan: PlanText(cut, s.Brownout), PlannedBlock: cut.Block(),
 		Blocks: int(fwproto.Blocks(uint32(len(s.Update)), s.SZX)), BlockSize: fwproto.BlockSize(s.SZX), ImageSize: len(s.Update),
 		Start: start, Attempts: 1,
 	}
@@ -120,11 +133,12 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 	before, metered := s.flashStats(ctx)
 	res := b.Run(ctx, Update{
 		Profile: s.profile(), Image: s.Update, SZX: s.SZX, Trigger: trig,
-		OffTime: s.OffTime, RecoveryTimeout: s.RecoveryTimeout,
+		OffTime: s.OffTime, RecoveryTimeout: s.RecoveryTimeout, Brownout: s.Brownout, Sample: s.Sample,
 	})
 	if ctx.Err() != nil {
 		return results.Cycle{}, nil
 	}
+	c.Energy = res.Energy
 	if metered && trig == nil && res.Err == nil {
 		s.flashCost(ctx, before, res)
 	}

@@ -189,7 +189,7 @@ func (j *Job) Cycles(blocks uint32) ([]CycleSpec, error) {
 				kind = s.drawnKind()
 			}
 			add := func(cut bench.Cut) {
-				out = append(out, CycleSpec{Index: len(out), Repeat: rep, Entry: i, Kind: kind, Cut: cut, Desc: cut.String()})
+				out = append(out, CycleSpec{Index: len(out), Repeat: rep, Entry: i, Kind: kind, Cut: cut, Desc: bench.PlanText(cut, j.Brownout)})
 			}
 			if err := c.spec.expand(j, blocks, c.what(i), rngs[i], add); err != nil {
 				return nil, err

@@ -74,7 +74,7 @@ func Parse(name string, data []byte) (*Job, error) {
 
 var topKeys = []string{"name", "bench", "boards", "tag", "baseline", "image", "profile", "profiles",
 	"block_size", "path", "cuts", "off_time", "recovery_timeout", "accept", "repeat", "seed",
-	"parallel", "reflash", "missed_cut", "link", "links"}
+	"parallel", "reflash", "missed_cut", "link", "links", "cut", "sample"}
 
 func decodeJob(d *config.Decoder, j *Job, body ast.Node) error {
 	fs, err := d.Fields(body, "job", topKeys...)
@@ -258,6 +258,16 @@ func decodeJob(d *config.Decoder, j *Job, body ast.Node) error {
 		}
 		if j.MissedCut != MissedRetry && j.MissedCut != MissedFail {
 			return d.Errf(f.Val, "missed_cut %q: want retry (run the cycle once more) or fail", j.MissedCut)
+		}
+	}
+	if f, ok := fs["cut"]; ok {
+		if err := decodeCutMode(d, j, f); err != nil {
+			return err
+		}
+	}
+	if f, ok := fs["sample"]; ok {
+		if err := decodeSample(d, j, f.Val); err != nil {
+			return err
 		}
 	}
 	f, ok := fs["cuts"]

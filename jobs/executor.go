@@ -217,6 +217,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 			Board: b, Baseline: p.Baseline, Update: p.Update, SZX: j.SZX(),
 			Profile: j.ProfileFor(bd.Name, b.Profile), OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
 			Reflash: j.Reflash, Accepted: j.AcceptedFor(bd.Name), Run: run.ID,
+			Brownout: j.Brownout, Sample: j.SampleFor(),
 		}
 		if b.Nonces != nil {
 			var mine []results.NonceUse

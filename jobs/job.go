@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/boards"
 	"github.com/fudbench/fudbench/internal/config"
 	"github.com/fudbench/fudbench/link"
@@ -107,6 +108,14 @@ type Job struct {
 	// MissedCut is what a run does with a cycle whose cut missed its
 	// planned point: MissedRetry or MissedFail.
 	MissedCut string
+	// Brownout makes every cut a brownout instead of off (cut:); nil
+	// switches power off.
+	Brownout *bench.Brownout
+	// Sample is how often a measuring supply is read during an update
+	// (sample:); 0 is bench.DefaultSample, negative is off.
+	Sample time.Duration
+
+	cutAt, sampleAt config.Pos
 
 	benchAt, tagAt, cutsAt, profileAt, pathAt config.Pos
 	boardsAt                                  []config.Pos

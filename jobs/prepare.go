@@ -148,6 +148,9 @@ func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (
 			return nil, err
 		}
 		err = j.checkArmer(p, b)
+		if err == nil && o.Use == UseRun {
+			err = j.checkSupply(p, b)
+		}
 		b.Close()
 		if err != nil {
 			return nil, err

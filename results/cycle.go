@@ -89,6 +89,10 @@ type Cycle struct {
 	RecoveryAnswer  time.Duration `json:"recovery_answer,omitempty"`
 	RecoveryVersion time.Duration `json:"recovery_version,omitempty"`
 
+	// Energy is what the board drew from a measuring supply during the
+	// update; nil when its supply does not measure.
+	Energy *Energy `json:"energy,omitempty"`
+
 	// Findings are the cycle's security findings (a reused nonce, an
 	// accepted replay): each fails the cycle whatever its outcome.
 	Findings []Finding `json:"findings,omitempty"`
@@ -101,6 +105,22 @@ type Cycle struct {
 	Start       time.Duration `json:"start"` // run clock
 	End         time.Duration `json:"end"`
 	LastConsole []string      `json:"last_console,omitempty"`
+}
+
+// Energy is what a board drew during one update, from its supply's
+// readings: the sum of volts × amps × the time since the previous reading.
+type Energy struct {
+	// Joules is the whole update's, from its start to its end (the new
+	// image running, or the update given up).
+	Joules float64 `json:"joules"`
+	// Recovery is the part drawn from the cut to the transfer resuming
+	// (or the new image running): what one recovery costs.
+	Recovery float64 `json:"recovery_joules,omitempty"`
+	// PeakAmps is the highest reading.
+	PeakAmps float64 `json:"peak_amps"`
+	// Samples counts the readings; Every is the interval asked for.
+	Samples int           `json:"samples"`
+	Every   time.Duration `json:"every"`
 }
 
 // RunInfo identifies a run.

@@ -29,7 +29,7 @@ const DefaultBusyTimeout = 10 * time.Second
 
 // schemaVersion is the PRAGMA user_version the code expects. Each entry
 // of migrations moves the schema from its index to index+1.
-const schemaVersion = 4
+const schemaVersion = 5
 
 var migrations = []string{
 	// 0 → 1: the first schema. Times are integer nanoseconds (wall times
@@ -133,6 +133,11 @@ CREATE TABLE nonces (
 	`
 ALTER TABLE events ADD COLUMN src TEXT;
 CREATE UNIQUE INDEX events_src ON events (run, src) WHERE src IS NOT NULL;
+`,
+	// 4 → 5: measuring supplies. What a cycle's update drew (JSON, NULL
+	// when the board's supply does not measure).
+	`
+ALTER TABLE cycles ADD COLUMN energy TEXT;
 `,
 }
 
@@ -484,6 +489,10 @@ func (d *DB) RecordCycle(c Cycle) error {
 	if c.Secure != nil {
 		secure = sql.NullString{String: mustJSON(c.Secure), Valid: true}
 	}
+	var energy sql.NullString
+	if c.Energy != nil {
+		energy = sql.NullString{String: mustJSON(c.Energy), Valid: true}
+	}
 	tx, err := d.db.Begin()
 	if err != nil {
 		return d.wrap(op, err)
@@ -495,8 +504,8 @@ func (d *DB) RecordCycle(c Cycle) error {
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
 			start_t, end_t, last_console,
 			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash,
-			findings, secure)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			findings, secure, energy)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run, board, cycle) DO UPDATE SET
 			plan = excluded.plan, planned_block = excluded.planned_block,
 			cut_trigger = excluded.cut_trigger, cut_t = excluded.cut_t, cut_latency = excluded.cut_latency,
@@ -511,14 +520,14 @@ func (d *DB) RecordCycle(c Cycle) error {
 			missed = excluded.missed, attempts = excluded.attempts,
 			cut_device_writing = excluded.cut_device_writing, cut_device_last_acked = excluded.cut_device_last_acked,
 			cut_device_flash = excluded.cut_device_flash,
-			findings = excluded.findings, secure = excluded.secure`,
+			findings = excluded.findings, secure = excluded.secure, energy = excluded.energy`,
 		c.Run, c.Board, c.Cycle, c.Plan, c.PlannedBlock,
 		trig, cutT, lat, acked, inFlight,
 		string(c.Outcome), c.Reflashed, c.Accepted, c.Reason, c.Blocks, c.BlockSize, c.ImageSize,
 		c.BlocksSent, c.BlocksResent, mustJSON(resumes), int64(c.Transfer), int64(c.RecoveryAnswer), int64(c.RecoveryVersion),
 		int64(c.Start), int64(c.End), mustJSON(console),
 		c.Missed, c.Attempts, devWriting, devAcked, devFlash,
-		findings, secure)
+		findings, secure, energy)
 	if err != nil {
 		return d.wrap(op, err)
 	}
@@ -559,7 +568,7 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
 			start_t, end_t, last_console,
 			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash,
-			findings, secure
+			findings, secure, energy
 		FROM cycles WHERE run = ? `+tail, runID)
 	if err != nil {
 		return nil, d.wrap("read cycles of "+runID, err)
@@ -572,7 +581,7 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 			trig, devFlash                                 sql.NullString
 			cutT, lat, acked, inFlight                     sql.NullInt64
 			devWriting, devAcked                           sql.NullInt64
-			findings, secure                               sql.NullString
+			findings, secure, energy                       sql.NullString
 			outcome, resumes, console                      string
 			transfer, recAnswer, recVersion, start, finish int64
 		)
@@ -582,7 +591,7 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 			&c.BlocksSent, &c.BlocksResent, &resumes, &transfer, &recAnswer, &recVersion,
 			&start, &finish, &console,
 			&c.Missed, &c.Attempts, &devWriting, &devAcked, &devFlash,
-			&findings, &secure); err != nil {
+			&findings, &secure, &energy); err != nil {
 			return nil, d.wrap("read cycles of "+runID, err)
 		}
 		if trig.Valid {
@@ -615,6 +624,12 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 		if secure.Valid {
 			c.Secure = new(SecureRecovery)
 			if err := json.Unmarshal([]byte(secure.String), c.Secure); err != nil {
+				return nil, d.wrap("read cycles of "+runID, err)
+			}
+		}
+		if energy.Valid {
+			c.Energy = new(Energy)
+			if err := json.Unmarshal([]byte(energy.String), c.Energy); err != nil {
 				return nil, d.wrap("read cycles of "+runID, err)
 			}
 		}

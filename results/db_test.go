@@ -424,8 +424,8 @@ func TestDBMigratesSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if v, err := d.SchemaVersion(); err != nil || v != schemaVersion || schemaVersion != 4 {
-		t.Fatalf("schema version %d (%v) after the upgrade, want %d = 4", v, err, schemaVersion)
+	if v, err := d.SchemaVersion(); err != nil || v != schemaVersion || schemaVersion != 5 {
+		t.Fatalf("schema version %d (%v) after the upgrade, want %d = 5", v, err, schemaVersion)
 	}
 	if err := d.IntegrityCheck(); err != nil {
 		t.Fatal(err)
@@ -455,7 +455,8 @@ func TestDBMigratesSchema1(t *testing.T) {
 		Cut: &CutInfo{Trigger: "after_block 30", T: 9 * time.Second, Latency: 45 * time.Microsecond, LastAcked: 33, InFlight: 34,
 			Device: &DeviceCut{Writing: 34, LastAcked: 33, Flash: "program"}},
 		Outcome: MissedCut, Missed: "fired after block 33, planned after block 30", Attempts: 2,
-		Blocks: 64, BlockSize: 1024, BlocksSent: 35, Start: 5 * time.Second, End: 10 * time.Second}
+		Blocks: 64, BlockSize: 1024, BlocksSent: 35, Start: 5 * time.Second, End: 10 * time.Second,
+		Energy: &Energy{Joules: 0.125, Recovery: 0.0125, PeakAmps: 0.021, Samples: 90, Every: 50 * time.Millisecond}}
 	never := Cycle{Run: "old-run", Board: "sim-safe", Cycle: 3, Plan: "console /never/", PlannedBlock: -1,
 		Outcome: MissedCut, Missed: "the trigger never fired", Attempts: 1, Blocks: 64, BlocksSent: 64}
 	for _, c := range []Cycle{late, never} {

@@ -17,9 +17,16 @@ type Kind string
 
 // Event kinds.
 const (
-	PowerOn       Kind = "power.on"  // switch call returned, board powered
-	PowerOff      Kind = "power.off" // switch call returned, board unpowered
-	PowerError    Kind = "power.error"
+	PowerOn    Kind = "power.on"  // switch call returned, board powered
+	PowerOff   Kind = "power.off" // switch call returned, board unpowered
+	PowerError Kind = "power.error"
+	// PowerReading is one reading of a measuring supply; Attrs "volts"
+	// and "amps".
+	PowerReading Kind = "power.reading"
+	// Brownout is the supply dropped to a brownout level (a brownout
+	// cut); Text says to what and for how long, Attrs "volts" the level.
+	// The power.on event that follows is the level restored.
+	Brownout      Kind = "power.brownout"
 	ConsoleLine   Kind = "console.line"
 	ConsoleGap    Kind = "console.gap"    // port vanished; Dur is how long it was gone once back
 	ConsoleReopen Kind = "console.reopen" // port found again (possibly under a new name)

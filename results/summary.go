@@ -49,6 +49,70 @@ type TransferStats struct {
 	ThroughputBps float64 `json:"throughput_bps"`
 }
 
+// EnergyStats are order statistics of an energy over N cycles, in
+// millijoules (nearest-rank percentiles, as DurationStats).
+type EnergyStats struct {
+	N      int     `json:"n"`
+	MeanMJ float64 `json:"mean_mj"`
+	P50MJ  float64 `json:"p50_mj"`
+	P95MJ  float64 `json:"p95_mj"`
+	MaxMJ  float64 `json:"max_mj"`
+}
+
+// BoardEnergy is what a board's updates drew from its measuring supply.
+type BoardEnergy struct {
+	// Update is a whole update without a cut that ended with the new
+	// image running; UpdateCut the same with a cut and its recovery.
+	Update    EnergyStats `json:"update"`
+	UpdateCut EnergyStats `json:"update_cut"`
+	// Recovery is the part of a cycle with a cut from the cut to the
+	// transfer resuming or the new image running.
+	Recovery EnergyStats `json:"recovery"`
+	// PeakAmps is the highest reading of the run.
+	PeakAmps float64 `json:"peak_amps"`
+}
+
+func energyStats(js []float64) EnergyStats {
+	if len(js) == 0 {
+		return EnergyStats{}
+	}
+	slices.Sort(js)
+	n := len(js)
+	sum := 0.0
+	for _, j := range js {
+		sum += j
+	}
+	return EnergyStats{N: n, MeanMJ: 1e3 * sum / float64(n), P50MJ: 1e3 * js[nearestRank(50, n)],
+		P95MJ: 1e3 * js[nearestRank(95, n)], MaxMJ: 1e3 * js[n-1]}
+}
+
+// boardEnergy sums up the energy of a board's cycles; nil when none was
+// measured.
+func boardEnergy(cs []Cycle) *BoardEnergy {
+	var upd, updCut, rec []float64
+	e := &BoardEnergy{}
+	for _, c := range cs {
+		if c.Energy == nil {
+			continue
+		}
+		e.PeakAmps = max(e.PeakAmps, c.Energy.PeakAmps)
+		switch {
+		case c.Cut == nil && c.Outcome == Updated:
+			upd = append(upd, c.Energy.Joules)
+		case c.Cut != nil && c.Outcome == Updated:
+			updCut = append(updCut, c.Energy.Joules)
+		}
+		if c.Cut != nil {
+			rec = append(rec, c.Energy.Recovery)
+		}
+	}
+	if len(upd)+len(updCut)+len(rec) == 0 && e.PeakAmps == 0 {
+		return nil
+	}
+	e.Update, e.UpdateCut, e.Recovery = energyStats(upd), energyStats(updCut), energyStats(rec)
+	return e
+}
+
 // ResentStats describe blocks sent again after a cut, over the N cycles
 // whose cut fired.
 type ResentStats struct {
@@ -119,7 +183,9 @@ type BoardSummary struct {
 	RecoveryAnswer  DurationStats  `json:"recovery_answer"`
 	RecoveryVersion DurationStats  `json:"recovery_version"`
 	TriggerLatency  DurationStats  `json:"trigger_latency"`
-	Verdict         Verdict        `json:"verdict"`
+	// Energy is what the board's updates drew, when its supply measures.
+	Energy  *BoardEnergy `json:"energy,omitempty"`
+	Verdict Verdict      `json:"verdict"`
 }
 
 // Summary is a run's result: what OUT/summary.json holds. Durations are
@@ -243,11 +309,13 @@ func Summarize(run RunInfo, cycles []Cycle) Summary {
 func boardSummary(board string, planned int, cs []Cycle) BoardSummary {
 	bs := BoardSummary{Board: board, Planned: planned, Outcomes: zeroOutcomes(), Findings: zeroFindings()}
 	var answer, version, latency []time.Duration
+	var mine []Cycle
 	deviceFailures := 0
 	for _, c := range cs {
 		if c.Board != board {
 			continue
 		}
+		mine = append(mine, c)
 		bs.Cycles++
 		bs.Outcomes[c.Outcome]++
 		deviceFailures += countFailure(c, &bs.InfraErrors, &bs.MissedCuts)
@@ -270,6 +338,7 @@ func boardSummary(board string, planned int, cs []Cycle) BoardSummary {
 	bs.RecoveryAnswer = durationStats(answer)
 	bs.RecoveryVersion = durationStats(version)
 	bs.TriggerLatency = durationStats(latency)
+	bs.Energy = boardEnergy(mine)
 	bs.Verdict = verdict(deviceFailures, bs.InfraErrors+bs.MissedCuts)
 	return bs
 }

@@ -57,6 +57,11 @@ func WriteTable(w io.Writer, s Summary) error {
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("results: table: %w", err)
 	}
+	for _, b := range s.PerBoard {
+		if line := energyLine(b); line != "" {
+			fmt.Fprintln(w, line)
+		}
+	}
 	const shown = 10
 	for i, f := range s.Failures {
 		if i == shown {
@@ -123,4 +128,37 @@ func FormatDuration(d time.Duration) string {
 	}
 	d = d.Round(time.Second)
 	return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+}
+
+// energyLine is a board's energy under the table: "  energy sim-safe:
+// update 41.2 mJ p50 (20), with a cut 63.0 mJ p50 (10), recovery 12.1 mJ
+// p50 (10), peak 9.80 mA"; "" when its supply does not measure.
+func energyLine(b BoardSummary) string {
+	e := b.Energy
+	if e == nil {
+		return ""
+	}
+	var parts []string
+	for _, p := range []struct {
+		what string
+		st   EnergyStats
+	}{{"update", e.Update}, {"with a cut", e.UpdateCut}, {"recovery", e.Recovery}} {
+		if p.st.N > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s p50 (%d)", p.what, FormatEnergy(p.st.P50MJ), p.st.N))
+		}
+	}
+	parts = append(parts, fmt.Sprintf("peak %.2f mA", 1e3*e.PeakAmps))
+	return "  energy " + b.Board + ": " + strings.Join(parts, ", ")
+}
+
+// FormatEnergy renders millijoules with three significant digits or so:
+// 0.512 mJ, 41.2 mJ, 1.25 J.
+func FormatEnergy(mj float64) string {
+	switch {
+	case mj >= 1000:
+		return fmt.Sprintf("%.3g J", mj/1000)
+	case mj >= 100:
+		return fmt.Sprintf("%.0f mJ", mj)
+	}
+	return fmt.Sprintf("%.3g mJ", mj)
 }

@@ -108,12 +108,16 @@ type Report struct {
 	// Secure sums up each board's secured recoveries and findings;
 	// SecureRows list cycles (those with findings first), SecureMore of
 	// which are left out.
-	Secure                    []SecureBoard
-	SecureRows                []SecureRow
-	SecureMore                int
-	Throughput                []Throughput
-	ThroughputSVG, RTTSVG     template.HTML
-	RTT                       []RTTSeries
+	Secure                []SecureBoard
+	SecureRows            []SecureRow
+	SecureMore            int
+	Throughput            []Throughput
+	ThroughputSVG, RTTSVG template.HTML
+	RTT                   []RTTSeries
+	// Current is each measuring supply's readings per cycle (with its
+	// plot); Energy the energy table.
+	Current                   []CurrentSeries
+	Energy                    []EnergyRow
 	Resent                    []ResentSeries
 	ResentSVGs                []template.HTML
 	ResentCuts, ResentMax     int
@@ -192,6 +196,13 @@ func Build(in Input) (*Report, error) {
 			return nil, err
 		}
 	}
+	r.Current = buildCurrent(boards, in.Cycles, tl)
+	for i := range r.Current {
+		if r.Current[i].SVG, err = plotCurrent(r.Current[i]); err != nil {
+			return nil, err
+		}
+	}
+	r.Energy = buildEnergy(s)
 	r.Resent = buildResent(boards, in.Cycles, tl)
 	for _, axis := range []string{AxisBlock, AxisTime} {
 		svg, ok, err := plotResent(r.Resent, axis)
@@ -315,6 +326,13 @@ var funcs = template.FuncMap{
 	"add":       func(a, b int) int { return a + b },
 	"blockOr":   blockOr,
 	"hasPrefix": strings.HasPrefix,
+	"mj": func(n int, mj float64) string {
+		if n == 0 {
+			return "–"
+		}
+		return results.FormatEnergy(mj)
+	},
+	"ma": func(a float64) string { return fmt.Sprintf("%.2f mA", 1e3*a) },
 }
 
 //go:embed strategies.html.tmpl

@@ -1,0 +1,195 @@
+package bench
+
+// This file is what the bench does with a supply that measures and sets
+// its output (power.Meter, power.Supply): readings on the timeline during
+// an update, the energy an update and a recovery took, and the brownout
+// cut.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/fudbench/fudbench/internal/config"
+	"github.com/fudbench/fudbench/power"
+	"github.com/fudbench/fudbench/results"
+)
+
+// DefaultSample is how often the bench reads a measuring supply during an
+// update when the job does not say.
+const DefaultSample = 50 * time.Millisecond
+
+// Brownout is a cut that drops the supply's voltage to To for For and
+// brings it back to its nominal level, instead of switching it off: the
+// way a battery under load or a sagging supply fails. Below its brownout
+// threshold a device resets; above it, it runs on, and flash written
+// meanwhile may hold wrong bits.
+type Brownout struct {
+	To  float64 // volts
+	For time.Duration
+}
+
+// String is "brownout to 1.7V for 20ms".
+func (b Brownout) String() string {
+	return fmt.Sprintf("brownout to %s for %v", config.FormatQuantity(b.To, "V"), b.For)
+}
+
+// Supply is the board's power switch as a settable supply, nil when its
+// driver cannot set a voltage.
+func (b *Board) Supply() power.Supply {
+	s, _ := b.Power.(power.Supply)
+	return s
+}
+
+// Meter is the board's power switch as a meter, nil when its driver
+// cannot measure.
+func (b *Board) Meter() power.Meter {
+	m, _ := b.Power.(power.Meter)
+	return m
+}
+
+// brownout drops the supply to bo.To, holds it for bo.For and restores
+// the nominal voltage. The returned events carry the instants the drop and
+// the restore calls returned. The restore is attempted whatever happens to
+// the drop, with its own deadline: a board must not be left at a brownout
+// level.
+func (b *Board) brownout(ctx context.Context, bo Brownout) (drop, restore results.Event, err error) {
+	sup := b.Supply()
+	if sup == nil {
+		return drop, restore, fmt.Errorf("board %s: a brownout cut needs a supply that sets its voltage; %s cannot: %w", b.Name, b.Power, ErrPower)
+	}
+	b.touched.Store(true)
+	level := func(v float64) func(context.Context) error {
+		return func(ctx context.Context) error { return sup.SetVoltage(ctx, v) }
+	}
+	if err = b.powerCall(ctx, 0, level(bo.To)); err != nil {
+		e := b.Event(results.PowerError)
+		e.Text = err.Error()
+		b.Emit(e)
+		err = fmt.Errorf("board %s: brownout to %s (%s): %w: %w", b.Name, config.FormatQuantity(bo.To, "V"), b.Power, ErrPower, err)
+	} else {
+		drop = b.Event(results.Brownout)
+		drop.Text = bo.String()
+		drop.Attrs = map[string]string{"volts": strconv.FormatFloat(bo.To, 'f', -1, 64)}
+		b.Emit(drop)
+		t := time.NewTimer(bo.For)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	nominal := sup.Nominal()
+	rerr := b.powerCall(context.Background(), 0, level(nominal))
+	if rerr != nil {
+		e := b.Event(results.PowerError)
+		e.Text = rerr.Error()
+		b.Emit(e)
+		return drop, restore, errors.Join(err, fmt.Errorf("board %s: restoring %s after a brownout (%s): %w: %w", b.Name, config.FormatQuantity(nominal, "V"), b.Power, ErrPower, rerr))
+	}
+	restore = b.Event(results.PowerOn)
+	restore.Text = "restored " + config.FormatQuantity(nominal, "V") + " after the brownout"
+	b.Emit(restore)
+	return drop, restore, err
+}
+
+// sampler reads the board's meter every interval while an update runs,
+// puts each reading on the timeline and adds up the energy: the whole
+// update's, and the part spent while the board recovered from a cut.
+type sampler struct {
+	b     *Board
+	m     power.Meter
+	every time.Duration
+	stop  context.CancelFunc
+	done  chan struct{}
+
+	mu       sync.Mutex
+	energy   results.Energy
+	last     time.Time
+	failures int
+}
+
+// startSampler starts sampling when the board's supply measures and every
+// is positive; it returns nil otherwise.
+func (b *Board) startSampler(ctx context.Context, every time.Duration) *sampler {
+	m := b.Meter()
+	if m == nil || every <= 0 {
+		return nil
+	}
+	ctx, stop := context.WithCancel(ctx)
+	s := &sampler{b: b, m: m, every: every, stop: stop, done: make(chan struct{}), last: time.Now()}
+	s.energy.Every = every
+	go s.loop(ctx)
+	return s
+}
+
+func (s *sampler) loop(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(s.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.sample(ctx)
+	}
+}
+
+// sample takes one reading. A reading is bounded by the sampling interval
+// (at least 100 ms): a supply that stops answering costs readings, never
+// the update.
+func (s *sampler) sample(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, max(s.every, 100*time.Millisecond))
+	r, err := s.m.Measure(rctx)
+	cancel()
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.failures++
+			if s.failures == 1 || s.failures%100 == 0 {
+				e := s.b.Event(results.Note)
+				e.Text = fmt.Sprintf("supply reading failed (%d so far): %v", s.failures, err)
+				s.b.Emit(e)
+			}
+		}
+		return
+	}
+	dt := now.Sub(s.last).Seconds()
+	s.last = now
+	j := r.Volts * r.Amps * dt
+	s.energy.Joules += j
+	s.energy.Samples++
+	s.energy.PeakAmps = max(s.energy.PeakAmps, r.Amps)
+	if s.b.phase() == results.PhaseRecovery || s.b.phase() == results.PhaseOff {
+		s.energy.Recovery += j
+	}
+	e := s.b.Event(results.PowerReading)
+	e.Attrs = map[string]string{
+		"volts": strconv.FormatFloat(r.Volts, 'g', 6, 64),
+		"amps":  strconv.FormatFloat(r.Amps, 'g', 6, 64),
+	}
+	s.b.Emit(e)
+}
+
+// finish stops sampling and returns what was measured (nil when s is).
+func (s *sampler) finish() *results.Energy {
+	if s == nil {
+		return nil
+	}
+	s.stop()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.energy.Samples == 0 {
+		return nil
+	}
+	e := s.energy
+	return &e
+}
