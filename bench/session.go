@@ -418,6 +418,22 @@ func (s *session) run(ctx context.Context) error {
 					continue
 				}
 			}
+			if s.corruptAfterCut(err, n) && restarts < s.u.MaxRestarts {
+				// The device kept its promise (it verified the image and
+				// refused it): what the cut corrupted is sent again, as
+				// an update server would, with a new prepare.
+				restarts++
+				s.emit(results.Note, int64(n), fmt.Sprintf("the device refused the image after the cut (%v): the update starts over with a new prepare", err), 0)
+				if err = s.prepare(ctx); err == nil {
+					var st fwproto.State
+					st, err = s.waitRecovery(ctx)
+					next = st.Next
+				}
+				if err == nil {
+					s.res.Resumes = append(s.res.Resumes, next)
+					continue
+				}
+			}
 			if err != nil {
 				s.emit(results.UpdateError, int64(n), err.Error(), 0)
 			}
@@ -488,6 +504,19 @@ func (s *session) unreachable(err error) error {
 	}
 	s.res.Unreachable = true
 	return s.infra(fmt.Errorf("board %s unreachable at %s: %w", s.b.Name, s.b.Endpoint.DeviceAddr(), err))
+}
+
+// corruptAfterCut reports whether err, the answer to block at, is a
+// resumable device refusing the received image by its digest (4.00 to
+// the last block) in an update where a cut came first: the cut,
+// typically a brownout, left wrong bits in flash, and the device's own
+// check caught them.
+func (s *session) corruptAfterCut(err error, at uint32) bool {
+	var de *fwclient.DeviceError
+	if s.res.Cut == nil || s.u.Profile != boards.ProfileResumable || at+1 != s.res.Blocks || !errors.As(err, &de) {
+		return false
+	}
+	return de.Code == codes.BadRequest
 }
 
 // checkResync decides whether a 4.08 answer's state may be followed: it
