@@ -99,6 +99,9 @@ type CycleSpec struct {
 	Kind   string
 	Cut    bench.Cut
 	Desc   string // "after_block 17", "random during_block 3 +1ms"
+	// Brownout is how the cut cuts when the job's cut: says brownout
+	// (nil: off).
+	Brownout *bench.Brownout
 }
 
 // Block is the cycle's planned block, -1 when the cut is not placed by
@@ -168,6 +171,7 @@ func (j *Job) Cycles(blocks uint32) ([]CycleSpec, error) {
 			break
 		}
 	}
+	total *= int64(max(len(j.Brownouts), 1))
 	if total > MaxCycles || total*int64(j.Repeat) > MaxCycles {
 		return nil, j.errAt(j.cutsAt, "cuts: the plan expands to more than %d cycles per board", MaxCycles)
 	}
@@ -182,17 +186,34 @@ func (j *Job) Cycles(blocks uint32) ([]CycleSpec, error) {
 		}
 		rngs[i] = rand.New(rand.NewPCG(seed, uint64(i)+1))
 	}
+	// Each brownout level is a pass over an entry with cuts; an entry
+	// without one (none) runs once.
+	levels := []*bench.Brownout{nil}
+	if len(j.Brownouts) > 0 {
+		levels = levels[:0]
+		for i := range j.Brownouts {
+			levels = append(levels, &j.Brownouts[i])
+		}
+	}
 	for rep := range j.Repeat {
 		for i, c := range j.Cuts {
 			kind := c.Kind
 			if s, ok := c.spec.(drawing); ok {
 				kind = s.drawnKind()
 			}
-			add := func(cut bench.Cut) {
-				out = append(out, CycleSpec{Index: len(out), Repeat: rep, Entry: i, Kind: kind, Cut: cut, Desc: bench.PlanText(cut, j.Brownout)})
-			}
-			if err := c.spec.expand(j, blocks, c.what(i), rngs[i], add); err != nil {
-				return nil, err
+			for li, bo := range levels {
+				if kind == "none" && li > 0 {
+					break
+				}
+				if kind == "none" {
+					bo = nil
+				}
+				add := func(cut bench.Cut) {
+					out = append(out, CycleSpec{Index: len(out), Repeat: rep, Entry: i, Kind: kind, Cut: cut, Desc: bench.PlanText(cut, bo), Brownout: bo})
+				}
+				if err := c.spec.expand(j, blocks, c.what(i), rngs[i], add); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}

@@ -275,7 +275,10 @@ func decodeJob(d *config.Decoder, j *Job, body ast.Node) error {
 		return d.Errf(body, "cuts: required (a list; use [none] for plain updates)")
 	}
 	j.cutsAt = config.PosOf(f.Key)
-	return decodeCuts(d, j, f.Val)
+	if err := decodeCuts(d, j, f.Val); err != nil {
+		return err
+	}
+	return j.checkBrownoutKinds()
 }
 
 func decodeProfile(d *config.Decoder, n ast.Node, what string) (string, error) {

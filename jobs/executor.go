@@ -217,7 +217,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 			Board: b, Baseline: p.Baseline, Update: p.Update, SZX: j.SZX(),
 			Profile: j.ProfileFor(bd.Name, b.Profile), OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
 			Reflash: j.Reflash, Accepted: j.AcceptedFor(bd.Name), Run: run.ID,
-			Brownout: j.Brownout, Sample: j.SampleFor(),
+			Sample: j.SampleFor(),
 		}
 		if b.Nonces != nil {
 			var mine []results.NonceUse
@@ -382,6 +382,7 @@ func (r *runner) board(ctx context.Context, w *worker) error {
 			c = r.skipped(w, spec, n, outAt, out)
 		} else {
 			var fault error
+			w.st.Brownout = spec.Brownout
 			c, fault = w.st.Cycle(ctx, n, spec.Cut)
 			if fault == nil && ctx.Err() == nil && c.Outcome == results.MissedCut && j.MissedCut == MissedRetry {
 				// The bench missed its own plan: the cycle tested nothing

@@ -108,9 +108,9 @@ type Job struct {
 	// MissedCut is what a run does with a cycle whose cut missed its
 	// planned point: MissedRetry or MissedFail.
 	MissedCut string
-	// Brownout makes every cut a brownout instead of off (cut:); nil
-	// switches power off.
-	Brownout *bench.Brownout
+	// Brownouts make every cut a brownout instead of off (cut:), each
+	// level a pass over the cut list; none switches power off.
+	Brownouts []bench.Brownout
 	// Sample is how often a measuring supply is read during an update
 	// (sample:); 0 is bench.DefaultSample, negative is off.
 	Sample time.Duration

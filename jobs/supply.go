@@ -21,7 +21,8 @@ const (
 	MaxSample        = time.Minute
 )
 
-// decodeCutMode reads `cut: off` or `cut: {brownout: {to: 1.7V, for: 20ms}}`.
+// decodeCutMode reads `cut: off` or `cut: {brownout: {to: 1.7V, for:
+// 20ms}}`; to may be a list of levels, each a pass over the cut list.
 func decodeCutMode(d *config.Decoder, j *Job, f config.Field) error {
 	j.cutAt = config.PosOf(f.Key)
 	r, err := d.Resolve(f.Val)
@@ -51,17 +52,27 @@ func decodeCutMode(d *config.Decoder, j *Job, f config.Field) error {
 	if !okTo || !okFor {
 		return d.Errf(bf.Val, "cut.brownout: want both to: (the level, e.g. 1.7V) and for: (how long, e.g. 20ms)")
 	}
-	bo := &bench.Brownout{}
-	if bo.To, err = d.Quantity(to.Val, "cut.brownout.to", "V", 0, MaxBrownoutVolts); err != nil {
+	hold, err := d.Duration(dur.Val, "cut.brownout.for", MaxBrownoutFor)
+	if err != nil {
 		return err
 	}
-	if bo.For, err = d.Duration(dur.Val, "cut.brownout.for", MaxBrownoutFor); err != nil {
+	if hold < MinBrownoutFor {
+		return d.Errf(dur.Val, "cut.brownout.for %v: want at least %v", hold, MinBrownoutFor)
+	}
+	levels, err := d.Seq(to.Val, "cut.brownout.to", true)
+	if err != nil {
 		return err
 	}
-	if bo.For < MinBrownoutFor {
-		return d.Errf(dur.Val, "cut.brownout.for %v: want at least %v", bo.For, MinBrownoutFor)
+	if len(levels) == 0 {
+		return d.Errf(to.Val, "cut.brownout.to: empty list")
 	}
-	j.Brownout = bo
+	for _, n := range levels {
+		v, err := d.Quantity(n, "cut.brownout.to", "V", 0, MaxBrownoutVolts)
+		if err != nil {
+			return err
+		}
+		j.Brownouts = append(j.Brownouts, bench.Brownout{To: v, For: hold})
+	}
 	return nil
 }
 
@@ -104,17 +115,38 @@ func (j *Job) checkSupply(p *Prepared, b *bench.Board) error {
 	for _, c := range p.Plan {
 		cuts = cuts || c.Cut != NoCut
 	}
-	if bo := j.Brownout; bo != nil && cuts {
+	if len(j.Brownouts) > 0 && cuts {
 		sup := b.Supply()
 		if sup == nil {
 			return j.errAt(j.cutAt, "cut: a brownout needs a supply that sets its voltage, and board %s is powered by %s (use the scpi power driver)", b.Name, b.Power)
 		}
-		if bo.To >= sup.Nominal() {
-			return j.errAt(j.cutAt, "cut.brownout.to %s: not below board %s's supply level %s", config.FormatQuantity(bo.To, "V"), b.Name, config.FormatQuantity(sup.Nominal(), "V"))
+		for _, bo := range j.Brownouts {
+			if bo.To >= sup.Nominal() {
+				return j.errAt(j.cutAt, "cut.brownout.to %s: not below board %s's supply level %s", config.FormatQuantity(bo.To, "V"), b.Name, config.FormatQuantity(sup.Nominal(), "V"))
+			}
 		}
 	}
 	if j.Sample > 0 && b.Meter() == nil {
 		return j.errAt(j.sampleAt, "sample: board %s's power switch (%s) does not measure; leave sample out, or power the board from a measuring supply (scpi)", b.Name, b.Power)
+	}
+	return nil
+}
+
+// checkBrownoutKinds refuses device_work cuts in a brownout job: the
+// device itself loses power at one of its flash operations there, which
+// is a cut, never a brownout.
+func (j *Job) checkBrownoutKinds() error {
+	if len(j.Brownouts) == 0 {
+		return nil
+	}
+	for i, c := range j.Cuts {
+		kind := c.Kind
+		if s, ok := c.spec.(drawing); ok {
+			kind = s.drawnKind()
+		}
+		if kind == "device_work" {
+			return j.errAt(c.At, "%s: device_work cuts are made by the device's own power input at one of its flash operations, never by the supply: they cannot be brownouts (cut: at line %d); time the brownout with during_block or on_gpio", c.what(i), j.cutAt.Line)
+		}
 	}
 	return nil
 }
