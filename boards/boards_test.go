@@ -97,7 +97,7 @@ func TestBadBenchFiles(t *testing.T) {
 	}{
 		{"unknown key", "boards:\n  - name: a\n    powr: {}\n", `:3:5: boards[0]: unknown key "powr"`},
 		{"wrong type", "boards:\n  - name: a\n    tags: 7\n", ":3:11:"},
-		{"unknown power driver", "boards:\n  - name: a\n    power: {driver: relayz}\n", `:3:21: unknown power driver "relayz" (known: exec, gpio, sim)`},
+		{"unknown power driver", "boards:\n  - name: a\n    power: {driver: relayz}\n", `:3:21: unknown power driver "relayz" (known: exec, gpio, scpi, sim)`},
 		{"no power driver", "boards:\n  - name: a\n    power: {pin: X}\n", ":3:12: power needs a driver"},
 		{"unknown probe driver", "boards:\n  - name: a\n    probe: {driver: jtagomatic}\n", `:3:21: unknown probe driver "jtagomatic"`},
 		{"missing key file", "boards:\n  - name: a\n    coap: {address: \"127.0.0.1:5683\", dtls: {identity: x, key_file: nope.psk}}\n", ":3:69: key file:"},

@@ -24,6 +24,7 @@ import (
 	_ "github.com/fudbench/fudbench/inputs/gpio"
 	_ "github.com/fudbench/fudbench/power/exec"
 	_ "github.com/fudbench/fudbench/power/gpio"
+	_ "github.com/fudbench/fudbench/power/scpi"
 	_ "github.com/fudbench/fudbench/power/simctl"
 	_ "github.com/fudbench/fudbench/probes/cli"
 	_ "github.com/fudbench/fudbench/probes/esprom"
