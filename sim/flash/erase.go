@@ -23,8 +23,8 @@ func (f *Flash) eraseSector(idx int, persist bool) error {
 	}
 	f.opMu.Lock()
 	defer f.opMu.Unlock()
-	f.busy(true)
-	defer f.busy(false)
+	f.busy(OpErase)
+	defer f.busy(OpNone)
 	f.setCur(OpErase, start)
 	defer f.setCur(OpNone, 0)
 	f.mu.Lock()
