@@ -399,10 +399,10 @@ func (f *Flash) busy(k OpKind) {
 	f.mu.Lock()
 	fn, op := f.onBusy, f.onOp
 	f.mu.Unlock()
+	if op != nil {
+		op(k) // first: whoever sees the busy edge sees the flash's current too
+	}
 	if fn != nil {
 		fn(k != OpNone)
-	}
-	if op != nil {
-		op(k)
 	}
 }
