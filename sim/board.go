@@ -192,6 +192,23 @@ type Config struct {
 	// Pins registers the power input and busy output in gpioreg as
 	// "<NAME>-PWR" and "<NAME>-BUSY" (upper case).
 	Pins bool
+
+	// The electrical model (electrical.go), in volts: the supply's level
+	// at power-on (default 3.3), the brownout-reset threshold (1.8) and
+	// the flash's minimum programming voltage (2.4); WeakProgram is the
+	// probability that a bit to program stays erased between BOR and
+	// FlashMin (0.2). Current is what the board draws (DefaultCurrent).
+	NominalVoltage float64
+	BOR            float64
+	FlashMin       float64
+	WeakProgram    float64
+	Current        CurrentModel
+	// Supply starts a SCPI bench supply emulator (sim/supply) whose output
+	// is the board's power input, on TCP at SupplyAddr (default
+	// 127.0.0.1:0) and, with SupplySerial, on a pseudo-terminal too.
+	Supply       bool
+	SupplyAddr   string
+	SupplySerial bool
 }
 
 // DevPSK is the built-in development pre-shared key of simulated boards.
@@ -209,7 +226,8 @@ type CutRecord struct {
 	Block     int64 `json:"block"`
 	LastAcked int64 `json:"last_acked"`
 	// Cause is "power-input" for a cut from the power input, "flash-op"
-	// for a cut armed at a flash operation number.
+	// for a cut armed at a flash operation number, "brownout" for a supply
+	// that fell below the brownout-reset threshold (SetVoltage).
 	Cause string `json:"cause"`
 }
 
@@ -223,6 +241,12 @@ type Board struct {
 	tmpDir string
 
 	cpu sync.Mutex // firmware execution is single-threaded
+
+	// rail serialises what drives the board's supply: the power input
+	// (SetPower) and its level (SetVoltage).
+	rail  sync.Mutex
+	meter *meter // the current drawn (electrical.go)
+	bench *benchSupply
 
 	detached chan struct{} // closed when the last power-off's console detach is done
 	netDone  chan struct{} // closed when the last power-off's network teardown is done
@@ -239,6 +263,10 @@ type Board struct {
 
 	mu         sync.Mutex // guards the fields below
 	powered    bool
+	input      bool    // the power input is on (powered, or held in brownout reset)
+	volts      float64 // the supply's level
+	browned    bool    // off by a brownout, the input still on
+	causeNote  string  // the reset cause the console prints instead of cause ("brownout")
 	epoch      uint64
 	mode       string
 	ram        *ram
@@ -384,7 +412,10 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return nil
+	if c.SupplyAddr == "" {
+		c.SupplyAddr = "127.0.0.1:0"
+	}
+	return c.electricalDefaults()
 }
 
 // New makes a board, unpowered. Its flash is erased (or loaded from
@@ -394,7 +425,8 @@ func New(cfg Config) (*Board, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	b := &Board{cfg: cfg, log: cfg.Logger.With("board", cfg.Name), pub: cfg.PublicKey, mode: ModeOff, changed: make(chan struct{})}
+	b := &Board{cfg: cfg, log: cfg.Logger.With("board", cfg.Name), pub: cfg.PublicKey, mode: ModeOff, changed: make(chan struct{}),
+		meter: newMeter(cfg.Current), volts: cfg.NominalVoltage}
 	var sectors []int
 	switch cfg.Layout {
 	case "", "uniform":
@@ -460,6 +492,7 @@ func New(cfg Config) (*Board, error) {
 			b.busyPin.set(on)
 		}
 	})
+	b.fl.OnOp(b.meter.setOp)
 	link := cfg.ConsoleLink
 	if link == "" {
 		link = filepath.Join(dir, cfg.Name+".console")
@@ -482,6 +515,12 @@ func New(cfg Config) (*Board, error) {
 	}
 	if cfg.Pins {
 		if err := b.registerPins(); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	if cfg.Supply {
+		if err := b.startSupply(); err != nil {
 			b.Close()
 			return nil, err
 		}
@@ -519,6 +558,7 @@ func (b *Board) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	errs := []error{b.stopSupply()} // no client drives the power from here on
 	b.SetPower(false)
 	b.mu.Lock()
 	detached := b.detached
@@ -541,7 +581,6 @@ func (b *Board) Close() error {
 		<-b.gdbDone
 	}
 	b.unregisterPins()
-	var errs []error
 	if b.console != nil {
 		errs = append(errs, b.console.Close())
 	}

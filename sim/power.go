@@ -13,7 +13,8 @@ import (
 	"github.com/fudbench/fudbench/sim/flash"
 )
 
-// Powered reports whether the power input is on.
+// Powered reports whether the board has power: its power input is on and
+// its supply is not holding it in brownout reset (see PowerInput).
 func (b *Board) Powered() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -69,6 +70,7 @@ func (b *Board) WaitBoot(ctx context.Context, after uint32) (string, error) {
 // setMode changes mode; b.mu held.
 func (b *Board) setMode(m string) {
 	b.mode = m
+	b.meter.setMode(m)
 	close(b.changed)
 	b.changed = make(chan struct{})
 }
@@ -99,21 +101,46 @@ func (b *Board) Cuts() []CutRecord {
 }
 
 // SetPower drives the power input: on boots the board after the boot
-// delay; off is a power cut at this instant.
+// delay (unless its supply is below the brownout-reset threshold: it then
+// stays in reset until SetVoltage raises it); off is a power cut at this
+// instant.
 func (b *Board) SetPower(on bool) {
+	b.rail.Lock()
+	defer b.rail.Unlock()
 	if !on {
+		b.mu.Lock()
+		b.input, b.browned = false, false
+		b.mu.Unlock()
 		b.cutPower("power-input", nil)
 		return
 	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.input = true
+	up := b.volts >= b.cfg.BOR+BORHysteresis
+	b.mu.Unlock()
+	if up {
+		b.powerUp(fwproto.ResetPower, "")
+	}
+}
+
+// powerUp gives the board power and starts its boot; note, if not "",
+// is the reset cause its console prints instead of cause (a brownout).
+// b.rail held.
+func (b *Board) powerUp(cause, note string) {
 	b.mu.Lock()
 	if b.powered || b.closed {
 		b.mu.Unlock()
 		return
 	}
 	b.powered = true
+	b.browned = false
 	b.epoch++
 	ep := b.epoch
-	b.cause = fwproto.ResetPower
+	b.cause, b.causeNote = cause, note
 	b.setMode(ModeBooting)
 	detached := b.detached
 	b.mu.Unlock()
@@ -150,6 +177,12 @@ func (b *Board) cutPower(cause string, fc *flash.Cut) (rec CutRecord, ok bool) {
 		return CutRecord{}, false
 	}
 	b.powered = false
+	// A brownout keeps the power input on: the board boots again when the
+	// supply recovers. Any other cut is the input going off.
+	b.browned = cause == ResetBrownout
+	if !b.browned {
+		b.input = false
+	}
 	b.epoch++
 	rec = CutRecord{At: time.Now(), Mode: b.mode, Flash: inProgress, Block: -1, LastAcked: -1, Cause: cause}
 	if fc != nil {
@@ -205,7 +238,7 @@ func (b *Board) resetLocked() {
 	b.ram = nil
 	servers := b.servers
 	b.servers = nil
-	b.cause = fwproto.ResetSoftware
+	b.cause, b.causeNote = fwproto.ResetSoftware, ""
 	b.setMode(ModeBooting)
 	go func() {
 		b.netDown(servers)
@@ -278,6 +311,9 @@ func (b *Board) boot(ep uint64) {
 	}
 	b.boots++
 	boots, cause := b.boots, b.cause
+	if b.causeNote != "" {
+		cause = b.causeNote // the console tells a brownout from a power-on
+	}
 	b.mu.Unlock()
 	b.console.Printf("BL fudbench-sim bootloader v1 board=%s reset=%s boots=%d", b.cfg.Name, cause, boots)
 	if b.smpWait > 0 && b.serialWindow(ep) {

@@ -62,6 +62,153 @@ type Settings struct {
 	// Q-Block1 (RFC 9177): MAX_PAYLOADS and NON_RECEIVE_TIMEOUT.
 	MaxPayloads       MaxPayloads `yaml:"max_payloads"`
 	NonReceiveTimeout Duration    `yaml:"non_receive_timeout"`
+	// The electrical model (electrical.go) and the bench supply.
+	NominalV    Volts           `yaml:"nominal_v"`
+	BOR         Volts           `yaml:"bor"`
+	FlashMin    Volts           `yaml:"flash_min"`
+	WeakProgram Probability     `yaml:"weak_program"`
+	Current     CurrentSettings `yaml:"current"`
+	Supply      SupplySetting   `yaml:"supply"`
+}
+
+// CurrentSettings are the keys of a sim: section's current: mapping, the
+// board's CurrentModel.
+type CurrentSettings struct {
+	Boot     Amps `yaml:"boot"`
+	App      Amps `yaml:"app"`
+	Recovery Amps `yaml:"recovery"`
+	Halted   Amps `yaml:"halted"`
+	Erase    Amps `yaml:"erase"`
+	Program  Amps `yaml:"program"`
+}
+
+// SupplySetting is supply: true or false, or a mapping {tcp: ADDRESS,
+// serial: BOOL}: a SCPI bench supply whose output powers the board.
+type SupplySetting struct {
+	On     bool
+	TCP    OptionalAddr
+	Serial bool
+}
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (v *SupplySetting) UnmarshalYAML(n ast.Node) error {
+	var pairs []*ast.MappingValueNode
+	switch m := n.(type) {
+	case *ast.MappingNode:
+		pairs = m.Values
+	case *ast.MappingValueNode:
+		pairs = []*ast.MappingValueNode{m}
+	default:
+		return scalar(n, "supply", func(s string) error {
+			b, err := strconv.ParseBool(s)
+			if err != nil || s != "true" && s != "false" {
+				return fmt.Errorf("supply %q: want true, false or a mapping {tcp: ADDRESS, serial: true}", s)
+			}
+			*v = SupplySetting{On: b}
+			return nil
+		})
+	}
+	*v = SupplySetting{On: true}
+	for _, kv := range pairs {
+		key, _ := config.ScalarText(kv.Key)
+		var err error
+		switch key {
+		case "tcp":
+			err = v.TCP.UnmarshalYAML(kv.Value)
+		case "serial":
+			err = scalar(kv.Value, "serial", func(s string) error {
+				switch s {
+				case "true", "false":
+					v.Serial = s == "true"
+					return nil
+				}
+				return fmt.Errorf("serial %q: want true or false", s)
+			})
+		default:
+			return &config.PosError{Pos: config.PosOf(kv.Key), Err: fmt.Errorf("unknown field %q in supply: want tcp or serial", key)}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Volts is a voltage above 0 and at most 20 V, written as 1.8V, 1800mV
+// or 1.8; it keeps its position for the checks across keys.
+type Volts struct {
+	V   float64
+	pos config.Pos
+}
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (v *Volts) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "voltage", func(s string) error {
+		f, err := parseUnit(s, "V")
+		if err != nil || !(f > 0) || f > maxVolts {
+			return fmt.Errorf("voltage %q: want above 0 and at most %gV, such as 1.8V or 1800mV", s, float64(maxVolts))
+		}
+		v.V, v.pos = f, config.PosOf(n)
+		return nil
+	})
+}
+
+// Amps is a current above 0 and at most 10 A, written as 5mA, 4500uA,
+// 0.005A or 0.005.
+type Amps float64
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (a *Amps) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "current", func(s string) error {
+		f, err := parseUnit(s, "A")
+		if err != nil || !(f > 0) || f > 10 {
+			return fmt.Errorf("current %q: want above 0 and at most 10A, such as 5mA or 4500uA", s)
+		}
+		*a = Amps(f)
+		return nil
+	})
+}
+
+// Probability is a number from 0 to 1.
+type Probability float64
+
+// UnmarshalYAML implements yaml.NodeUnmarshaler.
+func (p *Probability) UnmarshalYAML(n ast.Node) error {
+	return scalar(n, "probability", func(s string) error {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || !(f > 0) || f > 1 {
+			return fmt.Errorf("weak_program %s: want a probability per bit above 0 and at most 1", s)
+		}
+		*p = Probability(f)
+		return nil
+	})
+}
+
+// parseUnit reads a decimal number with an optional unit sym ("V", "A")
+// and prefix m (milli) or u/µ (micro): "1.8V", "1800mV", "4500uA", "1.8".
+func parseUnit(s, sym string) (float64, error) {
+	t := strings.TrimSpace(s)
+	mult := 1.0
+	if u, ok := strings.CutSuffix(t, sym); ok {
+		t = strings.TrimSpace(u)
+		switch {
+		case strings.HasSuffix(t, "m"):
+			t, mult = t[:len(t)-1], 1e-3
+		case strings.HasSuffix(t, "u"):
+			t, mult = t[:len(t)-1], 1e-6
+		case strings.HasSuffix(t, "µ"):
+			t, mult = strings.TrimSuffix(t, "µ"), 1e-6
+		}
+		t = strings.TrimSpace(t)
+	}
+	if t == "" || strings.Trim(t, "+-.0123456789eE") != "" {
+		return 0, fmt.Errorf("number %q", s)
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("number %q", s)
+	}
+	return f * mult, nil
 }
 
 // SerialRecoverySetting is serial_recovery: halted, off or "wait
@@ -142,6 +289,21 @@ func ConfigFromSection(name string, sec Section) (Config, error) {
 		SerialRecovery:    string(s.SerialRecovery),
 		MaxPayloads:       int(s.MaxPayloads),
 		NonReceiveTimeout: time.Duration(s.NonReceiveTimeout),
+
+		NominalVoltage: s.NominalV.V,
+		BOR:            s.BOR.V,
+		FlashMin:       s.FlashMin.V,
+		WeakProgram:    float64(s.WeakProgram),
+		Current: CurrentModel{
+			Boot: float64(s.Current.Boot), App: float64(s.Current.App), Recovery: float64(s.Current.Recovery),
+			Halted: float64(s.Current.Halted), Erase: float64(s.Current.Erase), Program: float64(s.Current.Program),
+		},
+		Supply:       s.Supply.On,
+		SupplyAddr:   string(s.Supply.TCP),
+		SupplySerial: s.Supply.Serial,
+	}
+	if err := checkVolts(sec, s); err != nil {
+		return Config{}, err
 	}
 	for _, a := range s.CoAP {
 		c.UDPAddrs = append(c.UDPAddrs, string(a))
@@ -196,6 +358,32 @@ func ConfigFromSection(name string, sec Section) (Config, error) {
 		c.PSK = psk
 	}
 	return c, nil
+}
+
+// checkVolts checks the thresholds against each other, defaults filled
+// in: bor below flash_min, flash_min at most nominal_v. The error stands
+// at the first of the two that the section sets.
+func checkVolts(sec Section, s Settings) error {
+	val := func(v Volts, def float64) float64 {
+		if v.V == 0 {
+			return def
+		}
+		return v.V
+	}
+	at := func(a, b Volts) config.Pos {
+		if a.pos.Line > 0 {
+			return a.pos
+		}
+		return b.pos
+	}
+	bor, fmin, nom := val(s.BOR, DefaultBOR), val(s.FlashMin, DefaultFlashMin), val(s.NominalV, DefaultNominalVoltage)
+	switch {
+	case bor >= fmin:
+		return errAt(sec, at(s.BOR, s.FlashMin), "bor %gV must be below flash_min %gV (flash programming fails before the CPU resets)", bor, fmin)
+	case fmin > nom:
+		return errAt(sec, at(s.FlashMin, s.NominalV), "flash_min %gV is above nominal_v %gV: the board could never program its flash reliably", fmin, nom)
+	}
+	return nil
 }
 
 // errAt makes a *config.Error at p in the section's file: Section knows

@@ -157,6 +157,15 @@ type Info struct {
 	Confirm string `json:"confirm,omitempty"`
 	// Flash is the board's flash counters since it was made.
 	Flash FlashStats `json:"flash"`
+	// Supply is the board's bench supply (SCPI over TCP, host:port) and
+	// SupplySerial its serial port (a pty), "" when it has none.
+	Supply       string `json:"supply,omitempty"`
+	SupplySerial string `json:"supply_serial,omitempty"`
+	// WeakPrograms counts the write units its flash programmed on a
+	// marginal supply (between bor and flash_min) and WeakBits the bits
+	// they left erased: the damage the firmware was not told of.
+	WeakPrograms uint64 `json:"weak_programs,omitempty"`
+	WeakBits     uint64 `json:"weak_bits,omitempty"`
 }
 
 // Info describes the board's wiring and state.
@@ -174,6 +183,9 @@ func (b *Board) Info() Info {
 		in.Confirm = b.cfg.Confirm
 	}
 	in.Flash = b.FlashStats()
+	in.Supply, in.SupplySerial = b.SupplyAddr(), b.SupplySerial()
+	st := b.fl.Stats()
+	in.WeakPrograms, in.WeakBits = st.WeakUnits, st.WeakBits
 	if b.powerPin != nil {
 		in.PowerPin, in.BusyPin = PinNames(b.Name())
 	}
@@ -186,7 +198,7 @@ func (b *Board) Info() Info {
 //
 //	GET  /boards                  all boards' Info as JSON
 //	GET  /boards/{name}           one board's Info
-//	GET  /boards/{name}/power     "on" or "off"
+//	GET  /boards/{name}/power     "on" or "off": the power input (PowerInput)
 //	PUT  /boards/{name}/power     body "on" or "off": drive the power input
 //	POST /boards/{name}/reset     software reset
 //	GET  /boards/{name}/cuts      the board's record of every power cut
@@ -225,7 +237,7 @@ func (s *Sim) ServeControl(addr string) (net.Addr, error) {
 	})
 	mux.HandleFunc("GET /boards/{name}/power", func(w http.ResponseWriter, r *http.Request) {
 		if b := get(w, r); b != nil {
-			if b.Powered() {
+			if b.PowerInput() {
 				fmt.Fprintln(w, "on")
 			} else {
 				fmt.Fprintln(w, "off")

@@ -27,8 +27,8 @@ func (f *Flash) eraseSector(idx int, persist bool) error {
 	// after it falls, as a bench watching the line sees it.
 	f.setCur(OpErase, start)
 	defer f.setCur(OpNone, 0)
-	f.busy(true)
-	defer f.busy(false)
+	f.busy(OpErase)
+	defer f.busy(OpNone)
 	f.mu.Lock()
 	if !f.powered {
 		f.cuts = append(f.cuts, Cut{Op: f.ops + 1, Kind: OpNone, Addr: start})

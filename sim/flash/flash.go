@@ -17,6 +17,13 @@
 // word's changing bits programmed; a cut during a sector erase leaves a random
 // subset of the sector's programmed bits erased. Nothing after the cut happens:
 // every later operation fails with ErrPowerLost until PowerOn.
+//
+// Marginal supply: below a part's minimum programming voltage the charge
+// pump is weak, and a program operation may leave bits that should have
+// been programmed at the erased value while it still reports success, as
+// on parts without program verify. SetMarginal sets the probability of that
+// per bit (0: a normal supply); Stats counts the write units programmed so
+// and the bits left behind. Erase is not affected.
 package flash
 
 import (
@@ -121,6 +128,10 @@ type Flash struct {
 	tripAt  uint64 // 0: none; otherwise op number (1-based) to tear
 	onTrip  func(Cut)
 	onBusy  func(bool)
+	onOp    func(OpKind)
+	weakP   float64 // probability that a bit to program stays erased (SetMarginal)
+	weakU   uint64  // write units programmed while marginal
+	weakB   uint64  // bits those left at the erased value
 	rng     *rand.Rand
 	file    *os.File
 	wearBuf []byte // persistCounters' encoding buffer
@@ -228,13 +239,18 @@ type Stats struct {
 	Programmed int64    // bytes programmed, a torn write unit included
 	Erased     int64    // bytes erased, a torn erase included
 	Wear       []uint32 // erase count per sector (persisted with the contents)
+	// WeakUnits counts the write units programmed while the supply was
+	// marginal (SetMarginal), WeakBits the bits they left at the erased
+	// value although the data asked for them to be programmed.
+	WeakUnits uint64
+	WeakBits  uint64
 }
 
 // Stats returns the device's counters, read at one instant.
 func (f *Flash) Stats() Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return Stats{Ops: f.ops, Programmed: f.prog, Erased: f.erased, Wear: append([]uint32(nil), f.wear...)}
+	return Stats{Ops: f.ops, Programmed: f.prog, Erased: f.erased, Wear: append([]uint32(nil), f.wear...), WeakUnits: f.weakU, WeakBits: f.weakB}
 }
 
 func (f *Flash) setCur(k OpKind, addr int) {
@@ -275,6 +291,37 @@ func (f *Flash) OnBusy(fn func(bool)) {
 	f.mu.Lock()
 	f.onBusy = fn
 	f.mu.Unlock()
+}
+
+// OnOp sets a function called with the kind of an erase or program call
+// when it starts and with OpNone when it ends (or is cut), as OnBusy's
+// function is: the board's supply current follows it.
+func (f *Flash) OnOp(fn func(OpKind)) {
+	f.mu.Lock()
+	f.onOp = fn
+	f.mu.Unlock()
+}
+
+// SetMarginal models the supply between the brownout-reset threshold and
+// the minimum programming voltage: from now on every bit a program
+// operation should move away from the erased value stays erased with
+// probability p (drawn from the seeded generator, so runs repeat), and the
+// operation still reports success. 0 restores a normal supply; p is
+// clamped to [0, 1]. Torn writes (a cut) are not affected further.
+func (f *Flash) SetMarginal(p float64) {
+	if !(p > 0) { // NaN too
+		p = 0
+	}
+	f.mu.Lock()
+	f.weakP = min(p, 1)
+	f.mu.Unlock()
+}
+
+// Marginal returns the probability SetMarginal set.
+func (f *Flash) Marginal() float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.weakP
 }
 
 // CutAtOp arms a power cut at operation number op (counted from the device's
@@ -346,11 +393,16 @@ func (f *Flash) scaled(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * f.cfg.TimeScale)
 }
 
-func (f *Flash) busy(b bool) {
+// busy reports an erase or program call starting (k its kind) or ending
+// (OpNone) to the OnBusy and OnOp functions.
+func (f *Flash) busy(k OpKind) {
 	f.mu.Lock()
-	fn := f.onBusy
+	fn, op := f.onBusy, f.onOp
 	f.mu.Unlock()
+	if op != nil {
+		op(k) // first: whoever sees the busy edge sees the flash's current too
+	}
 	if fn != nil {
-		fn(b)
+		fn(k != OpNone)
 	}
 }

@@ -36,8 +36,8 @@ func (f *Flash) Program(off int, data []byte) error {
 	// after it falls, as a bench watching the line sees it.
 	f.setCur(OpProgram, off)
 	defer f.setCur(OpNone, 0)
-	f.busy(true)
-	defer f.busy(false)
+	f.busy(OpProgram)
+	defer f.busy(OpNone)
 	words := len(data) / a
 	per := f.scaled(f.cfg.ProgramTime)
 	if per == 0 {
@@ -100,8 +100,12 @@ func (f *Flash) Program(off int, data []byte) error {
 			return errors.Join(fmt.Errorf("%w: programming %#x", ErrPowerLost, off+w*a), err)
 		}
 		o := off + w*a
-		for i := 0; i < a; i++ {
-			f.data[o+i] = f.apply(f.data[o+i], data[w*a+i])
+		if f.weakP > 0 {
+			f.applyWeak(f.data[o:o+a], data[w*a:(w+1)*a])
+		} else {
+			for i := 0; i < a; i++ {
+				f.data[o+i] = f.apply(f.data[o+i], data[w*a+i])
+			}
 		}
 		done++
 		f.mu.Unlock()
@@ -197,6 +201,10 @@ func (f *Flash) refused(old, data []byte) int {
 
 // applyWords programs data over dst (same length). f.mu held.
 func (f *Flash) applyWords(dst, data []byte) {
+	if f.weakP > 0 {
+		f.applyWeak(dst, data)
+		return
+	}
 	i := 0
 	for ; i+8 <= len(data); i += 8 {
 		o, d := binary.LittleEndian.Uint64(dst[i:]), binary.LittleEndian.Uint64(data[i:])
@@ -208,6 +216,30 @@ func (f *Flash) applyWords(dst, data []byte) {
 	}
 	for ; i < len(data); i++ {
 		dst[i] = f.apply(dst[i], data[i])
+	}
+}
+
+// applyWeak programs data over dst (whole write units) on a marginal
+// supply: each bit that should move away from the erased value stays
+// where it is with probability f.weakP. f.mu held.
+func (f *Flash) applyWeak(dst, data []byte) {
+	a := f.cfg.WriteAlign
+	for u := 0; u+a <= len(data); u += a {
+		f.weakU++
+		for i := u; i < u+a; i++ {
+			old := dst[i]
+			changing := old ^ f.apply(old, data[i])
+			var lost byte
+			for bit := byte(1); bit != 0 && changing != 0; bit <<= 1 {
+				if changing&bit != 0 && f.rng.Float64() < f.weakP {
+					lost |= bit
+				}
+			}
+			dst[i] = old ^ (changing &^ lost)
+			for ; lost != 0; lost &= lost - 1 {
+				f.weakB++
+			}
+		}
 	}
 }
 
