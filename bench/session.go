@@ -147,6 +147,9 @@ type session struct {
 	cutOnce sync.Once
 	pending bool // a cut fired and recovery has not run yet
 	firing  bool // fire has started (it may still be switching power)
+	// browning is set while a brownout cut is under way: blocks go on,
+	// an error waits for the verdict on whether the device reset.
+	browning bool
 	firedCh chan struct{}
 	cancel  context.CancelFunc // cancels the in-flight transfer
 	acked   int64
@@ -228,38 +231,70 @@ func (s *session) infra(err error) error {
 	return err
 }
 
-// fire is the trigger's callback: power off now (or the brownout), from
-// the caller's goroutine, then stop the transfer.
+// fire is the trigger's callback: power off now, from the caller's
+// goroutine, then stop the transfer. A brownout cut instead lets the
+// transfer go on while the supply sags, as an update server that knows
+// nothing of it would; it becomes a cut the bench recovers from only when
+// the device reset (see brownoutReset).
 func (s *session) fire(at time.Time, why string) {
 	s.cutOnce.Do(func() {
 		defer close(s.firedCh)
+		bo := s.u.Brownout
 		s.mu.Lock()
-		s.firing = true
+		if bo == nil {
+			s.firing = true
+		} else {
+			s.browning = true
+		}
+		// Where the transfer was when the trigger fired: during a
+		// brownout it goes on.
+		acked, sent := s.acked, s.sent
 		s.mu.Unlock()
 		var ev results.Event
 		var err error
-		if bo := s.u.Brownout; bo != nil {
+		reset := true
+		if bo != nil {
 			why += ", " + bo.String()
+			watch := s.watchReset()
 			ev, s.restored, err = s.b.brownout(context.Background(), *bo)
+			if err == nil {
+				reset = watch.decide(*bo)
+			}
+			watch.stop()
 		} else {
 			ev, err = s.b.PowerOff(context.Background())
 		}
 		ret := ev.Wall // stamped when the switch call returned, before the event is written
 		s.mu.Lock()
-		cut := &results.CutInfo{Trigger: why, T: ev.T, Latency: ret.Sub(at), LastAcked: s.acked, InFlight: s.sent}
+		if bo == nil {
+			acked, sent = s.acked, s.sent
+		}
+		cut := &results.CutInfo{Trigger: why, T: ev.T, Latency: ret.Sub(at), LastAcked: acked, InFlight: sent}
 		s.res.Cut = cut
 		s.cutErr = err
 		cancel := s.cancel
-		s.pending = true
+		s.firing, s.browning = true, false
+		s.pending = reset
 		s.mu.Unlock()
 		e := s.b.Event(results.CutTrigger)
 		e.Block, e.Dur, e.Text = cut.LastAcked, cut.Latency, why
 		e.Attrs = map[string]string{"in_flight": strconv.FormatInt(cut.InFlight, 10)}
+		if bo != nil {
+			e.Attrs["device_reset"] = strconv.FormatBool(reset)
+		}
 		s.b.Emit(e)
-		if cancel != nil {
+		if reset && cancel != nil {
 			cancel()
 		}
 	})
+}
+
+// sagging reports whether a brownout cut is under way: a block the
+// device answered then is taken as any other.
+func (s *session) sagging() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.browning
 }
 
 // fired reports whether the update's cut has fired (it fires once per
@@ -277,7 +312,7 @@ func (s *session) fired() bool {
 // failure of the update.
 func (s *session) cutFired() bool {
 	s.mu.Lock()
-	firing := s.firing
+	firing := s.firing || s.browning
 	s.mu.Unlock()
 	if firing {
 		<-s.firedCh
@@ -693,7 +728,7 @@ func (s *session) transfer(ctx context.Context, c *fwclient.Client, next uint32,
 		}
 		resp, err := c.SendBlock(tctx, s.u.Path, s.u.Image, num, szx, tag)
 		ackAt := time.Now()
-		if s.cutFired() {
+		if (err != nil || !s.sagging()) && s.cutFired() {
 			if err == nil && num == n-1 && resp.Code == codes.Changed {
 				// The device took the last block before the cut: the cut
 				// came in its own work after it, however fast that was.

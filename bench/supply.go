@@ -193,3 +193,60 @@ func (s *sampler) finish() *results.Energy {
 	e := s.energy
 	return &e
 }
+
+// brownoutResetWait bounds how long the bench looks for a boot banner on
+// the console after a brownout, when the device keeps no record of its
+// power losses.
+const brownoutResetWait = 500 * time.Millisecond
+
+// brownoutWatch tells whether a brownout reset the device: by the
+// device's own record of its power losses (a simulated board), else by a
+// boot banner on its console after the drop; a device with neither is
+// taken to have run on, and a reset shows as the transfer's errors.
+type brownoutWatch struct {
+	s     *session
+	lines <-chan results.Event
+	stopW func()
+}
+
+// watchReset starts watching before the supply drops.
+func (s *session) watchReset() *brownoutWatch {
+	w := &brownoutWatch{s: s}
+	if s.b.Witness == nil && s.b.Console != nil && s.b.Patterns.Boot != nil {
+		name := s.b.Name
+		w.lines, w.stopW = s.b.hub.Watch(func(e *results.Event) bool { return e.Kind == results.ConsoleLine && e.Board == name })
+	}
+	return w
+}
+
+// decide reports whether the device reset during the brownout bo.
+func (w *brownoutWatch) decide(bo Brownout) bool {
+	s := w.s
+	if s.b.Witness != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		rec, ok, err := s.b.Witness.LastCut(ctx)
+		return err == nil && ok && rec.Seq > s.witnessed
+	}
+	if w.lines == nil {
+		return false
+	}
+	t := time.NewTimer(max(bo.For, brownoutResetWait))
+	defer t.Stop()
+	for {
+		select {
+		case e := <-w.lines:
+			if s.b.Patterns.Boot.MatchString(e.Text) {
+				return true
+			}
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+func (w *brownoutWatch) stop() {
+	if w.stopW != nil {
+		w.stopW()
+	}
+}

@@ -66,7 +66,9 @@ type BoardEnergy struct {
 	Update    EnergyStats `json:"update"`
 	UpdateCut EnergyStats `json:"update_cut"`
 	// Recovery is the part of a cycle with a cut from the cut to the
-	// transfer resuming or the new image running.
+	// transfer resuming or the new image running, over the cycles that
+	// recovered (a device that never came back has no recovery to cost,
+	// and a brownout it ran through has none either).
 	Recovery EnergyStats `json:"recovery"`
 	// PeakAmps is the highest reading of the run.
 	PeakAmps float64 `json:"peak_amps"`
@@ -102,7 +104,7 @@ func boardEnergy(cs []Cycle) *BoardEnergy {
 		case c.Cut != nil && c.Outcome == Updated:
 			updCut = append(updCut, c.Energy.Joules)
 		}
-		if c.Cut != nil {
+		if c.Cut != nil && c.Energy.Recovery > 0 && (c.Outcome == Updated || c.Outcome == RolledBack) {
 			rec = append(rec, c.Energy.Recovery)
 		}
 	}

@@ -35,6 +35,9 @@ type builtinBoard struct {
 	// Security: what the board caches of its security context, and the
 	// bugs it has (docs/sim.md, docs/protocol.md).
 	DTLSCache, SSNPersist string
+	// Supply is the port of the board's SCPI bench supply, which powers
+	// it (0: none; power through the control endpoint or its pin).
+	Supply int
 }
 
 var builtinBoards = []builtinBoard{
@@ -50,6 +53,10 @@ var builtinBoards = []builtinBoard{
 	{Name: "sim-ab-overwrite", Strategy: sim.ABOverwrite, Tags: []string{"sim", "ab", "ab-overwrite"}, CoAP: 5733, CoAPS: 5734, GDB: 3338},
 	{Name: "sim-ab-swap", Strategy: sim.ABSwap, Tags: []string{"sim", "ab", "ab-swap"}, CoAP: 5743, CoAPS: 5744, GDB: 3339},
 	{Name: "sim-ab-direct", Strategy: sim.ABDirect, Tags: []string{"sim", "ab", "ab-direct"}, CoAP: 5753, CoAPS: 5754, GDB: 3340},
+	// Powered by a bench supply that measures and sets its voltage:
+	// energy per update, and brownouts (examples/brownout-sweep.yaml).
+	{Name: "sim-safe-psu", Strategy: sim.InplaceRecovery, Tags: []string{"sim", "psu", "inplace-recovery"}, CoAP: 5763, CoAPS: 5764, GDB: 3341, Supply: 5025},
+	{Name: "sim-naive-psu", Strategy: sim.NaiveInplace, Tags: []string{"sim", "psu", "naive-inplace"}, CoAP: 5773, CoAPS: 5774, GDB: 3342, Supply: 5026},
 }
 
 // Flash is the board's flash: entry in the built-in bench, from its
@@ -65,7 +72,7 @@ func (b builtinBoard) Flash() string {
 
 // config is the board's sim configuration, without addresses.
 func (b builtinBoard) config() sim.Config {
-	c := sim.Config{Name: b.Name, Strategy: b.Strategy, Reenumerate: b.Reenumerate, DTLSCache: b.DTLSCache, SSNPersist: b.SSNPersist}
+	c := sim.Config{Name: b.Name, Strategy: b.Strategy, Reenumerate: b.Reenumerate, DTLSCache: b.DTLSCache, SSNPersist: b.SSNPersist, Supply: b.Supply != 0}
 	if b.OSCORE != 0 {
 		p := sim.DevOSCORE()
 		c.OSCORE = &p
@@ -92,7 +99,11 @@ var simBenchTmpl = template.Must(template.New("sim").Funcs(template.FuncMap{"joi
   - name: {{.Name}}
     tags: [{{join .Tags ", "}}]
     strategy: {{.Strategy}}
+{{- if .Supply}}
+    power: {driver: scpi, address: "127.0.0.1:{{.Supply}}", voltage: 3.3V}
+{{- else}}
     power: {driver: sim, url: "http://{{$.Control}}", board: {{.Name}}}
+{{- end}}
     probe: {driver: gdbrsp, address: "127.0.0.1:{{.GDB}}", reset: reset}
     console:
       port: {{$.Dir}}/{{.Name}}.console
@@ -115,6 +126,9 @@ var simBenchTmpl = template.Must(template.New("sim").Funcs(template.FuncMap{"joi
 {{- end}}
 {{- if .Reenumerate}}
       reenumerate: true
+{{- end}}
+{{- if .Supply}}
+      supply: {tcp: "127.0.0.1:{{.Supply}}"}
 {{- end}}
 {{- end}}
 `))

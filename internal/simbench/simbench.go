@@ -1,7 +1,8 @@
 // Package simbench wires simulated boards running in this process into a
 // bench, as `fudbench run` does for its built-in demo and as tests do for
 // campaigns on simulated boards: the inventory (power through each board's
-// gpioreg pin and the production gpio driver, flashing through its GDB
+// gpioreg pin and the production gpio driver, or through its bench
+// supply's SCPI port and the scpi driver, flashing through its GDB
 // port, the console on its pty, its flash-busy line as the trigger input
 // "busy", its flash timing) and each board's own record of its power cuts,
 // which the bench compares with the cuts it planned.
@@ -13,6 +14,7 @@ package simbench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -29,6 +31,7 @@ import (
 	// is used.
 	_ "github.com/fudbench/fudbench/inputs/gpio"
 	_ "github.com/fudbench/fudbench/power/gpio"
+	_ "github.com/fudbench/fudbench/power/scpi"
 	_ "github.com/fudbench/fudbench/probes/gdbrsp"
 )
 
@@ -133,7 +136,11 @@ var inventoryTmpl = template.Must(template.New("inventory").Parse(`boards:
   - name: {{.Name}}
     tags: [{{.Tags}}]
     strategy: {{.Strategy}}
+{{- if .Supply}}
+    power: {driver: scpi, address: "{{.Supply}}", voltage: {{.Volts}}V}
+{{- else}}
     power: {driver: gpio, pin: "{{.PowerPin}}"}
+{{- end}}
     probe: {driver: gdbrsp, address: "{{.GDB}}", reset: reset}
     console:
       port: "{{.ConsoleLink}}"
@@ -153,6 +160,7 @@ type inventoryBoard struct {
 	ProgramTime              string
 	WriteUnit                int
 	CoAPEntry                string
+	Volts                    float64 // the supply's level, for a board with one
 }
 
 // entry is one board's inventory entry; cfg has its defaults filled in.
@@ -170,7 +178,7 @@ func entry(info sim.Info, cfg sim.Config, lay sim.Layout, tags []string) invento
 		Base:        fmt.Sprintf("%#x", cfg.FlashBase),
 		AppAddr:     fmt.Sprintf("%#x", cfg.FlashBase+uint32(lay.AppStart)),
 		EraseFrom:   fmt.Sprintf("%#x", cfg.FlashBase+uint32(lay.BootEnd)),
-		ProgramTime: pt.String(), WriteUnit: cfg.WriteAlign}
+		ProgramTime: pt.String(), WriteUnit: cfg.WriteAlign, Volts: cmp.Or(cfg.NominalVoltage, sim.DefaultNominalVoltage)}
 }
 
 // Inventory returns a bench file (YAML) that wires the given boards for a
@@ -207,6 +215,9 @@ func Plan(name string, bs []Board, dir string) (*boards.Bench, error) {
 		pwr, busy := sim.PinNames(cfg.Name)
 		info := sim.Info{Name: cfg.Name, Strategy: cfg.Strategy, CoAP: []string{"127.0.0.1:0"}, CoAPS: "127.0.0.1:0", OSCORE: "127.0.0.1:0", GDB: "127.0.0.1:0",
 			ConsoleLink: filepath.Join(dir, cfg.Name+".console"), PowerPin: pwr, BusyPin: busy}
+		if cfg.Supply {
+			info.Supply = "127.0.0.1:0"
+		}
 		in = append(in, entry(info, cfg, lay, b.Tags))
 	}
 	text, err := render(in)

@@ -1,0 +1,170 @@
+package bench_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fudbench/fudbench/bench"
+	"github.com/fudbench/fudbench/boards"
+	"github.com/fudbench/fudbench/coap"
+	"github.com/fudbench/fudbench/inputs"
+	"github.com/fudbench/fudbench/internal/simbench"
+	"github.com/fudbench/fudbench/jobs"
+	"github.com/fudbench/fudbench/power"
+	_ "github.com/fudbench/fudbench/power/scpi"
+	"github.com/fudbench/fudbench/results"
+	"github.com/fudbench/fudbench/sim"
+)
+
+// psuBoard starts a simulated board behind its SCPI supply emulator and
+// returns it bound to a bench run through the production scpi driver over
+// TCP: the supply switches it, sets its voltage and measures it.
+func psuBoard(t testing.TB, cfg sim.Config, baseline []byte) (*sim.Board, *bench.Board, *results.Memory) {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = fmt.Sprintf("psu%d", boardSeq.Add(1))
+	}
+	cfg.Supply = true
+	cfg.DTLSAddr, cfg.GDBAddr = "-", "-"
+	cfg.UDPAddrs = []string{"127.0.0.1:0"}
+	sb, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Close() })
+	if err := sb.FactoryProgram(baseline); err != nil {
+		t.Fatal(err)
+	}
+	sw, err := power.Open("scpi", power.MapSettings{"address": sb.SupplyAddr(), "voltage": "3.3V", "timeout": "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { power.Safe(context.Background(), sw) })
+	mem := &results.Memory{}
+	hub := bench.NewHub(results.NewClock(), mem)
+	if err := sw.On(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := sb.WaitMode(ctx, sim.ModeApp); err != nil {
+		t.Fatal(err)
+	}
+	udp, _ := sb.Endpoints()
+	b := bench.NewBoard(cfg.Name, sw, bench.Endpoint{Addr: udp[0], Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}}, "", hub)
+	b.Witness = simbench.Witness(sb)
+	b.Inputs = map[string]inputs.Input{}
+	return sb, b, mem
+}
+
+// TestEnergyMatchesTheBoardsCharge: the energy the bench adds up from the
+// supply's readings (every 5 ms, over SCPI) agrees with the charge the
+// simulated board drew, integrated exactly at every change of its state,
+// times its supply's voltage.
+func TestEnergyMatchesTheBoardsCharge(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
+	sb, b, mem := psuBoard(t, sim.Config{TimeScale: 1}, base)
+	c0 := sb.Charge()
+	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6, RecoveryTimeout: 5 * time.Second, Sample: 5 * time.Millisecond})
+	c1 := sb.Charge()
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	e := res.Energy
+	if e == nil {
+		t.Fatal("no energy measured")
+	}
+	want := 3.3 * (c1 - c0)
+	t.Logf("bench %.3f mJ from %d readings, board %.3f mJ; peak %.2f mA", 1e3*e.Joules, e.Samples, 1e3*want, 1e3*e.PeakAmps)
+	// The readings stop up to one interval before the update ends.
+	if math.Abs(e.Joules-want) > 0.1*want || e.Recovery != 0 {
+		t.Errorf("bench measured %.3f mJ (recovery %.3f), the board drew %.3f mJ", 1e3*e.Joules, 1e3*e.Recovery, 1e3*want)
+	}
+	readings := 0
+	for _, ev := range mem.Events() {
+		if ev.Kind == results.PowerReading {
+			readings++
+			if ev.Attrs["volts"] != "3.3" {
+				t.Errorf("reading %v", ev.Attrs)
+				break
+			}
+		}
+	}
+	if readings != e.Samples || readings < 10 {
+		t.Errorf("%d readings on the timeline, %d counted", readings, e.Samples)
+	}
+}
+
+// TestBrownoutResets: below the brownout-reset threshold the device
+// resets as after a cut; the bench sees it in the device's own record and
+// follows its recovery, which has its energy.
+func TestBrownoutResets(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
+	sb, b, _ := psuBoard(t, sim.Config{TimeScale: 1}, base)
+	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6,
+		Trigger: trig(t, b, jobs.DuringBlock(5, 2*time.Millisecond)), RecoveryTimeout: 5 * time.Second,
+		Brownout: &bench.Brownout{To: 1.5, For: 20 * time.Millisecond}, Sample: 5 * time.Millisecond})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Cut == nil || !strings.HasSuffix(res.Cut.Trigger, ", brownout to 1.5V for 20ms") || res.Cut.Device == nil || res.Cut.Device.Writing != 5 {
+		t.Fatalf("cut %+v (device %+v): want the device's record of a reset while writing block 5", res.Cut, res.Cut.Device)
+	}
+	if _, ok := res.Milestones[bench.MilestoneCoAP]; !ok {
+		t.Errorf("no recovery followed: %v", res.Milestones)
+	}
+	if res.Energy == nil || res.Energy.Recovery <= 0 || res.Energy.Recovery >= res.Energy.Joules {
+		t.Errorf("energy %+v: want a recovery share", res.Energy)
+	}
+	if cuts := sb.Cuts(); len(cuts) != 1 || cuts[0].Cause != sim.ResetBrownout {
+		t.Errorf("board's record %+v", cuts)
+	}
+}
+
+// TestBrownoutMarginal: between the brownout threshold and the flash's
+// minimum voltage the device runs on and the transfer with it; the block
+// written meanwhile keeps wrong bits, the recovery bootloader refuses the
+// image by its digest, and the bench sends it again with a new prepare.
+func TestBrownoutMarginal(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
+	sb, b, mem := psuBoard(t, sim.Config{TimeScale: 1}, base)
+	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6,
+		Trigger: trig(t, b, jobs.DuringBlock(5, 2*time.Millisecond)), RecoveryTimeout: 5 * time.Second,
+		Brownout: &bench.Brownout{To: 2.1, For: 20 * time.Millisecond}})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Cut == nil || res.Cut.Device != nil || len(sb.Cuts()) != 0 {
+		t.Fatalf("cut %+v, board's record %+v: want no reset", res.Cut, sb.Cuts())
+	}
+	if len(res.Milestones) != 0 && res.Milestones[bench.MilestoneCoAP] != 0 {
+		t.Errorf("a recovery was followed although the device never reset: %v", res.Milestones)
+	}
+	refused := false
+	for _, e := range mem.Events() {
+		refused = refused || e.Kind == results.Note && strings.Contains(e.Text, "refused the image after the cut")
+	}
+	if !refused || res.BlocksResent < int(res.Blocks)-1 {
+		t.Errorf("refused %v, re-sent %d of %d blocks: want the image sent again whole", refused, res.BlocksResent, res.Blocks)
+	}
+	if in := sb.Info(); in.WeakPrograms == 0 {
+		t.Errorf("no program ran at the marginal voltage: %+v", in)
+	}
+}
+
+// TestBrownoutNeedsASupply: a brownout on a switch that cannot set a
+// voltage is the bench's failure, never the device's.
+func TestBrownoutNeedsASupply(t *testing.T) {
+	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
+	_, b, _ := simBoard(t, sim.Config{}, base)
+	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6,
+		Trigger: trig(t, b, jobs.AfterBlock(3)), RecoveryTimeout: 5 * time.Second,
+		Brownout: &bench.Brownout{To: 1.5, For: 20 * time.Millisecond}})
+	if !res.Infra || res.Err == nil || !strings.Contains(res.Err.Error(), "a brownout cut needs a supply that sets its voltage") {
+		t.Fatalf("infra %v, err %v", res.Infra, res.Err)
+	}
+}
