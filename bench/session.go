@@ -150,12 +150,12 @@ type session struct {
 	// browning is set while a brownout cut is under way: blocks go on,
 	// an error waits for the verdict on whether the device reset.
 	browning bool
-	firedCh chan struct{}
-	cancel  context.CancelFunc // cancels the in-flight transfer
-	acked   int64
-	sent    int64 // block in flight, -1 none
-	maxAck  int64
-	cutErr  error
+	firedCh  chan struct{}
+	cancel   context.CancelFunc // cancels the in-flight transfer
+	acked    int64
+	sent     int64 // block in flight, -1 none
+	maxAck   int64
+	cutErr   error
 	// witnessed is the device's cut count before the transfer, when the
 	// board keeps a record of its cuts.
 	witnessed int
