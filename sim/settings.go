@@ -187,28 +187,7 @@ func (p *Probability) UnmarshalYAML(n ast.Node) error {
 // parseUnit reads a decimal number with an optional unit sym ("V", "A")
 // and prefix m (milli) or u/µ (micro): "1.8V", "1800mV", "4500uA", "1.8".
 func parseUnit(s, sym string) (float64, error) {
-	t := strings.TrimSpace(s)
-	mult := 1.0
-	if u, ok := strings.CutSuffix(t, sym); ok {
-		t = strings.TrimSpace(u)
-		switch {
-		case strings.HasSuffix(t, "m"):
-			t, mult = t[:len(t)-1], 1e-3
-		case strings.HasSuffix(t, "u"):
-			t, mult = t[:len(t)-1], 1e-6
-		case strings.HasSuffix(t, "µ"):
-			t, mult = strings.TrimSuffix(t, "µ"), 1e-6
-		}
-		t = strings.TrimSpace(t)
-	}
-	if t == "" || strings.Trim(t, "+-.0123456789eE") != "" {
-		return 0, fmt.Errorf("number %q", s)
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("number %q", s)
-	}
-	return f * mult, nil
+	return config.ParseQuantity(s, sym)
 }
 
 // SerialRecoverySetting is serial_recovery: halted, off or "wait

@@ -96,25 +96,17 @@ func ParseError(reply string) (code int, msg string, err error) {
 }
 
 // parseLevel parses a setting's level: a number and a unit, or the unit
-// with an m prefix (3.3V, 3300mV; 0.5A, 500mA). A bare number is refused,
+// with a prefix (3.3V, 3300mV; 0.5A, 500mA). A bare number is refused,
 // so that 3300 is never taken for volts.
 func parseLevel(s, unit string) (float64, error) {
-	t := strings.TrimSpace(s)
-	div := 1.0
-	switch {
-	case strings.HasSuffix(t, "m"+unit):
-		t, div = strings.TrimSuffix(t, "m"+unit), 1e3
-	case strings.HasSuffix(t, unit):
-		t = strings.TrimSuffix(t, unit)
-	default:
+	if !strings.HasSuffix(strings.TrimSpace(s), unit) {
 		return 0, fmt.Errorf("%q: a unit is needed: %s or m%s", s, unit, unit)
 	}
-	t = strings.TrimSpace(t)
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || t == "" || strings.ContainsAny(t, "xXpPnN_") || math.IsInf(v, 0) || math.IsNaN(v) {
+	v, err := config.ParseQuantity(s, unit)
+	if err != nil {
 		return 0, fmt.Errorf("%q is no level in %s or m%s", s, unit, unit)
 	}
-	return v / div, nil
+	return v, nil
 }
 
 // formatLevel writes a level for a SCPI command, in plain decimal

@@ -571,7 +571,7 @@ func TestOpenSettings(t *testing.T) {
 		{power.MapSettings{"address": "h", "voltage": "3.3A"}, "a unit is needed"},
 		{power.MapSettings{"address": "h", "voltage": "3.3kV"}, "no level"},
 		{power.MapSettings{"address": "h", "voltage": 3.3}, "written as a string"},
-		{power.MapSettings{"address": "h", "voltage": "-1V"}, "out of range"},
+		{power.MapSettings{"address": "h", "voltage": "-1V"}, `"-1V" is no level in V or mV`},
 		{power.MapSettings{"address": "h", "voltage": "3.3V", "current_limit": "1V"}, "a unit is needed"},
 		{power.MapSettings{"address": "h", "voltage": "3.3V", "volts": "3.3V"}, "volts"},
 		{power.MapSettings{"address": "h", "voltage": "3.3V", "channel": 0}, "count from 1"},
