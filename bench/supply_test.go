@@ -168,3 +168,62 @@ func TestBrownoutNeedsASupply(t *testing.T) {
 		t.Fatalf("infra %v, err %v", res.Infra, res.Err)
 	}
 }
+
+// BenchmarkSupply measures what a measuring supply costs an update, on a
+// simulated board behind its SCPI emulator at its real flash timing: the
+// update's time with readings every 5 ms against none (alternating, one
+// of each per iteration), one reading's round trip, and the cut latency
+// (trigger to the supply's answer) of a brownout against a switch-off,
+// both over SCPI.
+func BenchmarkSupply(b *testing.B) {
+	_, bd, _ := psuBoard(b, sim.Config{TimeScale: 1}, img(b, "1.0.0", 1, 4<<10, 1))
+	// Each update a newer image: anti-rollback stays on.
+	seq := uint32(1)
+	next := func() []byte {
+		seq++
+		return img(b, fmt.Sprintf("2.%d.0", seq), seq, 16<<10, int64(seq))
+	}
+	var plain, sampled, offLat, boLat time.Duration
+	for b.Loop() {
+		for _, every := range []time.Duration{0, 5 * time.Millisecond} {
+			up := next()
+			t0 := time.Now()
+			res := bd.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6, RecoveryTimeout: 5 * time.Second, Sample: every})
+			if res.Err != nil {
+				b.Fatal(res.Err)
+			}
+			if every == 0 {
+				plain += time.Since(t0)
+			} else {
+				sampled += time.Since(t0)
+			}
+		}
+		for _, bo := range []*bench.Brownout{nil, {To: 1.5, For: 5 * time.Millisecond}} {
+			res := bd.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: next(), SZX: 6, RecoveryTimeout: 5 * time.Second,
+				Trigger: trig(b, bd, jobs.AfterBlock(3)), OffTime: 5 * time.Millisecond, Brownout: bo})
+			if res.Err != nil || res.Cut == nil {
+				b.Fatalf("cut %+v: %v", res.Cut, res.Err)
+			}
+			if bo == nil {
+				offLat += res.Cut.Latency
+			} else {
+				boLat += res.Cut.Latency
+			}
+		}
+	}
+	m := bd.Meter()
+	const reads = 200
+	t0 := time.Now()
+	for range reads {
+		if _, err := m.Measure(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(plain.Milliseconds())/n, "update_ms")
+	b.ReportMetric(float64(sampled.Milliseconds())/n, "update_sampled_ms")
+	b.ReportMetric(float64(sampled)/float64(plain), "sampled/plain")
+	b.ReportMetric(float64(time.Since(t0).Microseconds())/reads, "reading_us")
+	b.ReportMetric(float64(offLat.Microseconds())/n, "off_latency_us")
+	b.ReportMetric(float64(boLat.Microseconds())/n, "brownout_latency_us")
+}
