@@ -160,6 +160,9 @@ func (s *session) recover(ctx context.Context) (uint32, error) {
 
 // mark records a milestone seen at the instant at, once per update.
 func (s *session) mark(name string, at time.Time) {
+	if name == MilestoneResumed || name == MilestoneVersion {
+		s.meter.recovered(at)
+	}
 	if _, ok := s.res.Milestones[name]; ok {
 		return
 	}

@@ -163,6 +163,8 @@ type session struct {
 	// restored is the instant a brownout cut's supply was back at its
 	// nominal voltage (zero for an off cut).
 	restored results.Event
+	// meter reads a measuring supply during the update (nil: none).
+	meter *sampler
 	// captured is the last block request the device acknowledged, as it
 	// went on the wire: sent again after a cut, it must be refused.
 	captured *coap.Captured
@@ -209,14 +211,14 @@ func (b *Board) Run(ctx context.Context, u Update) *Result {
 		firedCh: make(chan struct{}), acked: -1, sent: -1, maxAck: -1, p: b.poll(nil)}
 	defer s.p.Close()
 	s.res.Blocks = fwproto.Blocks(uint32(len(u.Image)), u.SZX)
-	meter := b.startSampler(ctx, u.Sample)
+	s.meter = b.startSampler(ctx, u.Sample)
 	if err := s.run(ctx); err != nil {
 		s.res.Err = err
 	}
 	if u.Trigger != nil {
 		u.Trigger.Disarm()
 	}
-	s.res.Energy = meter.finish()
+	s.res.Energy = s.meter.finish()
 	return s.res
 }
 
@@ -276,6 +278,9 @@ func (s *session) fire(at time.Time, why string) {
 		s.firing, s.browning = true, false
 		s.pending = reset
 		s.mu.Unlock()
+		if reset && err == nil {
+			s.meter.cut(ev.Wall)
+		}
 		e := s.b.Event(results.CutTrigger)
 		e.Block, e.Dur, e.Text = cut.LastAcked, cut.Latency, why
 		e.Attrs = map[string]string{"in_flight": strconv.FormatInt(cut.InFlight, 10)}

@@ -110,6 +110,51 @@ type sampler struct {
 	energy   results.Energy
 	last     time.Time
 	failures int
+	// recFrom and recTo bound the recovery after a cut: from the cut to
+	// the transfer resuming or the new image running (recTo zero: still
+	// recovering; recFrom zero: no cut yet).
+	recFrom, recTo time.Time
+}
+
+// cut marks the start of a recovery at the cut's instant.
+func (s *sampler) cut(at time.Time) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.recFrom, s.recTo = at, time.Time{}
+	s.mu.Unlock()
+}
+
+// recovered marks its end, once.
+func (s *sampler) recovered(at time.Time) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if !s.recFrom.IsZero() && s.recTo.IsZero() {
+		s.recTo = at
+	}
+	s.mu.Unlock()
+}
+
+// recoveryShare is the part of [from, to] inside the recovery window.
+// s.mu held.
+func (s *sampler) recoveryShare(from, to time.Time) float64 {
+	if s.recFrom.IsZero() || !to.After(from) {
+		return 0
+	}
+	lo, hi := from, to
+	if s.recFrom.After(lo) {
+		lo = s.recFrom
+	}
+	if !s.recTo.IsZero() && s.recTo.Before(hi) {
+		hi = s.recTo
+	}
+	if !hi.After(lo) {
+		return 0
+	}
+	return float64(hi.Sub(lo)) / float64(to.Sub(from))
 }
 
 // startSampler starts sampling when the board's supply measures and every
@@ -161,15 +206,12 @@ func (s *sampler) sample(ctx context.Context) {
 		}
 		return
 	}
-	dt := now.Sub(s.last).Seconds()
+	j := r.Volts * r.Amps * now.Sub(s.last).Seconds()
+	s.energy.Recovery += j * s.recoveryShare(s.last, now)
 	s.last = now
-	j := r.Volts * r.Amps * dt
 	s.energy.Joules += j
 	s.energy.Samples++
 	s.energy.PeakAmps = max(s.energy.PeakAmps, r.Amps)
-	if s.b.phase() == results.PhaseRecovery || s.b.phase() == results.PhaseOff {
-		s.energy.Recovery += j
-	}
 	e := s.b.Event(results.PowerReading)
 	e.Attrs = map[string]string{
 		"volts": strconv.FormatFloat(r.Volts, 'g', 6, 64),

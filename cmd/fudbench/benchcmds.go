@@ -270,13 +270,32 @@ func newPowerCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return infraErr(simHint(bd, fmt.Errorf("board %s: power state (%s): %w", name, b.Power, err)))
 				}
-				if jsonOut {
-					return json.NewEncoder(c.OutOrStdout()).Encode(struct {
-						Board string `json:"board"`
-						On    bool   `json:"on"`
-					}{name, on})
+				// A supply that measures says what it delivers too.
+				var r *power.Reading
+				if m, ok := b.Power.(power.Meter); ok {
+					got, err := m.Measure(ctx)
+					if err != nil {
+						return infraErr(fmt.Errorf("board %s: power state (%s): reading the supply: %w", name, b.Power, err))
+					}
+					r = &got
 				}
-				fmt.Fprintln(c.OutOrStdout(), map[bool]string{true: "on", false: "off"}[on])
+				if jsonOut {
+					out := struct {
+						Board string   `json:"board"`
+						On    bool     `json:"on"`
+						Volts *float64 `json:"volts,omitempty"`
+						Amps  *float64 `json:"amps,omitempty"`
+					}{Board: name, On: on}
+					if r != nil {
+						out.Volts, out.Amps = &r.Volts, &r.Amps
+					}
+					return json.NewEncoder(c.OutOrStdout()).Encode(out)
+				}
+				state := map[bool]string{true: "on", false: "off"}[on]
+				if r != nil {
+					state += fmt.Sprintf(" (%.3f V, %.3f mA)", r.Volts, 1e3*r.Amps)
+				}
+				fmt.Fprintln(c.OutOrStdout(), state)
 				return nil
 			default:
 				return usageErr(fmt.Errorf("unknown power operation %q: want on, off, cycle or state", op))
@@ -290,7 +309,7 @@ func newPowerCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&benchFile, "bench", "", "bench file (default: the built-in simulated bench)")
 	cmd.Flags().DurationVar(&offTime, "off-time", time.Second, "how long cycle leaves the board off")
-	cmd.Flags().BoolVar(&jsonOut, "json", false, `power state: print {"board":…,"on":…} as JSON`)
+	cmd.Flags().BoolVar(&jsonOut, "json", false, `power state: print {"board":…,"on":…} as JSON (with "volts" and "amps" when the supply measures)`)
 	return cmd
 }
 

@@ -75,11 +75,17 @@ func TestBoardsJSON(t *testing.T) {
 	}
 
 	bs, out := read()
-	if len(bs) != 8 || bs[0].Name != "sim-safe" || bs[1].Name != "sim-naive" || bs[2].Name != "sim-oscore" || bs[4].Name != "sim-dtls" ||
-		bs[5].Name != "sim-ab-overwrite" || bs[6].Name != "sim-ab-swap" || bs[7].Name != "sim-ab-direct" {
+	if len(bs) != 10 || bs[0].Name != "sim-safe" || bs[1].Name != "sim-naive" || bs[2].Name != "sim-oscore" || bs[4].Name != "sim-dtls" ||
+		bs[5].Name != "sim-ab-overwrite" || bs[6].Name != "sim-ab-swap" || bs[7].Name != "sim-ab-direct" ||
+		bs[8].Name != "sim-safe-psu" || bs[9].Name != "sim-naive-psu" {
 		t.Fatalf("built-in bench: %s", out)
 	}
-	for _, ab := range bs[5:] {
+	for _, psu := range bs[8:] {
+		if psu.Power == nil || *psu.Power != "scpi" {
+			t.Errorf("%s: powered by %v, want its bench supply (scpi)", psu.Name, psu.Power)
+		}
+	}
+	for _, ab := range bs[5:8] {
 		// A/B boards take a plain Block1 PUT into their secondary slot,
 		// whose capacity is less than half the flash.
 		if ab.CoAP.Profile != "block1" || ab.Flash == nil || ab.Flash.SlotSize <= 0 || ab.Flash.SlotSize >= 256<<10 {

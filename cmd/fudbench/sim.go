@@ -139,6 +139,13 @@ Ctrl-C powers every board off and exits 0.`,
 				fmt.Fprintf(w, "  console   %s -> %s\n", in.ConsoleLink, in.Console)
 				fmt.Fprintf(w, "  gdb       %s\n", in.GDB)
 				fmt.Fprintf(w, "  power     PUT http://%s/boards/%s/power (on|off); gpio %s, busy %s\n", addr, in.Name, in.PowerPin, in.BusyPin)
+				if in.Supply != "" {
+					fmt.Fprintf(w, "  supply    SCPI on %s (TCPIP::%s::SOCKET)", in.Supply, strings.Replace(in.Supply, ":", "::", 1))
+					if in.SupplySerial != "" {
+						fmt.Fprintf(w, " and %s", in.SupplySerial)
+					}
+					fmt.Fprintln(w, "; its output powers the board")
+				}
 			}
 			if writeBench != "" {
 				fmt.Fprintf(w, "bench file: %s\n", writeBench)
@@ -170,7 +177,11 @@ boards:
   - name: {{.Name}}
     tags: [{{join .Tags ", "}}]
     strategy: {{.Strategy}}
+{{- if .Supply}}
+    power: {driver: scpi, address: "{{.Supply}}", voltage: {{.Volts}}V}
+{{- else}}
     power: {driver: sim, url: "http://{{.Control}}", board: {{.Name}}}
+{{- end}}
 {{- if .GDB}}
     probe: {driver: gdbrsp, address: "{{.GDB}}", reset: reset}
 {{- end}}
@@ -184,11 +195,12 @@ boards:
 
 func writeServedBench(path string, s *sim.Sim, control string, tags map[string][]string) error {
 	type entry struct {
-		Name, Control, GDB, ConsoleLink, Entry, Strategy string
-		Tags                                             []string
-		FlashSize, SlotSize, WriteUnit                   int
-		Base, AppAddr, EraseFrom                         uint32
-		ProgramTime                                      time.Duration
+		Name, Control, GDB, ConsoleLink, Entry, Strategy, Supply string
+		Volts                                                    float64
+		Tags                                                     []string
+		FlashSize, SlotSize, WriteUnit                           int
+		Base, AppAddr, EraseFrom                                 uint32
+		ProgramTime                                              time.Duration
 	}
 	var es []entry
 	for _, b := range s.Boards {
@@ -200,7 +212,7 @@ func writeServedBench(path string, s *sim.Sim, control string, tags map[string][
 		es = append(es, entry{Name: in.Name, Strategy: string(cfg.Strategy), Control: control, GDB: in.GDB, ConsoleLink: in.ConsoleLink,
 			Entry: simbench.CoAPEntry(cfg, in.CoAP[0], in.CoAPS, in.OSCORE), Tags: t, FlashSize: cfg.FlashSize, SlotSize: lay.AppSize(), WriteUnit: cfg.WriteAlign,
 			Base: cfg.FlashBase, AppAddr: cfg.FlashBase + uint32(lay.AppStart), EraseFrom: cfg.FlashBase + uint32(lay.BootEnd),
-			ProgramTime: time.Duration(float64(cfg.ProgramTime) * cfg.TimeScale)})
+			ProgramTime: time.Duration(float64(cfg.ProgramTime) * cfg.TimeScale), Supply: in.Supply, Volts: cfg.NominalVoltage})
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".bench-*.yaml")
 	if err != nil {

@@ -116,3 +116,52 @@ func TestRunBrownoutSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestServedSupply: a board `fudbench sim` serves behind its bench
+// supply, wired by the bench file --write-bench writes (the scpi driver on
+// the supply's port): `fudbench power state` reads what the supply
+// delivers, and a brownout campaign against it follows the reset by the
+// board's boot banner on its console (a served board keeps no cut record
+// the bench can read over the supply), with the energy of each update.
+func TestServedSupply(t *testing.T) {
+	s := serveSim(t, "boards:\n  - name: psu\n"+simSection("inplace-recovery", "      time_scale: 1\n      supply: {tcp: \"127.0.0.1:0\"}\n"))
+	bench, err := os.ReadFile(s.bench)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(bench), "power: {driver: scpi, address: \"127.0.0.1:") {
+		t.Fatalf("served bench does not power the board from its supply:\n%s", bench)
+	}
+	if !strings.Contains(strings.Join(s.out, "\n"), "  supply    SCPI on 127.0.0.1:") {
+		t.Errorf("fudbench sim does not name the supply:\n%s", strings.Join(s.out, "\n"))
+	}
+	if _, errOut, code := cli(t, "power", "on", "psu", "--bench", s.bench); code != 0 {
+		t.Fatalf("power on: exit %d: %s", code, errOut)
+	}
+	out, errOut, code := cli(t, "power", "state", "psu", "--bench", s.bench, "--json")
+	if code != 0 || !strings.Contains(out, `"on":true,"volts":3.3,"amps":0.00`) {
+		t.Fatalf("power state: exit %d: %s %s", code, out, errOut)
+	}
+	dir := t.TempDir()
+	job := runWrite(t, filepath.Join(dir, "bo.yaml"), "bench: "+s.bench+"\nboards: [psu]\n"+smallImages+
+		"block_size: 256\ncut: {brownout: {to: 1.5V, for: 20ms}}\ncuts: [{after_block: 5}]\nsample: 10ms\nrecovery_timeout: 5s\n")
+	out = filepath.Join(dir, "out")
+	stdout, stderr, code := runCLI(t, dir, "run", job, "--out", out, "--no-db", "--lock-dir", filepath.Join(dir, "locks"))
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	sum := readSummary(t, out)
+	if c := sum.Cuts[0]; !c.Fired || c.Outcome != results.Updated || !strings.Contains(c.Trigger, "brownout to 1.5V for 20ms") {
+		t.Errorf("cut %+v", c)
+	}
+	if e := sum.PerBoard[0].Energy; e == nil || e.UpdateCut.N != 1 || e.Recovery.N != 1 {
+		t.Errorf("energy %+v: want the update with its cut and the recovery", e)
+	}
+	events, err := os.ReadFile(filepath.Join(out, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(events), `"device_reset":"true"`) || !strings.Contains(string(events), `reset=brownout`) {
+		t.Errorf("the reset was not seen on the console:\n%s", events)
+	}
+}
