@@ -95,9 +95,6 @@ type Board struct {
 	cycle   atomic.Int64
 	powered atomic.Bool // what the bench last did, for the safe state on abort
 	touched atomic.Bool
-	// phaseNow is the phase last entered (Phase), for the supply's
-	// readings.
-	phaseNow atomic.Pointer[string]
 	// inflight is closed when the last driver call started in its own
 	// goroutine returns: a call the bench gave up on (its context
 	// cancelled) may still be in the driver, and the safe state lets it
@@ -175,18 +172,9 @@ func (b *Board) Emit(e results.Event) { b.hub.Emit(e) }
 
 // Phase marks the board entering a phase of its cycle (results.Phase…).
 func (b *Board) Phase(name string) {
-	b.phaseNow.Store(&name)
 	e := b.Event(results.Phase)
 	e.Text = name
 	b.Emit(e)
-}
-
-// phase is the phase the board last entered, "" before any.
-func (b *Board) phase() string {
-	if p := b.phaseNow.Load(); p != nil {
-		return *p
-	}
-	return ""
 }
 
 // PoweredOn reports whether the bench last switched the board on.
