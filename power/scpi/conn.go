@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fudbench/fudbench/internal/serialconn"
 	"io"
 	"net"
 	"strings"
@@ -36,6 +37,8 @@ type transport interface {
 	io.ReadWriteCloser
 	SetDeadline(t time.Time) error
 }
+
+var _ transport = (*serialconn.Conn)(nil)
 
 // link is an open connection to the instrument.
 type link struct {
@@ -125,7 +128,7 @@ func (s *Supply) ioErr(ctx context.Context, e *ioError) error {
 // connect dials the supply or opens its serial port.
 func (s *Supply) connect(ctx context.Context) (*link, *ioError) {
 	if s.cfg.Port != "" {
-		p, err := openSerial(s.cfg.Port, &serial.Mode{BaudRate: s.cfg.Baud, DataBits: 8, Parity: parity(s.cfg.Parity), StopBits: serial.OneStopBit})
+		p, err := serialconn.Open(s.cfg.Port, &serial.Mode{BaudRate: s.cfg.Baud, DataBits: 8, Parity: parity(s.cfg.Parity), StopBits: serial.OneStopBit})
 		if err != nil {
 			return nil, &ioError{cmd: "open", err: err}
 		}
@@ -236,8 +239,8 @@ func (x *exchange) fresh() error {
 	switch t := x.l.t.(type) {
 	case *net.TCPConn:
 		return drainTCP(t)
-	case *serialConn:
-		return t.port.ResetInputBuffer()
+	case *serialconn.Conn:
+		return t.ResetInput()
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fudbench/fudbench/internal/serialconn"
 	"net"
 	"strings"
 	"time"
@@ -55,7 +56,7 @@ func (p *Probe) connect(ctx context.Context) (*conn, error) {
 	var nc transport
 	var err error
 	if p.cfg.Port != "" {
-		nc, err = openSerial(p.cfg.Port)
+		nc, err = serialconn.Open(p.cfg.Port, nil)
 	} else {
 		d := net.Dialer{Timeout: p.cfg.Timeout}
 		nc, err = d.DialContext(ctx, "tcp", p.cfg.Address)
