@@ -30,13 +30,15 @@ var boardSeq atomic.Int64
 
 // simBoard starts a simulated board wired through its gpioreg power pin
 // and returns it bound to a bench run: the production gpio driver drives
-// the sim's pin.
+// the sim's pin. A board with cfg.Supply is powered by its SCPI supply
+// emulator instead, through the production scpi driver over TCP: the
+// supply switches it, sets its voltage and measures it.
 func simBoard(t testing.TB, cfg sim.Config, baseline []byte) (*sim.Board, *bench.Board, *results.Memory) {
 	t.Helper()
 	if cfg.Name == "" {
 		cfg.Name = fmt.Sprintf("sess%d", boardSeq.Add(1))
 	}
-	cfg.Pins = true
+	cfg.Pins = !cfg.Supply
 	cfg.DTLSAddr, cfg.GDBAddr = "-", "-"
 	if cfg.UDPAddrs == nil {
 		cfg.UDPAddrs = []string{"127.0.0.1:0"}
@@ -51,9 +53,13 @@ func simBoard(t testing.TB, cfg sim.Config, baseline []byte) (*sim.Board, *bench
 	}
 	pwr, _ := sim.PinNames(cfg.Name)
 	sw, err := power.Open("gpio", power.MapSettings{"pin": pwr})
+	if cfg.Supply {
+		sw, err = power.Open("scpi", power.MapSettings{"address": sb.SupplyAddr(), "voltage": "3.3V", "timeout": "1s"})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { power.Safe(context.Background(), sw) })
 	mem := &results.Memory{}
 	hub := bench.NewHub(results.NewClock(), mem)
 	// The endpoint is known once the board has booted.

@@ -10,56 +10,11 @@ import (
 
 	"github.com/fudbench/fudbench/bench"
 	"github.com/fudbench/fudbench/boards"
-	"github.com/fudbench/fudbench/coap"
-	"github.com/fudbench/fudbench/inputs"
-	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/jobs"
-	"github.com/fudbench/fudbench/power"
 	_ "github.com/fudbench/fudbench/power/scpi"
 	"github.com/fudbench/fudbench/results"
 	"github.com/fudbench/fudbench/sim"
 )
-
-// psuBoard starts a simulated board behind its SCPI supply emulator and
-// returns it bound to a bench run through the production scpi driver over
-// TCP: the supply switches it, sets its voltage and measures it.
-func psuBoard(t testing.TB, cfg sim.Config, baseline []byte) (*sim.Board, *bench.Board, *results.Memory) {
-	t.Helper()
-	if cfg.Name == "" {
-		cfg.Name = fmt.Sprintf("psu%d", boardSeq.Add(1))
-	}
-	cfg.Supply = true
-	cfg.DTLSAddr, cfg.GDBAddr = "-", "-"
-	cfg.UDPAddrs = []string{"127.0.0.1:0"}
-	sb, err := sim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sb.Close() })
-	if err := sb.FactoryProgram(baseline); err != nil {
-		t.Fatal(err)
-	}
-	sw, err := power.Open("scpi", power.MapSettings{"address": sb.SupplyAddr(), "voltage": "3.3V", "timeout": "1s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { power.Safe(context.Background(), sw) })
-	mem := &results.Memory{}
-	hub := bench.NewHub(results.NewClock(), mem)
-	if err := sw.On(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := sb.WaitMode(ctx, sim.ModeApp); err != nil {
-		t.Fatal(err)
-	}
-	udp, _ := sb.Endpoints()
-	b := bench.NewBoard(cfg.Name, sw, bench.Endpoint{Addr: udp[0], Tx: coap.Transmission{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 2}}, "", hub)
-	b.Witness = simbench.Witness(sb)
-	b.Inputs = map[string]inputs.Input{}
-	return sb, b, mem
-}
 
 // TestEnergyMatchesTheBoardsCharge: the energy the bench adds up from the
 // supply's readings (every 5 ms, over SCPI) agrees with the charge the
@@ -67,7 +22,7 @@ func psuBoard(t testing.TB, cfg sim.Config, baseline []byte) (*sim.Board, *bench
 // times its supply's voltage.
 func TestEnergyMatchesTheBoardsCharge(t *testing.T) {
 	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
-	sb, b, mem := psuBoard(t, sim.Config{TimeScale: 1}, base)
+	sb, b, mem := simBoard(t, sim.Config{TimeScale: 1, Supply: true}, base)
 	c0 := sb.Charge()
 	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6, RecoveryTimeout: 5 * time.Second, Sample: 5 * time.Millisecond})
 	c1 := sb.Charge()
@@ -104,7 +59,7 @@ func TestEnergyMatchesTheBoardsCharge(t *testing.T) {
 // follows its recovery, which has its energy.
 func TestBrownoutResets(t *testing.T) {
 	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
-	sb, b, _ := psuBoard(t, sim.Config{TimeScale: 1}, base)
+	sb, b, _ := simBoard(t, sim.Config{TimeScale: 1, Supply: true}, base)
 	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6,
 		Trigger: trig(t, b, jobs.DuringBlock(5, 2*time.Millisecond)), RecoveryTimeout: 5 * time.Second,
 		Brownout: &bench.Brownout{To: 1.5, For: 20 * time.Millisecond}, Sample: 5 * time.Millisecond})
@@ -131,7 +86,7 @@ func TestBrownoutResets(t *testing.T) {
 // image by its digest, and the bench sends it again with a new prepare.
 func TestBrownoutMarginal(t *testing.T) {
 	base, up := img(t, "1.0.0", 1, 4<<10, 1), img(t, "2.0.0", 2, 16<<10, 2)
-	sb, b, mem := psuBoard(t, sim.Config{TimeScale: 1}, base)
+	sb, b, mem := simBoard(t, sim.Config{TimeScale: 1, Supply: true}, base)
 	res := b.Run(context.Background(), bench.Update{Profile: boards.ProfileResumable, Image: up, SZX: 6,
 		Trigger: trig(t, b, jobs.DuringBlock(5, 2*time.Millisecond)), RecoveryTimeout: 5 * time.Second,
 		Brownout: &bench.Brownout{To: 2.1, For: 20 * time.Millisecond}})
@@ -176,7 +131,7 @@ func TestBrownoutNeedsASupply(t *testing.T) {
 // (trigger to the supply's answer) of a brownout against a switch-off,
 // both over SCPI.
 func BenchmarkSupply(b *testing.B) {
-	_, bd, _ := psuBoard(b, sim.Config{TimeScale: 1}, img(b, "1.0.0", 1, 4<<10, 1))
+	_, bd, _ := simBoard(b, sim.Config{TimeScale: 1, Supply: true}, img(b, "1.0.0", 1, 4<<10, 1))
 	// Each update a newer image: anti-rollback stays on.
 	seq := uint32(1)
 	next := func() []byte {
