@@ -27,7 +27,7 @@ func TestRunBrownoutSweep(t *testing.T) {
 	}
 	start := time.Now()
 	// Flash timing twice the default: a block takes 21 ms to program, so
-	// a brownout 2 ms into it lands while it is written even when a
+	// a brownout 1 ms into it lands while it is written even when a
 	// loaded CI host delays the trigger by a few milliseconds.
 	stdout, stderr, code := runCLI(t, dir, "run", job, "--time-scale", "2", "--report", "--out", out,
 		"--db", filepath.Join(dir, "results.db"), "--lock-dir", filepath.Join(dir, "locks"))
