@@ -183,7 +183,7 @@ func (p *Probe) connect(ctx context.Context) error {
 	if p.port != nil {
 		return nil
 	}
-	port, err := serial.Open(p.cfg.Port, &serial.Mode{BaudRate: p.cfg.Baud})
+	port, err := openPort(p.cfg.Port, &serial.Mode{BaudRate: p.cfg.Baud})
 	if err != nil {
 		return fmt.Errorf("open: %w: %w", probes.ErrProbe, err)
 	}
@@ -223,6 +223,10 @@ func (p *Probe) connect(ctx context.Context) error {
 	}
 	return nil
 }
+
+// openPort opens the serial port; tests replace it to see the modem
+// lines, which a pseudo-terminal does not have.
+var openPort = serial.Open
 
 // bootReset is the classic auto-reset sequence: EN low (RTS), then EN
 // high with GPIO0 low (DTR), so the chip samples its strapping pin low
@@ -382,7 +386,7 @@ func (p *Probe) Reset(ctx context.Context) error {
 	defer p.mu.Unlock()
 	if p.cfg.Reset == ResetDTRRTS {
 		if p.port == nil {
-			port, err := serial.Open(p.cfg.Port, &serial.Mode{BaudRate: p.cfg.Baud})
+			port, err := openPort(p.cfg.Port, &serial.Mode{BaudRate: p.cfg.Baud})
 			if err != nil {
 				return p.fail("reset", fmt.Errorf("open: %w: %w", probes.ErrProbe, err))
 			}

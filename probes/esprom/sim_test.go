@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"go.bug.st/serial"
+
 	"github.com/fudbench/fudbench/probes"
-	_ "github.com/fudbench/fudbench/probes/esprom"
+	"github.com/fudbench/fudbench/probes/esprom"
 	simesp "github.com/fudbench/fudbench/sim/esprom"
 )
 
@@ -139,5 +143,84 @@ func TestSettings(t *testing.T) {
 		if _, err := probes.Open("esprom", s); err == nil {
 			t.Errorf("%v accepted", s)
 		}
+	}
+}
+
+// linesPort is a pseudo-terminal port whose modem lines drive the
+// emulated board's auto-reset circuit: what a USB-serial adapter's DTR and
+// RTS do on an ESP32 dev board.
+type linesPort struct {
+	serial.Port
+	d        *simesp.Device
+	mu       sync.Mutex
+	dtr, rts bool
+	seq      []string
+}
+
+func (p *linesPort) set(dtr, rts *bool, name string, v bool) error {
+	p.mu.Lock()
+	if dtr != nil {
+		p.dtr = *dtr
+	}
+	if rts != nil {
+		p.rts = *rts
+	}
+	p.seq = append(p.seq, fmt.Sprintf("%s=%v", name, v))
+	d, r := p.dtr, p.rts
+	p.mu.Unlock()
+	p.d.Lines(d, r)
+	return nil
+}
+
+func (p *linesPort) SetDTR(v bool) error { return p.set(&v, nil, "DTR", v) }
+func (p *linesPort) SetRTS(v bool) error { return p.set(nil, &v, "RTS", v) }
+
+// TestFlashAutoReset: a board running its firmware (GPIO0 high at
+// power-on) answers no SYNC; with reset: none the probe says so. With
+// reset: dtr-rts the classic sequence (EN low, then EN rising with GPIO0
+// low) puts it in its loader through the dev board's circuit, the flash is
+// written, and the probe's reset (an RTS pulse with DTR released) boots the
+// firmware.
+func TestFlashAutoReset(t *testing.T) {
+	d, err := simesp.New(simesp.Options{Running: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	data := img(16 << 10)
+	p := open(t, d, nil)
+	if err := p.Flash(context.Background(), 0x10000, data, nil); !errors.Is(err, probes.ErrTimeout) || !strings.Contains(err.Error(), "no answer to SYNC") {
+		t.Fatalf("reset none on a running board: %v, want no answer to SYNC", err)
+	}
+	p.Close()
+
+	var port *linesPort
+	defer esprom.SetOpenPort(func(path string, m *serial.Mode) (serial.Port, error) {
+		sp, err := serial.Open(path, m)
+		if err != nil {
+			return nil, err
+		}
+		port = &linesPort{Port: sp, d: d}
+		return port, nil
+	})()
+	p = open(t, d, map[string]any{"reset": "dtr-rts"})
+	if err := p.Flash(context.Background(), 0x10000, data, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(d.Flash()[0x10000:0x10000+len(data)], data) {
+		t.Fatal("flash differs")
+	}
+	port.mu.Lock()
+	seq := strings.Join(port.seq, " ")
+	port.mu.Unlock()
+	if !strings.HasPrefix(seq, "DTR=false RTS=true DTR=true RTS=false DTR=false RTS=false") {
+		t.Errorf("modem lines %s: want the classic reset into the loader first", seq)
+	}
+	if err := p.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * simesp.ENDelay)
+	if !d.Running() {
+		t.Error("the RTS pulse did not boot the firmware")
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -75,6 +76,10 @@ type Options struct {
 	Silent bool
 	// Garbage makes the device answer every frame with this instead.
 	Garbage []byte
+	// Running starts the chip in its firmware, as after a power-on with
+	// GPIO0 high: the loader answers only after a reset with GPIO0 low
+	// (Lines, the dev board's auto-reset circuit, or Reboot).
+	Running bool
 	// Logger receives a debug record per command; nil discards.
 	Logger *slog.Logger
 }
@@ -106,6 +111,10 @@ type Device struct {
 	deflBuf  []byte
 	attached bool
 	closed   bool
+	// en and io0 are the chip's EN (reset, active low) and GPIO0 pins as
+	// the auto-reset circuit drives them (Lines).
+	en, io0 bool
+	enSeq   uint64 // counts EN's changes
 }
 
 func newDevice(opts Options) *Device {
@@ -125,8 +134,52 @@ func newDevice(opts Options) *Device {
 	d.regs[rtcCaliCfg1] = 512 << 7
 	d.baud = 115200
 	d.regs[uartClkdiv] = xtal / d.baud
+	d.running = opts.Running
+	d.en, d.io0 = true, true
 	return d
 }
+
+// Lines drives the chip through a dev board's auto-reset circuit (two
+// transistors, as on the ESP32-DevKitC): DTR pulls GPIO0 low and RTS
+// pulls EN low, each only while the other line is released, so that DTR
+// and RTS asserted together reset nothing. EN held low holds the chip in
+// reset (it answers nothing); EN rising boots it: into the ROM loader
+// when GPIO0 is low then, into its firmware otherwise. A pseudo-terminal
+// has no modem lines: a test wires the bench's DTR and RTS calls here.
+//
+// EN rises through the board's RC (10 kΩ, 1 µF): the chip samples GPIO0
+// ENDelay after EN went high, so the instant both lines are asserted
+// between two steps of the reset sequence (DTR set before RTS is
+// released) resets nothing, as on the board.
+func (d *Device) Lines(dtr, rts bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	en, io0 := !(rts && !dtr), !(dtr && !rts)
+	rising := en && !d.en
+	if en != d.en {
+		d.enSeq++
+	}
+	d.en, d.io0 = en, io0
+	if !rising {
+		return
+	}
+	seq := d.enSeq
+	time.AfterFunc(ENDelay, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.enSeq != seq || !d.en {
+			return
+		}
+		d.writing = 0
+		d.baud = 115200
+		d.regs[uartClkdiv] = xtal / d.baud
+		d.running = d.io0
+		d.log.Debug("reset by EN", "loader", !d.io0)
+	})
+}
+
+// ENDelay is how long after EN rises the chip samples its strapping pins.
+const ENDelay = 2 * time.Millisecond
 
 // New starts a device on a new pseudo-terminal; Path is its port.
 func New(opts Options) (*Device, error) {
@@ -228,7 +281,7 @@ func (d *Device) handle(f []byte) []byte {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.running || d.opts.Silent {
+	if d.running || !d.en || d.opts.Silent {
 		return nil
 	}
 	if d.opts.Garbage != nil {
