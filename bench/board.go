@@ -95,6 +95,9 @@ type Board struct {
 	cycle   atomic.Int64
 	powered atomic.Bool // what the bench last did, for the safe state on abort
 	touched atomic.Bool
+	// safe is set once the safe state was reached and nothing has
+	// driven the power since: a second Safe does nothing.
+	safe atomic.Bool
 	// inflight is closed when the last driver call started in its own
 	// goroutine returns: a call the bench gave up on (its context
 	// cancelled) may still be in the driver, and the safe state lets it
@@ -177,6 +180,13 @@ func (b *Board) Phase(name string) {
 	b.Emit(e)
 }
 
+// touch records that the bench drives the board's power: the safe state
+// is due again at the end.
+func (b *Board) touch() {
+	b.touched.Store(true)
+	b.safe.Store(false)
+}
+
 // PoweredOn reports whether the bench last switched the board on.
 func (b *Board) PoweredOn() bool { return b.powered.Load() }
 
@@ -232,7 +242,7 @@ func (b *Board) PowerOn(ctx context.Context) error {
 	if err := b.NeedPower(); err != nil {
 		return err
 	}
-	b.touched.Store(true)
+	b.touch()
 	if err := b.powerCall(ctx, 0, b.Power.On); err != nil {
 		e := b.Event(results.PowerError)
 		e.Text = err.Error()
@@ -250,7 +260,7 @@ func (b *Board) PowerOff(ctx context.Context) (results.Event, error) {
 	if err := b.NeedPower(); err != nil {
 		return results.Event{}, err
 	}
-	b.touched.Store(true)
+	b.touch()
 	if err := b.powerCall(ctx, 0, b.Power.Off); err != nil {
 		e := b.Event(results.PowerError)
 		e.Text = err.Error()
@@ -292,9 +302,12 @@ const safeWait = 2 * time.Second
 // driver's Halt, or off). It is what every abort path calls, Ctrl-C
 // included; it uses its own short deadline because the run's context is
 // usually already cancelled. A driver call the bench gave up on that is
-// still under way goes first (up to PowerTimeout, at most 2 s).
+// still under way goes first (up to PowerTimeout, at most 2 s). A board
+// already in its safe state, its power not driven since, is left alone:
+// the driver sees one safe-state call per board however many paths end
+// the run.
 func (b *Board) Safe() error {
-	if !b.touched.Load() || b.Power == nil {
+	if !b.touched.Load() || b.Power == nil || b.safe.Load() {
 		return nil
 	}
 	if fin := b.inflight.Load(); fin != nil {
@@ -319,6 +332,7 @@ func (b *Board) Safe() error {
 		return fmt.Errorf("board %s: safe state (%s): %w: %w", b.Name, b.Power, ErrPower, err)
 	}
 	b.powered.Store(false)
+	b.safe.Store(true)
 	e := b.Event(results.PowerOff)
 	e.Text = "safe state"
 	b.Emit(e)

@@ -61,7 +61,7 @@ func (b *Board) brownout(ctx context.Context, bo Brownout) (drop, restore result
 	if sup == nil {
 		return drop, restore, fmt.Errorf("board %s: a brownout cut needs a supply that sets its voltage; %s cannot: %w", b.Name, b.Power, ErrPower)
 	}
-	b.touched.Store(true)
+	b.touch()
 	level := func(v float64) func(context.Context) error {
 		return func(ctx context.Context) error { return sup.SetVoltage(ctx, v) }
 	}

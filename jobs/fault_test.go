@@ -471,6 +471,17 @@ recovery_timeout: 5s
 			if safeAt < 0 || nextAt < 0 || safeAt > nextAt {
 				t.Errorf("safe state of %s at %v, cycle 3 recorded at %v: want the safe state first", bad.Name(), safeAt, nextAt)
 			}
+			// One safe-state call per board and run: the board taken out
+			// is not switched again at the end (docs/bench.md).
+			safes := map[string]int{}
+			for _, e := range evs {
+				if e.Kind == results.PowerOff && e.Text == "safe state" {
+					safes[e.Board]++
+				}
+			}
+			if safes[bad.Name()] != 1 || safes[good.Name()] != 1 {
+				t.Errorf("safe-state calls %v: want one per board", safes)
+			}
 			if fr.rep.Summary.Verdict != results.VerdictInfraError {
 				t.Errorf("verdict %s, want %s", fr.rep.Summary.Verdict, results.VerdictInfraError)
 			}
