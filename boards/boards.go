@@ -308,13 +308,29 @@ func Load(path string) (*Bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, data)
+	return parse(path, data, os.LookupEnv)
 }
 
 // Parse decodes and validates bench file contents; name is used in errors
 // and relative paths (key files) are resolved against its directory.
+// Environment variables are expanded only in a file Load reads; here
+// ${NAME} is an error.
 func Parse(name string, data []byte) (*Bench, error) {
+	return parse(name, data, nil)
+}
+
+// parse decodes bench file contents, expanding ${NAME} with env (nil:
+// refusing it).
+func parse(name string, data []byte, env func(string) (string, bool)) (*Bench, error) {
 	d, body, err := config.Parse(name, data)
+	if err != nil {
+		return nil, err
+	}
+	if env != nil {
+		err = d.ExpandEnv(body, env)
+	} else {
+		err = d.RefuseEnv(body, "environment variables are expanded in a bench file read from disk, not in bench text given another way")
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -509,6 +525,10 @@ func decodeConsole(d *config.Decoder, f config.Field, w string) (*Console, error
 		}
 		if c.Port == "" {
 			return nil, d.Errf(pf.Val, "%s.port: empty", w)
+		}
+		if !filepath.IsAbs(c.Port) {
+			// Relative to the bench file, as every path in it.
+			c.Port = filepath.Join(filepath.Dir(d.File), c.Port)
 		}
 	}
 	if uf, ok := fs["usb"]; ok {

@@ -24,7 +24,7 @@ func Load(path string) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	j, err := Parse(path, data)
+	j, err := parse(path, data, os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -57,8 +57,26 @@ func statFile(p string) error {
 // Parse decodes and validates job file contents; name is used in errors
 // and relative paths are resolved against its directory. Files are not
 // opened.
+//
+// Environment variables are expanded only in a file Load reads; here
+// ${NAME} is an error (a job sent to a lab is taken as written: the
+// environment of the host it runs on is not the submitter's).
 func Parse(name string, data []byte) (*Job, error) {
+	return parse(name, data, nil)
+}
+
+// parse decodes job file contents, expanding ${NAME} with env (nil:
+// refusing it).
+func parse(name string, data []byte, env func(string) (string, bool)) (*Job, error) {
 	d, body, err := config.Parse(name, data)
+	if err != nil {
+		return nil, err
+	}
+	if env != nil {
+		err = d.ExpandEnv(body, env)
+	} else {
+		err = d.RefuseEnv(body, "environment variables are expanded in a job file read from disk (fudbench run), not in a job given as text (a lab's task)")
+	}
 	if err != nil {
 		return nil, err
 	}

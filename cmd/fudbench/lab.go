@@ -623,6 +623,11 @@ func submitJob(c *cobra.Command, g *globals, lc *labClient, path, pool string, w
 	if err != nil {
 		return usageErr(err)
 	}
+	// The agents read the job as written: ${NAME} would be theirs to
+	// expand, or nobody's. Refused here, before anything is sent.
+	if _, err := jobs.Parse(path, job.Text); err != nil {
+		return usageErr(err)
+	}
 	cl, err := lc.client(submitTokenFile)
 	if err != nil {
 		return err

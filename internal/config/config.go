@@ -106,6 +106,7 @@ const MaxDepth = 64
 type Decoder struct {
 	File    string
 	anchors map[string]ast.Node
+	noEnv   string // why variables are refused (RefuseEnv)
 }
 
 // Parse checks that data is UTF-8 text holding one YAML document within

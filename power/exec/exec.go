@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	"github.com/fudbench/fudbench/internal/proc"
 	"github.com/fudbench/fudbench/power"
 )
@@ -194,7 +195,7 @@ func open(st power.Settings) (power.Switch, error) {
 	if err := st.Decode(&c); err != nil {
 		return nil, err
 	}
-	cfg := Config{On: c.On, Off: c.Off, State: c.State, Env: c.Env}
+	cfg := Config{On: program(st, c.On), Off: program(st, c.Off), State: program(st, c.State), Env: c.Env}
 	if c.Timeout != "" {
 		d, err := time.ParseDuration(c.Timeout)
 		if err != nil {
@@ -206,6 +207,17 @@ func open(st power.Settings) (power.Switch, error) {
 		cfg.Timeout = d
 	}
 	return New(cfg)
+}
+
+// program resolves argv's program against the bench file's directory
+// when it is a path (see driverreg.Program).
+func program(st power.Settings, a argv) []string {
+	if len(a) == 0 {
+		return a
+	}
+	out := append([]string(nil), a...)
+	out[0] = driverreg.Program(st, out[0])
+	return out
 }
 
 // argv is a command line as a list. It refuses a plain string, which

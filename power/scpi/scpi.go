@@ -59,6 +59,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	"github.com/fudbench/fudbench/power"
 )
 
@@ -409,7 +410,7 @@ func open(st power.Settings) (power.Switch, error) {
 	if err := st.Decode(&c); err != nil {
 		return nil, err
 	}
-	cfg := Config{Address: c.Address, Port: c.Port, Baud: c.Baud, Parity: c.Parity, Voltage: float64(c.Voltage),
+	cfg := Config{Address: c.Address, Port: driverreg.Path(st, c.Port), Baud: c.Baud, Parity: c.Parity, Voltage: float64(c.Voltage),
 		MaxVoltage: float64(c.MaxVoltage), CurrentLimit: float64(c.CurrentLimit), Dialect: Dialect(c.Dialect), CheckErrors: c.CheckErrors}
 	if c.Channel != nil {
 		if *c.Channel < 1 {

@@ -59,6 +59,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/internal/proc"
 	"github.com/fudbench/fudbench/probes"
@@ -426,7 +427,7 @@ func openProbeRS(st probes.Settings) (probes.Flasher, error) {
 		return nil, err
 	}
 	verify := s.Verify == nil || *s.Verify
-	return New(Config{Tool: ProbeRS, Chip: s.Chip, Probe: s.Probe, Program: s.Program, Timeout: timeout, Verify: verify, Extra: s.Extra})
+	return New(Config{Tool: ProbeRS, Chip: s.Chip, Probe: s.Probe, Program: driverreg.Program(st, s.Program), Timeout: timeout, Verify: verify, Extra: s.Extra})
 }
 
 func openPyOCD(st probes.Settings) (probes.Flasher, error) {
@@ -438,5 +439,5 @@ func openPyOCD(st probes.Settings) (probes.Flasher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(Config{Tool: PyOCD, Chip: s.Target, Probe: s.UID, Program: s.Program, Timeout: timeout, Extra: s.Extra})
+	return New(Config{Tool: PyOCD, Chip: s.Target, Probe: s.UID, Program: driverreg.Program(st, s.Program), Timeout: timeout, Extra: s.Extra})
 }

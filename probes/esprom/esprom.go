@@ -41,6 +41,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	wire "github.com/fudbench/fudbench/internal/esprom"
 	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/probes"
@@ -144,7 +145,7 @@ func open(st probes.Settings) (probes.Flasher, error) {
 	if s.FlashSize < 0 || s.FlashSize > 1<<30 {
 		return nil, fmt.Errorf("flash_size: %d out of range", s.FlashSize)
 	}
-	return New(Config{Port: s.Port, Baud: s.Baud, FlashBaud: s.FlashBaud, Reset: s.Reset,
+	return New(Config{Port: driverreg.Path(st, s.Port), Baud: s.Baud, FlashBaud: s.FlashBaud, Reset: s.Reset,
 		NoCompress: s.Compress != nil && !*s.Compress, Timeout: t, FlashSize: uint32(s.FlashSize)})
 }
 

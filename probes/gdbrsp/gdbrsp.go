@@ -47,6 +47,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/probes"
 )
@@ -228,7 +229,7 @@ func open(st probes.Settings) (probes.Flasher, error) {
 			return nil, fmt.Errorf("erased: %#x (want 0xff or 0x00)", *s.Erased)
 		}
 	}
-	return New(Config{Address: s.Address, Port: s.Port, Reset: s.Reset, Halt: s.Halt, Verify: s.Verify, Timeout: timeout, ErasedZero: zero})
+	return New(Config{Address: s.Address, Port: driverreg.Path(st, s.Port), Reset: s.Reset, Halt: s.Halt, Verify: s.Verify, Timeout: timeout, ErasedZero: zero})
 }
 
 // String names the probe, e.g. "gdbrsp:127.0.0.1:3333".

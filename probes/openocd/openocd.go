@@ -77,6 +77,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/probes"
 )
@@ -256,7 +257,7 @@ func open(st probes.Settings) (probes.Flasher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(Config{Address: s.Address, Program: s.Program, Reset: s.Reset, Halt: s.Halt, TempDir: s.TempDir, Timeout: timeout})
+	return New(Config{Address: s.Address, Program: s.Program, Reset: s.Reset, Halt: s.Halt, TempDir: driverreg.Path(st, s.TempDir), Timeout: timeout})
 }
 
 // String names the probe, e.g. "openocd:127.0.0.1:6666".

@@ -57,6 +57,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	"github.com/fudbench/fudbench/internal/probeutil"
 	wire "github.com/fudbench/fudbench/internal/smp"
 	"github.com/fudbench/fudbench/probes"
@@ -209,7 +210,7 @@ func open(st probes.Settings) (probes.Flasher, error) {
 			return nil, fmt.Errorf("line_delay: %q: want a duration such as 20ms", s.LineDelay)
 		}
 	}
-	return New(Config{Port: s.Port, Baud: s.Baud, MTU: s.MTU, Timeout: timeout, Reset: s.Reset, LineDelay: delay})
+	return New(Config{Port: driverreg.Path(st, s.Port), Baud: s.Baud, MTU: s.MTU, Timeout: timeout, Reset: s.Reset, LineDelay: delay})
 }
 
 // String names the probe, e.g. "smp:/dev/ttyUSB0".

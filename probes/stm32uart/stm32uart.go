@@ -48,6 +48,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/fudbench/fudbench/internal/driverreg"
 	"github.com/fudbench/fudbench/internal/probeutil"
 	"github.com/fudbench/fudbench/probes"
 )
@@ -211,7 +212,7 @@ func open(st probes.Settings) (probes.Flasher, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{Port: s.Port, Baud: s.Baud, Parity: s.Parity, Erase: s.Erase, Timeout: timeout}
+	cfg := Config{Port: driverreg.Path(st, s.Port), Baud: s.Baud, Parity: s.Parity, Erase: s.Erase, Timeout: timeout}
 	if s.PageSize < 0 || s.PageSize > 1<<20 {
 		return nil, fmt.Errorf("page_size: %d out of range", s.PageSize)
 	}
