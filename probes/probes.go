@@ -9,7 +9,7 @@
 // keeps a direct constructor for tests. probes/probetest holds a fake
 // Flasher.
 //
-// The base interface is Flasher; Eraser, Reader and Halter are optional
+// The base interface is Flasher; Eraser, Reader, Halter and Identifier are optional
 // abilities found by type assertion. Flash verifies what it wrote (read-back
 // or CRC, whichever the probe offers) before it returns nil.
 //
@@ -54,6 +54,13 @@ type Reader interface {
 // that nothing runs until the next Reset.
 type Halter interface {
 	Halt(ctx context.Context) error
+}
+
+// Identifier is a Flasher that can prove it talks to the target: Identify
+// connects if needed and returns what the probe reads of the target (its
+// ID, memory map or first words of flash), for a wiring check.
+type Identifier interface {
+	Identify(ctx context.Context) (string, error)
 }
 
 // Sentinel errors. Drivers wrap them together with the probe's name, the

@@ -44,6 +44,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -377,4 +378,35 @@ func (p *Probe) checkRange(op string, addr uint32, n int) error {
 		return fmt.Errorf("%s: %s at %#08x: %d bytes pass the end of the 32-bit address space: %w", p, op, addr, n, probes.ErrProbe)
 	}
 	return nil
+}
+
+// Identify connects (qSupported, the memory map) and reads the first
+// word of the first flash region: what a wiring check shows of the
+// target. Without a memory map it says so and reads nothing.
+func (p *Probe) Identify(ctx context.Context) (string, error) {
+	var out string
+	err := p.do(ctx, "identify", func(c *conn) error {
+		var flash *Region
+		parts := make([]string, 0, len(c.regions))
+		for i, r := range c.regions {
+			parts = append(parts, r.String())
+			if flash == nil && r.Kind == KindFlash {
+				flash = &c.regions[i]
+			}
+		}
+		if flash == nil {
+			out = fmt.Sprintf("connected, packet size %d, no flash in the memory map", c.pktSize)
+			if len(parts) > 0 {
+				out += " (" + strings.Join(parts, ", ") + ")"
+			}
+			return nil
+		}
+		var word [4]byte
+		if err := c.read(ctx, flash.Start, word[:]); err != nil {
+			return err
+		}
+		out = fmt.Sprintf("%s; %#08x: % x", strings.Join(parts, ", "), flash.Start, word[:])
+		return nil
+	})
+	return out, err
 }

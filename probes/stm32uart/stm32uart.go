@@ -279,3 +279,13 @@ func (p *Probe) checkRange(op string, addr uint32, n int) error {
 	}
 	return nil
 }
+
+// Identify connects to the bootloader (sync, GET, GET ID) and names the
+// product ID it reported, e.g. "STM32 PID 0x0413".
+func (p *Probe) Identify(ctx context.Context) (string, error) {
+	pid, err := p.ProductID(ctx)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("STM32 PID %#04x", pid), nil
+}
