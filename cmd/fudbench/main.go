@@ -95,7 +95,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.Flags().Bool("version", false, "print the version and the commit (see the version command)")
 	root.SetVersionTemplate("fudbench {{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g), newRunCmd(g), newFlashCmd(g), newReportCmd(g), newServeCmd(g), newAgentCmd(g), newSubmitCmd(g), newRunsCmd(g), newCancelCmd(g), newVersionCmd())
+	root.AddCommand(newSimCmd(g), newImageCmd(g), newBoardsCmd(g), newPowerCmd(g), newConsoleCmd(g), newUpdateCmd(g), newRunCmd(g), newCheckCmd(g), newFlashCmd(g), newReportCmd(g), newServeCmd(g), newAgentCmd(g), newSubmitCmd(g), newRunsCmd(g), newCancelCmd(g), newVersionCmd())
 	return root
 }
 
