@@ -146,3 +146,27 @@ func TestCheckUnreachableDevice(t *testing.T) {
 		t.Errorf("summary:\n%s\n%s", out, errOut)
 	}
 }
+
+// TestRunCheckStopsOnDeadProbe: `fudbench run --check` runs the checks on
+// the job's boards first and stops with exit 3 before the campaign.
+func TestRunCheckStopsOnDeadProbe(t *testing.T) {
+	s := checkSim(t)
+	bench := rewriteBench(t, s, `(probe: \{driver: gdbrsp, address: )"[^"]+"`, `${1}"127.0.0.1:1"`)
+	dir := t.TempDir()
+	job := runWrite(t, filepath.Join(dir, "job.yaml"), strings.ReplaceAll(runSmallJob("updated"), "sim-safe", "chk-safe"))
+	out := filepath.Join(dir, "out")
+	stdout, stderr, code := runCLI(t, dir, "run", job, "--bench", bench, "--check", "--check-timeout", "1s",
+		"--out", out, "--db", filepath.Join(dir, "r.db"), "--lock-dir", filepath.Join(dir, "locks"))
+	if code != 3 {
+		t.Fatalf("exit %d, want 3\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if l := checkLine(stderr, "chk-safe", "probe"); !strings.Contains(l, "FAIL") || !strings.Contains(l, "gdbrsp:127.0.0.1:1") {
+		t.Errorf("no failed probe line:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "check: 1 of 3 checks failed: chk-safe (probe); the campaign was not started") {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(out, "summary.json")); err == nil {
+		t.Error("the campaign ran after a failed check")
+	}
+}

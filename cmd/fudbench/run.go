@@ -43,6 +43,8 @@ type runFlags struct {
 	imageKey                           string
 	skipImageCheck                     bool
 	withReport                         bool
+	check                              bool
+	checkTimeout                       time.Duration
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -92,6 +94,8 @@ interrupted.`,
 	fl.StringVar(&f.imageKey, "image-key", "", "public key (PEM) that signs the job's images; default: the development key")
 	fl.BoolVar(&f.skipImageCheck, "skip-image-check", false, "push images that do not verify (to test that a device refuses them)")
 	fl.BoolVar(&f.withReport, "report", false, "also write the campaign report to OUT/report.html (see fudbench report)")
+	fl.BoolVar(&f.check, "check", false, "run the wiring checks of fudbench check on the job's boards first; stop with exit 3 if one fails")
+	fl.DurationVar(&f.checkTimeout, "check-timeout", 10*time.Second, "--check: how long each check waits")
 	fl.Float64Var(&f.timeScale, "time-scale", defaultTimeScale, "built-in sim boards: scale of flash and boot timings (0 = instant, 1 = an nRF52's)")
 	return cmd
 }
@@ -136,6 +140,11 @@ func runJob(c *cobra.Command, g *globals, f *runFlags, args []string) error {
 	}
 	defer st.close()
 	prep, witnesses := st.prep, st.witnesses
+	if f.check {
+		if err := checkBeforeRun(c, g, prep.Boards, f.checkTimeout); err != nil {
+			return err
+		}
+	}
 	runInfo := newRunInfo(job, jobText, prep)
 	var db *results.DB
 	if !f.noDB {
@@ -377,4 +386,21 @@ func newRunInfo(job *jobs.Job, jobText []byte, prep *jobs.Prepared) results.RunI
 		ri.JobFile = jobs.DemoFile
 	}
 	return ri
+}
+
+// checkBeforeRun runs the wiring checks on the job's boards, before
+// anything of the campaign is written: a failed check stops the run with
+// exit 3.
+func checkBeforeRun(c *cobra.Command, g *globals, bds []*boards.Board, timeout time.Duration) error {
+	if timeout <= 0 {
+		return usageErr(fmt.Errorf("--check-timeout %v: want a positive duration", timeout))
+	}
+	rs, err := checkBoards(c.Context(), bds, checkOptions{Timeout: timeout, Log: g.log, Report: checkPrinter(c.ErrOrStderr(), bds)})
+	if err != nil {
+		return err
+	}
+	if ferr := checkFailures(rs); ferr != nil {
+		return infraErr(fmt.Errorf("%w; the campaign was not started", ferr))
+	}
+	return nil
 }
