@@ -211,6 +211,9 @@ func TestReadAreas(t *testing.T) {
 	if pid, err := p.ProductID(t.Context()); err != nil || pid != an3155.PID {
 		t.Errorf("ProductID() = %#x, %v; want %#x", pid, err, an3155.PID)
 	}
+	if id, err := p.Identify(t.Context()); err != nil || id != fmt.Sprintf("STM32 PID %#04x", an3155.PID) {
+		t.Errorf("Identify() = %q, %v", id, err)
+	}
 }
 
 func TestErase(t *testing.T) {
