@@ -52,6 +52,10 @@ const (
 // count as quiet.
 const consoleQuiet = 300 * time.Millisecond
 
+// reenumerateGrace is how long a console that enumerated again after power
+// on is given to print a line before its coming back counts on its own.
+const reenumerateGrace = 250 * time.Millisecond
+
 func newCheckCmd(g *globals) *cobra.Command {
 	var (
 		benchFile string
@@ -284,6 +288,10 @@ func checkPowerCycle(ctx context.Context, b *bench.Board, timeout time.Duration)
 		}
 	}
 	mark := consoleMark(b)
+	var reopens uint64
+	if b.Console != nil {
+		reopens = b.Console.Stats().Reopens
+	}
 	on = true
 	if err := b.PowerOn(ctx); err != nil {
 		return "", false, err
@@ -299,14 +307,37 @@ func checkPowerCycle(ctx context.Context, b *bench.Board, timeout time.Duration)
 	if b.Console == nil {
 		return "switched off and on (" + stateNote(notes) + ")", false, nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	l, err := b.Console.ExpectFrom(wctx, mark, anyLine)
+	// A line, or (for a console that re-enumerates) the port back and a
+	// moment more for a line, whichever comes first.
+	deadline := time.Now().Add(timeout)
+	var l console.Line
+	var err error
+	backFor := 0
+	for {
+		wctx, cancel := context.WithTimeout(ctx, min(reenumerateGrace, time.Until(deadline)))
+		l, err = b.Console.ExpectFrom(wctx, mark, anyLine)
+		cancel()
+		if err == nil || ctx.Err() != nil || !time.Now().Before(deadline) {
+			break
+		}
+		if st := b.Console.Stats(); st.Reopens > reopens && st.Port != "" {
+			if backFor++; backFor > 1 {
+				break
+			}
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", false, ctx.Err()
 		}
 		st := b.Console.Stats()
+		if st.Reopens > reopens && st.Port != "" {
+			// A console that is the board's own USB device goes away with
+			// its power and enumerates again after it boots: the lines it
+			// printed before the host found it again are lost, the port
+			// coming back is the evidence.
+			return fmt.Sprintf("console went away and came back (re-enumerated as %s; no line since); %s", st.Port, stateNote(notes)), false, nil
+		}
 		why := "port open, silent"
 		if st.Port == "" {
 			why = "port gone: " + st.LastError

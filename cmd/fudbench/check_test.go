@@ -170,3 +170,19 @@ func TestRunCheckStopsOnDeadProbe(t *testing.T) {
 		t.Error("the campaign ran after a failed check")
 	}
 }
+
+// TestCheckReenumeratingConsole: a board whose console is its own USB
+// device goes away at power off and enumerates again after it boots; the
+// lines it printed before the host found it again are lost, and the port
+// coming back is the check's evidence.
+func TestCheckReenumeratingConsole(t *testing.T) {
+	s := serveSim(t, "boards:\n  - name: chk-usb\n"+simSection("naive-inplace", "      reenumerate: true\n"), "--time-scale", "0")
+	out, errOut, code := cli(t, "check", "--bench", s.bench, "--timeout", "3s")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if l := checkLine(out, "chk-usb", "power off/on"); !strings.Contains(l, " ok ") ||
+		!strings.Contains(l, "console went quiet, came back") && !strings.Contains(l, "console went away and came back (re-enumerated") {
+		t.Errorf("power line %q", l)
+	}
+}
