@@ -6,50 +6,18 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
+	"github.com/fudbench/fudbench/internal/ptytest"
 )
-
-// openPTY opens a pseudo-terminal: the test holds the master, Open the
-// slave by its path.
-func openPTY(t *testing.T) (master *os.File, slavePath string) {
-	t.Helper()
-	m, s, err := pty.Open()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pseudo-terminal needed under CI=true: %v", err)
-		}
-		t.Skipf("no pseudo-terminal: %v", err)
-	}
-	// pty.Open hands out the master in blocking mode (it calls Fd); a
-	// blocked Read would keep Close from ever ending it. Through the
-	// runtime poller, Close interrupts it.
-	fd, err := syscall.Dup(int(m.Fd()))
-	m.Close()
-	if err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	syscall.CloseOnExec(fd)
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		syscall.Close(fd)
-		s.Close()
-		t.Fatal(err)
-	}
-	m = os.NewFile(uintptr(fd), "/dev/ptmx")
-	t.Cleanup(func() { m.Close(); s.Close() })
-	return m, s.Name()
-}
 
 // TestSerialConnDeadlines tests Conn: a write blocked by
 // a peer that does not read returns at its deadline, or at once when the
 // deadline is moved into the past; the next write waits for the blocked
 // one, and reads time out.
 func TestSerialConnDeadlines(t *testing.T) {
-	master, path := openPTY(t)
+	master, path := ptytest.Open(t)
 	c, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -5,16 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
+	"github.com/fudbench/fudbench/internal/ptytest"
 )
 
 // instrument is a fake supply: it records the commands it receives and
@@ -275,7 +273,7 @@ func (in *instrument) serveKorad(r io.Reader, w io.Writer) {
 // path of its slave side, which the driver opens as a serial port.
 func (in *instrument) servePTY(t *testing.T) string {
 	t.Helper()
-	m, path := openPTY(t)
+	m, path := ptytest.Open(t)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -290,37 +288,6 @@ func (in *instrument) servePTY(t *testing.T) string {
 		<-done
 	})
 	return path
-}
-
-// openPTY returns a pseudo-terminal's master and the path of its slave.
-// The test keeps the slave open, so the master does not read EIO while
-// the driver has the port closed.
-func openPTY(t *testing.T) (master *os.File, slavePath string) {
-	t.Helper()
-	m, s, err := pty.Open()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pseudo-terminal needed under CI=true: %v", err)
-		}
-		t.Skipf("no pseudo-terminal: %v", err)
-	}
-	// pty.Open hands out the master in blocking mode; through the
-	// runtime poller, Close ends a blocked Read.
-	fd, err := syscall.Dup(int(m.Fd()))
-	m.Close()
-	if err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	syscall.CloseOnExec(fd)
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		syscall.Close(fd)
-		s.Close()
-		t.Fatal(err)
-	}
-	m = os.NewFile(uintptr(fd), "/dev/ptmx")
-	t.Cleanup(func() { s.Close() })
-	return m, s.Name()
 }
 
 // gaps returns the time between consecutive commands.

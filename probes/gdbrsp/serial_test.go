@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fudbench/fudbench/internal/ptytest"
+
 	"github.com/creack/pty"
 
 	"github.com/fudbench/fudbench/probes"
@@ -22,37 +24,6 @@ import (
 // These tests run the client over a real pseudo-terminal, opened with
 // go.bug.st/serial as a Black Magic Probe's port would be, with the
 // simulated board's GDB stub serving the master side.
-
-// openPTY returns a pseudo-terminal. The test keeps the slave open, so
-// the master does not read EIO while no client has the port open.
-func openPTY(t *testing.T) (master *os.File, slavePath string) {
-	t.Helper()
-	m, s, err := pty.Open()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pseudo-terminal needed under CI=true: %v", err)
-		}
-		t.Skipf("no pseudo-terminal: %v", err)
-	}
-	// pty.Open hands out the master in blocking mode (it calls Fd); a
-	// blocked Read would keep Close from ever ending it. Through the
-	// runtime poller, Close interrupts it.
-	fd, err := syscall.Dup(int(m.Fd()))
-	m.Close()
-	if err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	syscall.CloseOnExec(fd)
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		syscall.Close(fd)
-		s.Close()
-		t.Fatal(err)
-	}
-	m = os.NewFile(uintptr(fd), "/dev/ptmx")
-	t.Cleanup(func() { m.Close(); s.Close() })
-	return m, s.Name()
-}
 
 // Layout of memTarget: 64 KiB of flash in 1 KiB blocks, then 2 KiB more
 // in one 2 KiB block, and 16 KiB of RAM.
@@ -232,7 +203,7 @@ func TestSerialFlash(t *testing.T) {
 	for _, verify := range []string{VerifyCRC, VerifyRead, VerifyNone} {
 		t.Run(verify, func(t *testing.T) {
 			ctx := serialCtx(t)
-			master, path := openPTY(t)
+			master, path := ptytest.Open(t)
 			target := newMemTarget()
 			serveStub(t, target, master)
 			p := serialProbe(t, Config{Port: path, Verify: verify, Reset: "reset run"})
@@ -308,7 +279,7 @@ func TestSerialFlash(t *testing.T) {
 // TestSerialOpen: Open through the registry with the port setting.
 func TestSerialOpen(t *testing.T) {
 	ctx := serialCtx(t)
-	master, path := openPTY(t)
+	master, path := ptytest.Open(t)
 	target := newMemTarget()
 	serveStub(t, target, master)
 	f, err := probes.Open(Driver, probes.MapSettings{"port": path, "timeout": "5s"})
@@ -383,7 +354,7 @@ func TestSerialSilentPeer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			master, path := openPTY(t)
+			master, path := ptytest.Open(t)
 			// Read and drop what the client sends; never answer.
 			go io.Copy(io.Discard, master)
 			p := serialProbe(t, Config{Port: path, Timeout: tt.timeout})
@@ -417,7 +388,7 @@ func TestSerialSilentPeer(t *testing.T) {
 // ErrProbe naming the port.
 func TestSerialDeviceGone(t *testing.T) {
 	ctx := serialCtx(t)
-	master, path := openPTY(t)
+	master, path := ptytest.Open(t)
 	stop, stopped := serveStub(t, newMemTarget(), master)
 	p := serialProbe(t, Config{Port: path})
 	if err := p.Reset(ctx); err != nil {
@@ -438,7 +409,7 @@ func TestSerialDeviceGone(t *testing.T) {
 // an ErrProbe saying the server closed the connection, naming the port.
 func TestSerialDeviceGoneMidFlash(t *testing.T) {
 	ctx := serialCtx(t)
-	master, path := openPTY(t)
+	master, path := ptytest.Open(t)
 	target := newMemTarget()
 	var once sync.Once
 	target.onWrite = func() { once.Do(func() { master.Close() }) }
