@@ -70,7 +70,7 @@ func Bind(ctx context.Context, bd *boards.Board, hub *Hub, opt BindOptions) (_ *
 	}
 	if c := bd.CoAP; c != nil {
 		b.Endpoint = Endpoint{Addr: c.Address, Tx: opt.Tx}
-		b.Profile, b.Path = c.Profile, c.Path
+		b.Profile, b.Path, b.VersionCheck = c.Profile, c.Path, c.Version
 		if q := c.QBlock; q != nil {
 			b.QBlock = &coap.QBlock{MaxPayloads: q.MaxPayloads, NonTimeout: q.NonTimeout}
 		}

@@ -59,6 +59,9 @@ type Board struct {
 	// not described).
 	Flash    *boards.Flash
 	Patterns Patterns
+	// VersionCheck is how a plain CoAP device is asked which image runs
+	// (nil: fudbench's GET /fw/version); see version.go.
+	VersionCheck *boards.VersionCheck
 	// Witness is the device's own account of its power cuts, for boards
 	// that keep one (nil otherwise): a simulated board's power input.
 	Witness power.CutWitness
@@ -94,6 +97,9 @@ type Board struct {
 	hub     *Hub
 	cycle   atomic.Int64
 	powered atomic.Bool // what the bench last did, for the safe state on abort
+	// bootAt is when the bench last switched the board on from off (unix
+	// nanoseconds): console lines since then name what runs.
+	bootAt  atomic.Int64
 	touched atomic.Bool
 	// safe is set once the safe state was reached and nothing has
 	// driven the power since: a second Safe does nothing.
@@ -243,13 +249,17 @@ func (b *Board) PowerOn(ctx context.Context) error {
 		return err
 	}
 	b.touch()
+	// A device may print its first line before the switch call returns.
+	asked := time.Now()
 	if err := b.powerCall(ctx, 0, b.Power.On); err != nil {
 		e := b.Event(results.PowerError)
 		e.Text = err.Error()
 		b.Emit(e)
 		return fmt.Errorf("board %s: power on (%s): %w: %w", b.Name, b.Power, ErrPower, err)
 	}
-	b.powered.Store(true)
+	if !b.powered.Swap(true) {
+		b.bootAt.Store(asked.UnixNano())
+	}
 	b.Emit(b.Event(results.PowerOn))
 	return nil
 }

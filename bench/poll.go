@@ -78,7 +78,7 @@ func (p *poller) ask(ctx context.Context, f func(context.Context, *fwclient.Clie
 	actx, cancel := context.WithTimeout(ctx, p.wait)
 	err = f(actx, c)
 	cancel()
-	if err == nil || answered(err) || isStop(err) {
+	if err == nil || answered(err) || isStop(err) || errors.Is(err, errNotYet) {
 		p.wait = base
 		return err
 	}

@@ -140,7 +140,7 @@ func (s *session) recover(ctx context.Context) (uint32, error) {
 			return s.res.Blocks, nil
 		}
 		var ver fwproto.Version
-		if err := s.again(ctx, "GET /fw/version", func() (err error) { ver, err = c.Version(ctx); return err }); err == nil && bytes.Equal(ver.Digest, s.digest[:]) {
+		if err := s.again(ctx, "the version check", func() (err error) { ver, err = s.b.readVersion(ctx, c); return err }); err == nil && s.b.runs(ver, s.want(), false) {
 			return s.res.Blocks, nil
 		}
 		s.mark(MilestoneAppUp, time.Now())

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -38,6 +37,9 @@ type Update struct {
 	// the board's.
 	Profile string
 	Image   []byte
+	// Version is the version string the image reports when it runs, for
+	// a board whose version check reads one (boards.VersionCheck).
+	Version string
 	SZX     uint8
 	Tag     []byte // resumable; default derived from the cycle
 	Path    string // block1: default the board's, else /fw
@@ -513,6 +515,18 @@ func (s *session) run(ctx context.Context) error {
 // counts. A device that never answers is Unreachable.
 func (s *session) contact(ctx context.Context) error {
 	err := s.p.until(ctx, s.u.Connect, "first answer", func(ctx context.Context, c *fwclient.Client) error {
+		if s.b.VersionCheck != nil {
+			// A plain CoAP device: what runs, by its check; any answer
+			// will do.
+			v, err := s.b.readVersion(ctx, c)
+			if err == nil && v.Version != "" {
+				s.emit(results.Note, -1, "running "+v.Version, 0)
+			}
+			if err == nil || answered(err) || errors.Is(err, errNotYet) {
+				return nil
+			}
+			return err
+		}
 		boot, err := c.Boot(ctx)
 		if err == nil {
 			s.res.Start = &boot
@@ -588,6 +602,9 @@ func (s *session) resetCut() {
 	s.pending = false
 	s.mu.Unlock()
 }
+
+// want is what the device reports when the new image runs.
+func (s *session) want() Image { return Image{Digest: s.digest[:], Version: s.u.Version} }
 
 func (s *session) prep() fwproto.Prepare {
 	return fwproto.Prepare{Size: uint32(len(s.u.Image)), Digest: s.digest[:], SZX: s.u.SZX, Tag: s.u.Tag}
@@ -871,10 +888,10 @@ func (s *session) waitWork(ctx context.Context) error {
 func (s *session) waitNewVersion(ctx context.Context) error {
 	s.b.Phase(results.PhaseVerify)
 	return s.p.until(ctx, s.u.RecoveryTimeout, "new version not running", func(ctx context.Context, c *fwclient.Client) error {
-		ver, err := c.Version(ctx)
+		ver, err := s.b.readVersion(ctx, c)
 		if err == nil {
 			s.res.Final = &ver
-			if bytes.Equal(ver.Digest, s.digest[:]) {
+			if s.b.runs(ver, s.want(), true) {
 				now := time.Now()
 				s.mark(MilestoneVersion, now)
 				s.res.Verified = now.Sub(s.started)
@@ -886,12 +903,12 @@ func (s *session) waitNewVersion(ctx context.Context) error {
 			if s.delivered {
 				// Power came back after a cut in the device's own update
 				// work, and the device chose the image it runs.
-				return stop(fmt.Errorf("board %s: after a cut during the device's own update work it runs %s, not the new image", s.b.Name, ver.Version))
+				return stop(fmt.Errorf("board %s: after a cut during the device's own update work it runs %s, not the new image", s.b.Name, versionName(ver)))
 			}
-			return pending(fmt.Errorf("running %s, not the new image", ver.Version))
+			return pending(fmt.Errorf("running %s, not the new image", versionName(ver)))
 		}
 		var se *coap.StatusError
-		if errors.As(err, &se) && se.Code == codes.NotFound {
+		if errors.As(err, &se) && se.Code == codes.NotFound && s.b.VersionCheck == nil {
 			if st, serr := c.State(ctx); serr == nil {
 				s.res.Recovery = &st
 				if st.State == fwproto.StateFailed {

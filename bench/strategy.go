@@ -1,7 +1,7 @@
 package bench
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fudbench/fudbench/bench/fwclient"
+	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/fwproto"
 	"github.com/fudbench/fudbench/power"
 	"github.com/fudbench/fudbench/probes"
@@ -42,14 +43,21 @@ type Strategy struct {
 	// often a measuring supply is read during the update (0: never).
 	Brownout *Brownout
 	Sample   time.Duration
+	// BaselineVersion and UpdateVersion are the version strings the
+	// images report, for a board whose version check reads one
+	// (boards.VersionCheck); "" takes them from the images' headers.
+	BaselineVersion, UpdateVersion string
 
 	baseDigest, updDigest [32]byte
+	baseImg, updImg       Image
 	described             bool
 }
 
 func (s *Strategy) digests() {
 	if s.baseDigest == ([32]byte{}) {
 		s.baseDigest, s.updDigest = sha256.Sum256(s.Baseline), sha256.Sum256(s.Update)
+		s.baseImg = Image{Digest: s.baseDigest[:], Version: cmp.Or(s.BaselineVersion, headerVersion(s.Baseline))}
+		s.updImg = Image{Digest: s.updDigest[:], Version: cmp.Or(s.UpdateVersion, headerVersion(s.Update))}
 	}
 }
 
@@ -132,7 +140,7 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 	}
 	before, metered := s.flashStats(ctx)
 	res := b.Run(ctx, Update{
-		Profile: s.profile(), Image: s.Update, SZX: s.SZX, Trigger: trig,
+		Profile: s.profile(), Image: s.Update, Version: s.updImg.Version, SZX: s.SZX, Trigger: trig,
 		OffTime: s.OffTime, RecoveryTimeout: s.RecoveryTimeout, Brownout: s.Brownout, Sample: s.Sample,
 	})
 	if ctx.Err() != nil {
@@ -206,17 +214,28 @@ func (s *Strategy) Classify(ctx context.Context, res *Result) (_ results.Outcome
 	var outcome results.Outcome
 	var reason string
 	err := p.until(ctx, wait, "no answer", func(ctx context.Context, c *fwclient.Client) error {
-		v, verr := c.Version(ctx)
+		v, verr := b.readVersion(ctx, c)
 		if verr == nil {
 			switch {
-			case bytes.Equal(v.Digest, s.updDigest[:]):
+			case !b.checksVersion():
+				// version: none cannot tell what runs; an update that did
+				// not finish is not taken for one that did.
+				outcome, reason = results.StuckRecovery, "the device answers, but the update did not finish and its version is not checked (version: none): "+why
+			case b.runs(v, s.updImg, false):
 				outcome, reason = results.Updated, ""
-			case bytes.Equal(v.Digest, s.baseDigest[:]):
+			case b.runs(v, s.baseImg, false):
 				outcome, reason = results.RolledBack, "the old image runs: "+why
 			default:
-				outcome, reason = results.RolledBack, fmt.Sprintf("another image runs (%s): %s", v.Version, why)
+				outcome, reason = results.RolledBack, fmt.Sprintf("another image runs (%s): %s", versionName(v), why)
 			}
 			return nil
+		}
+		if b.VersionCheck != nil {
+			if answered(verr) {
+				outcome, reason = results.StuckRecovery, fmt.Sprintf("the device answers, but not with a version (%v): %s", verr, why)
+				return pending(verr)
+			}
+			return verr
 		}
 		st, serr := c.State(ctx)
 		if serr == nil {
@@ -276,16 +295,22 @@ func (s *Strategy) EnsureBaseline(ctx context.Context) error {
 		return err
 	}
 	ver, err := s.waitApp(ctx)
-	if err == nil && bytes.Equal(ver.Digest, s.baseDigest[:]) {
+	if err == nil && b.runs(ver, s.baseImg, false) {
 		return nil
 	}
 	if b.Probe != nil {
 		return s.reflash(ctx, "baseline")
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+	case b.VersionCheck == nil:
 		return fmt.Errorf("board %s does not run an application and has no probe: %w", b.Name, err)
+	case !answered(err) && !errors.Is(err, errNotYet):
+		return fmt.Errorf("board %s does not answer and has no probe: %w", b.Name, err)
 	}
-	res := b.Run(ctx, Update{Profile: s.profile(), Image: s.Baseline, SZX: s.SZX, RecoveryTimeout: s.RecoveryTimeout})
+	// A plain CoAP device that answers, but not with the baseline's
+	// version (or whose version is not checked), is given the baseline.
+	res := b.Run(ctx, Update{Profile: s.profile(), Image: s.Baseline, Version: s.baseImg.Version, SZX: s.SZX, RecoveryTimeout: s.RecoveryTimeout})
 	if res.Err != nil {
 		return fmt.Errorf("restoring the baseline over CoAP (the board has no probe): %w", res.Err)
 	}
@@ -299,7 +324,7 @@ func (s *Strategy) waitApp(ctx context.Context) (fwproto.Version, error) {
 	var v fwproto.Version
 	err := p.until(ctx, s.RecoveryTimeout, "no application answer", func(ctx context.Context, c *fwclient.Client) error {
 		var err error
-		if v, err = c.Version(ctx); answered(err) {
+		if v, err = s.Board.readVersion(ctx, c); answered(err) {
 			return stop(err) // answering, but not an app
 		}
 		return err
@@ -335,9 +360,11 @@ func (s *Strategy) reflash(ctx context.Context, why string) error {
 	if err := b.Probe.Flash(ctx, f.AppAddr, s.Baseline, nil); err != nil {
 		return fmt.Errorf("%s over %s: %w", why, b.Probe, err)
 	}
+	reset := time.Now()
 	if err := b.Probe.Reset(ctx); err != nil {
 		return fmt.Errorf("%s over %s: reset: %w", why, b.Probe, err)
 	}
+	b.bootAt.Store(reset.UnixNano()) // the reset is a boot
 	e := b.Event(results.FlashProgress)
 	e.Text, e.Dur = why, time.Since(start)
 	b.Emit(e)
@@ -345,8 +372,8 @@ func (s *Strategy) reflash(ctx context.Context, why string) error {
 	if err != nil {
 		return fmt.Errorf("after %s: %w", why, err)
 	}
-	if !bytes.Equal(v.Digest, s.baseDigest[:]) {
-		return fmt.Errorf("after %s the board runs %s, not the baseline", why, v.Version)
+	if !b.runs(v, s.baseImg, true) {
+		return fmt.Errorf("after %s the board runs %s, not the baseline", why, versionName(v))
 	}
 	return nil
 }
@@ -463,4 +490,13 @@ func (s *Strategy) measureWork(ctx context.Context) error {
 		return fmt.Errorf("board %s: the device's own update work could not be measured (no flash operations after the last block)", b.Name)
 	}
 	return nil
+}
+
+// headerVersion is the version in an image's header when it is in
+// fudbench's format, else "".
+func headerVersion(img []byte) string {
+	if h, err := fwimage.ParseHeader(img); err == nil {
+		return h.Version
+	}
+	return ""
 }

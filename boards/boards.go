@@ -109,9 +109,85 @@ type CoAP struct {
 	// QBlock sends image bodies with Q-Block1 (RFC 9177) instead of
 	// Block1 (nil: Block1).
 	QBlock *QBlock
-	At     config.Pos
+	// Version is how the bench reads which image a block1 device runs
+	// (nil: fudbench's own GET /fw/version).
+	Version *VersionCheck
+	At      config.Pos
 	// ProfileAt is where the profile was set; zero when defaulted.
 	ProfileAt config.Pos
+}
+
+// Version check modes (VersionCheck.Mode).
+const (
+	// VersionCoAP reads a CoAP resource and matches its payload.
+	VersionCoAP = "coap"
+	// VersionConsole matches the device's console lines since it was
+	// last powered on.
+	VersionConsole = "console"
+	// VersionNone reads nothing: a cycle's outcome comes from the
+	// transfer's final answer and the device answering afterwards.
+	VersionNone = "none"
+)
+
+// LwM2MVersionPath is the LwM2M Device object's Firmware Version
+// resource (object 3, instance 0, resource 3), read by `version: lwm2m`.
+const LwM2MVersionPath = "/3/0/3"
+
+// VersionCheck is how the bench asks a plain CoAP (block1) device which
+// image it runs: the version string is the first group of Match, or its
+// whole match (a group named "version" when there are more), or (Match nil, coap mode) the whole payload trimmed of
+// white space. It is compared with the version string of each of the
+// job's images.
+type VersionCheck struct {
+	Mode  string
+	Get   string // VersionCoAP: the resource's path
+	Match *regexp.Regexp
+	At    config.Pos
+}
+
+// String describes the check for messages.
+func (v *VersionCheck) String() string {
+	switch {
+	case v == nil:
+		return "GET /fw/version"
+	case v.Mode == VersionCoAP && v.Match != nil:
+		return fmt.Sprintf("GET %s matching %q", v.Get, v.Match)
+	case v.Mode == VersionCoAP:
+		return "GET " + v.Get
+	case v.Mode == VersionConsole:
+		return fmt.Sprintf("console line matching %q", v.Match)
+	}
+	return "none"
+}
+
+// VersionOnConsole reports whether the board's device names its version
+// on the console, which must then be open whenever it is updated.
+func (bd *Board) VersionOnConsole() bool {
+	return bd.CoAP != nil && bd.CoAP.Version != nil && bd.CoAP.Version.Mode == VersionConsole
+}
+
+// Reads reports whether the check reads a version string (coap or
+// console), which each of a job's images must then name.
+func (v *VersionCheck) Reads() bool {
+	return v != nil && (v.Mode == VersionCoAP || v.Mode == VersionConsole)
+}
+
+// Extract returns the version a payload or line names: Match's first
+// group, or its whole match; ok is false when it does not match.
+func (v *VersionCheck) Extract(text string) (version string, ok bool) {
+	if v.Match == nil {
+		return strings.TrimSpace(text), true
+	}
+	m := v.Match.FindStringSubmatch(text)
+	switch i := v.Match.SubexpIndex("version"); {
+	case m == nil:
+		return "", false
+	case i > 0:
+		return m[i], true
+	case len(m) > 1:
+		return m[1], true
+	}
+	return m[0], true
 }
 
 // QBlock holds the Q-Block1 parameters of an endpoint (RFC 9177 §7.2);
@@ -469,6 +545,9 @@ func decodeBoard(d *config.Decoder, n ast.Node, w string) (decodedBoard, error) 
 		if bd.CoAP, err = decodeCoAP(d, f, w+": coap"); err != nil {
 			return out, err
 		}
+		if v := bd.CoAP.Version; v != nil && v.Mode == VersionConsole && bd.Console == nil {
+			return out, d.Errf(f.Key, "%s: coap.version reads the console, and the board has no console:", w)
+		}
 	}
 	if f, ok := fs["flash"]; ok {
 		if bd.Flash, err = decodeFlash(d, f, w+": flash"); err != nil {
@@ -580,7 +659,7 @@ func decodeConsole(d *config.Decoder, f config.Field, w string) (*Console, error
 }
 
 func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
-	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls", "oscore", "link", "qblock")
+	fs, err := d.Fields(f.Val, w, "address", "profile", "path", "dtls", "oscore", "link", "qblock", "version")
 	if err != nil {
 		return nil, err
 	}
@@ -686,7 +765,88 @@ func decodeCoAP(d *config.Decoder, f config.Field, w string) (*CoAP, error) {
 			return nil, d.Errf(qf.Key, "%s: Q-Block1 is not offered over OSCORE: drop qblock or oscore", w)
 		}
 	}
+	if vf, ok := fs["version"]; ok {
+		if c.Version, err = decodeVersion(d, vf, w+".version"); err != nil {
+			return nil, err
+		}
+		if c.Profile != ProfileBlock1 {
+			return nil, d.Errf(vf.Key, "%s: a version check is for a plain CoAP device (profile: block1); a resumable device answers GET /fw/version", w)
+		}
+	}
 	return c, nil
+}
+
+// decodeVersion reads version: none | lwm2m | {get: PATH, match: RE} |
+// {console: RE}.
+func decodeVersion(d *config.Decoder, f config.Field, w string) (*VersionCheck, error) {
+	v := &VersionCheck{At: config.PosOf(f.Key)}
+	const want = "want none, lwm2m, {get: /path, match: 'regexp'} or {console: 'regexp'}"
+	if !d.IsMap(f.Val) {
+		s, err := d.Str(f.Val, w)
+		if err != nil {
+			return nil, d.Errf(f.Val, "%s: %s", w, want)
+		}
+		switch s {
+		case "none":
+			v.Mode = VersionNone
+		case "lwm2m":
+			v.Mode, v.Get = VersionCoAP, LwM2MVersionPath
+		default:
+			return nil, d.Errf(f.Val, "%s: unknown check %q: %s", w, s, want)
+		}
+		return v, nil
+	}
+	fs, err := d.Fields(f.Val, w, "get", "match", "console")
+	if err != nil {
+		return nil, err
+	}
+	re := func(f config.Field, what string) (*regexp.Regexp, error) {
+		s, err := d.Str(f.Val, what)
+		if err != nil {
+			return nil, err
+		}
+		if s == "" {
+			return nil, d.Errf(f.Val, "%s: empty pattern", what)
+		}
+		r, err := regexp.Compile(s)
+		if err != nil {
+			return nil, d.Errf(f.Val, "%s: %v", what, err)
+		}
+		if r.NumSubexp() > 1 && r.SubexpIndex("version") < 0 {
+			// The first group is the version; say so when there are more.
+			return nil, d.Errf(f.Val, "%s: %d groups: the version is the first group, make the others non-capturing (?:...)", what, r.NumSubexp())
+		}
+		return r, nil
+	}
+	gf, hasGet := fs["get"]
+	cf, hasConsole := fs["console"]
+	mf, hasMatch := fs["match"]
+	switch {
+	case hasGet == hasConsole:
+		return nil, d.Errf(f.Val, "%s: give exactly one of get: or console:", w)
+	case hasConsole:
+		if hasMatch {
+			return nil, d.Errf(mf.Key, "%s: match: is for get:; console: is the pattern itself", w)
+		}
+		v.Mode = VersionConsole
+		if v.Match, err = re(cf, w+".console"); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
+	v.Mode = VersionCoAP
+	if v.Get, err = d.Str(gf.Val, w+".get"); err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(v.Get, "/") || strings.ContainsAny(v.Get, "?# ") {
+		return nil, d.Errf(gf.Val, "%s.get %q: want an absolute URI path such as /fw/version", w, v.Get)
+	}
+	if hasMatch {
+		if v.Match, err = re(mf, w+".match"); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
 }
 
 // decodeQBlock reads qblock: true | false | {max_payloads: N, non_timeout: D}.

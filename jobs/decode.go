@@ -386,12 +386,24 @@ func outcomeList() string {
 }
 
 func decodeImage(d *config.Decoder, im *ImageSpec, n ast.Node, what string, rel func(string) string) error {
-	fs, err := d.Fields(n, what, "file", "build")
+	fs, err := d.Fields(n, what, "file", "build", "version")
 	if err != nil {
 		return err
 	}
 	ff, hasFile := fs["file"]
 	fb, hasBuild := fs["build"]
+	if vf, ok := fs["version"]; ok {
+		if hasBuild {
+			return d.Errf(vf.Key, "%s.version: a built image reports its build.version", what)
+		}
+		if im.Version, err = d.Str(vf.Val, what+".version"); err != nil {
+			return err
+		}
+		if im.Version == "" || strings.ContainsAny(im.Version, "\x00\n") {
+			return d.Errf(vf.Val, "%s.version: want the version string the image reports, on one line", what)
+		}
+		im.VersionAt = config.PosOf(vf.Val)
+	}
 	switch {
 	case hasFile && hasBuild:
 		return d.Errf(fb.Key, "%s: give file or build, not both", what)

@@ -205,7 +205,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 	}
 	for _, bd := range p.Boards {
 		b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{
-			Console: o.Console && bd.Console != nil, Probe: true, Inputs: true,
+			Console: (o.Console || bd.VersionOnConsole()) && bd.Console != nil, Probe: true, Inputs: true,
 			Tx: o.Tx, Log: o.Log, PowerTimeout: o.PowerTimeout, Witness: o.Witnesses[bd.Name],
 			Link: j.LinkFor(bd.Name),
 		})
@@ -217,7 +217,7 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 			Board: b, Baseline: p.Baseline, Update: p.Update, SZX: j.SZX(),
 			Profile: j.ProfileFor(bd.Name, b.Profile), OffTime: j.OffTime, RecoveryTimeout: j.RecoveryTimeout,
 			Reflash: j.Reflash, Accepted: j.AcceptedFor(bd.Name), Run: run.ID,
-			Sample: j.SampleFor(),
+			Sample: j.SampleFor(), BaselineVersion: p.BaselineVersion, UpdateVersion: p.UpdateVersion,
 		}
 		if b.Nonces != nil {
 			var mine []results.NonceUse

@@ -67,6 +67,12 @@ func build(t testing.TB, v string, seq uint32, size int, seed int64) []byte {
 
 func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *jobs.Report {
 	t.Helper()
+	return executePrepared(t, job, mustPrepare(t, job, inv, base, upd))
+}
+
+// executePrepared runs a prepared job into a fresh results database.
+func executePrepared(t testing.TB, job *jobs.Job, p *jobs.Prepared) *jobs.Report {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := results.OpenDB(filepath.Join(dir, "results.db"))
 	if err != nil {
@@ -74,7 +80,7 @@ func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *
 	}
 	defer db.Close()
 	rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
-		Prepared: mustPrepare(t, job, inv, base, upd),
+		Prepared: p,
 		Run:      results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
 		OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
 		Tx: coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},

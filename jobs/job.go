@@ -127,7 +127,12 @@ type Job struct {
 type ImageSpec struct {
 	File  string // resolved path
 	Build *BuildSpec
-	At    config.Pos
+	// Version is the version string the image reports when it runs, for
+	// a board whose version check reads one (boards.VersionCheck); ""
+	// takes it from the image's header when it is in fudbench's format.
+	Version   string
+	VersionAt config.Pos
+	At        config.Pos
 }
 
 // IsZero reports an image that is not given.

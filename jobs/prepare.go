@@ -71,7 +71,11 @@ type Prepared struct {
 	Boards []*boards.Board
 	// Baseline is nil for a job without one (an update).
 	Baseline, Update []byte
-	Plan             []CycleSpec
+	// BaselineVersion and UpdateVersion are the version strings the
+	// images report when they run ("" when neither the job nor the image
+	// says): what a plain CoAP device's version check compares.
+	BaselineVersion, UpdateVersion string
+	Plan                           []CycleSpec
 }
 
 // Names lists the selected boards.
@@ -111,6 +115,7 @@ func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (
 	if p.Update, err = j.loadImage("update", j.Image, o); err != nil {
 		return nil, err
 	}
+	p.BaselineVersion, p.UpdateVersion = imageVersion(j.Baseline, p.Baseline), imageVersion(j.Image, p.Update)
 	flash := o.Use == UseFlash || o.Use == UseFlashAt
 	if !flash {
 		if p.Plan, err = j.Cycles(j.Blocks(len(p.Update))); err != nil {
@@ -128,6 +133,9 @@ func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (
 			return nil, err
 		}
 		if err := j.checkBursts(p, bd); err != nil {
+			return nil, err
+		}
+		if err := j.checkVersions(p, bd); err != nil {
 			return nil, err
 		}
 		if bd.CoAP != nil && j.ProfileFor(n, bd.CoAP.Profile) == boards.ProfileBlock1 {

@@ -463,6 +463,9 @@ func coapOnce(ctx context.Context, b *bench.Board) (string, error) {
 		return "", err
 	}
 	defer c.Close()
+	if b.VersionCheck != nil {
+		return b.DescribeRunning(ctx, c)
+	}
 	v, err := c.Version(ctx)
 	if err == nil {
 		return fmt.Sprintf("running %s (seq %d, %s)", v.Version, v.Seq, v.Mode), nil

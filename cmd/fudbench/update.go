@@ -144,7 +144,7 @@ func runUpdate(c *cobra.Command, g *globals, f *updateFlags, args []string) erro
 	}
 	bd := prep.Boards[0]
 	// The console, when wired, times the recovery milestones it shows.
-	b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: bd.Console != nil && f.cutAfter >= 0, Probe: bd.Probe != nil,
+	b, err := bench.Bind(ctx, bd, hub, bench.BindOptions{Console: bd.Console != nil && (f.cutAfter >= 0 || bd.VersionOnConsole()), Probe: bd.Probe != nil,
 		Tx: coap.Transmission{AckTimeout: 500 * time.Millisecond, MaxRetransmit: 3}, Log: g.log})
 	if err != nil {
 		return classify(err)
@@ -172,7 +172,7 @@ func runUpdate(c *cobra.Command, g *globals, f *updateFlags, args []string) erro
 		return infraErr(err)
 	}
 	total = fwproto.Blocks(uint32(len(prep.Update)), szx)
-	res := b.Run(ctx, bench.Update{Profile: job.ProfileFor(name, b.Profile), Image: prep.Update, SZX: szx, Trigger: trig,
+	res := b.Run(ctx, bench.Update{Profile: job.ProfileFor(name, b.Profile), Image: prep.Update, Version: prep.UpdateVersion, SZX: szx, Trigger: trig,
 		OffTime: f.offTime, RecoveryTimeout: f.timeout, Connect: f.connect})
 	missed := cut.Missed(res.Cut)
 	if err := printUpdate(c, f, b.Name, len(prep.Update), res, missed); err != nil {

@@ -9,13 +9,20 @@ import (
 // the file the settings came from, when they came from one (settings with
 // a Dir() string method, as a bench file's sections have): a bench file
 // works from any working directory. An absolute path, an empty one, and
-// settings made in code are left as they are.
+// settings made in code are left as they are; a resolved path is
+// absolute.
 func Path(st any, p string) string {
 	d, ok := st.(interface{ Dir() string })
 	if p == "" || filepath.IsAbs(p) || !ok {
 		return p
 	}
-	return filepath.Join(d.Dir(), p)
+	j := filepath.Join(d.Dir(), p)
+	// Absolute, so that a program beside a bench file named by a relative
+	// path ("bench.yaml", "./relay.sh") is not looked up on PATH.
+	if a, err := filepath.Abs(j); err == nil {
+		return a
+	}
+	return j
 }
 
 // Program resolves a program a driver's settings name: a name without a
