@@ -19,6 +19,10 @@ running() {
 case "${1:-}" in
 on)
 	running && exit 0
+	if ! command -v "$COAP_SERVER" >/dev/null; then
+		echo "$COAP_SERVER not found: install libcoap's coap-server or set COAP_SERVER" >&2
+		exit 3
+	fi
 	setsid "$COAP_SERVER" -A 127.0.0.1 -p "$PORT" -d 4 -v 3 \
 		</dev/null >>"$DEVICE_DIR/coap-server.log" 2>&1 &
 	echo $! >"$pidfile"
