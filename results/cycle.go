@@ -93,6 +93,17 @@ type Cycle struct {
 	// update; nil when its supply does not measure.
 	Energy *Energy `json:"energy,omitempty"`
 
+	// ProbeUses counts the writes over the board's probe during the cycle
+	// (restoring the image it starts from, reflashing a brick); ProbeTime
+	// is their time, erase, write and reset, as the probe took it.
+	ProbeUses int           `json:"probe_uses,omitempty"`
+	ProbeTime time.Duration `json:"probe_time,omitempty"`
+	// Erases counts the sector erases of the device's flash during the
+	// whole cycle (restoring, update, recovery, reflash; the probe's
+	// included), from the device's own counters: the sum over its sectors
+	// of each one's erases. nil when the device does not count them.
+	Erases *int `json:"erases,omitempty"`
+
 	// Findings are the cycle's security findings (a reused nonce, an
 	// accepted replay): each fails the cycle whatever its outcome.
 	Findings []Finding `json:"findings,omitempty"`

@@ -29,7 +29,7 @@ const DefaultBusyTimeout = 10 * time.Second
 
 // schemaVersion is the PRAGMA user_version the code expects. Each entry
 // of migrations moves the schema from its index to index+1.
-const schemaVersion = 5
+const schemaVersion = 6
 
 var migrations = []string{
 	// 0 → 1: the first schema. Times are integer nanoseconds (wall times
@@ -138,6 +138,15 @@ CREATE UNIQUE INDEX events_src ON events (run, src) WHERE src IS NOT NULL;
 	// when the board's supply does not measure).
 	`
 ALTER TABLE cycles ADD COLUMN energy TEXT;
+`,
+	// 5 → 6: what restoring and recovering a board cost. The writes over
+	// its probe during the cycle (how many, their time in nanoseconds)
+	// and the device's sector erases (NULL when it does not count them).
+	// Rows of older runs read back as no probe use and erases not counted.
+	`
+ALTER TABLE cycles ADD COLUMN probe_uses INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN probe_time INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN erases INTEGER;
 `,
 }
 
@@ -493,6 +502,10 @@ func (d *DB) RecordCycle(c Cycle) error {
 	if c.Energy != nil {
 		energy = sql.NullString{String: mustJSON(c.Energy), Valid: true}
 	}
+	var erases sql.NullInt64
+	if c.Erases != nil {
+		erases = sql.NullInt64{Int64: int64(*c.Erases), Valid: true}
+	}
 	tx, err := d.db.Begin()
 	if err != nil {
 		return d.wrap(op, err)
@@ -504,8 +517,8 @@ func (d *DB) RecordCycle(c Cycle) error {
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
 			start_t, end_t, last_console,
 			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash,
-			findings, secure, energy)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			findings, secure, energy, probe_uses, probe_time, erases)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run, board, cycle) DO UPDATE SET
 			plan = excluded.plan, planned_block = excluded.planned_block,
 			cut_trigger = excluded.cut_trigger, cut_t = excluded.cut_t, cut_latency = excluded.cut_latency,
@@ -520,14 +533,15 @@ func (d *DB) RecordCycle(c Cycle) error {
 			missed = excluded.missed, attempts = excluded.attempts,
 			cut_device_writing = excluded.cut_device_writing, cut_device_last_acked = excluded.cut_device_last_acked,
 			cut_device_flash = excluded.cut_device_flash,
-			findings = excluded.findings, secure = excluded.secure, energy = excluded.energy`,
+			findings = excluded.findings, secure = excluded.secure, energy = excluded.energy,
+			probe_uses = excluded.probe_uses, probe_time = excluded.probe_time, erases = excluded.erases`,
 		c.Run, c.Board, c.Cycle, c.Plan, c.PlannedBlock,
 		trig, cutT, lat, acked, inFlight,
 		string(c.Outcome), c.Reflashed, c.Accepted, c.Reason, c.Blocks, c.BlockSize, c.ImageSize,
 		c.BlocksSent, c.BlocksResent, mustJSON(resumes), int64(c.Transfer), int64(c.RecoveryAnswer), int64(c.RecoveryVersion),
 		int64(c.Start), int64(c.End), mustJSON(console),
 		c.Missed, c.Attempts, devWriting, devAcked, devFlash,
-		findings, secure, energy)
+		findings, secure, energy, c.ProbeUses, int64(c.ProbeTime), erases)
 	if err != nil {
 		return d.wrap(op, err)
 	}
@@ -568,7 +582,7 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 			blocks_sent, blocks_resent, resumes, transfer, recovery_answer, recovery_version,
 			start_t, end_t, last_console,
 			missed, attempts, cut_device_writing, cut_device_last_acked, cut_device_flash,
-			findings, secure, energy
+			findings, secure, energy, probe_uses, probe_time, erases
 		FROM cycles WHERE run = ? `+tail, runID)
 	if err != nil {
 		return nil, d.wrap("read cycles of "+runID, err)
@@ -584,6 +598,8 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 			findings, secure, energy                       sql.NullString
 			outcome, resumes, console                      string
 			transfer, recAnswer, recVersion, start, finish int64
+			probeTime                                      int64
+			erases                                         sql.NullInt64
 		)
 		if err := rows.Scan(&c.Run, &c.Board, &c.Cycle, &c.Plan, &c.PlannedBlock,
 			&trig, &cutT, &lat, &acked, &inFlight,
@@ -591,7 +607,7 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 			&c.BlocksSent, &c.BlocksResent, &resumes, &transfer, &recAnswer, &recVersion,
 			&start, &finish, &console,
 			&c.Missed, &c.Attempts, &devWriting, &devAcked, &devFlash,
-			&findings, &secure, &energy); err != nil {
+			&findings, &secure, &energy, &c.ProbeUses, &probeTime, &erases); err != nil {
 			return nil, d.wrap("read cycles of "+runID, err)
 		}
 		if trig.Valid {
@@ -604,6 +620,11 @@ func (d *DB) cycles(runID, order string, skip int) ([]Cycle, error) {
 		c.Outcome = Outcome(outcome)
 		c.Transfer, c.RecoveryAnswer, c.RecoveryVersion = time.Duration(transfer), time.Duration(recAnswer), time.Duration(recVersion)
 		c.Start, c.End = time.Duration(start), time.Duration(finish)
+		c.ProbeTime = time.Duration(probeTime)
+		if erases.Valid {
+			n := int(erases.Int64)
+			c.Erases = &n
+		}
 		if err := json.Unmarshal([]byte(resumes), &c.Resumes); err != nil {
 			return nil, d.wrap("read cycles of "+runID, err)
 		}

@@ -424,8 +424,8 @@ func TestDBMigratesSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if v, err := d.SchemaVersion(); err != nil || v != schemaVersion || schemaVersion != 5 {
-		t.Fatalf("schema version %d (%v) after the upgrade, want %d = 5", v, err, schemaVersion)
+	if v, err := d.SchemaVersion(); err != nil || v != schemaVersion || schemaVersion != 6 {
+		t.Fatalf("schema version %d (%v) after the upgrade, want %d = 6", v, err, schemaVersion)
 	}
 	if err := d.IntegrityCheck(); err != nil {
 		t.Fatal(err)
@@ -439,7 +439,8 @@ func TestDBMigratesSchema1(t *testing.T) {
 	}
 	oldCycle := cs[0]
 	if c := oldCycle; c.Outcome != Updated || c.Plan != "after_block 17" || c.Cut == nil || c.Cut.LastAcked != 17 ||
-		c.Cut.Device != nil || c.Missed != "" || c.Attempts != 0 || c.BlocksSent != 65 || !reflect.DeepEqual(c.Resumes, []uint32{18}) {
+		c.Cut.Device != nil || c.Missed != "" || c.Attempts != 0 || c.BlocksSent != 65 || !reflect.DeepEqual(c.Resumes, []uint32{18}) ||
+		c.ProbeUses != 0 || c.ProbeTime != 0 || c.Erases != nil {
 		t.Fatalf("old cycle after the upgrade: %+v (cut %+v)", c, c.Cut)
 	}
 	if n, err := d.CountEvents("old-run"); err != nil || n != 1 {
@@ -456,7 +457,8 @@ func TestDBMigratesSchema1(t *testing.T) {
 			Device: &DeviceCut{Writing: 34, LastAcked: 33, Flash: "program"}},
 		Outcome: MissedCut, Missed: "fired after block 33, planned after block 30", Attempts: 2,
 		Blocks: 64, BlockSize: 1024, BlocksSent: 35, Start: 5 * time.Second, End: 10 * time.Second,
-		Energy: &Energy{Joules: 0.125, Recovery: 0.0125, PeakAmps: 0.021, Samples: 90, Every: 50 * time.Millisecond}}
+		Energy:    &Energy{Joules: 0.125, Recovery: 0.0125, PeakAmps: 0.021, Samples: 90, Every: 50 * time.Millisecond},
+		ProbeUses: 1, ProbeTime: 1500 * time.Millisecond, Erases: ptr(70)}
 	never := Cycle{Run: "old-run", Board: "sim-safe", Cycle: 3, Plan: "console /never/", PlannedBlock: -1,
 		Outcome: MissedCut, Missed: "the trigger never fired", Attempts: 1, Blocks: 64, BlocksSent: 64}
 	for _, c := range []Cycle{late, never} {
@@ -520,5 +522,76 @@ func TestOpenDBBadPaths(t *testing.T) {
 			d.Close()
 			t.Errorf("OpenDB(%q) succeeded", p)
 		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestDBMigratesSchema5 opens a database of the schema before probe and
+// erase accounting (made here by the migrations up to 5, with a run and
+// a cycle written by that schema's columns): the old cycle reads back
+// with no probe use and its erases not counted, and a new cycle keeps
+// its probe uses, probe time and erases — a counted zero too.
+func TestDBMigratesSchema5(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.db")
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range migrations[:5] {
+		if _, err := raw.Exec(m); err != nil {
+			t.Fatalf("migration %d: %v", i+1, err)
+		}
+	}
+	for _, q := range []string{
+		`PRAGMA user_version = 5`,
+		`INSERT INTO runs (id, job, job_file, job_hash, started, boards, host, version, planned, status)
+			VALUES ('r5', 'soak', 'soak.yaml', 'hash5', 1, '["b"]', 'h', 'v', '{"b":3}', 'running')`,
+		`INSERT INTO cycles (run, board, cycle, plan, planned_block, outcome, reflashed, accepted, reason,
+			blocks, block_size, image_size, blocks_sent, blocks_resent, resumes, transfer, recovery_answer,
+			recovery_version, start_t, end_t, last_console, missed, attempts, energy)
+			VALUES ('r5', 'b', 1, 'none', -1, 'updated', 0, 1, '', 16, 256, 4096, 16, 0, '[]', 5, 0, 0, 1, 2, '[]', '', 1, NULL)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+
+	d, err := OpenDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if v, err := d.SchemaVersion(); err != nil || v != 6 {
+		t.Fatalf("schema version %d (%v), want 6", v, err)
+	}
+	if err := d.IntegrityCheck(); err != nil {
+		t.Fatal(err)
+	}
+	counted := Cycle{Run: "r5", Board: "b", Cycle: 2, Plan: "after_block 3", PlannedBlock: 3, Outcome: Bricked, Reflashed: true,
+		Accepted: true, Blocks: 16, BlockSize: 256, ImageSize: 4096, Attempts: 1,
+		ProbeUses: 1, ProbeTime: 2300 * time.Millisecond, Erases: ptr(21)}
+	zero := Cycle{Run: "r5", Board: "b", Cycle: 3, Plan: "after_block 4", PlannedBlock: 4, Outcome: Updated,
+		Accepted: true, Blocks: 16, BlockSize: 256, ImageSize: 4096, Attempts: 1, Erases: ptr(0)}
+	for _, c := range []Cycle{counted, zero} {
+		if err := d.RecordCycle(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, cs, err := d.LatestUnfinished("hash5")
+	if err != nil || len(cs) != 3 {
+		t.Fatalf("%d cycles, %v; want 3", len(cs), err)
+	}
+	if c := cs[0]; c.ProbeUses != 0 || c.ProbeTime != 0 || c.Erases != nil || c.Transfer != 5 {
+		t.Errorf("old cycle: probe %d %v erases %v", c.ProbeUses, c.ProbeTime, c.Erases)
+	}
+	if !reflect.DeepEqual(cs[1:], []Cycle{counted, zero}) {
+		t.Errorf("new cycles:\n got %+v\nwant %+v", cs[1:], []Cycle{counted, zero})
+	}
+	s := Summarize(RunInfo{ID: "r5", Boards: []string{"b"}, Planned: map[string]int{"b": 3}}, cs)
+	f := s.PerBoard[0].Flash
+	if f.ProbeUses != 1 || f.ProbeMs != 2300 || f.ErasesCycles != 2 || f.Erases != 21 || f.ErasesPerCycle != 10.5 {
+		t.Errorf("board flash summary %+v", f)
 	}
 }

@@ -186,8 +186,51 @@ type BoardSummary struct {
 	RecoveryVersion DurationStats  `json:"recovery_version"`
 	TriggerLatency  DurationStats  `json:"trigger_latency"`
 	// Energy is what the board's updates drew, when its supply measures.
-	Energy  *BoardEnergy `json:"energy,omitempty"`
-	Verdict Verdict      `json:"verdict"`
+	Energy *BoardEnergy `json:"energy,omitempty"`
+	// Flash is what restoring and recovering the board cost: its probe
+	// uses and the device's sector erases.
+	Flash   BoardFlash `json:"flash"`
+	Verdict Verdict    `json:"verdict"`
+}
+
+// BoardFlash is what a board's cycles cost its probe and its flash:
+// totals over the run and means per recorded cycle.
+type BoardFlash struct {
+	// ProbeUses counts the writes over the probe (the image a cycle starts
+	// from restored, a brick reflashed); ProbeMs is their time.
+	ProbeUses         int     `json:"probe_uses"`
+	ProbeMs           float64 `json:"probe_ms"`
+	ProbeUsesPerCycle float64 `json:"probe_uses_per_cycle"`
+	ProbeMsPerCycle   float64 `json:"probe_ms_per_cycle"`
+	// Erases counts the device's sector erases over the ErasesCycles
+	// cycles whose device counted them (0 when it does not count them);
+	// ErasesPerCycle is their mean.
+	Erases         int     `json:"erases"`
+	ErasesCycles   int     `json:"erases_cycles"`
+	ErasesPerCycle float64 `json:"erases_per_cycle"`
+}
+
+// boardFlash sums up a board's probe uses and flash erases.
+func boardFlash(cs []Cycle) BoardFlash {
+	var f BoardFlash
+	var probe time.Duration
+	for _, c := range cs {
+		f.ProbeUses += c.ProbeUses
+		probe += c.ProbeTime
+		if c.Erases != nil {
+			f.Erases += *c.Erases
+			f.ErasesCycles++
+		}
+	}
+	f.ProbeMs = ms(probe)
+	if n := len(cs); n > 0 {
+		f.ProbeUsesPerCycle = float64(f.ProbeUses) / float64(n)
+		f.ProbeMsPerCycle = f.ProbeMs / float64(n)
+	}
+	if f.ErasesCycles > 0 {
+		f.ErasesPerCycle = float64(f.Erases) / float64(f.ErasesCycles)
+	}
+	return f
 }
 
 // Summary is a run's result: what OUT/summary.json holds. Durations are
@@ -341,6 +384,7 @@ func boardSummary(board string, planned int, cs []Cycle) BoardSummary {
 	bs.RecoveryVersion = durationStats(version)
 	bs.TriggerLatency = durationStats(latency)
 	bs.Energy = boardEnergy(mine)
+	bs.Flash = boardFlash(mine)
 	bs.Verdict = verdict(deviceFailures, bs.InfraErrors+bs.MissedCuts)
 	return bs
 }

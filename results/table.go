@@ -61,6 +61,9 @@ func WriteTable(w io.Writer, s Summary) error {
 		if line := energyLine(b); line != "" {
 			fmt.Fprintln(w, line)
 		}
+		if line := flashLine(b); line != "" {
+			fmt.Fprintln(w, line)
+		}
 	}
 	const shown = 10
 	for i, f := range s.Failures {
@@ -149,6 +152,30 @@ func energyLine(b BoardSummary) string {
 	}
 	parts = append(parts, fmt.Sprintf("peak %.2f mA", 1e3*e.PeakAmps))
 	return "  energy " + b.Board + ": " + strings.Join(parts, ", ")
+}
+
+// flashLine is what a board's cycles cost its probe and its flash, under
+// the table: "  probe sim-safe: 0 uses, 0s (0.00 uses, 0s per cycle);
+// flash: 1000 sector erases (5.00 per cycle)"; "" for a board without
+// cycles, or one that never used its probe on a device that does not
+// count its erases (nothing to say). The flash part is left out when the
+// device does not count its erases.
+func flashLine(b BoardSummary) string {
+	f := b.Flash
+	if b.Cycles == 0 || (f.ProbeUses == 0 && f.ErasesCycles == 0) {
+		return ""
+	}
+	per := func(ms float64) string {
+		if ms == 0 {
+			return "0s"
+		}
+		return FormatDuration(time.Duration(ms * float64(time.Millisecond)))
+	}
+	line := fmt.Sprintf("  probe %s: %d uses, %s (%.2f uses, %s per cycle)", b.Board, f.ProbeUses, per(f.ProbeMs), f.ProbeUsesPerCycle, per(f.ProbeMsPerCycle))
+	if f.ErasesCycles > 0 {
+		line += fmt.Sprintf("; flash: %d sector erases (%.2f per cycle)", f.Erases, f.ErasesPerCycle)
+	}
+	return line
 }
 
 // FormatEnergy renders millijoules with three significant digits or so:

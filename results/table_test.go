@@ -125,3 +125,37 @@ func TestEveryOutcomeHasAColumn(t *testing.T) {
 		t.Errorf("fallback head %q", got)
 	}
 }
+
+// TestWriteTableFlashLine: a board that used its probe, or whose device
+// counts its erases, gets a line with the totals and the means per
+// cycle; one with neither gets none.
+func TestWriteTableFlashLine(t *testing.T) {
+	five, zero := 5, 0
+	cs := []Cycle{
+		{Board: "chain", Cycle: 1, Plan: "none", Outcome: Updated, Accepted: true, Erases: &five},
+		{Board: "chain", Cycle: 2, Plan: "none", Outcome: Updated, Accepted: true, Erases: &zero},
+		{Board: "base", Cycle: 1, Plan: "none", Outcome: Updated, Accepted: true, ProbeUses: 1, ProbeTime: 1500 * time.Millisecond},
+		{Board: "base", Cycle: 2, Plan: "none", Outcome: Updated, Accepted: true, ProbeUses: 1, ProbeTime: 500 * time.Millisecond},
+		{Board: "plain", Cycle: 1, Plan: "none", Outcome: Updated, Accepted: true},
+	}
+	var buf bytes.Buffer
+	s := Summarize(RunInfo{Boards: []string{"chain", "base", "plain"}}, cs)
+	if err := WriteTable(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, frag := range []string{
+		"  probe chain: 0 uses, 0s (0.00 uses, 0s per cycle); flash: 5 sector erases (2.50 per cycle)\n",
+		"  probe base: 2 uses, 2.00s (1.00 uses, 1.00s per cycle)\n",
+	} {
+		if !strings.Contains(out, frag) {
+			t.Errorf("table lacks %q:\n%s", frag, out)
+		}
+	}
+	if strings.Contains(out, "probe plain") {
+		t.Errorf("a board without probe use or erase counts has a probe line:\n%s", out)
+	}
+	if f := s.PerBoard[1].Flash; f.ProbeUses != 2 || f.ProbeMs != 2000 || f.ProbeMsPerCycle != 1000 || f.ErasesCycles != 0 {
+		t.Errorf("base: %+v", f)
+	}
+}
