@@ -51,6 +51,7 @@ type Strategy struct {
 	baseDigest, updDigest [32]byte
 	baseImg, updImg       Image
 	described             bool
+	cost                  cycleCost // the cycle's probe uses and erases (chain.go)
 }
 
 func (s *Strategy) digests() {
@@ -91,6 +92,7 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 		Blocks: int(fwproto.Blocks(uint32(len(s.Update)), s.SZX)), BlockSize: fwproto.BlockSize(s.SZX), ImageSize: len(s.Update),
 		Start: start, Attempts: 1,
 	}
+	s.cost.begin(ctx, b)
 	b.sec.start()
 	b.linkCycle(n)
 	finish := func(o results.Outcome, reason string) results.Cycle {
@@ -104,6 +106,7 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 		if b.Nonces != nil {
 			c.Nonces = b.Nonces.Drain()
 		}
+		s.cost.end(ctx, b, &c)
 		c.End = b.hub.Clock().Since()
 		if b.Console != nil {
 			for _, l := range b.Console.Last(20) {
@@ -172,6 +175,7 @@ func (s *Strategy) Cycle(ctx context.Context, n int, cut Cut) (_ results.Cycle, 
 			return finish(outcome, reason), errors.New(reason)
 		}
 	}
+	s.cost.outcome = outcome
 	if c.Missed != "" {
 		// A cut that did not happen where planned tested nothing the plan
 		// names: an outcome the job would accept is not evidence of
@@ -346,6 +350,8 @@ func (s *Strategy) reflash(ctx context.Context, why string) error {
 	}
 	b.Phase(results.PhaseReflash)
 	start := time.Now()
+	s.cost.probeStart(start)
+	defer s.cost.probeStop() // a write that failed counts up to its failure
 	if !b.PoweredOn() {
 		if err := b.PowerOn(ctx); err != nil {
 			return err
@@ -365,6 +371,7 @@ func (s *Strategy) reflash(ctx context.Context, why string) error {
 		return fmt.Errorf("%s over %s: reset: %w", why, b.Probe, err)
 	}
 	b.bootAt.Store(reset.UnixNano()) // the reset is a boot
+	s.cost.probeStop()
 	e := b.Event(results.FlashProgress)
 	e.Text, e.Dur = why, time.Since(start)
 	b.Emit(e)

@@ -161,7 +161,18 @@ func decodeJob(d *config.Decoder, j *Job, body ast.Node) error {
 		if !ok {
 			return d.Errf(body, "%s: required (the %s image: file: or build:)", im.key, im.what)
 		}
+		if im.key == "baseline" && !d.IsMap(f.Val) {
+			if err := decodeChain(d, j, f.Val); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := decodeImage(d, im.spec, f.Val, im.key, rel); err != nil {
+			return err
+		}
+	}
+	if j.Chain {
+		if err := j.checkChainImage(); err != nil {
 			return err
 		}
 	}
@@ -458,5 +469,18 @@ func decodeImage(d *config.Decoder, im *ImageSpec, n ast.Node, what string, rel 
 		}
 	}
 	im.Build, im.At = b, config.PosOf(fb.Key)
+	return nil
+}
+
+// decodeChain reads baseline: chain, the one scalar baseline.
+func decodeChain(d *config.Decoder, j *Job, n ast.Node) error {
+	v, err := d.Str(n, "baseline")
+	if err != nil {
+		return d.Errf(n, "baseline: want chain, or file: or build:")
+	}
+	if v != "chain" {
+		return d.Errf(n, "baseline %q: want chain (each cycle updates from the image of the cycle before), or file: or build:", v)
+	}
+	j.Chain, j.chainAt = true, config.PosOf(n)
 	return nil
 }

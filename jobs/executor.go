@@ -76,6 +76,7 @@ type worker struct {
 	st    *bench.Strategy
 	lease Lease
 	done  map[int]bool // cycles recorded by a run being resumed
+	chain *chainState  // the board's place in a chain job's images
 }
 
 // fanout emits every event to several sinks.
@@ -229,10 +230,15 @@ func Execute(ctx context.Context, o RunOptions) (*Report, error) {
 			b.Nonces.Load(mine)
 		}
 		w := &worker{b: b, st: st, lease: leases[bd.Name], done: map[int]bool{}}
+		var mine []results.Cycle
 		for _, c := range prior {
 			if c.Board == bd.Name {
 				w.done[c.Cycle] = true
+				mine = append(mine, c)
 			}
+		}
+		if p.Chain != nil {
+			w.chain = newChainState(p.Chain, mine)
 		}
 		workers = append(workers, w)
 	}
@@ -383,7 +389,7 @@ func (r *runner) board(ctx context.Context, w *worker) error {
 		} else {
 			var fault error
 			w.st.Brownout = spec.Brownout
-			c, fault = w.st.Cycle(ctx, n, spec.Cut)
+			c, fault = r.attempt(ctx, w, n, spec)
 			if fault == nil && ctx.Err() == nil && c.Outcome == results.MissedCut && j.MissedCut == MissedRetry {
 				// The bench missed its own plan: the cycle tested nothing
 				// it names. Once more, and what that attempt gives counts.
@@ -391,8 +397,10 @@ func (r *runner) board(ctx context.Context, w *worker) error {
 				note.Text = "missed cut, running the cycle again: " + c.Missed
 				r.hub.Emit(note)
 				r.o.Log.Warn("missed cut, running the cycle again", "board", w.b.Name, "cycle", n, "plan", spec.Desc, "why", c.Missed)
-				c, fault = w.st.Cycle(ctx, n, spec.Cut)
+				first := c
+				c, fault = r.attempt(ctx, w, n, spec)
 				c.Attempts = 2
+				addCost(&c, first)
 			}
 			if ctx.Err() != nil {
 				// Interrupted mid-cycle: the cycle is not recorded; --resume
@@ -427,6 +435,36 @@ func (r *runner) board(ctx context.Context, w *worker) error {
 		r.hub.Emit(e)
 	}
 	return nil
+}
+
+// attempt runs cycle n once; on a chain job, from the image the device
+// is believed to run to the chain's next link.
+func (r *runner) attempt(ctx context.Context, w *worker, n int, spec CycleSpec) (results.Cycle, error) {
+	if w.chain == nil {
+		return w.st.Cycle(ctx, n, spec.Cut)
+	}
+	if err := w.chain.step(w.st); err != nil {
+		c := r.skipped(w, spec, n, n, err)
+		c.Reason = "baseline: " + err.Error()
+		return c, err
+	}
+	c, fault := w.st.Cycle(ctx, n, spec.Cut)
+	w.chain.after(w.st)
+	return c, fault
+}
+
+// addCost adds what an earlier attempt of the same cycle cost the probe
+// and the flash to c.
+func addCost(c *results.Cycle, first results.Cycle) {
+	c.ProbeUses += first.ProbeUses
+	c.ProbeTime += first.ProbeTime
+	if first.Erases != nil {
+		n := *first.Erases
+		if c.Erases != nil {
+			n += *c.Erases
+		}
+		c.Erases = &n
+	}
 }
 
 // takeOut puts a board the run can no longer use in its safe state and

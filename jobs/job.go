@@ -81,8 +81,12 @@ type Job struct {
 	// tag. At most one is set; neither means every board of the bench.
 	Boards   []string
 	Tag      string
-	Baseline ImageSpec // empty for a job made in code without one (update)
-	Image    ImageSpec // the update
+	Baseline ImageSpec // empty for a job made in code without one (update), and with Chain
+	Image    ImageSpec // the update; with Chain, what every link is built from
+	// Chain (baseline: chain) makes the campaign a chain of images built
+	// from Image's build spec: each cycle updates from the image the
+	// device runs to a new one (see Chain).
+	Chain bool
 	// Profile overrides every board's update profile ("resumable" or
 	// "block1"; "" keeps the profile of each board's bench entry);
 	// Profiles overrides it per board.
@@ -115,7 +119,7 @@ type Job struct {
 	// (sample:); 0 is bench.DefaultSample, negative is off.
 	Sample time.Duration
 
-	cutAt, sampleAt config.Pos
+	cutAt, sampleAt, chainAt config.Pos
 
 	benchAt, tagAt, cutsAt, profileAt, pathAt config.Pos
 	boardsAt                                  []config.Pos

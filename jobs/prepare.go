@@ -69,13 +69,15 @@ type Prepared struct {
 	Bench *boards.Bench
 	// Boards are the selected boards in run order.
 	Boards []*boards.Board
-	// Baseline is nil for a job without one (an update).
+	// Baseline is nil for a job without one (an update). For a chain job
+	// they are the chain's links 0 and 1, and Chain builds the others.
 	Baseline, Update []byte
 	// BaselineVersion and UpdateVersion are the version strings the
 	// images report when they run ("" when neither the job nor the image
 	// says): what a plain CoAP device's version check compares.
 	BaselineVersion, UpdateVersion string
 	Plan                           []CycleSpec
+	Chain                          *Chain
 }
 
 // Names lists the selected boards.
@@ -107,18 +109,41 @@ func Prepare(ctx context.Context, j *Job, inv *boards.Bench, o PrepareOptions) (
 	// An image file is checked against the slots before it is read: one
 	// too large for every board's slot is refused by its size alone.
 	o.fit = imageLimit(inv, names)
-	if !j.Baseline.IsZero() {
+	switch {
+	case j.Chain:
+		if err := j.checkChainImage(); err != nil {
+			return nil, err
+		}
+		p.Chain = &Chain{spec: *j.Image.Build}
+		if p.Baseline, err = j.loadImage("baseline", ImageSpec{Build: ptrTo(j.chainLinkSpec(0)), At: j.chainAt}, o); err != nil {
+			return nil, err
+		}
+		if p.Update, err = j.loadImage("update", ImageSpec{Build: ptrTo(j.chainLinkSpec(1)), At: j.Image.At}, o); err != nil {
+			return nil, err
+		}
+	case !j.Baseline.IsZero():
 		if p.Baseline, err = j.loadImage("baseline", j.Baseline, o); err != nil {
 			return nil, err
 		}
 	}
-	if p.Update, err = j.loadImage("update", j.Image, o); err != nil {
-		return nil, err
+	if !j.Chain {
+		if p.Update, err = j.loadImage("update", j.Image, o); err != nil {
+			return nil, err
+		}
 	}
 	p.BaselineVersion, p.UpdateVersion = imageVersion(j.Baseline, p.Baseline), imageVersion(j.Image, p.Update)
+	if j.Chain {
+		// Each link reports the version in its header.
+		p.BaselineVersion, p.UpdateVersion = imageVersion(ImageSpec{}, p.Baseline), imageVersion(ImageSpec{}, p.Update)
+	}
 	flash := o.Use == UseFlash || o.Use == UseFlashAt
 	if !flash {
 		if p.Plan, err = j.Cycles(j.Blocks(len(p.Update))); err != nil {
+			return nil, err
+		}
+	}
+	if j.Chain {
+		if err := j.checkChain(len(p.Plan)); err != nil {
 			return nil, err
 		}
 	}
@@ -345,3 +370,5 @@ func (j *Job) checkArmer(p *Prepared, b *bench.Board) error {
 	}
 	return nil
 }
+
+func ptrTo[T any](v T) *T { return &v }
