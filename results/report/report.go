@@ -52,6 +52,8 @@ type BoardHeader struct {
 	Planned        int
 	Outcomes       []OutcomeCount
 	Verdict        results.Verdict
+	// Flash is what the board's cycles cost its probe and its flash.
+	Flash results.BoardFlash
 }
 
 // Header is the report's first section.
@@ -297,7 +299,7 @@ func header(in Input, prof map[string]string) Header {
 	vers := deviceVersions(in.Events)
 	for _, b := range s.PerBoard {
 		h.Boards = append(h.Boards, BoardHeader{Board: b.Board, Profile: prof[b.Board], Firmware: vers[b.Board],
-			Cycles: b.Cycles, Planned: b.Planned, Outcomes: counts(b.Outcomes), Verdict: b.Verdict})
+			Cycles: b.Cycles, Planned: b.Planned, Outcomes: counts(b.Outcomes), Verdict: b.Verdict, Flash: b.Flash})
 	}
 	return h
 }

@@ -426,3 +426,23 @@ func TestLoadDBTrend(t *testing.T) {
 		t.Error("the trend table does not list the three runs")
 	}
 }
+
+// TestRenderProbeAndFlash: the summary names each board's probe uses and,
+// when the device counts them, its sector erases.
+func TestRenderProbeAndFlash(t *testing.T) {
+	s := newSynth([]string{"safe", "naive"}, 4, 4, func(b string, _, block int) bool { return b == "naive" && block < 2 })
+	for i := range s.cycles {
+		c := &s.cycles[i]
+		n := 3
+		c.Erases = &n
+		if c.Board == "naive" {
+			c.ProbeUses, c.ProbeTime = 1, 250*time.Millisecond
+		}
+	}
+	_, page := render(t, s.input())
+	want := `<dd id="probe-flash">safe: 0 probe uses, 12 sector erases (3.00 per cycle); naive: 4 probe uses (1.00s, 250ms per cycle), 12 sector erases (3.00 per cycle)</dd>`
+	if !strings.Contains(page, want) {
+		i := strings.Index(page, `id="probe-flash"`)
+		t.Errorf("page lacks %s; has %s", want, page[max(i, 0):min(max(i, 0)+300, len(page))])
+	}
+}
