@@ -262,3 +262,71 @@ cuts:
 		t.Fatalf("got %v, want an error at line 3", err)
 	}
 }
+
+// TestChainResume: a chain run interrupted after its third cycle goes on
+// with --resume past every link the recorded cycles may have used: its
+// first cycle restores the link before over the probe (the bench cannot
+// know what the board runs), the others need no probe, and sequence
+// numbers keep rising to the end.
+func TestChainResume(t *testing.T) {
+	s, inv := startSims(t, 1, sim.InplaceRecovery)
+	name := inv.Boards[0].Name
+	factory(t, s.Boards[0], build(t, "2.0.0+c0", 1, 4<<10, 2))
+	job := parseJob(t, soakJob(name, "chain", 6))
+	w := map[string]power.CutWitness{name: simbench.Witness(s.Boards[0])}
+	dir := t.TempDir()
+	db, err := results.OpenDB(filepath.Join(dir, "results.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	run := func(ctx context.Context, recorded func(results.Cycle) error) *jobs.Report {
+		prep, err := jobs.Prepare(context.Background(), job, inv, jobs.PrepareOptions{Use: jobs.UseRun, Witnesses: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := jobs.Execute(ctx, jobs.RunOptions{
+			Prepared: prep, Resume: true, Recorded: recorded,
+			Run:    results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "chain-resume", Started: time.Now()},
+			OutDir: dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
+			Tx:        coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
+			Witnesses: w,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := run(ctx, func(c results.Cycle) error {
+		if c.Cycle == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if !first.Interrupted || len(first.Cycles) != 3 {
+		t.Fatalf("first run: interrupted %v with %d cycles, want 3", first.Interrupted, len(first.Cycles))
+	}
+	if h := running(t, s.Boards[0], 4<<10); h.Seq != 4 {
+		t.Fatalf("after 3 cycles the device runs %s seq %d, want seq 4", h.Version, h.Seq)
+	}
+	rep := run(context.Background(), nil)
+	if rep.Run.ID != first.Run.ID || len(rep.Cycles) != 6 {
+		t.Fatalf("resumed run %s with %d cycles, want %s with 6", rep.Run.ID, len(rep.Cycles), first.Run.ID)
+	}
+	for _, c := range rep.Cycles {
+		want := 0
+		if c.Cycle == 4 {
+			want = 1 // link 5 restored: the resumed run starts past links 1-5
+		}
+		if c.Outcome != results.Updated || c.ProbeUses != want {
+			t.Errorf("cycle %d: %s (%s), probe %d, want updated, probe %d", c.Cycle, c.Outcome, c.Reason, c.ProbeUses, want)
+		}
+	}
+	// Three cycles recorded used links 1-3; the resumed run skips 4 and
+	// 5 (what an interrupted cycle may have used) and pushes 6, 7, 8.
+	if h := running(t, s.Boards[0], 4<<10); h.Seq != 9 || h.Version != "2.0.0+c8" {
+		t.Errorf("the device runs %s seq %d, want 2.0.0+c8 seq 9", h.Version, h.Seq)
+	}
+}
