@@ -166,6 +166,9 @@ func TestDemo(t *testing.T) {
 	if !d.Accepts("sim-naive", results.Bricked) || d.Accepts("sim-safe", results.Bricked) {
 		t.Error("accept")
 	}
+	if !d.Chain || d.Image.Build == nil || d.Image.Build.Seq != 2 {
+		t.Errorf("the demo is a chain from image seq 2: chain %v, image %+v", d.Chain, d.Image.Build)
+	}
 	cs, err := d.Cycles(16)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +199,7 @@ func TestDemo(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"boards", f.Boards, d.Boards}, {"baseline", *f.Baseline.Build, *d.Baseline.Build}, {"image", *f.Image.Build, *d.Image.Build},
+		{"boards", f.Boards, d.Boards}, {"baseline: chain", f.Chain, d.Chain}, {"baseline", f.Baseline, d.Baseline}, {"image", *f.Image.Build, *d.Image.Build},
 		{"profile", f.Profile, d.Profile}, {"block_size", f.BlockSize, d.BlockSize}, {"off_time", f.OffTime, d.OffTime},
 		{"recovery_timeout", f.RecoveryTimeout, d.RecoveryTimeout}, {"accept", f.Accept, d.Accept}, {"repeat", f.Repeat, d.Repeat},
 		{"seed", f.Seed, d.Seed}, {"parallel", f.Parallel, d.Parallel}, {"reflash", f.Reflash, d.Reflash}, {"missed_cut", f.MissedCut, d.MissedCut},

@@ -9,8 +9,10 @@ const demoYAML = `name: demo
 # board's update profile comes from the bench: sim-safe speaks the
 # resumable protocol, sim-naive plain block1.
 boards: [sim-safe, sim-naive]
-baseline:
-  build: {version: 1.0.0, seq: 1, size: 16KiB, seed: 1}
+# A chain: each cycle updates from the image the cycle before left to a
+# new one built from image: (2.0.0+c1 with seq 2, then 2.0.0+c2 with seq 3,
+# …), so the probe is used only to recover a board (sim-naive's bricks).
+baseline: chain
 image:
   build: {version: 2.0.0, seq: 2, size: 16KiB, seed: 2}
 block_size: 1024 # 16 KiB / 1024 = 16 blocks
@@ -33,7 +35,8 @@ missed_cut: retry # a cut that misses its planned point runs once more
 `
 
 // Demo is the built-in demo job (`fudbench run` with no job): both
-// default simulated boards, 16 KiB images built on the fly, a cut after
+// default simulated boards, a chain of 16 KiB images built on the fly
+// (each cycle updates from the image the cycle before left), a cut after
 // every block plus four random cuts during blocks. sim-safe must update
 // every time; sim-naive may brick, to be reflashed.
 func Demo() *Job {

@@ -174,6 +174,18 @@ func TestRunDemo(t *testing.T) {
 	if naive.Cycles != 20 || naive.Outcomes[results.Updated]+bricked != 20 {
 		t.Errorf("sim-naive: %d cycles, outcomes %v; want 20 updated or bricked", naive.Cycles, naive.Outcomes)
 	}
+	// The demo is a chain: the probe restores at most the chain's first
+	// image, once, and reflashes sim-naive's bricks; nothing else. Both
+	// boards count their flash erases.
+	if f := safe.Flash; f.ProbeUses > 1 || f.ErasesCycles != 20 || f.ErasesPerCycle <= 0 {
+		t.Errorf("sim-safe: probe and flash %+v; want at most 1 probe use and erases counted", f)
+	}
+	if f := naive.Flash; f.ProbeUses > 1+bricked || f.ErasesCycles != 20 {
+		t.Errorf("sim-naive: probe and flash %+v with %d bricked; want at most %d probe uses", f, bricked, 1+bricked)
+	}
+	if !strings.Contains(stdout, "  probe sim-safe: ") || !strings.Contains(stdout, "sector erases") {
+		t.Errorf("no probe and flash line in the table:\n%s", stdout)
+	}
 	if len(s.Cuts) != 40 {
 		t.Errorf("summary lists %d cut points, want 40", len(s.Cuts))
 	}
