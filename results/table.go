@@ -171,7 +171,11 @@ func flashLine(b BoardSummary) string {
 		}
 		return FormatDuration(time.Duration(ms * float64(time.Millisecond)))
 	}
-	line := fmt.Sprintf("  probe %s: %d uses, %s (%.2f uses, %s per cycle)", b.Board, f.ProbeUses, per(f.ProbeMs), f.ProbeUsesPerCycle, per(f.ProbeMsPerCycle))
+	uses := "uses"
+	if f.ProbeUses == 1 {
+		uses = "use"
+	}
+	line := fmt.Sprintf("  probe %s: %d %s, %s (%.2f uses, %s per cycle)", b.Board, f.ProbeUses, uses, per(f.ProbeMs), f.ProbeUsesPerCycle, per(f.ProbeMsPerCycle))
 	if f.ErasesCycles > 0 {
 		line += fmt.Sprintf("; flash: %d sector erases (%.2f per cycle)", f.Erases, f.ErasesPerCycle)
 	}
