@@ -32,26 +32,10 @@ func runSim(t testing.TB, s *sim.Sim, inv *boards.Bench, job *jobs.Job) *jobs.Re
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	db, err := results.OpenDB(filepath.Join(dir, "results.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rep, err := jobs.Execute(context.Background(), jobs.RunOptions{
-		Prepared: prep,
-		Run:      results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
-		OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
-		Tx:        coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
-		Witnesses: w,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep, stored := executeInto(t, job, prep, w)
 	// What is stored is what ran.
-	stored, err := db.Cycles(rep.Run.ID)
-	if err != nil || len(stored) != len(rep.Cycles) {
-		t.Fatalf("stored %d cycles (%v), ran %d", len(stored), err, len(rep.Cycles))
+	if len(stored) != len(rep.Cycles) {
+		t.Fatalf("stored %d cycles, ran %d", len(stored), len(rep.Cycles))
 	}
 	for i, c := range stored {
 		r := rep.Cycles[i]

@@ -13,6 +13,7 @@ import (
 	"github.com/fudbench/fudbench/fwimage"
 	"github.com/fudbench/fudbench/internal/simbench"
 	"github.com/fudbench/fudbench/jobs"
+	"github.com/fudbench/fudbench/power"
 	_ "github.com/fudbench/fudbench/power/gpio"
 	_ "github.com/fudbench/fudbench/probes/gdbrsp"
 	"github.com/fudbench/fudbench/results"
@@ -73,6 +74,15 @@ func execute(t testing.TB, job *jobs.Job, inv *boards.Bench, base, upd []byte) *
 // executePrepared runs a prepared job into a fresh results database.
 func executePrepared(t testing.TB, job *jobs.Job, p *jobs.Prepared) *jobs.Report {
 	t.Helper()
+	rep, _ := executeInto(t, job, p, nil)
+	return rep
+}
+
+// executeInto runs a prepared job with the boards' witnesses (nil: none)
+// into a fresh results database, and returns the cycles stored there
+// with the report.
+func executeInto(t testing.TB, job *jobs.Job, p *jobs.Prepared, w map[string]power.CutWitness) (*jobs.Report, []results.Cycle) {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := results.OpenDB(filepath.Join(dir, "results.db"))
 	if err != nil {
@@ -83,12 +93,17 @@ func executePrepared(t testing.TB, job *jobs.Job, p *jobs.Prepared) *jobs.Report
 		Prepared: p,
 		Run:      results.RunInfo{ID: fmt.Sprintf("r%d", simSeq.Add(1)), Job: job.Name, JobHash: "h", Started: time.Now()},
 		OutDir:   dir, DB: db, Locker: &jobs.FileLocker{Dir: filepath.Join(dir, "locks")},
-		Tx: coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
+		Tx:        coap.Transmission{AckTimeout: 300 * time.Millisecond, MaxRetransmit: 2},
+		Witnesses: w,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rep
+	stored, err := db.Cycles(rep.Run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep, stored
 }
 
 // mustPrepare prepares job on inv as `fudbench run` does; base and upd,
