@@ -168,3 +168,32 @@ recovery_timeout: 1s
 		})
 	}
 }
+
+// fudbench update to a plain CoAP device: the image's version comes from
+// --image-version (a file that does not say it is refused before anything
+// is sent), and a cut kills the server, whose successor gets the whole
+// image again.
+func TestPlainCoAPUpdate(t *testing.T) {
+	plainDevice(t)
+	dir := t.TempDir()
+	ex, err := filepath.Abs("../../examples/plain-coap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bench, img := filepath.Join(ex, "bench.yaml"), filepath.Join(ex, "v2.bin")
+	if _, stderr, code := runCLI(t, dir, "power", "on", "coap-server", "--bench", bench); code != 0 {
+		t.Fatalf("power on: exit %d: %s", code, stderr)
+	}
+	_, stderr, code := runCLI(t, dir, "update", "coap-server", "--bench", bench, img)
+	if code != 2 || !strings.Contains(stderr, "--image-version: board coap-server reads which image runs by GET /fw") {
+		t.Fatalf("without --image-version: exit %d, want 2\n%s", code, stderr)
+	}
+	stdout, stderr, code := runCLI(t, dir, "update", "coap-server", "--bench", bench, "--image-version", "2.0.0",
+		"--block-size", "256", "--cut-after-block", "50", "--off-time", "20ms", "--recovery-timeout", "5s", img)
+	if code != 0 || !strings.Contains(stdout, "cut: after_block 50") || !strings.Contains(stdout, "running 2.0.0\n") {
+		t.Fatalf("exit %d, want 0 with the cut and the new version\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "128 blocks of 256 bytes, 179 sent") {
+		t.Errorf("after a cut after block 50 the 128 blocks are sent again from block 0 (179 in all):\n%s", stdout)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -25,10 +26,10 @@ import (
 )
 
 type updateFlags struct {
-	benchFile, profile, rawURL, pskID, pskFile, imageKey string
-	blockSize, cutAfter                                  int
-	offTime, timeout, connect                            time.Duration
-	jsonOut, skipImageCheck, qblock                      bool
+	benchFile, profile, rawURL, pskID, pskFile, imageKey, imageVersion string
+	blockSize, cutAfter                                                int
+	offTime, timeout, connect                                          time.Duration
+	jsonOut, skipImageCheck, qblock                                    bool
 }
 
 func newUpdateCmd(g *globals) *cobra.Command {
@@ -72,6 +73,7 @@ bench file, or a DTLS identity the device refuses; 3 the bench failed
 	fl.StringVar(&f.pskID, "psk-identity", "", "DTLS PSK identity for coaps:// URLs")
 	fl.StringVar(&f.pskFile, "psk-file", "", "file holding the DTLS PSK for coaps:// URLs")
 	fl.StringVar(&f.imageKey, "image-key", "", "public key (PEM) that signs the image; default: the development key")
+	fl.StringVar(&f.imageVersion, "image-version", "", "the version string the image reports when it runs, for a board whose coap.version reads one (default: the image header's)")
 	fl.BoolVar(&f.skipImageCheck, "skip-image-check", false, "push an image that does not verify (to test that a device refuses it)")
 	fl.BoolVar(&f.jsonOut, "json", false, "print the result as JSON on stdout")
 	fl.BoolVar(&f.qblock, "qblock", false, "send the image with Q-Block1 (RFC 9177) in bursts of 10 blocks (default: the board's)")
@@ -107,7 +109,10 @@ func runUpdate(c *cobra.Command, g *globals, f *updateFlags, args []string) erro
 	if f.profile != "" && f.profile != boards.ProfileResumable && f.profile != boards.ProfileBlock1 {
 		return usageErr(fmt.Errorf("--profile %q: want resumable or block1", f.profile))
 	}
-	job := &jobs.Job{Name: "update", Boards: []string{name}, Image: jobs.ImageSpec{File: args[1]},
+	if err := needImageVersion(inv, name, args[1], f.imageVersion); err != nil {
+		return err
+	}
+	job := &jobs.Job{Name: "update", Boards: []string{name}, Image: jobs.ImageSpec{File: args[1], Version: f.imageVersion},
 		BlockSize: f.blockSize, Profile: f.profile, OffTime: f.offTime, RecoveryTimeout: f.timeout, Repeat: 1,
 		Cuts: []jobs.CutEntry{jobs.OneCut("none", jobs.NoCut)}}
 	cut := jobs.NoCut
@@ -318,9 +323,15 @@ func printUpdate(c *cobra.Command, f *updateFlags, name string, size int, res *b
 		}
 	}
 	if res.Err == nil {
-		if res.Final != nil {
+		switch {
+		case res.Final != nil && res.Final.Digest != nil:
 			fmt.Fprintf(w, "running %s (seq %d)\n", res.Final.Version, res.Final.Seq)
-		} else {
+		case res.Final != nil && res.Final.Version != "":
+			// A plain CoAP device's version check names the version only.
+			fmt.Fprintf(w, "running %s\n", res.Final.Version)
+		case res.Final != nil:
+			fmt.Fprintln(w, "transfer complete; the device answers (its version is not checked)")
+		default:
 			fmt.Fprintln(w, "transfer complete")
 		}
 	}
@@ -425,4 +436,24 @@ func progressSink(c *cobra.Command, total *uint32) results.Sink {
 			}
 		}
 	})
+}
+
+// needImageVersion refuses an update of a board whose version check reads
+// a version string (a plain CoAP device) with an image that names none:
+// neither --image-version nor a header in fudbench's format.
+func needImageVersion(inv *boards.Bench, name, file, given string) error {
+	bd, err := inv.Board(name)
+	if err != nil || given != "" || bd.CoAP == nil || !bd.CoAP.Version.Reads() {
+		return nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil // Prepare says what is wrong with the file
+	}
+	defer f.Close()
+	magic := make([]byte, len(fwimage.Magic))
+	if _, err := io.ReadFull(f, magic); err == nil && string(magic) == fwimage.Magic {
+		return nil
+	}
+	return usageErr(fmt.Errorf("--image-version: board %s reads which image runs by %s (%s), and %s does not say its version: give the version string it reports when it runs", name, bd.CoAP.Version, bd.File, file))
 }
