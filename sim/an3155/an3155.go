@@ -28,8 +28,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
+	"github.com/fudbench/fudbench/internal/rawpty"
 )
 
 // Options configures a Device.
@@ -70,19 +69,9 @@ type Device struct {
 
 // New starts a device waiting for the autobaud sync.
 func New(opts Options) (*Device, error) {
-	master, slave, err := pty.Open()
+	master, slave, err := rawpty.Open()
 	if err != nil {
-		return nil, fmt.Errorf("an3155: open pty: %w", err)
-	}
-	if err := setRaw(int(slave.Fd())); err != nil {
-		master.Close()
-		slave.Close()
-		return nil, fmt.Errorf("an3155: raw mode on %s: %w", slave.Name(), err)
-	}
-	master, err = pollable(master)
-	if err != nil {
-		slave.Close()
-		return nil, fmt.Errorf("an3155: pty master of %s: %w", slave.Name(), err)
+		return nil, fmt.Errorf("an3155: %w", err)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -99,40 +88,6 @@ func New(opts Options) (*Device, error) {
 	}
 	go d.serve()
 	return d, nil
-}
-
-// pollable returns f's descriptor as a non-blocking *os.File and closes f.
-// pty.Open hands out the master in blocking mode (it calls Fd), and a
-// blocked Read would keep Close from ever finishing; through the runtime
-// poller, Close interrupts it.
-func pollable(f *os.File) (*os.File, error) {
-	fd, err := unix.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
-		return nil, err
-	}
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), "/dev/ptmx"), nil
-}
-
-// setRaw applies cfmakeraw(3): the bootloader's bytes must pass
-// untouched until a tool sets its own modes.
-func setRaw(fd int) error {
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
 func (d *Device) serve() {

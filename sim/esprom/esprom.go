@@ -39,10 +39,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
-
 	wire "github.com/fudbench/fudbench/internal/esprom"
+	"github.com/fudbench/fudbench/internal/rawpty"
 )
 
 // Chip constants.
@@ -183,19 +181,9 @@ const ENDelay = 2 * time.Millisecond
 
 // New starts a device on a new pseudo-terminal; Path is its port.
 func New(opts Options) (*Device, error) {
-	master, slave, err := pty.Open()
+	master, slave, err := rawpty.Open()
 	if err != nil {
-		return nil, fmt.Errorf("esprom: open pty: %w", err)
-	}
-	if err := setRaw(int(slave.Fd())); err != nil {
-		master.Close()
-		slave.Close()
-		return nil, fmt.Errorf("esprom: raw mode on %s: %w", slave.Name(), err)
-	}
-	master, err = pollable(master)
-	if err != nil {
-		slave.Close()
-		return nil, fmt.Errorf("esprom: pty master of %s: %w", slave.Name(), err)
+		return nil, fmt.Errorf("esprom: %w", err)
 	}
 	d := newDevice(opts)
 	d.master, d.slave, d.path, d.rw = master, slave, slave.Name(), master
@@ -211,37 +199,6 @@ func Serve(rw io.ReadWriter, opts Options) *Device {
 	d.rw = rw
 	go d.serve()
 	return d
-}
-
-// pollable returns f's descriptor as a non-blocking *os.File and closes f,
-// so that Close interrupts a blocked Read.
-func pollable(f *os.File) (*os.File, error) {
-	fd, err := unix.Dup(int(f.Fd()))
-	f.Close()
-	if err != nil {
-		return nil, err
-	}
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), "/dev/ptmx"), nil
-}
-
-// setRaw applies cfmakeraw(3) to the slave.
-func setRaw(fd int) error {
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
 func (d *Device) serve() {

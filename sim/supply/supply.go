@@ -61,8 +61,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
+	"github.com/fudbench/fudbench/internal/rawpty"
 )
 
 // Load is what the supply powers: a simulated board satisfies it.
@@ -299,46 +298,12 @@ func (s *Supply) serve(r io.Reader, w io.Writer) {
 
 // openPTY makes the serial port: a raw pty whose master the supply reads.
 func (s *Supply) openPTY() error {
-	master, slave, err := pty.Open()
+	master, slave, err := rawpty.Open()
 	if err != nil {
-		return fmt.Errorf("supply %s: open pty: %w", s.opts.Name, err)
+		return fmt.Errorf("supply %s: %w", s.opts.Name, err)
 	}
-	if err := setRaw(int(slave.Fd())); err != nil {
-		master.Close()
-		slave.Close()
-		return fmt.Errorf("supply %s: raw mode on %s: %w", s.opts.Name, slave.Name(), err)
-	}
-	// The master as a non-blocking file, so that Close interrupts a read.
-	fd, err := unix.Dup(int(master.Fd()))
-	master.Close()
-	if err == nil {
-		unix.CloseOnExec(fd)
-		if err = unix.SetNonblock(fd, true); err != nil {
-			unix.Close(fd)
-		}
-	}
-	if err != nil {
-		slave.Close()
-		return fmt.Errorf("supply %s: pty master of %s: %w", s.opts.Name, slave.Name(), err)
-	}
-	s.pty, s.tty, s.path = os.NewFile(uintptr(fd), "/dev/ptmx"), slave, slave.Name()
+	s.pty, s.tty, s.path = master, slave, slave.Name()
 	return nil
-}
-
-// setRaw applies cfmakeraw(3) to the slave: no echo, no line editing, no
-// CR/LF translation, 8 bits.
-func setRaw(fd int) error {
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
 // Exec runs one program message (a line without its terminator) as a
